@@ -1,0 +1,1 @@
+"""The vla-studio app shell, the tabs (controllers), Qt adapters and the CLI."""

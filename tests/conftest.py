@@ -1,0 +1,46 @@
+"""Shared test setup: offscreen Qt, headless MuJoCo, markers that skip where the resource is absent."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from recorder.errors import StudioWarning  # noqa: E402
+
+warnings.simplefilter("error", StudioWarning)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda = None
+    for item in items:
+        if "gpu" in item.keywords:
+            if cuda is None:
+                cuda = _has_cuda()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "hardware" in item.keywords and not os.environ.get("VLA_STUDIO_HARDWARE"):
+            item.add_marker(pytest.mark.skip(reason="needs real hardware (set VLA_STUDIO_HARDWARE=1)"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh, empty store root used as VLA_STUDIO_HOME."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("VLA_STUDIO_HOME", str(root))
+    return root
