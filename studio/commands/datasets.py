@@ -1,12 +1,284 @@
-"""`vla-studio datasets` (placeholder: replaced by the issue that builds it)."""
+"""`vla-studio datasets`: list, show, export/import LeRobot folders, stats, split, merge, trash, edit."""
 
-from recorder.errors import KnownError
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from recorder.errors import DatasetError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("datasets", help="datasets (not built yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("datasets", help="browse and curate datasets; LeRobot import/export")
+    dsub = p.add_subparsers(dest="datasets_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: _usage(p))
+
+    q = dsub.add_parser("list", help="datasets with episode counts")
+    q.set_defaults(func=_list)
+
+    q = dsub.add_parser("show", help="the episodes of one dataset")
+    q.add_argument("name")
+    _filters(q)
+    q.add_argument("--trashed", action="store_true", help="list the trashed episodes instead")
+    q.set_defaults(func=_show)
+
+    q = dsub.add_parser("export", help="export to a LeRobotDataset v3.0 folder")
+    q.add_argument("name")
+    q.add_argument("--out", required=True, type=Path, help="folder to create")
+    q.add_argument("--codec", choices=("h264", "av1"), default="h264")
+    q.add_argument("--robot-type", default=None, help="robot_type written to meta/info.json")
+    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    _filters(q)
+    q.set_defaults(func=_export)
+
+    q = dsub.add_parser("import", help="import a LeRobot v3.0 or v2.1 folder")
+    q.add_argument("dir", type=Path)
+    q.add_argument("--dataset", default=None, help="dataset to import into (default: the folder name)")
+    q.add_argument("--source", choices=("teleop", "policy", "scripted"), default="teleop")
+    q.set_defaults(func=_import)
+
+    q = dsub.add_parser("stats", help="per-dimension min/max/mean/std/q01/q99")
+    q.add_argument("name")
+    q.set_defaults(func=_stats)
+
+    q = dsub.add_parser("split", help="tag episodes split:train / split:val")
+    q.add_argument("name")
+    q.add_argument("--val", type=float, default=0.1, help="fraction of episodes for validation")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_split)
+
+    q = dsub.add_parser("merge", help="move (or --copy) the episodes of several datasets into one")
+    q.add_argument("sources", nargs="+")
+    q.add_argument("--into", required=True)
+    q.add_argument("--copy", action="store_true",
+                   help="copy episodes (re-encodes video) and keep the sources; default moves them")
+    q.set_defaults(func=_merge)
+
+    for name, helptext in (("trash", "move episodes to the trash"), ("restore", "take episodes out of the trash")):
+        q = dsub.add_parser(name, help=helptext)
+        q.add_argument("ids", nargs="+", type=int)
+        q.set_defaults(func=_trash if name == "trash" else _restore)
+
+    q = dsub.add_parser("purge", help="delete episodes' files for good")
+    q.add_argument("ids", nargs="+", type=int)
+    q.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    q.set_defaults(func=_purge)
+
+    q = dsub.add_parser("edit", help="change task, success, tags or notes of an episode")
+    q.add_argument("id", type=int)
+    q.add_argument("--task")
+    q.add_argument("--success", choices=("yes", "no", "unknown"))
+    q.add_argument("--tags", help="comma-separated; replaces the tags")
+    q.add_argument("--notes")
+    q.set_defaults(func=_edit)
 
 
-def _run(args) -> int:
-    raise KnownError("'vla-studio datasets' is not built yet")
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 1
+
+
+def _filters(q) -> None:
+    q.add_argument("--task", help="exact task text")
+    q.add_argument("--success", choices=("yes", "no", "unknown"))
+    q.add_argument("--source", choices=("teleop", "policy", "scripted"))
+    q.add_argument("--tag", action="append", help="episodes carrying this tag (repeatable: all of them)")
+
+
+def _open(args):
+    from recorder.store import Store
+
+    return Store.open(args.home)
+
+
+def _success_arg(v: str | None):
+    return {"yes": True, "no": False, "unknown": None}.get(v, "any") if v is not None else "any"
+
+
+def select(store, name: str, task=None, success="any", source=None, tags=None, status=None) -> list:
+    """Episodes of dataset ``name`` matching the filters (DatasetError if the dataset does not exist)."""
+    if name not in {d.name for d in store.datasets()}:
+        raise DatasetError(f"no dataset named {name!r}: see 'vla-studio datasets list'")
+    kwargs = {"dataset": name}
+    if task:
+        kwargs["task"] = task
+    if source:
+        kwargs["source"] = source
+    if tags:
+        kwargs["tags"] = list(tags)
+    if status is not None:
+        kwargs["status"] = status
+    eps = store.episodes(**kwargs)
+    if success != "any":
+        eps = [e for e in eps if e.success is success]
+    return sorted(eps, key=lambda e: e.id)
+
+
+def _fmt_success(v) -> str:
+    return {True: "yes", False: "no", None: "-"}[v]
+
+
+def _list(args) -> int:
+    store = _open(args)
+    try:
+        rows = store.datasets()
+        print(f"{'dataset':24} {'episodes':>8} {'frames':>8}  other")
+        for d in sorted(rows, key=lambda d: d.name):
+            other = ", ".join(f"{k} {v}" for k, v in sorted((d.counts or {}).items())
+                              if k not in ("complete", "recovered") and v)
+            print(f"{d.name:24} {d.num_episodes:>8} {d.num_frames:>8}  {other}")
+        if not rows:
+            print("(no datasets yet: record one, or 'vla-studio datasets import DIR')")
+    finally:
+        store.close()
+    return 0
+
+
+def _show(args) -> int:
+    from recorder.curation import visible_tags
+
+    store = _open(args)
+    try:
+        eps = select(store, args.name, args.task, _success_arg(args.success), args.source, args.tag,
+                     status=("trashed",) if args.trashed else None)
+        print(f"{'id':>5} {'start (UTC)':19} {'frames':>6} {'dur s':>6} {'source':8} {'ok':3} {'status':9} "
+              f"{'tags':20} task")
+        for e in eps:
+            start = e.start_time.strftime("%Y-%m-%d %H:%M:%S") if e.start_time else "-"
+            print(f"{e.id:>5} {start:19} {e.num_frames:>6} {e.duration_s:>6.1f} {e.source:8} "
+                  f"{_fmt_success(e.success):3} {e.status:9} {','.join(visible_tags(e.tags))[:20]:20} {e.task}")
+        print(f"{len(eps)} episodes")
+    finally:
+        store.close()
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def _export(args) -> int:
+    from recorder.interop.lerobot import export_lerobot
+
+    store = _open(args)
+    try:
+        eps = select(store, args.name, args.task, _success_arg(args.success), args.source, args.tag)
+        res = export_lerobot(store, args.out, eps, codec=args.codec, overwrite=args.force,
+                             robot_type=args.robot_type, progress=_progress)
+        print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
+              f"({res.frames_per_s:.0f} frames/s)")
+    finally:
+        store.close()
+    return 0
+
+
+def _import(args) -> int:
+    from recorder.interop.lerobot import import_lerobot
+
+    store = _open(args)
+    try:
+        eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=_progress)
+        print(f"imported {len(eps)} episodes, {sum(e.num_frames for e in eps)} frames into "
+              f"{eps[0].dataset!r}")
+    finally:
+        store.close()
+    return 0
+
+
+def _stats(args) -> int:
+    from recorder.curation import stats_table
+
+    store = _open(args)
+    try:
+        select(store, args.name)
+        rows = stats_table(store, args.name)
+        print(f"{'stream':24} {'dim':>3} {'min':>10} {'max':>10} {'mean':>10} {'std':>10} {'q01':>10} {'q99':>10}")
+        for key, d, st in rows:
+            cells = " ".join(f"{st.get(k, float('nan')):>10.4g}" for k in ("min", "max", "mean", "std", "q01", "q99"))
+            print(f"{key:24} {d:>3} {cells}")
+    finally:
+        store.close()
+    return 0
+
+
+def _split(args) -> int:
+    from recorder.curation import split
+
+    store = _open(args)
+    try:
+        select(store, args.name)
+        parts = split(store, args.name, val=args.val, seed=args.seed)
+        print(f"{args.name}: {len(parts['train'])} train, {len(parts['val'])} val "
+              f"(val ids: {' '.join(map(str, parts['val'])) or '-'})")
+    finally:
+        store.close()
+    return 0
+
+
+def _merge(args) -> int:
+    from recorder.curation import merge
+
+    store = _open(args)
+    try:
+        eps = merge(store, args.sources, args.into, copy=args.copy, progress=_progress)
+        verb = "copied" if args.copy else "moved"
+        print(f"{verb} {len(eps)} episodes from {', '.join(args.sources)} into {args.into!r}")
+    finally:
+        store.close()
+    return 0
+
+
+def _trash(args) -> int:
+    from recorder.curation import trash
+
+    store = _open(args)
+    try:
+        done = trash(store, args.ids)
+        print(f"trashed {len(done)} episodes (restore with 'vla-studio datasets restore ID..')")
+    finally:
+        store.close()
+    return 0
+
+
+def _restore(args) -> int:
+    from recorder.curation import restore
+
+    store = _open(args)
+    try:
+        done = restore(store, args.ids)
+        print(f"restored {len(done)} episodes")
+    finally:
+        store.close()
+    return 0
+
+
+def _purge(args) -> int:
+    from recorder.curation import purge
+
+    if not args.yes:
+        raise DatasetError(f"purging deletes the files of episodes {' '.join(map(str, args.ids))} for good: "
+                           "add --yes to confirm")
+    store = _open(args)
+    try:
+        done = purge(store, args.ids)
+        print(f"purged {len(done)} episodes")
+    finally:
+        store.close()
+    return 0
+
+
+def _edit(args) -> int:
+    from recorder.curation import edit_episode, parse_tags, visible_tags
+
+    store = _open(args)
+    try:
+        success = {"yes": True, "no": False, "unknown": None}[args.success] if args.success else "keep"
+        e = edit_episode(store, args.id, task=args.task, success=success, tags=parse_tags(args.tags),
+                         notes=args.notes)
+        print(f"episode {e.id}: task {e.task!r}, success {_fmt_success(e.success)}, "
+              f"tags {','.join(visible_tags(e.tags)) or '-'}, notes {e.notes!r}")
+    finally:
+        store.close()
+    return 0

@@ -1,12 +1,211 @@
-"""`vla-studio finetune` (placeholder: replaced by the issue that builds it)."""
+"""`vla-studio finetune`: LoRA fine-tunes of OpenVLA-class models on store datasets.
 
-from recorder.errors import KnownError
+    vla-studio finetune --dataset NAME --model PATH_OR_ID|tiny [--preset auto] [--steps N] [--batch B] ...
+    vla-studio finetune --resume RUN [--steps N]
+    vla-studio finetune export RUN --out DIR [--step N]
+    vla-studio finetune list [--json]
+
+Training prints one JSON object per line on stdout (see finetune/metrics.py) and writes the same
+lines to ``<home>/runs/<run-id>/metrics.jsonl``. ``--gpus N`` (N > 1) relaunches itself under
+torchrun; rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from recorder.errors import ConfigError
+
+# CLI option -> FinetuneConfig field (options left out keep the preset's / config's value)
+OPTION_FIELDS = {
+    "dataset": "dataset", "model": "model", "steps": "steps", "batch": "batch_size", "lr": "lr",
+    "lora_rank": "lora_rank", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+    "lora_targets": "lora_targets", "action_head": "action_head", "chunk": "chunk_size", "eval_every": "eval_every",
+    "eval_batches": "eval_batches", "save_every": "save_every", "val_fraction": "val_fraction",
+    "quantize_4bit": "quantize_4bit", "grad_accum": "grad_accum", "seed": "seed", "device": "device",
+    "dtype": "dtype", "num_workers": "num_workers", "warmup": "warmup_steps", "weight_decay": "weight_decay",
+    "activation_checkpointing": "activation_checkpointing", "augment": "augment", "use_state": "use_state",
+    "log_every": "log_every", "gpus": "gpus", "max_grad_norm": "max_grad_norm",
+}
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="dataset name in the store")
+    p.add_argument("--model", help="base model: a local folder, a hub id, or 'tiny'")
+    p.add_argument("--preset", default=None, help="auto (from the detected GPU), gpu-80gb, gpu-24gb, gpu-12gb or cpu")
+    p.add_argument("--resume", metavar="RUN", help="continue a run (its id or folder) from its last checkpoint")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch", type=int, help="samples per micro-batch (per GPU)")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--max-grad-norm", type=float)
+    p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 32)")
+    p.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--lora-targets", help="all-linear (default) or comma-separated module names")
+    p.add_argument("--action-head", choices=["tokens", "chunk"], help="token bins (OpenVLA) or a continuous chunk head")
+    p.add_argument("--chunk", type=int, help="action chunk size K")
+    p.add_argument("--cameras", help="cameras fed to the model, comma-separated (default: the model's count)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    p.add_argument("--eval-batches", type=int)
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--val-fraction", type=float, help="fraction of episodes held out")
+    p.add_argument("--4bit", dest="quantize_4bit", action="store_const", const=True, help="QLoRA (CUDA only)")
+    p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--use-state", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--gpus", type=int, help="GPUs on this host (N > 1 launches torchrun)")
+    p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
+    p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
+    p.add_argument("--config-file", help=argparse.SUPPRESS)  # torchrun ranks: the launcher's resolved config
 
 
 def register(sub) -> None:
-    p = sub.add_parser("finetune", help="finetune (not built yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("finetune", help="LoRA fine-tune a VLA on a dataset (also: export, list)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_train_options(p)
+    p.set_defaults(func=_run_train)
+    actions = p.add_subparsers(dest="finetune_action", metavar="{export,list}")
+    e = actions.add_parser("export", help="merge a run's adapter into its base model and save a model folder")
+    e.add_argument("run", help="run id or run/checkpoint folder")
+    e.add_argument("--out", required=True, help="output folder (new or empty)")
+    e.add_argument("--step", help="checkpoint step folder (default: the last)")
+    e.set_defaults(func=_run_export)
+    ls = actions.add_parser("list", help="runs in the store with status, best val loss and checkpoints")
+    ls.add_argument("--json", action="store_true", help="one JSON object per run")
+    ls.set_defaults(func=_run_list)
 
 
-def _run(args) -> int:
-    raise KnownError("'vla-studio finetune' is not built yet")
+def build_config(args, base=None):
+    """FinetuneConfig from defaults < preset < explicit options (or < saved config on resume)."""
+    from finetune.presets import resolve_preset
+    from finetune.run_config import FinetuneConfig
+
+    cfg = base if base is not None else FinetuneConfig()
+    if base is None:
+        preset = resolve_preset(args.preset or "auto")
+        for key, value in preset.settings.items():
+            setattr(cfg, key, value)
+        cfg.preset = preset.name
+        if args.model is None:
+            cfg.model = preset.model_hint
+    elif args.preset:
+        raise ConfigError("--preset cannot change a run being resumed; start a new run instead")
+    for opt, fieldname in OPTION_FIELDS.items():
+        value = getattr(args, opt, None)
+        if value is not None:
+            setattr(cfg, fieldname, value)
+    if getattr(args, "cameras", None):
+        cfg.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    if args.chunk is not None and args.action_head is None and base is None and args.chunk > 1:
+        pass  # a chunk with token bins predicts K x D tokens; allowed
+    cfg.validate()
+    return cfg
+
+
+def _run_train(args) -> int:
+    from finetune.run_config import make_run_id, read_config, run_dir
+
+    if args.config_file:  # a rank started by _launch_torchrun: the config is already resolved
+        cfg = read_config(args.config_file)
+        run_id = args.run_id or make_run_id(cfg)
+    elif args.resume:
+        if args.dataset is not None:
+            raise ConfigError("--resume continues a run on its own dataset: drop --dataset")
+        from pathlib import Path
+
+        path = Path(args.resume)
+        run_id = path.name if path.is_dir() else args.resume
+        folder = path if path.is_dir() else run_dir(args.home, run_id)
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"run {args.resume!r} not found ({folder}/config.json is missing): "
+                              "see `vla-studio finetune list`")
+        cfg = build_config(args, base=read_config(folder / "config.json"))
+    else:
+        if not args.dataset:
+            raise ConfigError("pass --dataset NAME (or --resume RUN); `vla-studio datasets list` shows the names")
+        cfg = build_config(args)
+        run_id = args.run_id or make_run_id(cfg)
+
+    if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return _launch_torchrun(args, cfg, run_id)
+
+    from finetune.recipe import FinetuneRecipe
+
+    recipe = FinetuneRecipe(cfg, args.home, run_id=run_id, resume=bool(args.resume), stop_at_step=args.stop_at_step)
+    result = recipe.run()
+    return 0 if result.status in ("done", "cancelled") else 1
+
+
+def _launch_torchrun(args, cfg, run_id: str) -> int:
+    """Re-run this very command on cfg.gpus local processes (torchrun); they share the run id."""
+    from finetune.distributed import torchrun_command
+
+    from finetune.run_config import run_dir
+
+    folder = run_dir(args.home, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    launch = folder / "launch_config.json"
+    launch.write_text(json.dumps({"config": cfg.to_dict()}, indent=2))
+    argv = ["--home", str(args.home), "finetune", "--config-file", str(launch), "--run-id", run_id]
+    if args.resume:
+        argv += ["--resume", run_id]
+    if args.stop_at_step is not None:
+        argv += ["--stop-at-step", str(args.stop_at_step)]
+    cmd = torchrun_command(cfg.gpus, argv)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(2)
+        return proc.wait()
+
+
+def _run_export(args) -> int:
+    from finetune.recipe import export_merged
+
+    out = export_merged(args.home, args.run, args.out, step=args.step)
+    print(json.dumps({"event": "exported", "path": str(out)}))
+    return 0
+
+
+def _run_list(args) -> int:
+    from recorder.store import Store
+
+    store = Store.open(args.home)
+    try:
+        runs = store.runs()
+        rows = []
+        for r in runs:
+            cks = store.checkpoints(run_id=r.run_id)
+            rows.append({"run_id": r.run_id, "status": r.status, "dataset": r.dataset, "model": r.model,
+                         "best_val": r.best_metric, "checkpoints": len(cks),
+                         "last_step": max((c.step for c in cks), default=None),
+                         "created": r.created_at.isoformat() if r.created_at else None, "path": str(r.path)})
+    finally:
+        store.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if not rows:
+        print("no fine-tune runs yet: start one with `vla-studio finetune --dataset NAME --model tiny`")
+        return 0
+    print(f"{'run':58} {'status':10} {'dataset':14} {'best val':>9} {'ckpts':>5}")
+    for row in rows:
+        best = "-" if row["best_val"] is None else f"{row['best_val']:.4f}"
+        print(f"{row['run_id'][:58]:58} {row['status']:10} {str(row['dataset'])[:14]:14} {best:>9} {row['checkpoints']:>5}")
+    return 0

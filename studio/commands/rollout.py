@@ -1,12 +1,88 @@
-"""`vla-studio rollout` (placeholder: replaced by the issue that builds it)."""
+"""`vla-studio rollout`: a tuned policy drives the rig; rollouts are stored as episodes.
 
-from recorder.errors import KnownError
+    vla-studio rollout --checkpoint CKPT --rig sim --task "pick up the red cube" --episodes 5
+    vla-studio rollout --policy-url ws://gpu-box:8765 --token T --rig rig.toml --episodes 3 --ensemble
+
+The episodes go into the store (dataset ``rollouts`` unless --dataset says otherwise) with the
+checkpoint id, the predicted chunks per tick and, in the sim, the task detector's success label.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
 
 
 def register(sub) -> None:
-    p = sub.add_parser("rollout", help="rollout (not built yet)")
+    p = sub.add_parser("rollout", help="roll a tuned policy out on a rig and store the episodes",
+                       description="Run a checkpoint (local or via a policy server) closed-loop on a rig.")
+    p.add_argument("--checkpoint", help="checkpoint folder, run folder or run id (under <home>/runs)")
+    p.add_argument("--rig", dest="rollout_rig", default=None, help="rig file or 'sim' / 'sim:push' (default: sim)")
+    p.add_argument("--task", default=None, help="instruction given to the policy (default: the sim task's)")
+    p.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
+    p.add_argument("--policy-url", default=None, help="ws://HOST:PORT of `vla-studio serve` (instead of a local model)")
+    p.add_argument("--token", default=None, help="token of the policy server")
+    p.add_argument("--execute", type=int, default=None, help="actions of each chunk executed before the next (default: all)")
+    p.add_argument("--ensemble", action="store_true", help="temporal ensembling (ACT) instead of n-of-K")
+    p.add_argument("--sync", action="store_true", help="run inference on the loop thread (the loop waits for it)")
+    p.add_argument("--fps", type=float, default=None, help="control rate in Hz (default: the rig's camera rate or 30)")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="longest episode (default 20)")
+    p.add_argument("--dataset", default="rollouts", help="store dataset for the episodes (default rollouts)")
+    p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
+    p.add_argument("--device", default=None, help="torch device for a local model")
+    p.add_argument("--max-delta", type=float, default=10.0, help="safety: largest joint change per tick (degrees)")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    raise KnownError("'vla-studio rollout' is not built yet")
+    from recorder.devices.rig import load_rig
+    from recorder.errors import ConfigError
+    from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
+    from recorder.safety import SafetyLayer
+    from recorder.store import Store
+    from studio.rollout_policy import open_policy
+
+    if args.episodes < 1:
+        raise ConfigError("rollout: --episodes must be at least 1")
+    rig_spec = args.rollout_rig or getattr(args, "rig", None) or "sim"
+    policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device, home=args.home)
+    rig = load_rig(rig_spec, home=args.home)
+    store = Store.open(args.home)
+    stop = threading.Event()
+    try:
+        rig.connect()
+        task = getattr(rig.robot, "task", None)
+        instruction = args.task or (task.instruction if task is not None else None)
+        if not instruction:
+            raise ConfigError("rollout: pass --task TEXT (the instruction given to the policy)")
+        fps = args.fps or float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
+        cfg = RolloutConfig(instruction=instruction, episodes=args.episodes, fps=fps, max_seconds=args.max_seconds,
+                            dataset=args.dataset, seed=args.seed,
+                            chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble,
+                                              asynchronous=not args.sync))
+
+        def on_episode(i, info):
+            label = {True: "success", False: "failure", None: "unlabelled"}[info.success]
+            print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}", flush=True)
+
+        print(f"rollout of {policy.checkpoint_id} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
+              f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}", flush=True)
+        try:
+            result = run_rollouts(rig, policy, store, cfg, stop=stop,
+                                  safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
+                                  on_episode=on_episode)
+        except KeyboardInterrupt:
+            print("rollout: interrupted; the episode under way was discarded", file=sys.stderr)
+            return 130
+        rate = result.success_rate
+        print(f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes"
+              + (f" ({rate:.0%})" if rate is not None else "")
+              + f"; held ticks {result.held_ticks}; safety {result.safety_counts}"
+              + ("; E-STOPPED" if result.estopped else ""), flush=True)
+        return 0
+    finally:
+        rig.disconnect()
+        store.close()
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()

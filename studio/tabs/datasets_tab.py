@@ -1,15 +1,535 @@
-"""The Datasets tab (placeholder until its issue lands)."""
+"""The Datasets tab: browse datasets and episodes, review them in the viewer, curate, import and export.
+
+Reads come from the SQLite index through ``ctx.store`` (quick queries on the GUI thread); frames are
+decoded in worker threads; import/export/merge run as :class:`StoreJob` threads with their own Store.
+Every change emits ``ctx.store_changed`` and the tab refreshes on it.
+"""
 
 from __future__ import annotations
 
-from PyQt6.QtWidgets import QVBoxLayout, QWidget
+from datetime import datetime, timezone
+from pathlib import Path
 
-from studio.app import placeholder
+from PyQt6.QtCore import QDate, Qt
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDateEdit,
+    QDialog,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from recorder import curation
+from recorder.errors import KnownError
+from studio.datasets_viewer import EpisodeViewerController
+from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
+from widgets.episode_table import EpisodeFilter, EpisodeFilterProxy, EpisodeTableModel, EpisodeTableView
+from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
+
+ALL = "All datasets"
+FAILED = object()
+SUCCESS_CHOICES = [("any", "any"), ("yes", "success"), ("no", "failure"), ("unknown", "unlabelled")]
 
 
 class DatasetsTab(QWidget):
+    """Controller of the Datasets tab (dataset list, episode table, viewer, edit panel, actions)."""
+
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        self.jobs: list[StoreJob] = []
+        self._current_id: int | None = None
+        self._build()
+        self.thumbs = ThumbnailWorker()
+        self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
+        self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
+        self.viewer_ctl = EpisodeViewerController(self.viewer)
+        self.viewer_ctl.failed.connect(ctx.error_posted)
+        ctx.store_changed.connect(self.refresh)
+        self.refresh()
+
+    # ------------------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        # left: datasets and dataset actions
+        self.dataset_list = QListWidget()
+        self.dataset_list.currentItemChanged.connect(self._on_dataset_changed)
+        self.import_button = QPushButton("Import LeRobot…")
+        self.import_button.clicked.connect(self._on_import_clicked)
+        self.export_dataset_button = QPushButton("Export dataset…")
+        self.export_dataset_button.clicked.connect(self._on_export_dataset_clicked)
+        self.split_button = QPushButton("Train/val split…")
+        self.split_button.clicked.connect(self._on_split_clicked)
+        self.merge_button = QPushButton("Merge…")
+        self.merge_button.clicked.connect(self._on_merge_clicked)
+        self.stats_button = QPushButton("Statistics")
+        self.stats_button.clicked.connect(self._on_stats_clicked)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.addWidget(QLabel("Datasets"))
+        ll.addWidget(self.dataset_list, 1)
+        for b in (self.import_button, self.export_dataset_button, self.split_button, self.merge_button,
+                  self.stats_button):
+            ll.addWidget(b)
+        ll.addWidget(self.progress)
+
+        # middle: filters, table, selection actions
+        self.task_filter = QLineEdit()
+        self.task_filter.setPlaceholderText("task contains…")
+        self.success_filter = QComboBox()
+        for key, text in SUCCESS_CHOICES:
+            self.success_filter.addItem(text, key)
+        self.source_filter = QComboBox()
+        for s in ("any", "teleop", "policy", "scripted"):
+            self.source_filter.addItem(s, None if s == "any" else s)
+        self.tag_filter = QLineEdit()
+        self.tag_filter.setPlaceholderText("tag")
+        self.since_filter = QDateEdit()
+        self.since_filter.setCalendarPopup(True)
+        self.since_filter.setMinimumDate(QDate(2000, 1, 1))
+        self.since_filter.setSpecialValueText("any date")
+        self.since_filter.setDate(self.since_filter.minimumDate())
+        self.min_duration = QDoubleSpinBox()
+        self.min_duration.setRange(0, 1e5)
+        self.min_duration.setSuffix(" s min")
+        self.show_trash = QCheckBox("Trash")
+        for w in (self.task_filter, self.tag_filter):
+            w.textChanged.connect(self._apply_filter)
+        for w in (self.success_filter, self.source_filter):
+            w.currentIndexChanged.connect(self._apply_filter)
+        self.since_filter.dateChanged.connect(self._apply_filter)
+        self.min_duration.valueChanged.connect(self._apply_filter)
+        self.show_trash.toggled.connect(self.refresh)
+        filters = QHBoxLayout()
+        for w in (self.task_filter, self.success_filter, self.source_filter, self.tag_filter, self.since_filter,
+                  self.min_duration, self.show_trash):
+            filters.addWidget(w)
+
+        self.model = EpisodeTableModel(self)
+        self.proxy = EpisodeFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.table = EpisodeTableView()
+        self.table.setModel(self.proxy)
+        self.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+
+        self.success_button = QPushButton("Success")
+        self.success_button.clicked.connect(lambda: self.label_selected(True))
+        self.failure_button = QPushButton("Failure")
+        self.failure_button.clicked.connect(lambda: self.label_selected(False))
+        self.tag_button = QPushButton("Tag…")
+        self.tag_button.clicked.connect(self._on_tag_clicked)
+        self.trash_button = QPushButton("Trash")
+        self.trash_button.clicked.connect(self.trash_selected)
+        self.restore_button = QPushButton("Restore")
+        self.restore_button.clicked.connect(self.restore_selected)
+        self.purge_button = QPushButton("Purge…")
+        self.purge_button.clicked.connect(lambda: self.purge_selected(ask=True))
+        self.export_button = QPushButton("Export selected…")
+        self.export_button.clicked.connect(self._on_export_selected_clicked)
+        self.count_label = QLabel("")
+        actions = QHBoxLayout()
+        for b in (self.success_button, self.failure_button, self.tag_button, self.trash_button,
+                  self.restore_button, self.purge_button, self.export_button):
+            actions.addWidget(b)
+        actions.addStretch(1)
+        actions.addWidget(self.count_label)
+        middle = QWidget()
+        ml = QVBoxLayout(middle)
+        ml.addLayout(filters)
+        ml.addWidget(self.table, 1)
+        ml.addLayout(actions)
+
+        # right: viewer and edit panel
+        self.viewer = EpisodeViewerWidget()
+        self.task_edit = QLineEdit()
+        self.success_edit = QComboBox()
+        for text, value in (("unlabelled", None), ("success", True), ("failure", False)):
+            self.success_edit.addItem(text, value)
+        self.tags_edit = QLineEdit()
+        self.tags_edit.setPlaceholderText("comma-separated")
+        self.notes_edit = QPlainTextEdit()
+        self.notes_edit.setMaximumHeight(60)
+        self.save_button = QPushButton("Save")
+        self.save_button.clicked.connect(self.save_edits)
+        form = QFormLayout()
+        form.addRow("Task", self.task_edit)
+        form.addRow("Success", self.success_edit)
+        form.addRow("Tags", self.tags_edit)
+        form.addRow("Notes", self.notes_edit)
+        form.addRow("", self.save_button)
+        self.edit_panel = QWidget()
+        self.edit_panel.setLayout(form)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.addWidget(self.viewer, 1)
+        rl.addWidget(self.edit_panel)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(left)
+        top.addWidget(middle)
+        top.addWidget(right)
+        top.setStretchFactor(0, 0)
+        top.setStretchFactor(1, 2)
+        top.setStretchFactor(2, 3)
         layout = QVBoxLayout(self)
-        layout.addWidget(placeholder("Browse, review and curate episodes."))
+        layout.addWidget(top)
+        self._update_buttons()
+
+    # ------------------------------------------------------------------------------ data
+    def refresh(self) -> None:
+        """Reload datasets and episodes from the index, keeping the selection."""
+        try:
+            store = self.ctx.store
+            datasets = store.datasets()
+            status = ("trashed",) if self.show_trash.isChecked() else ("complete", "recovered")
+            episodes = store.episodes(status=status)
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return
+        keep = self.table.selected_ids()
+        current = self.dataset_list.currentItem()
+        current_name = current.data(Qt.ItemDataRole.UserRole) if current else None
+        self.dataset_list.blockSignals(True)
+        self.dataset_list.clear()
+        item = QListWidgetItem(ALL)
+        item.setData(Qt.ItemDataRole.UserRole, None)
+        self.dataset_list.addItem(item)
+        select = item
+        for d in datasets:
+            it = QListWidgetItem(f"{d.name}  ({d.num_episodes})")
+            it.setData(Qt.ItemDataRole.UserRole, d.name)
+            self.dataset_list.addItem(it)
+            if d.name == current_name:
+                select = it
+        self.dataset_list.setCurrentItem(select)
+        self.dataset_list.blockSignals(False)
+        self.model.set_episodes(episodes)
+        self._apply_filter()
+        for eid in keep:
+            self._select_more(eid)
+        if self._current_id is not None and self.model.row_of(self._current_id) is not None:
+            self._load_edit_panel(self.model.episode(self.model.row_of(self._current_id)))
+        self.thumbs.request([e for e in episodes if not self.model.has_thumbnail(e.id)])
+
+    def _select_more(self, eid: int) -> None:
+        from PyQt6.QtCore import QItemSelectionModel
+
+        for r in range(self.proxy.rowCount()):
+            idx = self.proxy.index(r, 0)
+            if self.proxy.data(idx, Qt.ItemDataRole.UserRole + 2) == eid:
+                self.table.selectionModel().select(
+                    idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+
+    def current_filter(self) -> EpisodeFilter:
+        item = self.dataset_list.currentItem()
+        since = None
+        if self.since_filter.date() != self.since_filter.minimumDate():
+            d = self.since_filter.date()
+            since = datetime(d.year(), d.month(), d.day(), tzinfo=timezone.utc)
+        return EpisodeFilter(
+            dataset=item.data(Qt.ItemDataRole.UserRole) if item else None,
+            task=self.task_filter.text().strip(),
+            success=self.success_filter.currentData(),
+            source=self.source_filter.currentData(),
+            tag=self.tag_filter.text().strip(),
+            since=since,
+            min_duration=self.min_duration.value(),
+        )
+
+    def _apply_filter(self, *_args) -> None:
+        self.proxy.set_filter(self.current_filter())
+        self.count_label.setText(f"{self.proxy.rowCount()} of {self.model.rowCount()} episodes")
+
+    def visible_ids(self) -> list[int]:
+        return [self.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 2) for r in range(self.proxy.rowCount())]
+
+    def select_episode(self, episode_id: int) -> bool:
+        self.table.clearSelection()
+        return self.table.select_id(episode_id)
+
+    # ------------------------------------------------------------------------------ slots
+    def _on_dataset_changed(self, *_args) -> None:
+        self._apply_filter()
+
+    def _on_thumbnail_ready(self, episode_id: int, img) -> None:
+        self.model.set_thumbnail(episode_id, to_qimage(img))
+
+    def _on_selection_changed(self, *_args) -> None:
+        ids = self.table.selected_ids()
+        self._update_buttons()
+        if len(ids) == 1:
+            if ids[0] != self._current_id:
+                self._current_id = ids[0]
+                info = self.model.episode(self.model.row_of(ids[0]))
+                self._load_edit_panel(info)
+                self.viewer_ctl.show_episode(info)
+        elif not ids:
+            self._current_id = None
+            self.viewer_ctl.show_episode(None)
+
+    def _update_buttons(self) -> None:
+        n = len(self.table.selected_ids()) if self.table.model() is not None else 0
+        trash = self.show_trash.isChecked()
+        for b in (self.success_button, self.failure_button, self.tag_button, self.export_button):
+            b.setEnabled(n > 0 and not trash)
+        self.trash_button.setEnabled(n > 0 and not trash)
+        self.restore_button.setEnabled(n > 0 and trash)
+        self.purge_button.setEnabled(n > 0)
+        self.edit_panel.setEnabled(n == 1)
+
+    def _load_edit_panel(self, info) -> None:
+        self.task_edit.setText(info.task)
+        self.success_edit.setCurrentIndex({None: 0, True: 1, False: 2}[info.success])
+        self.tags_edit.setText(", ".join(curation.visible_tags(info.tags)))
+        self.notes_edit.setPlainText(info.notes or "")
+
+    # ------------------------------------------------------------------------------ actions
+    def _changed(self, message: str) -> None:
+        self.ctx.status_posted.emit(message)
+        self.ctx.store_changed.emit()
+
+    def _guard(self, fn, *args):
+        """fn(*args), or FAILED after posting a KnownError's message."""
+        try:
+            return fn(*args)
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return FAILED
+
+    def save_edits(self) -> None:
+        if self._current_id is None:
+            return
+        eid = self._current_id
+        done = self._guard(lambda: curation.edit_episode(
+            self.ctx.store, eid, task=self.task_edit.text(), success=self.success_edit.currentData(),
+            tags=curation.parse_tags(self.tags_edit.text()), notes=self.notes_edit.toPlainText()))
+        if done is not FAILED:
+            self._changed(f"episode {eid} saved")
+
+    def label_selected(self, success: bool | None) -> None:
+        ids = self.table.selected_ids()
+        if ids and self._guard(curation.set_success, self.ctx.store, ids, success) is not FAILED:
+            word = {True: "success", False: "failure", None: "unlabelled"}[success]
+            self._changed(f"{len(ids)} episodes marked {word}")
+
+    def tag_selected(self, tag: str) -> None:
+        ids = self.table.selected_ids()
+        tags = curation.parse_tags(tag) or []
+        if ids and tags and self._guard(curation.add_tags, self.ctx.store, ids, tags) is not FAILED:
+            self._changed(f"tagged {len(ids)} episodes {', '.join(tags)}")
+
+    def trash_selected(self) -> None:
+        ids = self.table.selected_ids()
+        done = self._guard(curation.trash, self.ctx.store, ids)
+        if done and done is not FAILED:
+            self._changed(f"{len(done)} episodes moved to the trash")
+
+    def restore_selected(self) -> None:
+        ids = self.table.selected_ids()
+        done = self._guard(curation.restore, self.ctx.store, ids)
+        if done and done is not FAILED:
+            self._changed(f"{len(done)} episodes restored")
+
+    def purge_selected(self, ask: bool = True) -> None:
+        ids = self.table.selected_ids()
+        if not ids:
+            return
+        if ask:
+            answer = QMessageBox.question(
+                self, "Purge episodes",
+                f"Delete the files of {len(ids)} episodes for good? This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        if self._current_id in ids:
+            self._current_id = None
+            self.viewer_ctl.show_episode(None)
+        done = self._guard(curation.purge, self.ctx.store, ids)
+        if done and done is not FAILED:
+            self._changed(f"{len(done)} episodes purged")
+
+    def _on_tag_clicked(self) -> None:
+        tag, ok = QInputDialog.getText(self, "Tag episodes", "Tag(s), comma-separated:")
+        if ok and tag.strip():
+            self.tag_selected(tag)
+
+    # -- jobs
+    def run_job(self, title: str, fn) -> StoreJob:
+        """Run ``fn(store, progress) -> str`` in a thread; refresh when it ends."""
+        job = StoreJob(self.ctx.home, fn, title, self)
+        job.progressed.connect(self._on_job_progress)
+        job.succeeded.connect(self._on_job_succeeded)
+        job.failed.connect(self._on_job_failed)
+        job.finished.connect(lambda j=job: self._on_job_finished(j))
+        self.jobs.append(job)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.ctx.status_posted.emit(f"{title}…")
+        job.start()
+        return job
+
+    def _on_job_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+
+    def _on_job_succeeded(self, message: str) -> None:
+        self._changed(message)
+
+    def _on_job_failed(self, message: str) -> None:
+        self.ctx.error_posted.emit(message)
+
+    def _on_job_finished(self, job: StoreJob) -> None:
+        if job in self.jobs:
+            self.jobs.remove(job)
+        job.deleteLater()
+        if not self.jobs:
+            self.progress.setVisible(False)
+
+    def export_episodes(self, ids: list[int], out: Path) -> StoreJob:
+        from recorder.interop.lerobot import export_lerobot
+
+        def fn(store, progress):
+            eps = [store.episode(i) for i in ids]
+            res = export_lerobot(store, out, eps, progress=progress)
+            return f"exported {res.episodes} episodes ({res.frames} frames) to {res.path}"
+
+        return self.run_job(f"exporting {len(ids)} episodes", fn)
+
+    def import_folder(self, folder: Path, dataset: str | None = None) -> StoreJob:
+        from recorder.interop.lerobot import import_lerobot
+
+        def fn(store, progress):
+            eps = import_lerobot(store, folder, dataset, progress=progress)
+            return f"imported {len(eps)} episodes into {eps[0].dataset!r}"
+
+        return self.run_job(f"importing {folder}", fn)
+
+    def merge_datasets(self, sources: list[str], into: str) -> StoreJob:
+        def fn(store, progress):
+            eps = curation.merge(store, sources, into, progress=progress)
+            return f"moved {len(eps)} episodes into {into!r}"
+
+        return self.run_job(f"merging into {into}", fn)
+
+    def split_dataset(self, name: str, val: float, seed: int = 0) -> dict | None:
+        parts = self._guard(curation.split, self.ctx.store, name, val, seed)
+        if parts is FAILED:
+            return None
+        self._changed(f"{name}: {len(parts['train'])} train, {len(parts['val'])} val")
+        return parts
+
+    def _selected_dataset(self) -> str | None:
+        item = self.dataset_list.currentItem()
+        name = item.data(Qt.ItemDataRole.UserRole) if item else None
+        if name is None:
+            self.ctx.error_posted.emit("pick a dataset in the list first")
+        return name
+
+    def _on_import_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "LeRobot dataset folder (holds meta/, data/, videos/)")
+        if folder:
+            name, ok = QInputDialog.getText(self, "Import", "Dataset name:", text=Path(folder).name)
+            if ok:
+                self.import_folder(Path(folder), name.strip() or None)
+
+    def _ask_out_dir(self, default: str) -> Path | None:
+        parent = QFileDialog.getExistingDirectory(self, "Export into which folder?")
+        if not parent:
+            return None
+        name, ok = QInputDialog.getText(self, "Export", "New dataset folder name:", text=default)
+        return Path(parent) / name.strip() if ok and name.strip() else None
+
+    def _on_export_dataset_clicked(self) -> None:
+        name = self._selected_dataset()
+        if name is None:
+            return
+        ids = [i for i in self.visible_ids()]
+        out = self._ask_out_dir(f"{name}_lerobot")
+        if out is not None:
+            self.export_episodes(ids, out)
+
+    def _on_export_selected_clicked(self) -> None:
+        ids = self.table.selected_ids()
+        out = self._ask_out_dir("episodes_lerobot")
+        if ids and out is not None:
+            self.export_episodes(ids, out)
+
+    def _on_split_clicked(self) -> None:
+        name = self._selected_dataset()
+        if name is None:
+            return
+        val, ok = QInputDialog.getDouble(self, "Train/val split", "Validation fraction:", 0.1, 0.0, 0.9, 2)
+        if ok:
+            self.split_dataset(name, val)
+
+    def _on_merge_clicked(self) -> None:
+        names = [self.dataset_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.dataset_list.count())]
+        names = [n for n in names if n]
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Merge datasets")
+        lst = QListWidget()
+        lst.setSelectionMode(QListWidget.SelectionMode.MultiSelection)
+        lst.addItems(names)
+        into = QLineEdit("merged")
+        ok = QPushButton("Move episodes")
+        ok.clicked.connect(dlg.accept)
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(QLabel("Datasets to merge (their episodes move):"))
+        lay.addWidget(lst)
+        lay.addWidget(QLabel("Into dataset:"))
+        lay.addWidget(into)
+        lay.addWidget(ok)
+        if dlg.exec() and lst.selectedItems() and into.text().strip():
+            self.merge_datasets([i.text() for i in lst.selectedItems()], into.text().strip())
+
+    def stats_rows(self, name: str) -> list | None:
+        rows = self._guard(curation.stats_table, self.ctx.store, name)
+        return None if rows is FAILED else rows
+
+    def _on_stats_clicked(self) -> None:
+        name = self._selected_dataset()
+        if name is None:
+            return
+        rows = self.stats_rows(name)
+        if rows is None:
+            return
+        dlg = QDialog(self)
+        dlg.setWindowTitle(f"Statistics of {name}")
+        keys = ("min", "max", "mean", "std", "q01", "q99")
+        table = QTableWidget(len(rows), 2 + len(keys))
+        table.setHorizontalHeaderLabels(["stream", "dim", *keys])
+        for r, (key, d, st) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(key))
+            table.setItem(r, 1, QTableWidgetItem(str(d)))
+            for c, k in enumerate(keys):
+                table.setItem(r, 2 + c, QTableWidgetItem(f"{st.get(k, float('nan')):.4g}"))
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(table)
+        dlg.resize(720, 400)
+        dlg.exec()
+
+    # ------------------------------------------------------------------------------ lifetime
+    def shutdown(self) -> None:
+        for job in list(self.jobs):
+            job.wait(30000)
+        self.viewer_ctl.shutdown()
+        self._thumb_thread.stop()

@@ -1,15 +1,557 @@
-"""The Record tab (placeholder until its issue lands)."""
+"""The Record tab: connect a rig, watch every camera live, record episodes with hotkeys.
+
+Controller only: devices are connected on a worker thread (``CallThread``), the record session runs
+on its own thread (``SessionThread``), and this tab only reacts to their signals.
+Hotkeys: Space start/stop, S save, D discard, R re-record, F/G success/failure label, Esc e-stop.
+Other keys go to the rig's keyboard teleoperator when it has one (arrows, PageUp/PageDown, Q/E, O/C, ...);
+hold Shift to send a letter that is also a hotkey to the teleoperator instead (Shift+S = tool -x).
+"""
 
 from __future__ import annotations
 
-from PyQt6.QtWidgets import QVBoxLayout, QWidget
+import time
+from pathlib import Path
 
-from studio.app import placeholder
+from PyQt6.QtCore import QSignalBlocker, Qt, QTimer
+from PyQt6.QtGui import QFont, QKeyEvent
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from recorder.errors import KnownError
+from studio.loop_thread import CallThread, SessionThread
+from widgets.camera_view import CameraView
+from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter
+from widgets.strip_chart import StripChartWidget
+
+PHASE_COLORS = {
+    "idle": "#555", "recording": "#c00", "review": "#b60", "reset": "#06a", "estopped": "#800",
+    "fault": "#a0a", "done": "#080", "closed": "#555", "disconnected": "#555",
+}
+
+# Qt keys forwarded to a keyboard teleoperator, by the names it understands
+_TELEOP_KEYS = {
+    Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down", Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right",
+    Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
+}
+
+
+def default_rig_factory(spec: str, home: Path):
+    """Build (not connect) the rig named by ``spec``: 'sim', 'sim:push' or a rig.toml path."""
+    from recorder.devices.rig import load_rig
+
+    return load_rig(spec, home=home)
+
+
+class RigEditorDialog(QDialog):
+    """Edits a rig as TOML (robot, teleop, cameras), checks it, and writes rig.toml."""
+
+    def __init__(self, text: str, path: Path | None, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Edit rig")
+        self.resize(560, 520)
+        self.path = path
+        self.editor = QPlainTextEdit(text)
+        self.editor.setFont(QFont("monospace"))
+        self.error = QLabel("")
+        self.error.setStyleSheet("color: #c00")
+        self.error.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._on_save)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("rig.toml: [robot], [teleop], [cameras.<name>] (see `vla-studio devices`)"))
+        layout.addWidget(self.editor)
+        layout.addWidget(self.error)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def text_for(spec: str) -> str:
+        import tomli_w
+
+        from recorder.devices.rig import read_rig_config, sim_rig_config
+
+        if spec == "sim" or spec.startswith("sim:"):
+            cfg = sim_rig_config(task=spec.split(":", 1)[1] if ":" in spec else "pick")
+        else:
+            cfg = read_rig_config(spec)
+        return tomli_w.dumps(cfg.to_dict())
+
+    def check(self):
+        import tomllib
+
+        from recorder.devices.rig import RigConfig
+
+        try:
+            data = tomllib.loads(self.editor.toPlainText())
+        except tomllib.TOMLDecodeError as err:
+            raise KnownError(f"rig: not valid TOML ({err})") from None
+        return RigConfig.from_dict(data, where="rig")
+
+    def _on_save(self) -> None:
+        from recorder.devices.rig import save_rig
+
+        try:
+            cfg = self.check()
+        except KnownError as err:
+            self.error.setText(str(err))
+            return
+        if self.path is None:
+            name, _ = QFileDialog.getSaveFileName(self, "Save rig", "rig.toml", "Rig files (*.toml)")
+            if not name:
+                return
+            self.path = Path(name)
+        save_rig(cfg, self.path)
+        self.accept()
 
 
 class RecordTab(QWidget):
+    """Record tab controller.
+
+    Signals: none of its own; it posts to the AppContext (status_posted, error_posted, store_changed).
+    """
+
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        self.rig_factory = default_rig_factory
+        self.rig = None
+        self.session = None
+        self.thread: SessionThread | None = None
+        self._call: CallThread | None = None
+        self._phase = "disconnected"
+        self._views: dict[str, CameraView] = {}
+        self._meters: dict[str, RateMeter] = {}
+        self._last_index: dict[str, int] = {}
+        self._ticks_seen = 0
+        self.last_status = None
+        self.saved_episodes: list = []
+        self.faults: list[str] = []
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._build()
+        self._disk_timer = QTimer(self)
+        self._disk_timer.timeout.connect(self.disk.refresh)
+        self._disk_timer.start(5000)
+        self._set_phase_ui("disconnected")
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        rig_box = QGroupBox("Rig")
+        self.rig_combo = QComboBox()
+        self.rig_combo.setEditable(True)
+        self.rig_combo.addItems(["sim", "sim:push"])
+        self.rig_combo.setCurrentText(str(getattr(self.ctx, "rig", "sim") or "sim"))
+        self.browse_btn = QPushButton("Open…")
+        self.edit_btn = QPushButton("Edit…")
+        self.connect_btn = QPushButton("Connect")
+        self.conn_label = QLabel("disconnected")
+        row = QHBoxLayout(rig_box)
+        row.addWidget(QLabel("rig"))
+        row.addWidget(self.rig_combo, 1)
+        for w in (self.browse_btn, self.edit_btn, self.connect_btn):
+            row.addWidget(w)
+        row.addWidget(self.conn_label)
+
+        form_box = QGroupBox("Session")
+        form = QFormLayout(form_box)
+        self.dataset_edit = QLineEdit("demos")
+        self.task_edit = QLineEdit("pick up the red cube")
+        self.episode_time = QDoubleSpinBox()
+        self.episode_time.setRange(1, 3600)
+        self.episode_time.setValue(30)
+        self.episode_time.setSuffix(" s")
+        self.reset_time = QDoubleSpinBox()
+        self.reset_time.setRange(0, 600)
+        self.reset_time.setValue(5)
+        self.reset_time.setSuffix(" s")
+        self.num_episodes = QSpinBox()
+        self.num_episodes.setRange(0, 10000)
+        self.num_episodes.setSpecialValueText("unlimited")
+        self.auto_advance = QCheckBox("auto-advance (save at the time limit, reset, record the next)")
+        self.auto_advance.setChecked(False)
+        form.addRow("dataset", self.dataset_edit)
+        form.addRow("task", self.task_edit)
+        form.addRow("max episode", self.episode_time)
+        form.addRow("reset time", self.reset_time)
+        form.addRow("episodes", self.num_episodes)
+        form.addRow("", self.auto_advance)
+
+        self.views_box = QWidget()
+        self.views_grid = QGridLayout(self.views_box)
+        self.views_grid.setContentsMargins(0, 0, 0, 0)
+
+        self.phase_label = QLabel()
+        self.phase_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.phase_label.setStyleSheet("font-size: 18px; font-weight: bold; color: white; padding: 4px")
+        self.timer_label = QLabel("00:00.0")
+        self.timer_label.setStyleSheet("font-size: 28px; font-family: monospace")
+        self.timer_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.count_label = QLabel("episodes saved: 0")
+        self.label_label = QLabel("label: -")
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.start_btn = QPushButton("Start (Space)")
+        self.save_btn = QPushButton("Save (S)")
+        self.discard_btn = QPushButton("Discard (D)")
+        self.rerecord_btn = QPushButton("Re-record (R)")
+        self.success_btn = QPushButton("Success (F)")
+        self.failure_btn = QPushButton("Failure (G)")
+        self.estop_btn = QPushButton("E-STOP (Esc)")
+        self.estop_btn.setMinimumHeight(70)
+        self.estop_btn.setStyleSheet(
+            "QPushButton { background: #d00; color: white; font-size: 22px; font-weight: bold; border-radius: 8px }"
+            "QPushButton:pressed { background: #800 }")
+        for b in (self.start_btn, self.save_btn, self.discard_btn, self.rerecord_btn, self.success_btn,
+                  self.failure_btn, self.estop_btn, self.browse_btn, self.edit_btn, self.connect_btn):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.stats = CameraStatsWidget()
+        self.disk = DiskWidget(self.ctx.home)
+        self.chart = StripChartWidget()
+
+        side = QVBoxLayout()
+        side.addWidget(self.phase_label)
+        side.addWidget(self.timer_label)
+        side.addWidget(self.count_label)
+        side.addWidget(self.label_label)
+        grid = QGridLayout()
+        grid.addWidget(self.start_btn, 0, 0)
+        grid.addWidget(self.save_btn, 0, 1)
+        grid.addWidget(self.discard_btn, 1, 0)
+        grid.addWidget(self.rerecord_btn, 1, 1)
+        grid.addWidget(self.success_btn, 2, 0)
+        grid.addWidget(self.failure_btn, 2, 1)
+        side.addLayout(grid)
+        side.addWidget(self.estop_btn)
+        side.addWidget(self.message_label)
+        side.addWidget(self.stats)
+        side.addWidget(self.disk)
+        side.addStretch(1)
+
+        center = QVBoxLayout()
+        center.addWidget(self.views_box, 3)
+        center.addWidget(self.chart, 1)
+        body = QHBoxLayout()
+        left = QVBoxLayout()
+        left.addWidget(form_box)
+        left.addStretch(1)
+        body.addLayout(left, 0)
+        body.addLayout(center, 1)
+        body.addLayout(side, 0)
         layout = QVBoxLayout(self)
-        layout.addWidget(placeholder("Record teleoperated demonstrations."))
+        layout.addWidget(rig_box)
+        layout.addLayout(body, 1)
+
+        self.browse_btn.clicked.connect(self._on_browse_clicked)
+        self.edit_btn.clicked.connect(self._on_edit_clicked)
+        self.connect_btn.clicked.connect(self._on_connect_clicked)
+        self.start_btn.clicked.connect(lambda: self._command("start_stop"))
+        self.save_btn.clicked.connect(lambda: self._command("save"))
+        self.discard_btn.clicked.connect(lambda: self._command("discard"))
+        self.rerecord_btn.clicked.connect(lambda: self._command("rerecord"))
+        self.success_btn.clicked.connect(lambda: self._label(True))
+        self.failure_btn.clicked.connect(lambda: self._label(False))
+        self.estop_btn.clicked.connect(self.estop)
+        self.task_edit.editingFinished.connect(self._on_task_edited)
+
+    # ------------------------------------------------------------------ rig
+    def _on_browse_clicked(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Open rig", str(self.ctx.home), "Rig files (*.toml)")
+        if name:
+            self.rig_combo.setCurrentText(name)
+
+    def _on_edit_clicked(self) -> None:
+        spec = self.rig_combo.currentText().strip() or "sim"
+        try:
+            text = RigEditorDialog.text_for(spec)
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return
+        path = None if spec.startswith("sim") else Path(spec)
+        dlg = RigEditorDialog(text, path, self)
+        if dlg.exec() and dlg.path is not None:
+            self.rig_combo.setCurrentText(str(dlg.path))
+
+    def _on_connect_clicked(self) -> None:
+        if self.rig is None:
+            self.connect_rig()
+        else:
+            self.disconnect_rig()
+
+    def connect_rig(self) -> None:
+        """Build and connect the rig on a worker thread; on success start a session."""
+        if self._call is not None or self.rig is not None:
+            return
+        spec = self.rig_combo.currentText().strip() or "sim"
+        factory, home = self.rig_factory, self.ctx.home
+
+        def work():
+            rig = factory(spec, home)
+            rig.connect()
+            return rig
+
+        self.conn_label.setText(f"connecting to {spec}…")
+        self.connect_btn.setEnabled(False)
+        self._call = CallThread(work, self)
+        self._call.succeeded.connect(self._on_rig_connected)
+        self._call.failed.connect(self._on_connect_failed)
+        self._call.finished.connect(self._on_call_finished)
+        self._call.start()
+
+    def _on_call_finished(self) -> None:
+        if self._call is not None:
+            self._call.deleteLater()
+        self._call = None
+        self.connect_btn.setEnabled(True)
+
+    def _on_connect_failed(self, msg: str) -> None:
+        self.conn_label.setText("not connected")
+        self.ctx.error_posted.emit(msg)
+
+    def _on_rig_connected(self, rig) -> None:
+        from recorder.session import RecordSession, SessionConfig
+
+        self.rig = rig
+        n = self.num_episodes.value()
+        cfg = SessionConfig(
+            dataset=self.dataset_edit.text().strip() or "demos",
+            task=self.task_edit.text().strip() or "demonstration",
+            episode_time_s=self.episode_time.value(),
+            reset_time_s=self.reset_time.value(),
+            auto_advance=self.auto_advance.isChecked(),
+            num_episodes=n or None,
+        )
+        self.thread = SessionThread(self)
+        try:
+            self.session = RecordSession(self.ctx.store, rig, cfg, self.thread.callbacks())
+        except KnownError as err:
+            self.thread = None
+            self.ctx.error_posted.emit(str(err))
+            self.disconnect_rig()
+            return
+        self.thread.set_session(self.session)
+        self.thread.ticked.connect(self._on_ticked)
+        self.thread.state_changed.connect(self._on_state_changed)
+        self.thread.episode_saved.connect(self._on_episode_saved)
+        self.thread.fault_raised.connect(self._on_fault_raised)
+        self._setup_views(list(rig.cameras), list(rig.robot.joint_names))
+        self.thread.start()
+        self.conn_label.setText(f"connected: {self.rig_combo.currentText()}")
+        self.connect_btn.setText("Disconnect")
+        self.dataset_edit.setEnabled(False)
+        self.rig_combo.setEnabled(False)
+        self.ctx.status_posted.emit(f"rig connected; recording into dataset '{cfg.dataset}'")
+        self.setFocus()
+
+    def disconnect_rig(self, wait: bool = False) -> None:
+        """Stop the session (keeping an open episode) and disconnect the rig off the GUI thread."""
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+        self.session = None
+        rig, self.rig = self.rig, None
+        if rig is None:
+            return
+        if wait:
+            rig.disconnect()
+            self._on_disconnected(None)
+            return
+        self.connect_btn.setEnabled(False)
+        self._call = CallThread(rig.disconnect, self)
+        self._call.succeeded.connect(self._on_disconnected)
+        self._call.failed.connect(lambda m: (self.ctx.error_posted.emit(m), self._on_disconnected(None)))
+        self._call.finished.connect(self._on_call_finished)
+        self._call.start()
+
+    def _on_disconnected(self, _result) -> None:
+        self.conn_label.setText("disconnected")
+        self.connect_btn.setText("Connect")
+        self.dataset_edit.setEnabled(True)
+        self.rig_combo.setEnabled(True)
+        self._set_phase_ui("disconnected")
+
+    def _setup_views(self, cameras: list[str], joints: list[str]) -> None:
+        for v in self._views.values():
+            self.views_grid.removeWidget(v)
+            v.deleteLater()
+        self._views = {}
+        cols = 2 if len(cameras) > 1 else 1
+        for i, name in enumerate(cameras):
+            view = CameraView(name)
+            self.views_grid.addWidget(view, i // cols, i % cols)
+            self._views[name] = view
+        self._meters = {n: RateMeter() for n in cameras}
+        self._last_index = {}
+        self.stats.set_cameras(cameras)
+        self.chart.set_names(joints)
+
+    # ------------------------------------------------------------------ session signals
+    def _on_ticked(self, info, status) -> None:
+        try:
+            now = time.monotonic()
+            for name, pkt in info.frames.items():
+                view = self._views.get(name)
+                if view is None:
+                    continue
+                if self._last_index.get(name) != pkt.index:
+                    view.set_frame(pkt.image)
+                    self._meters[name].tick(now)
+                    self._last_index[name] = pkt.index
+            self._ticks_seen += 1
+            state = info.observation.get("observation.state")
+            if state is not None:
+                self.chart.append(state, redraw=self._ticks_seen % 3 == 0)
+            if self._ticks_seen % 5 == 0:
+                for name in self._views:
+                    self.stats.update_camera(name, self._meters[name].rate(), info.stale.get(name, 0),
+                                             info.dropped.get(name, 0))
+                self.stats.set_late_ticks(info.late_ticks, info.timings.get("tick", 0) * 1000)
+            self._show_time(status)
+            self.last_status = status
+        finally:
+            if self.thread is not None:
+                self.thread.tick_consumed()
+
+    def _show_time(self, status) -> None:
+        phase = status.phase.value
+        if phase == "recording":
+            t = status.episode_elapsed_s
+            text = f"{int(t // 60):02d}:{t % 60:04.1f}"
+            if status.remaining_s is not None:
+                text += f"  (-{status.remaining_s:.0f} s)"
+        elif phase == "reset" and status.remaining_s is not None:
+            text = f"reset {status.remaining_s:.1f}"
+        else:
+            return
+        self.timer_label.setText(text)
+
+    def _on_state_changed(self, status) -> None:
+        self.last_status = status
+        self._set_phase_ui(status.phase.value)
+        self.count_label.setText(f"episodes saved: {status.saved}" + (f", discarded: {status.discarded}"
+                                                                      if status.discarded else ""))
+        self.label_label.setText("label: " + {True: "success", False: "failure", None: "-"}[status.label])
+        if status.message:
+            self.message_label.setText(status.message)
+            self.ctx.status_posted.emit(status.message)
+        with QSignalBlocker(self.task_edit):
+            if not self.task_edit.hasFocus():
+                self.task_edit.setText(status.task)
+
+    def _on_episode_saved(self, info) -> None:
+        self.saved_episodes.append(info)
+        self.ctx.store_changed.emit()
+        self.disk.refresh()
+
+    def _on_fault_raised(self, msg: str) -> None:
+        self.faults.append(msg)
+        self.message_label.setText(msg)
+        self.ctx.error_posted.emit(msg)
+
+    def _set_phase_ui(self, phase: str) -> None:
+        self._phase = phase
+        color = PHASE_COLORS.get(phase, "#555")
+        self.phase_label.setText(phase.upper())
+        self.phase_label.setStyleSheet(
+            f"font-size: 18px; font-weight: bold; color: white; padding: 4px; background: {color}")
+        connected = phase != "disconnected"
+        open_episode = phase in ("recording", "review")
+        self.start_btn.setText("Stop (Space)" if phase == "recording" else "Start (Space)")
+        self.start_btn.setEnabled(connected and phase != "review")
+        for b in (self.save_btn, self.discard_btn, self.rerecord_btn):
+            b.setEnabled(open_episode)
+        for b in (self.success_btn, self.failure_btn):
+            b.setEnabled(connected)
+        self.estop_btn.setEnabled(connected)
+        self.task_edit.setEnabled(phase != "recording")
+
+    # ------------------------------------------------------------------ commands
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    def _command(self, name: str) -> None:
+        if self.session is not None:
+            getattr(self.session, name)()
+
+    def _label(self, success: bool) -> None:
+        if self.session is not None:
+            self.session.set_label(success)
+
+    def estop(self) -> None:
+        if self.session is not None:
+            self.session.estop()
+
+    def _on_task_edited(self) -> None:
+        text = self.task_edit.text().strip()
+        if self.session is not None and text and text != self.session.task:
+            self.session.set_task(text)
+        self.setFocus()
+
+    def _teleop_key(self, event: QKeyEvent, pressed: bool) -> bool:
+        teleop = getattr(self.rig, "teleop", None)
+        fn = getattr(teleop, "press" if pressed else "release", None)
+        if fn is None:
+            return False
+        name = _TELEOP_KEYS.get(Qt.Key(event.key())) or (event.text().lower() or None)
+        if name is None:
+            return False
+        fn(name)
+        return True
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
+        key = event.key()
+        if key == Qt.Key.Key_Escape:
+            self.estop()
+            return
+        if event.isAutoRepeat() and key in (Qt.Key.Key_Space, Qt.Key.Key_S, Qt.Key.Key_D, Qt.Key.Key_R):
+            return
+        actions = {
+            Qt.Key.Key_Space: lambda: self._command("start_stop"),
+            Qt.Key.Key_S: lambda: self._command("save"),
+            Qt.Key.Key_D: lambda: self._command("discard"),
+            Qt.Key.Key_R: lambda: self._command("rerecord"),
+            Qt.Key.Key_F: lambda: self._label(True),
+            Qt.Key.Key_G: lambda: self._label(False),
+        }
+        act = actions.get(Qt.Key(key))
+        mods = event.modifiers()
+        if act is not None and not (mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)):
+            act()
+            return
+        if not event.isAutoRepeat() and self._teleop_key(event, True):
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
+        if not event.isAutoRepeat() and self._teleop_key(event, False):
+            return
+        super().keyReleaseEvent(event)
+
+    # ------------------------------------------------------------------ app shell hooks
+    def confirm_close(self) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._disk_timer.stop()
+        self.disconnect_rig(wait=True)
+        if self._call is not None:
+            self._call.wait(5000)
+
+
+__all__ = ["RecordTab", "RigEditorDialog", "default_rig_factory"]

@@ -1,0 +1,125 @@
+"""Metric logging: a ``MetricLogger`` protocol (``log_dict(payload, step)``) with a JSON-lines default.
+
+Every event is one JSON object per line, written to ``runs/<id>/metrics.jsonl`` and printed on stdout:
+``{"event": "start"|"train"|"eval"|"checkpoint"|"done"|"cancelled"|"error"|..., "step": .., ...}``.
+The Fine-tune tab tails exactly these lines (from the pipe or from the file when re-attaching).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol, TextIO, runtime_checkable
+
+
+@runtime_checkable
+class MetricLogger(Protocol):
+    def log_dict(self, payload: dict[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)  # JSON has no NaN; keep it readable
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return _clean(value.item())
+    return value
+
+
+def encode_event(payload: dict[str, Any], step: int | None) -> str:
+    data = {"event": payload.get("event", "train")}
+    if step is not None:
+        data["step"] = int(step)
+    data.update({k: v for k, v in payload.items() if k != "event"})
+    data.setdefault("time", round(time.time(), 3))
+    return json.dumps(_clean(data), separators=(",", ":"))
+
+
+class JsonlLogger:
+    """Appends events to a file and echoes them to a stream (stdout by default)."""
+
+    def __init__(self, path: Path | None, stream: TextIO | None = sys.stdout) -> None:
+        self.path = Path(path) if path is not None else None
+        self._file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - line buffered, closed in close()
+        self._stream = stream
+
+    def log_dict(self, payload: dict[str, Any], step: int | None = None) -> None:
+        line = encode_event(payload, step)
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+        if self._stream is not None:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self._stream = None  # the studio that read us went away: keep training, keep the file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TensorBoardLogger:
+    """Optional: scalars of each event to TensorBoard (needs the ``tensorboard`` package)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(log_dir))
+
+    def log_dict(self, payload: dict[str, Any], step: int | None = None) -> None:
+        prefix = payload.get("event", "train")
+        for key, value in payload.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and step is not None:
+                self._writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MultiLogger:
+    def __init__(self, *loggers: MetricLogger) -> None:
+        self.loggers = [lg for lg in loggers if lg is not None]
+
+    def log_dict(self, payload: dict[str, Any], step: int | None = None) -> None:
+        for lg in self.loggers:
+            lg.log_dict(payload, step)
+
+    def close(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+
+
+def parse_event(line: str) -> dict | None:
+    """One line of output -> the event dict, or None for a line that is not a JSON event."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and "event" in data else None
+
+
+def read_events(path: Path) -> list[dict]:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    return [e for e in (parse_event(line) for line in text.splitlines()) if e is not None]

@@ -1,0 +1,266 @@
+"""``load_vla``: a local folder, a hub id, or ``"tiny"`` -> a :class:`VLA`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from recorder.errors import ModelError
+
+from .vla import VLA
+
+__all__ = ["load_vla", "resolve_model_dir", "load_weights_strict", "quantize_llm"]
+
+
+def resolve_model_dir(path_or_id: str | Path) -> Path:
+    if str(path_or_id) == "tiny":
+        from .tiny import tiny_dir
+
+        return tiny_dir()
+    p = Path(path_or_id).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{p}: not a folder; pass an OpenVLA model folder, a checkpoint folder or a hub id")
+        return p
+    s = str(path_or_id)
+    if s.count("/") != 1 or s.startswith((".", "/", "~")):
+        raise ModelError(f"{s}: no such folder; pass an existing model folder, 'tiny', or a hub id like openvla/openvla-7b")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        raise ModelError(f"{s}: huggingface_hub is not installed; download the model folder and pass its path") from None
+    try:
+        local = snapshot_download(
+            s, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"],
+            local_files_only=bool(os.environ.get("HF_HUB_OFFLINE")),
+        )
+    except Exception as exc:  # network, auth, missing repo, offline mode
+        raise ModelError(
+            f"{s}: could not get it from the Hugging Face hub ({type(exc).__name__}); "
+            "check the id and network, or download the folder and pass its path") from None
+    return Path(local)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            wm = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError):
+            raise ModelError(f"{index}: not a safetensors index; re-download the model") from None
+        files = sorted({folder / f for f in wm.values()})
+    elif (folder / "model.safetensors").exists():
+        files = [folder / "model.safetensors"]
+    else:
+        raise ModelError(f"{folder}: no model.safetensors (or index); only safetensors checkpoints are supported")
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise ModelError(f"{folder}: weight files missing ({', '.join(missing[:3])}); finish the download")
+    return files
+
+
+@torch.no_grad()
+def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_prefix: tuple[str, ...] = ()) -> None:
+    """Copy every tensor from the folder's safetensors into ``model``, one tensor at a time (peak memory = the
+    model + one tensor). Strict: an unexpected key, a missing key (outside ``allow_missing_prefix``) or a shape
+    mismatch is a ModelError naming the first offenders."""
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    params = model.state_dict(keep_vars=True)
+    seen = set()
+    dev = next(model.parameters()).device
+    handles = []
+    for f in files:
+        try:
+            handles.append((f, safe_open(str(f), framework="pt", device="cpu")))
+        except Exception as exc:
+            raise ModelError(f"{f}: unreadable safetensors file ({exc}); re-download it") from None
+    keys = {k: (f, h) for f, h in handles for k in h.keys()}
+    unexpected = sorted(set(keys) - set(params))
+    missing = sorted(k for k in set(params) - set(keys) if not k.startswith(allow_missing_prefix))
+    if unexpected or missing:
+        raise ModelError(
+            f"{folder}: weights do not match the architecture in config.json "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
+    for k, (f, h) in keys.items():
+        t = h.get_tensor(k)
+        p = params[k]
+        if tuple(t.shape) != tuple(p.shape):
+            raise ModelError(f"{f}: {k} has shape {tuple(t.shape)}, the config expects {tuple(p.shape)}")
+        p.copy_(t.to(device=dev, dtype=p.dtype), non_blocking=True)
+        seen.add(k)
+
+
+def load_tokenizer(folder: Path):
+    """The folder's tokenizer; Llama tokenizers by their class directly (AutoTokenizer would first try to read
+    config.json as a transformers model config, which ``model_type: openvla`` is not)."""
+    import transformers
+
+    cls_name = ""
+    tc = folder / "tokenizer_config.json"
+    if tc.exists():
+        try:
+            cls_name = json.loads(tc.read_text()).get("tokenizer_class") or ""
+        except json.JSONDecodeError:
+            cls_name = ""
+    if cls_name.startswith("LlamaTokenizer"):
+        cls = getattr(transformers, cls_name, None) or transformers.LlamaTokenizer
+        return cls.from_pretrained(str(folder))
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def _default_dtype(device: torch.device, dtype) -> torch.dtype:
+    if dtype is not None:
+        if isinstance(dtype, str):
+            dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                     "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        return dtype
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def build_openvla_empty(config: dict, tokenizer, device: torch.device, dtype: torch.dtype, **head_kw):
+    """Construct on the meta device, then allocate (uninitialized) on ``device`` and rebuild the few buffers
+    that are not in the state dict. Skips the slow random init: callers load or init weights next."""
+    from .openvla import OpenVLA
+
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = OpenVLA(config, tokenizer, **head_kw)
+    finally:
+        torch.set_default_dtype(prev)
+    model.to_empty(device=device)
+    _reset_buffers(model, device)
+    return model
+
+
+def _reset_buffers(model, device) -> None:
+    vb = model.vision_backbone
+    for i, c in enumerate(vb.cfgs):
+        getattr(vb, f"_mean{i}").copy_(torch.tensor(c.mean).view(1, 3, 1, 1))
+        getattr(vb, f"_std{i}").copy_(torch.tensor(c.std).view(1, 3, 1, 1))
+    dec = model.language_model.model
+    rot = dec.rotary_emb
+    with torch.device(device):
+        dec.rotary_emb = type(rot)(config=model.text_config)
+
+
+def quantize_llm(model: VLA, mode: str) -> None:
+    """Replace the LLM's decoder Linear layers by bitsandbytes 4-bit (NF4) / 8-bit layers (CUDA only)."""
+    if model.device.type != "cuda":
+        raise ModelError(f"quantize={mode!r} needs a CUDA GPU; load without quantize on this machine")
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ModelError(f"quantize={mode!r} needs bitsandbytes: pip install bitsandbytes") from None
+    layers = model.decoder.layers
+    for layer in layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, lin in list(parent.named_children()):
+                if not isinstance(lin, torch.nn.Linear):
+                    continue
+                w = lin.weight.data.to("cpu", torch.float16)
+                if mode == "4bit":
+                    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                          compute_dtype=torch.bfloat16, quant_type="nf4", device="cpu")
+                    q.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+                else:
+                    q = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                                            has_fp16_weights=False, device="cpu")
+                    q.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+                if lin.bias is not None:
+                    q.bias = torch.nn.Parameter(lin.bias.data.cpu(), requires_grad=False)
+                setattr(parent, name, q.to(model.device))
+    torch.cuda.empty_cache()
+
+
+def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str | None = None,
+             action_head: str | None = None, chunk_size: int = 8, action_dim: int | None = None,
+             n_images: int | None = None, state_dim: int | None = None, head_hidden: int | None = None,
+             norm_stats: dict | None = None) -> VLA:
+    """Load an OpenVLA-layout folder (published or ours), a generic transformers image-text-to-text VLM folder,
+    a hub id, or ``"tiny"``.
+
+    ``action_head``: "tokens" (OpenVLA bins, the default for published checkpoints) or "chunk" (continuous
+    head; random-initialised unless the checkpoint has one). ``chunk_size`` applies to new chunk heads; a
+    token head predicts one step (K=1) unless a checkpoint says otherwise. ``action_dim`` defaults to the
+    checkpoint's head config, then the single dataset in ``norm_stats``, then 7.
+    """
+    from .openvla import read_config
+
+    folder = resolve_model_dir(path_or_id)
+    config = read_config(folder)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dt = _default_dtype(dev, dtype)
+    if quantize not in (None, "4bit", "8bit"):
+        raise ModelError(f"quantize must be None, '4bit' or '8bit', got {quantize!r}")
+    ours = dict(config.get("vla_studio") or {})
+    stats = norm_stats if norm_stats is not None else config.get("norm_stats")
+    saved_head = ours.get("action_head")
+    head = action_head or saved_head or "tokens"
+    if action_dim is None:
+        action_dim = ours.get("action_dim")
+    if action_dim is None and stats and len(stats) == 1:
+        entry = next(iter(stats.values()))
+        action_dim = len(entry["action"]["q01"]) if "action" in entry else None
+    action_dim = int(action_dim or 7)
+    if saved_head == head and "chunk_size" in ours:
+        K = int(ours["chunk_size"])
+    else:
+        K = int(chunk_size) if head == "chunk" else 1
+    if saved_head == head == "chunk":
+        state_dim = ours.get("state_dim") if state_dim is None else state_dim
+        head_hidden = ours.get("head_hidden") if head_hidden is None else head_hidden
+    n_img = int(n_images or ours.get("n_images") or 1)
+    model_type = config.get("model_type", "")
+    if model_type in ("openvla", "prismatic"):
+        try:
+            tok = load_tokenizer(folder)
+        except Exception as exc:
+            raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
+                             "copy the base model's tokenizer files into the folder") from None
+        if head_hidden is None:
+            head_hidden = 1024 if int(config.get("text_config", {}).get("hidden_size", 4096)) >= 1024 else 128
+        model = build_openvla_empty(config, tok, dev, dt, action_head=head, chunk_size=K, action_dim=action_dim,
+                                    n_images=n_img, state_dim=state_dim, head_hidden=head_hidden)
+        has_saved_head = saved_head == "chunk" and head == "chunk"
+        load_weights_strict(model, folder, allow_missing_prefix=() if has_saved_head else ("chunk_head.",))
+        if head == "chunk" and not has_saved_head:
+            _init_head(model)
+        model.norm_stats = stats
+    else:
+        from .generic import load_generic_vlm
+
+        model = load_generic_vlm(folder, config, dev, dt, action_head=head, chunk_size=K, action_dim=action_dim,
+                                 n_images=n_img, state_dim=state_dim, head_hidden=head_hidden or 1024)
+        if norm_stats is not None:
+            model.norm_stats = norm_stats
+    model.source = str(path_or_id)
+    model.model_dir = folder
+    if quantize:
+        quantize_llm(model, quantize)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def _init_head(model: VLA, seed: int = 0) -> None:
+    dev = model.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    for name, p in model.chunk_head.named_parameters():
+        if p.ndim == 1:
+            p.fill_(1.0 if ".0.weight" in f".{name}" and "mlp.0" in name else 0.0)
+        else:
+            p.normal_(0.0, 0.02, generator=gen)
+    # LayerNorm at the MLP input: weight 1, bias 0
+    ln = model.chunk_head.mlp[0]
+    ln.weight.fill_(1.0)
+    ln.bias.zero_()

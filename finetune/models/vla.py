@@ -1,0 +1,460 @@
+"""The VLA base class: sample preparation, batching, the two action heads, training forward and fast decoding.
+
+A subclass supplies the vision side (``embed_images``) and exposes its causal LM (``language_model``), whose
+decoder is a Llama-family ``LlamaModel``-like module (``layers``, ``norm``, ``rotary_emb``) and ``lm_head``.
+
+Sequence layout (as Prismatic): ``[BOS] [image patches (n_images * P)] prompt-tokens [▁] <action part> [pad...]``,
+right-padded, causal attention (no mask needed: pads only follow real tokens). The prompt is OpenVLA's
+``"In: What action should the robot take to {instruction}?\\nOut:"`` followed by the empty-space token
+(29871 for Llama-2), as OpenVLA's ``predict_action`` inserts it.
+
+- token head: ``<action part>`` = ``K*D`` action tokens then ``</s>``; the loss is the cross-entropy over
+  those positions only (logits are computed only there).
+- chunk head: ``<action part>`` = ``K*D`` placeholder positions whose embeddings are replaced by learned
+  queries (optionally preceded by one proprio token); an MLP maps their last hidden states to ``(K, D)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recorder.errors import ModelError
+
+from ..tokenizer import ActionTokenizer
+from .heads import ChunkHead
+
+__all__ = ["VLA", "VLAOutput", "PROMPT_TEMPLATE", "IGNORE_INDEX"]
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+IGNORE_INDEX = -100
+
+
+@dataclass
+class VLAOutput:
+    loss: torch.Tensor | None = None
+    action_accuracy: torch.Tensor | None = None  # token head: teacher-forced argmax == target over action tokens
+    l1: torch.Tensor | None = None  # mean |pred - target| in normalized units (token head: decoded bins)
+    logits: torch.Tensor | None = None  # token head: (B, K*D+1, V) at the action/EOS positions only
+    actions: torch.Tensor | None = None  # (B, K, D) normalized predictions (chunk head; token head: argmax)
+
+
+def _layer_out(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+class VLA(nn.Module):
+    """Base class; see the module docstring. Attributes set by subclasses before ``_init_heads``."""
+
+    image_size: int
+    action_dim: int
+    chunk_size: int
+    action_head: str
+    n_images: int
+    norm_stats: dict | None
+
+    # ------------------------------------------------------------------ set-up helpers for subclasses
+    def _init_common(self, tokenizer, *, vocab_size_for_actions: int, n_bins: int, action_head: str,
+                     chunk_size: int, action_dim: int, n_images: int, image_size: int, norm_stats: dict | None,
+                     state_dim: int | None = None, head_hidden: int = 1024) -> None:
+        if action_head not in ("tokens", "chunk"):
+            raise ModelError(f"action_head must be 'tokens' or 'chunk', got {action_head!r}")
+        self.tokenizer = tokenizer
+        self.action_tokenizer = ActionTokenizer(n_bins=n_bins, vocab_size=vocab_size_for_actions)
+        self.action_head = action_head
+        self.chunk_size = int(chunk_size)
+        self.action_dim = int(action_dim)
+        self.n_images = int(n_images)
+        self.image_size = int(image_size)
+        self.norm_stats = norm_stats
+        self.state_dim = state_dim
+        self.bos_token_id = tokenizer.bos_token_id
+        self.eos_token_id = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
+        space = tokenizer.convert_tokens_to_ids("\u2581")
+        self.space_token_id = int(space) if space is not None and space != tokenizer.unk_token_id else None
+        if action_head == "chunk":
+            self.chunk_head = ChunkHead(self.hidden_size, self.chunk_size, self.action_dim, head_hidden, state_dim)
+        else:
+            self.chunk_head = None
+        self.use_cuda_graphs = False
+        self._graphs: dict = {}
+        self.checkpoint_layers: Any = None  # None / "all" / set of layer indices / int (first N layers)
+
+    # ------------------------------------------------------------------ to be provided by subclasses
+    @property
+    def hidden_size(self) -> int:
+        raise NotImplementedError
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, n_images, 3, S, S) -> (B, n_images * P, hidden)."""
+        raise NotImplementedError
+
+    @property
+    def llm(self) -> nn.Module:  # the causal LM (has .model and .lm_head)
+        return self.language_model
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.llm.model
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)
+
+    def vision_modules(self) -> list[str]:
+        return []
+
+    def lora_target_modules(self, include_vision: bool = False) -> list[str]:
+        """Names of every nn.Linear in the LLM and projector (``all-linear`` semantics: no lm_head, no action
+        head), plus the vision towers when ``include_vision``. A list of full module names (peft matches them
+        exactly), which works on any nn.Module, unlike peft's ``"all-linear"`` shortcut."""
+        skip = tuple(self.vision_modules()) if not include_vision else ()
+        names = []
+        for name, mod in self.named_modules():
+            if not isinstance(mod, nn.Linear):
+                continue
+            if name.endswith("lm_head") or name.startswith("chunk_head") or (skip and name.startswith(skip)):
+                continue
+            names.append(name)
+        return names
+
+    def trainable_modules(self) -> list[str]:
+        """Modules trained in full next to LoRA (peft ``modules_to_save``): the chunk head when present."""
+        return ["chunk_head"] if self.chunk_head is not None else []
+
+    def head_config(self) -> dict:
+        cfg = {"action_head": self.action_head, "chunk_size": self.chunk_size, "action_dim": self.action_dim,
+               "n_images": self.n_images, "image_size": self.image_size}
+        if self.chunk_head is not None:
+            cfg.update(self.chunk_head.config())
+        return cfg
+
+    # ------------------------------------------------------------------ data side
+    def prompt_ids(self, instruction: str) -> list[int]:
+        text = PROMPT_TEMPLATE.format(instruction=instruction.strip().lower())
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        if self.bos_token_id is not None and (not ids or ids[0] != self.bos_token_id):
+            ids = [self.bos_token_id] + ids
+        if self.space_token_id is not None and ids[-1] != self.space_token_id:
+            ids.append(self.space_token_id)
+        return ids
+
+    def _resize(self, img: np.ndarray) -> torch.Tensor:
+        a = np.asarray(img)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ModelError(f"images must be HxWx3 uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+        s = self.image_size
+        if t.shape[1] == s and t.shape[2] == s:
+            return t.contiguous()
+        x = F.interpolate(t[None].float(), size=(s, s), mode="bicubic", antialias=True, align_corners=False)
+        return x[0].round_().clamp_(0, 255).to(torch.uint8)
+
+    def prepare(self, images: list[np.ndarray], instruction: str, actions: np.ndarray | None = None,
+                state: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """One sample. ``actions`` (K, D) already normalized to [-1, 1] (None at inference)."""
+        if len(images) != self.n_images:
+            raise ModelError(f"this model takes {self.n_images} camera image(s) per step, got {len(images)}")
+        pv = torch.stack([self._resize(im) for im in images])
+        ids = self.prompt_ids(instruction)
+        prompt_len = len(ids)
+        out: dict[str, torch.Tensor] = {"pixel_values": pv}
+        n_act = self.chunk_size * self.action_dim
+        if actions is not None:
+            a = np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim) if np.ndim(actions) else None
+            if a is None or a.shape != (self.chunk_size, self.action_dim):
+                raise ModelError(f"actions must be ({self.chunk_size}, {self.action_dim}), got {np.shape(actions)}")
+            out["actions"] = torch.from_numpy(a)
+        if self.action_head == "tokens":
+            labels = [IGNORE_INDEX] * len(ids)
+            if actions is not None:
+                toks = self.action_tokenizer.encode(out["actions"].numpy()).reshape(-1).tolist()
+                ids = ids + toks + [self.eos_token_id]
+                labels = labels + toks + [self.eos_token_id]
+            out["labels"] = torch.tensor(labels, dtype=torch.long)
+        else:
+            use_state = self.state_dim is not None
+            if use_state:
+                if state is None:
+                    raise ModelError("this chunk head was trained with proprio state: pass state")
+                out["state"] = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(self.state_dim))
+                out["state_mask"] = torch.tensor([False] * len(ids) + [True] + [False] * n_act)
+                ids = ids + [self.pad_token_id]
+            qm = [False] * len(ids) + [True] * n_act
+            ids = ids + [self.pad_token_id] * n_act
+            out["query_mask"] = torch.tensor(qm)
+        out["input_ids"] = torch.tensor(ids, dtype=torch.long)
+        out["prompt_len"] = torch.tensor(prompt_len, dtype=torch.long)
+        return out
+
+    def collate(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        if not samples:
+            raise ValueError("collate needs at least one sample")
+        L = max(int(s["input_ids"].shape[0]) for s in samples)
+        B = len(samples)
+        ids = torch.full((B, L), self.pad_token_id, dtype=torch.long)
+        att = torch.zeros((B, L), dtype=torch.long)
+        for i, s in enumerate(samples):
+            n = s["input_ids"].shape[0]
+            ids[i, :n] = s["input_ids"]
+            att[i, :n] = 1
+        batch = {"pixel_values": torch.stack([s["pixel_values"] for s in samples]), "input_ids": ids,
+                 "attention_mask": att, "prompt_len": torch.stack([s["prompt_len"] for s in samples])}
+        for key, fill in (("labels", IGNORE_INDEX), ("query_mask", False), ("state_mask", False)):
+            if key in samples[0]:
+                t = torch.full((B, L), fill, dtype=samples[0][key].dtype)
+                for i, s in enumerate(samples):
+                    t[i, : s[key].shape[0]] = s[key]
+                batch[key] = t
+        for key in ("actions", "state"):
+            if key in samples[0] and all(key in s for s in samples):
+                batch[key] = torch.stack([s[key] for s in samples])
+        if "query_mask" in batch:
+            batch["query_pos"] = batch["query_mask"].nonzero()[:, 1].view(B, -1)
+        if "state_mask" in batch:
+            batch["state_pos"] = batch["state_mask"].nonzero()[:, 1].view(B, -1)
+        return batch
+
+    # ------------------------------------------------------------------ model side
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def _own_loop(self) -> bool:
+        d = self.decoder
+        return all(hasattr(d, a) for a in ("layers", "norm", "rotary_emb")) and type(d).__name__ in (
+            "LlamaModel", "MistralModel", "Qwen2Model")
+
+    def _assemble(self, pixel_values, input_ids, query_pos=None, state_pos=None, state=None):
+        """-> inputs_embeds (B, P+L, H) and the number of image positions P inserted after BOS.
+        ``query_pos`` (B, K*D) / ``state_pos`` (B, 1): text positions whose embeddings are replaced by the chunk
+        head's queries / the projected proprio state (index scatter: no host sync, CUDA-graph safe)."""
+        dev = self.device
+        text = self.embed_tokens(input_ids.to(dev))
+        B, _, H = text.shape
+        if query_pos is not None and self.chunk_head is not None:
+            q = self.chunk_head.queries.to(text.dtype).unsqueeze(0).expand(B, -1, -1)
+            text = text.scatter(1, query_pos.to(dev)[..., None].expand(-1, -1, H), q)
+            if state_pos is not None and self.chunk_head.proprio is not None:
+                st = self.chunk_head.proprio(state.to(dev, self.chunk_head.proprio[0].weight.dtype)).to(text.dtype)
+                text = text.scatter(1, state_pos.to(dev)[..., None].expand(-1, -1, H), st[:, None, :])
+        img = self.embed_images(pixel_values.to(dev)).to(text.dtype)
+        return torch.cat([text[:, :1], img, text[:, 1:]], dim=1), img.shape[1]
+
+    def _ckpt(self, i: int) -> bool:
+        c = self.checkpoint_layers
+        if c is None or not (self.training and torch.is_grad_enabled()):
+            return False
+        if c == "all":
+            return True
+        if isinstance(c, int):
+            return i < c
+        return i in c
+
+    def run_llm(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Full-sequence causal pass (training / one-pass heads) -> final-normed hidden states."""
+        if not self._own_loop():
+            out = self.decoder(inputs_embeds=embeds, use_cache=False)
+            return out.last_hidden_state
+        dec = self.decoder
+        pos = torch.arange(embeds.shape[1], device=embeds.device)[None]
+        cos, sin = dec.rotary_emb(embeds, pos)
+        h = embeds
+        for i, layer in enumerate(dec.layers):
+            if self._ckpt(i):
+                h = torch.utils.checkpoint.checkpoint(_call_layer, layer, h, cos, sin, pos, use_reentrant=False)
+            else:
+                h = _call_layer(layer, h, cos, sin, pos)
+        return dec.norm(h)
+
+    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, labels=None, actions=None,
+                query_pos=None, state_pos=None, state=None, prompt_len=None, **_: Any) -> VLAOutput:
+        if self.action_head == "chunk":
+            if query_pos is None:
+                raise ModelError("a chunk-head batch needs query_pos: build it with VLA.collate")
+            pred = self._chunk_fn(pixel_values, input_ids, query_pos, state_pos, state)
+            out = VLAOutput(actions=pred)
+            if actions is not None:
+                tgt = actions.to(pred.device, torch.float32)
+                out.loss = F.l1_loss(pred, tgt)
+                out.l1 = out.loss.detach()
+            return out
+        embeds, P = self._assemble(pixel_values, input_ids)
+        hidden = self.run_llm(embeds)
+        B = hidden.shape[0]
+        if labels is None:
+            logits = self.llm.lm_head(hidden[:, -1:]).float()
+            return VLAOutput(logits=logits)
+        labels = labels.to(hidden.device)
+        tgt = labels[:, 1:]
+        sel = tgt != IGNORE_INDEX
+        h = hidden[:, P:-1][sel]  # text positions t (after the image) predict label t+1
+        logits = self.llm.lm_head(h).float()
+        gt = tgt[sel]
+        loss = F.cross_entropy(logits, gt)
+        with torch.no_grad():
+            pred = logits.argmax(-1)
+            m = self.action_tokenizer.is_action_token(gt)
+            acc = ((pred == gt) & m).sum().float() / m.sum().clamp(min=1).float()
+            l1 = (self.action_tokenizer.decode_torch(pred[m]) - self.action_tokenizer.decode_torch(gt[m])).abs().mean()
+        n = sel.sum(1)
+        if bool((n == n[0]).all()):
+            logits = logits.view(B, int(n[0]), -1)
+            pa = pred.view(B, -1)[:, : self.chunk_size * self.action_dim]
+            acts = self.action_tokenizer.decode_torch(pa).view(B, self.chunk_size, self.action_dim)
+        else:
+            acts = None
+        return VLAOutput(loss=loss, action_accuracy=acc, l1=l1, logits=logits, actions=acts)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor], *, reference: bool = False):
+        """-> normalized actions (B, K, D) float32 and confidence (B, K) (token head: mean max-probability of
+        the K*D greedy tokens per step; chunk head: None). ``reference=True`` decodes with transformers' own
+        cached forward (the plain baseline) instead of our static-cache loop."""
+        pv = batch["pixel_values"]
+        if self.action_head == "chunk":
+            args = (pv, batch["input_ids"], batch["query_pos"], batch.get("state_pos"), batch.get("state"))
+            if self._graphable() and not reference:
+                key = ("chunk",) + tuple(tuple(a.shape) if a is not None else None for a in args)
+                pred = self._graph_call(key, self._chunk_fn, *args)
+            else:
+                pred = self._chunk_fn(*args)
+            return pred.float(), None
+        B = pv.shape[0]
+        n_new = self.chunk_size * self.action_dim
+        plen = batch.get("prompt_len")
+        acts, confs = [], []
+        for i in range(B):
+            L = int(plen[i]) if plen is not None else int(batch["attention_mask"][i].sum())
+            ids = batch["input_ids"][i : i + 1, :L]
+            p = pv[i : i + 1]
+            if reference:
+                toks, probs = self._decode_reference(p, ids, n_new)
+            elif self._graphable():
+                toks, probs = self._graph_call(("tok", L, tuple(p.shape), n_new), self._decode_fn, p, ids, n_new)
+            else:
+                toks, probs = self._decode_fn(p, ids, n_new)
+            acts.append(self.action_tokenizer.decode_torch(toks).view(1, self.chunk_size, self.action_dim))
+            confs.append(probs.float().view(1, self.chunk_size, self.action_dim).mean(-1))
+        return torch.cat(acts), torch.cat(confs)
+
+    def _chunk_fn(self, pv, ids, qpos, spos=None, st=None):
+        embeds, P = self._assemble(pv, ids, qpos, spos, st)
+        hidden = self.run_llm(embeds)
+        idx = (qpos.to(hidden.device) + P)[..., None].expand(-1, -1, hidden.shape[-1])
+        return self.chunk_head(torch.gather(hidden, 1, idx))
+
+    def _decode_fn(self, pv, ids, n_new: int):
+        """Greedy decode of ``n_new`` tokens with a pre-allocated static KV cache (our own loop)."""
+        embeds, _ = self._assemble(pv, ids)
+        if not self._own_loop():
+            return self._decode_reference(pv, ids, n_new)
+        dec, head = self.decoder, self.llm.lm_head
+        cfg = self.llm.config
+        B, T, _ = embeds.shape
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        Lmax = T + n_new
+        caches = [(embeds.new_zeros(B, n_kv, Lmax, hd), embeds.new_zeros(B, n_kv, Lmax, hd)) for _ in dec.layers]
+        pos = torch.arange(T, device=embeds.device)[None]
+        h = _cached_pass(dec, embeds, pos, caches, 0)
+        logits = head(h[:, -1]).float()
+        probs_l, toks_l = [], []
+        p, t = logits.softmax(-1).max(-1)
+        probs_l.append(p), toks_l.append(t)
+        for i in range(1, n_new):
+            e = self.embed_tokens(t[:, None])
+            pos = torch.full((1, 1), T + i - 1, device=embeds.device, dtype=torch.long)
+            h = _cached_pass(dec, e, pos, caches, T + i - 1)
+            logits = head(h[:, -1]).float()
+            p, t = logits.softmax(-1).max(-1)
+            probs_l.append(p), toks_l.append(t)
+        return torch.stack(toks_l, 1), torch.stack(probs_l, 1)
+
+    def _decode_reference(self, pv, ids, n_new: int):
+        """Plain transformers decoding: the LM's own forward with its default (dynamic) KV cache."""
+        embeds, _ = self._assemble(pv, ids)
+        out = self.llm(inputs_embeds=embeds, use_cache=True)
+        past = out.past_key_values
+        probs_l, toks_l = [], []
+        p, t = out.logits[:, -1].float().softmax(-1).max(-1)
+        probs_l.append(p), toks_l.append(t)
+        for _ in range(1, n_new):
+            out = self.llm(input_ids=t[:, None], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            p, t = out.logits[:, -1].float().softmax(-1).max(-1)
+            probs_l.append(p), toks_l.append(t)
+        return torch.stack(toks_l, 1), torch.stack(probs_l, 1)
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def _graphable(self) -> bool:
+        return self.use_cuda_graphs and self.device.type == "cuda" and not self.training
+
+    def _graph_call(self, key, fn, *args):
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._capture(key, fn, args)
+            if len(self._graphs) >= 8:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[key] = entry
+        graph, static_in, static_out = entry
+        for dst, src in zip(static_in, args):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src, non_blocking=True)
+        graph.replay()
+        return tuple(o.clone() for o in static_out) if isinstance(static_out, tuple) else static_out.clone()
+
+    def _capture(self, key, fn, args):
+        dev = self.device
+        static_in = tuple(a.to(dev).clone() if isinstance(a, torch.Tensor) else a for a in args)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                fn(*static_in)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = fn(*static_in)
+        return g, static_in, out
+
+
+def _call_layer(layer, h, cos, sin, pos):
+    return _layer_out(layer(h, attention_mask=None, position_ids=pos, position_embeddings=(cos, sin)))
+
+
+def _cached_pass(dec, h, pos, caches, start: int):
+    """Run every decoder layer over ``h`` (positions ``start..start+T-1``), writing K/V into ``caches``."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    cos, sin = dec.rotary_emb(h, pos)
+    B, T, _ = h.shape
+    for layer, (kc, vc) in zip(dec.layers, caches):
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        hd = kc.shape[-1]
+        q = attn.q_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        kc[:, :, start : start + T] = k
+        vc[:, :, start : start + T] = v
+        K, V = kc[:, :, : start + T], vc[:, :, : start + T]
+        rep = q.shape[1] // K.shape[1]
+        if rep > 1:
+            K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
+        o = F.scaled_dot_product_attention(q, K, V, is_causal=(T > 1 and start == 0))
+        h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return dec.norm(h)

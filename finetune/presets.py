@@ -1,0 +1,242 @@
+"""Presets chosen from the detected GPU memory, and a memory estimate shown before a run starts.
+
+Torch-free at import (the Fine-tune tab uses it): the GPU is found with ``nvidia-smi`` first and
+torch only when torch is already imported.
+
+The activation term is calibrated on measurements of an OpenVLA-7B-shaped model (LoRA r=32
+all-linear, 224 px, ~30 text tokens) on an H100 (see ../shared/ENVIRONMENT.md): without activation
+checkpointing ~3.2 GiB per sample, with it ~0.94 GiB per sample, over 286 LLM tokens x 4096 hidden
+x 32 layers. The estimate errs on the high side; it is a guide, not a promise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recorder.errors import ConfigError
+
+GiB = 1024**3
+# bytes of activations per (token x hidden x layer) per sample, from the measurements above
+ACT_BYTES = 91.6
+ACT_BYTES_CHECKPOINTED = 26.9
+RUNTIME_OVERHEAD_GIB = 0.6  # CUDA context, allocator slack
+TRAINABLE_BYTES = 16  # fp32 LoRA weight + grad + AdamW m and v
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A starting point for a fine-tune on one class of machine."""
+
+    name: str
+    title: str
+    model_hint: str  # what base model this preset is meant for
+    settings: dict = field(default_factory=dict)  # FinetuneConfig fields
+
+
+PRESETS: dict[str, Preset] = {
+    "gpu-80gb": Preset("gpu-80gb", "80 GB GPU: 7B bf16 LoRA, batch 16", "openvla/openvla-7b",
+                       {"dtype": "bf16", "batch_size": 16, "grad_accum": 1, "activation_checkpointing": False,
+                        "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4, "num_workers": 4}),
+    "gpu-24gb": Preset("gpu-24gb", "24 GB GPU: 7B bf16 LoRA + activation checkpointing", "openvla/openvla-7b",
+                       {"dtype": "bf16", "batch_size": 4, "grad_accum": 4, "activation_checkpointing": True,
+                        "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4, "num_workers": 4}),
+    "gpu-12gb": Preset("gpu-12gb", "12 GB GPU: 4-bit base (QLoRA) + checkpointing", "openvla/openvla-7b",
+                       {"dtype": "bf16", "quantize_4bit": True, "batch_size": 2, "grad_accum": 8,
+                        "activation_checkpointing": True, "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4,
+                        "num_workers": 2}),
+    "cpu": Preset("cpu", "CPU: the tiny model (demo and tests)", "tiny",
+                  {"dtype": "fp32", "batch_size": 8, "grad_accum": 1, "activation_checkpointing": False,
+                   "lora_rank": 8, "lora_alpha": 16, "lr": 1e-3, "num_workers": 0}),
+}
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    total_gib: float
+
+
+def detect_gpu() -> GpuInfo | None:
+    """The first GPU and its memory, or None on a machine without one."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip().splitlines()
+            if out:
+                name, mib = out[0].rsplit(",", 1)
+                return GpuInfo(name.strip(), float(mib) / 1024.0)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return GpuInfo(props.name, props.total_memory / GiB)
+    return None
+
+
+def preset_for(gpu: GpuInfo | None) -> Preset:
+    if gpu is None:
+        return PRESETS["cpu"]
+    if gpu.total_gib >= 60:
+        return PRESETS["gpu-80gb"]
+    if gpu.total_gib >= 20:
+        return PRESETS["gpu-24gb"]
+    if gpu.total_gib >= 10:
+        return PRESETS["gpu-12gb"]
+    return PRESETS["cpu"]
+
+
+def resolve_preset(name: str) -> Preset:
+    if name in ("", "auto"):
+        return preset_for(detect_gpu())
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r} is not known: use auto or one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ----------------------------------------------------------------------------- memory estimate
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs to know about a model."""
+
+    n_params: int
+    hidden: int
+    layers: int
+    intermediate: int
+    tokens: int  # LLM tokens per sample (image patches + text + action tokens)
+    lora_params_per_rank: int  # trainable LoRA params at r=1 (all-linear)
+    extra_trainable: int = 0  # non-LoRA trainable params (e.g. a chunk head)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    params: int
+    lora_params: int
+    weights_gib: float
+    trainable_gib: float  # LoRA weights + grads + optimizer state
+    activations_per_sample_gib: float
+    overhead_gib: float
+    batch_size: int
+
+    @property
+    def total_gib(self) -> float:
+        return self.weights_gib + self.trainable_gib + self.overhead_gib + self.activations_per_sample_gib * self.batch_size
+
+    def max_batch(self, budget_gib: float) -> int:
+        free = budget_gib - self.weights_gib - self.trainable_gib - self.overhead_gib
+        return max(0, int(free // max(self.activations_per_sample_gib, 1e-9)))
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "lora_params": self.lora_params, "weights_gib": round(self.weights_gib, 3),
+                "trainable_gib": round(self.trainable_gib, 3),
+                "activations_per_sample_gib": round(self.activations_per_sample_gib, 4),
+                "overhead_gib": self.overhead_gib, "batch_size": self.batch_size,
+                "total_gib": round(self.total_gib, 3)}
+
+    def summary(self) -> str:
+        return (f"{self.params / 1e6:,.1f}M params ({self.weights_gib:.2f} GiB), LoRA {self.lora_params / 1e6:.1f}M "
+                f"(+{self.trainable_gib:.2f} GiB with optimizer), activations {self.activations_per_sample_gib:.3f} "
+                f"GiB/sample x {self.batch_size} -> ~{self.total_gib:.1f} GiB")
+
+
+def estimate_memory(shape: ModelShape, *, batch_size: int, lora_rank: int, dtype: str, quantize_4bit: bool,
+                    activation_checkpointing: bool, on_gpu: bool = True) -> MemoryEstimate:
+    bytes_per_param = 0.56 if quantize_4bit else (2 if dtype == "bf16" else 4)
+    lora = shape.lora_params_per_rank * lora_rank
+    trainable = lora + shape.extra_trainable
+    per_tok = ACT_BYTES_CHECKPOINTED if activation_checkpointing else ACT_BYTES
+    act = per_tok * shape.tokens * shape.hidden * shape.layers
+    if dtype == "fp32" and not quantize_4bit:
+        act *= 2
+    return MemoryEstimate(params=shape.n_params, lora_params=lora, weights_gib=shape.n_params * bytes_per_param / GiB,
+                          trainable_gib=trainable * TRAINABLE_BYTES / GiB, activations_per_sample_gib=act / GiB,
+                          overhead_gib=RUNTIME_OVERHEAD_GIB if on_gpu else 0.2, batch_size=batch_size)
+
+
+def llama_lora_params_per_rank(hidden: int, intermediate: int, layers: int, kv_hidden: int | None = None) -> int:
+    kv = kv_hidden or hidden
+    per_layer = (hidden + hidden) * 2 + (hidden + kv) * 2 + (hidden + intermediate) * 3
+    return per_layer * layers
+
+
+def _safetensors_numel(folder: Path) -> int:
+    total = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            numel = 1
+            for d in meta["shape"]:
+                numel *= d
+            total += numel
+    return total
+
+
+def shape_from_folder(folder: Path, *, n_images: int = 1, text_tokens: int = 30, action_tokens: int = 7) -> ModelShape | None:
+    """Read a model folder's config.json (and safetensors headers) without loading weights."""
+    cfg_path = Path(folder) / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    text = cfg.get("text_config") or cfg.get("llm_config") or cfg
+    hidden = int(text.get("hidden_size", 4096))
+    layers = int(text.get("num_hidden_layers", 32))
+    inter = int(text.get("intermediate_size", 4 * hidden))
+    heads = int(text.get("num_attention_heads", max(1, hidden // 128)))
+    kv_heads = int(text.get("num_key_value_heads", heads))
+    image_size = int(cfg.get("image_size", (cfg.get("image_sizes") or [224])[0]) if not isinstance(cfg.get("image_size"), list)
+                     else cfg["image_size"][0])
+    patch = int((cfg.get("vision_config") or {}).get("patch_size", 14))
+    patches = (image_size // patch) ** 2 * n_images
+    n_params = _safetensors_numel(Path(folder))
+    if not n_params:
+        vocab = int(text.get("vocab_size", 32000))
+        n_params = layers * (4 * hidden * hidden + 3 * hidden * inter) + 2 * vocab * hidden
+    lora = int(llama_lora_params_per_rank(hidden, inter, layers, hidden * kv_heads // heads) * 1.4)  # + vision towers
+    return ModelShape(n_params, hidden, layers, inter, patches + text_tokens + action_tokens, lora)
+
+
+def shape_from_module(model, *, tokens: int) -> ModelShape:
+    """Exact counts from a loaded (not yet LoRA-wrapped) model; hidden/layers from its config if any."""
+    import torch
+
+    n_params = sum(p.numel() for p in model.parameters())
+    lora = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            lora += module.in_features + module.out_features
+    cfg = getattr(model, "config", None)
+    text = getattr(cfg, "text_config", None) or cfg
+    hidden = int(getattr(text, "hidden_size", 0) or 0)
+    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    if not hidden or not layers:
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        hidden = max((m.in_features for m in linears), default=64)
+        layers = max(1, len(linears) // 7)
+    return ModelShape(n_params, hidden, layers, 4 * hidden, tokens, lora)
+
+
+def check_fits(est: MemoryEstimate, budget_gib: float, where: str) -> None:
+    """Raise a ConfigError before training when the estimate exceeds the budget."""
+    if est.total_gib <= budget_gib:
+        return
+    fit = est.max_batch(budget_gib)
+    if fit >= 1:
+        hint = f"use --batch {fit} (and --grad-accum {max(1, est.batch_size // fit)} to keep the global batch)"
+    else:
+        hint = "use --4bit, activation checkpointing (a 24 GB/12 GB preset), or a smaller model"
+    raise ConfigError(f"batch {est.batch_size} needs ~{est.total_gib:.1f} GiB but {where} has {budget_gib:.1f} GiB: {hint}")

@@ -1,0 +1,196 @@
+"""The one flat config of a fine-tune run, its run id, and the run folder layout.
+
+Torch-free on purpose: the CLI parser and the Fine-tune tab import it without paying for torch.
+
+Run folder (``<store root>/runs/<run-id>/``)::
+
+    config.json          the FinetuneConfig as JSON (the one the run started with)
+    metrics.jsonl        one JSON event per line (the same lines the CLI prints on stdout)
+    norm_stats.json      OpenVLA-form statistics of the training episodes
+    pid                  "<pid> <start-time>" while a process trains this run
+    stdout.log / stderr.log   what the process printed (when the studio launched it detached)
+    checkpoints/<step>/{adapter/, training_state.pt, norm_stats.json, config.json}
+    checkpoints/last     a text file naming the newest complete step folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recorder.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+NORM_STATS_FILE = "norm_stats.json"
+PID_FILE = "pid"
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_FILE = "last"
+
+
+@dataclass
+class FinetuneConfig:
+    """Every knob of a LoRA fine-tune. One flat dataclass; a comment per field."""
+
+    # -- data
+    dataset: str = ""  # dataset name in the store
+    cameras: list[str] = field(default_factory=list)  # cameras fed to the model, in order ([] = the first n_images)
+    val_fraction: float = 0.1  # fraction of episodes held out for validation (split by episode, seeded)
+    augment: bool = True  # OpenVLA augmentation: random resized crop (0.9 area) + color jitter
+    use_state: bool = False  # feed observation.state (normalized) to the model as proprio
+    num_workers: int = 0  # DataLoader worker processes decoding frames (0 = in the training process)
+    # -- model
+    model: str = "tiny"  # base model: a local folder, a hub id, or "tiny" (the built-in tiny model)
+    action_head: str = "tokens"  # "tokens" (OpenVLA bins) or "chunk" (continuous chunk head trained with L1)
+    chunk_size: int = 1  # K: action steps predicted per sample
+    quantize_4bit: bool = False  # QLoRA: base weights in 4-bit NF4 (bitsandbytes, CUDA only)
+    dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp32"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    activation_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    # -- LoRA
+    lora_rank: int = 32  # r
+    lora_alpha: int = 16  # scaling numerator (OpenVLA: min(r, 16))
+    lora_dropout: float = 0.0  # dropout on the LoRA input
+    lora_targets: str = "all-linear"  # peft target_modules ("all-linear" or comma-separated names)
+    # -- optimisation
+    steps: int = 1000  # optimizer steps in total
+    batch_size: int = 8  # samples per micro-batch (per process)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 0  # linear warm-up steps, then cosine decay to lr_min_ratio * lr
+    lr_min_ratio: float = 0.1  # cosine floor as a fraction of lr
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    seed: int = 7  # seeds the split, the data order, augmentation and LoRA init
+    # -- evaluation and checkpoints
+    eval_every: int = 100  # evaluate on the validation episodes every N steps (0 = only at the end)
+    eval_batches: int = 8  # validation micro-batches per evaluation
+    save_every: int = 200  # write a checkpoint every N steps (a final one is always written)
+    log_every: int = 1  # print a train event every N steps
+    # -- distribution
+    gpus: int = 1  # processes launched by torchrun (1 = plain single process)
+    preset: str = ""  # name of the preset this config came from (informational)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError("no dataset given: pass --dataset NAME (see `vla-studio datasets list`)")
+        if self.action_head not in ("tokens", "chunk"):
+            raise ConfigError(f"--action-head {self.action_head!r} is not known: use tokens or chunk")
+        for name in ("steps", "batch_size", "grad_accum", "chunk_size", "lora_rank", "gpus"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"dtype {self.dtype!r} is not known: use auto, bf16 or fp32")
+
+
+# Fields whose change on resume changes what is trained: they produce a drift notice.
+RESUME_NEUTRAL = {"steps", "eval_every", "save_every", "log_every", "num_workers", "eval_batches", "gpus", "preset"}
+
+
+def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ between a checkpoint's config and the one resuming it (ignoring neutral ones)."""
+    out = {}
+    for key in sorted(set(saved) | set(current)):
+        if key in RESUME_NEUTRAL:
+            continue
+        if saved.get(key) != current.get(key):
+            out[key] = (saved.get(key), current.get(key))
+    return out
+
+
+def _slug(text: str) -> str:
+    text = text.rstrip("/").split("/")[-1] or text
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:24] or "x"
+
+
+def make_run_id(cfg: FinetuneConfig, now: float | None = None) -> str:
+    """A readable id from the hyper-parameters and the start time, e.g.
+    ``pick-tiny-tokens-r32-lr5e-04-b8x1-20261124-054412``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    lr = f"{cfg.lr:.0e}".replace("+", "")
+    parts = [_slug(cfg.dataset), _slug(cfg.model), cfg.action_head, f"r{cfg.lora_rank}", f"lr{lr}",
+             f"b{cfg.batch_size}x{cfg.grad_accum}"]
+    if cfg.quantize_4bit:
+        parts.append("4bit")
+    return "-".join(parts) + "-" + stamp
+
+
+def runs_root(home: Path) -> Path:
+    return Path(home) / "runs"
+
+
+def run_dir(home: Path, run_id: str) -> Path:
+    return runs_root(home) / run_id
+
+
+def read_config(path: Path) -> FinetuneConfig:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the run config ({err}); is this a run folder?") from None
+    return FinetuneConfig.from_dict(data.get("config", data))
+
+
+def last_checkpoint(run_path: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run (from ``checkpoints/last``), or None."""
+    ckpts = Path(run_path) / CHECKPOINTS_DIR
+    last = ckpts / LAST_FILE
+    if last.is_file():
+        step_dir = ckpts / last.read_text().strip()
+        if step_dir.is_dir():
+            return step_dir
+    return None
+
+
+def read_pid(run_path: Path) -> tuple[int, float] | None:
+    """(pid, process start time) of the process training this run, if a pid file is there."""
+    try:
+        pid_s, start_s = (Path(run_path) / PID_FILE).read_text().split()[:2]
+        return int(pid_s), float(start_s)
+    except (OSError, ValueError):
+        return None
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - any failure means "not that process"
+        return None
+
+
+def pid_alive(run_path: Path) -> int | None:
+    """The pid of the live process training this run (guarded against pid reuse), else None."""
+    info = read_pid(run_path)
+    if info is None:
+        return None
+    pid, start = info
+    actual = process_start_time(pid)
+    if actual is None or abs(actual - start) > 2.0:
+        return None
+    try:
+        import psutil
+
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    except Exception:  # noqa: BLE001
+        return None
+    return pid

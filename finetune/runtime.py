@@ -1,0 +1,192 @@
+"""Policy runtime: a checkpoint (base + LoRA adapter, or a merged model folder) -> ``Policy.predict``.
+
+    policy = load_policy("runs/<id>/checkpoints/0001000")      # or the run folder, or a merged export
+    out = policy.predict({"front": rgb}, state, "pick up the red cube")
+    out.actions  # (K, D) float32 in real units (degrees / gripper 0..100)
+
+The adapter is merged into the base weights at load (one plain model, no LoRA overhead per call). On CUDA the
+whole action step (vision towers, projector, prefill and the greedy decode of the K*D action tokens with a
+pre-allocated static KV cache -- or the chunk head's single pass) is captured once per prompt length as one
+CUDA graph and replayed on later calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recorder.errors import ModelError
+
+__all__ = ["Policy", "PolicyOutput", "load_policy"]
+
+
+@dataclass
+class PolicyOutput:
+    actions: np.ndarray  # (K, D) float32, real units
+    confidence: np.ndarray | None  # (K,) mean max-probability of the action tokens (token head), else None
+    latency_s: float
+    normalized: np.ndarray | None = None  # (K, D) in [-1, 1], as the model predicted them
+
+
+class Policy:
+    def __init__(self, vla, norm_stats: dict, *, camera_names: list[str] | None = None, unnorm_key: str | None = None,
+                 checkpoint_id: int | None = None, center_crop: bool = False, source: str = ""):
+        from .norm import Normalizer, select_stats
+
+        self.vla = vla
+        self.norm_stats = norm_stats
+        self.unnorm_key = unnorm_key
+        self.action_normalizer = Normalizer(select_stats(norm_stats, unnorm_key, "action"))
+        try:
+            self.state_normalizer = Normalizer(select_stats(norm_stats, unnorm_key, "proprio"))
+        except ModelError:
+            self.state_normalizer = None
+        if self.action_normalizer.dim != vla.action_dim:
+            raise ModelError(f"{source}: norm_stats have {self.action_normalizer.dim} action dims, "
+                             f"the model predicts {vla.action_dim}; the checkpoint is inconsistent")
+        n = int(getattr(vla, "n_images", 1))
+        self.camera_names = list(camera_names) if camera_names else ([f"cam{i}" for i in range(n)] if n > 1 else ["front"])
+        if len(self.camera_names) != n:
+            raise ModelError(f"{source}: the model takes {n} cameras but the checkpoint names {self.camera_names}")
+        self.checkpoint_id = checkpoint_id
+        self.center_crop = bool(center_crop)
+        self.source = source
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.vla.action_dim)
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.vla.chunk_size)
+
+    @property
+    def action_head(self) -> str:
+        return self.vla.action_head
+
+    def _crop(self, img: np.ndarray) -> np.ndarray:
+        if not self.center_crop:
+            return img
+        # OpenVLA's test-time counterpart of the 0.9-area random resized crop: a centred crop of 0.9 area
+        h, w = img.shape[:2]
+        s = math.sqrt(0.9)
+        ch, cw = int(round(h * s)), int(round(w * s))
+        y, x = (h - ch) // 2, (w - cw) // 2
+        return img[y : y + ch, x : x + cw]
+
+    def predict(self, images: dict[str, np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyOutput:
+        import torch
+
+        t0 = time.perf_counter()
+        missing = [c for c in self.camera_names if c not in images]
+        if missing:
+            raise ModelError(f"policy {self.source}: no image for camera(s) {missing}; it needs {self.camera_names}")
+        imgs = [self._crop(np.asarray(images[c])) for c in self.camera_names]
+        st = None
+        if state is not None and self.state_normalizer is not None:
+            st = self.state_normalizer.normalize(np.asarray(state, dtype=np.float32))
+        elif state is not None:
+            st = np.asarray(state, dtype=np.float32)
+        batch = self.vla.collate([self.vla.prepare(imgs, instruction, None, st)])
+        with torch.inference_mode():
+            norm, conf = self.vla.predict(batch)
+        norm_np = norm[0].float().cpu().numpy()
+        actions = self.action_normalizer.unnormalize(norm_np)
+        conf_np = conf[0].float().cpu().numpy() if conf is not None else None
+        return PolicyOutput(actions=actions.astype(np.float32), confidence=conf_np,
+                            latency_s=time.perf_counter() - t0, normalized=norm_np)
+
+    def warmup(self, image_shape=(224, 224, 3), instruction: str = "do something") -> float:
+        """One call on a blank frame (captures the CUDA graph for this prompt length); returns its latency."""
+        imgs = {c: np.zeros(image_shape, np.uint8) for c in self.camera_names}
+        return self.predict(imgs, None, instruction).latency_s
+
+
+def _checkpoint_id(path: Path) -> int | None:
+    try:
+        from recorder.store import Store  # noqa: F401  (the store may map paths to ids; optional)
+    except Exception:
+        return None
+    return None
+
+
+def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True,
+                unnorm_key: str | None = None, checkpoint_id: int | None = None) -> Policy:
+    """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its
+    config.json + ``adapter/`` + ``norm_stats.json``) or a merged model folder (config.json with norm_stats,
+    model.safetensors) -> a ready Policy. ``fast`` enables CUDA graphs on a GPU."""
+    import torch
+
+    from .models import load_vla
+    from .norm import load_norm_stats
+
+    path = Path(checkpoint_dir).expanduser()
+    if str(checkpoint_dir) != "tiny" and not path.exists():
+        raise ModelError(f"{path}: no such checkpoint folder; pick a run's checkpoint or a merged model folder")
+    ckpt = path
+    if path.is_dir() and not (path / "adapter").is_dir() and not (path / "config.json").is_file():
+        from .checkpoint import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(path)
+    elif path.is_dir() and (path / "checkpoints").is_dir() and not (path / "adapter").is_dir():
+        from .checkpoint import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(path)
+    if (ckpt / "adapter").is_dir():
+        try:
+            meta = json.loads((ckpt / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{ckpt}/config.json: unreadable ({exc}); the checkpoint is incomplete") from None
+        info = dict(meta.get("model") or {})
+        run_cfg = dict(meta.get("config") or {})
+        base = info.get("base_model") or run_cfg.get("model")
+        if not base:
+            raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
+        norm_stats = load_norm_stats(ckpt / "norm_stats.json")
+        cams = info.get("cameras") or run_cfg.get("cameras") or None
+        state_dim = None
+        if info.get("use_state") and info.get("action_head") == "chunk":
+            key = info.get("unnorm_key") or next(iter(norm_stats))
+            prop = norm_stats.get(key, {}).get("proprio")
+            state_dim = len(prop["q01"]) if prop else None
+        vla = load_vla(base, dtype=dtype, device=device, action_head=info.get("action_head"),
+                       chunk_size=int(info.get("chunk_size") or 8), action_dim=info.get("action_dim"),
+                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(vla, str(ckpt / "adapter"))
+        except Exception as exc:
+            raise ModelError(f"{ckpt}/adapter: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: {exc}); "
+                             "is the base model the one the run used?") from None
+        vla = peft_model.merge_and_unload()
+        unnorm_key = unnorm_key or info.get("unnorm_key")
+        center_crop = bool(info.get("center_crop", False))
+        source = str(ckpt)
+    else:
+        vla = load_vla(ckpt, dtype=dtype, device=device)
+        norm_stats = vla.norm_stats
+        sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
+        if not norm_stats and sidecar is not None and sidecar.exists():
+            norm_stats = load_norm_stats(sidecar)
+        cams, center_crop = None, False
+        extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
+        if extra is not None and extra.exists():
+            info = json.loads(extra.read_text()).get("model", {})
+            cams, center_crop = info.get("cameras"), bool(info.get("center_crop", False))
+            unnorm_key = unnorm_key or info.get("unnorm_key")
+        if not norm_stats:
+            raise ModelError(f"{ckpt}: the model has no norm_stats, so its actions cannot be put in real units; "
+                             "use a fine-tuned checkpoint")
+        source = str(ckpt)
+    vla.eval()
+    vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda"
+    if norm_stats and unnorm_key and unnorm_key not in norm_stats:
+        unnorm_key = None if len(norm_stats) == 1 else unnorm_key
+    return Policy(vla, norm_stats, camera_names=cams, unnorm_key=unnorm_key, checkpoint_id=checkpoint_id,
+                  center_crop=center_crop, source=source)

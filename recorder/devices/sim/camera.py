@@ -1,0 +1,154 @@
+"""Sim cameras: each renders offscreen on its own thread at its own fps and keeps the latest frame.
+
+The GL context is created, used and freed on that thread (contexts are thread-affine). The scene is
+copied from the simulation under the sim lock (``mjv_updateScene``); rasterizing and reading pixels
+happen outside it, so physics and the record loop never wait for a render.
+
+Backend: ``MUJOCO_GL`` = ``egl`` or ``osmesa`` is honoured; when it is unset, EGL is probed once in a
+child process and OSMesa is used if EGL does not work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from recorder.devices.base import ThreadedCamera
+from recorder.devices.configs import SimCameraConfig
+from recorder.errors import ConfigError, DeviceError
+
+_BACKEND: str | None = None
+
+_PROBE = (
+    "import os; os.environ['MUJOCO_GL']='egl'; os.environ['PYOPENGL_PLATFORM']='egl'\n"
+    "from mujoco.egl import GLContext\nc = GLContext(8, 8); c.make_current(); c.free()\n"
+)
+
+
+def gl_backend() -> str:
+    """The offscreen GL backend to use: 'egl' or 'osmesa'."""
+    global _BACKEND
+    if _BACKEND is not None:
+        return _BACKEND
+    env = os.environ.get("MUJOCO_GL", "").lower()
+    if env in ("egl", "osmesa"):
+        _BACKEND = env
+    else:
+        try:
+            ok = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        _BACKEND = "egl" if ok else "osmesa"
+    os.environ.setdefault("PYOPENGL_PLATFORM", _BACKEND)
+    return _BACKEND
+
+
+def _gl_context(width: int, height: int):
+    backend = gl_backend()
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        else:
+            from mujoco.osmesa import GLContext
+        ctx = GLContext(width, height)
+        ctx.make_current()
+        return ctx
+    except Exception as err:  # noqa: BLE001
+        other = "osmesa" if backend == "egl" else "egl"
+        raise DeviceError(
+            f"sim camera: offscreen OpenGL ({backend}) failed: {err}; install libegl1/libosmesa6 "
+            f"or set MUJOCO_GL={other}"
+        ) from err
+
+
+class OffscreenRenderer:
+    """A minimal MuJoCo offscreen renderer bound to the calling thread."""
+
+    def __init__(self, model, width: int, height: int, shadows: bool = False) -> None:
+        import mujoco
+
+        self._mj = mujoco
+        self.width, self.height = width, height
+        g = model.vis.global_
+        if g.offwidth < width:
+            g.offwidth = width
+        if g.offheight < height:
+            g.offheight = height
+        self._gl = _gl_context(g.offwidth, g.offheight)
+        self.scene = mujoco.MjvScene(model, maxgeom=2000)
+        self.con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.con)
+        flags = mujoco.mjtRndFlag
+        self.scene.flags[flags.mjRND_SHADOW] = int(shadows)
+        self.scene.flags[flags.mjRND_REFLECTION] = 0
+        self.opt = mujoco.MjvOption()
+        self.cam = mujoco.MjvCamera()
+        self.cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self.viewport = mujoco.MjrRect(0, 0, width, height)
+        self._buf = np.empty((height, width, 3), dtype=np.uint8)
+
+    def update_scene(self, model, data, camera_id: int) -> None:
+        self.cam.fixedcamid = camera_id
+        self._mj.mjv_updateScene(model, data, self.opt, None, self.cam,
+                                 self._mj.mjtCatBit.mjCAT_ALL, self.scene)
+
+    def render(self) -> np.ndarray:
+        self._mj.mjr_render(self.viewport, self.scene, self.con)
+        self._mj.mjr_readPixels(self._buf, None, self.viewport, self.con)
+        return np.ascontiguousarray(self._buf[::-1])
+
+    def close(self) -> None:
+        try:
+            self.con.free()
+        finally:
+            self._gl.free()
+
+
+class SimCamera(ThreadedCamera):
+    def __init__(self, cfg: SimCameraConfig, robot, name: str | None = None) -> None:
+        super().__init__(name or cfg.camera, cfg.width, cfg.height, cfg.fps)
+        self.cfg = cfg
+        self.robot = robot
+        self.connect_timeout_s = max(cfg.connect_timeout_s, 10.0)
+        try:
+            self._cam_id = robot.model.camera(cfg.camera).id
+        except KeyError:
+            raise ConfigError(f"sim camera '{self.name}': the scene has no camera '{cfg.camera}': use front or wrist") \
+                from None
+        self._renderer: OffscreenRenderer | None = None
+        self._next_t = 0.0
+
+    def describe(self) -> str:
+        return f"sim camera '{self.name}' ({self.cfg.camera}, {self.width}x{self.height}@{self.fps:g})"
+
+    def connect(self) -> None:
+        self.robot.camera_sizes[self.cfg.camera] = (self.width, self.height)
+        super().connect()
+
+    def _open(self) -> None:
+        self._renderer = OffscreenRenderer(self.robot.model, self.width, self.height, shadows=self.cfg.shadows)
+        self._next_t = time.monotonic()
+
+    def _grab(self):
+        while True:
+            left = self._next_t - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                break
+            time.sleep(min(left, 0.02))
+        now = time.monotonic()
+        period = 1.0 / self.fps
+        self._next_t = max(self._next_t + period, now - period)
+        r = self.robot
+        r.sync()
+        with r._lock:
+            self._renderer.update_scene(r.model, r.data, self._cam_id)
+        return self._renderer.render(), None
+
+    def _close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,369 @@
+"""``vla-studio store check``: compare the index with the files; ``--repair`` fixes what it can.
+
+Without repair nothing is written (the index is opened read-only). Repair never deletes an episode's
+files: a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
+``recovered``, fewer ticks); a folder missing from the index is imported from its ``meta.json``; an
+unreadable index is moved aside (``index.sqlite.corrupt-<time>``) and rebuilt from the folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from recorder.errors import StoreError
+from recorder.store import models as m
+from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.lowdim import read_lowdim
+from recorder.store.paths import resolve_home
+from recorder.store.recovery import usable_ticks
+from recorder.store.store import (
+    EPISODES_DIR,
+    INDEX_FILE,
+    Store,
+    _stream_rows,
+    check_schema_version,
+    make_engine,
+    probe_index,
+    validate_root,
+)
+from recorder.store.types import CameraSpec, LowdimSpec
+from recorder.store.video import scan_video
+from recorder.store.writer import META_FILE, release_lock, try_lock, write_json_atomic
+
+
+@dataclass
+class Issue:
+    kind: str  # index-missing, index-corrupt, schema-old, crashed, folder-missing, meta-missing,
+    # lowdim-truncated, video-truncated, video-missing, orphan-folder, live
+    message: str
+    episode_id: int | None = None
+    path: Path | None = None
+    fixable: bool = True
+    fixed: bool = False
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    episodes_checked: int = 0
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.fixable and not i.fixed for i in self.issues if i.kind not in ("live", "schema-old"))
+
+    @property
+    def problems(self) -> list[Issue]:
+        return [i for i in self.issues if i.kind not in ("live", "schema-old")]
+
+
+def _episode_problems(
+    folder: Path, ep_id: int | None, num_frames: int, fps: float, cameras: list[str]
+) -> list[Issue]:
+    out: list[Issue] = []
+    if not folder.is_dir():
+        return [Issue("folder-missing", f"episode {ep_id}: folder {folder} is missing", ep_id, folder)]
+    if not (folder / META_FILE).is_file():
+        out.append(
+            Issue(
+                "meta-missing", f"episode {ep_id}: {folder / META_FILE} is missing", ep_id, folder / META_FILE
+            )
+        )
+    try:
+        data, _ = read_lowdim(folder / LOWDIM_FILE)
+    except StoreError as err:
+        return out + [Issue("lowdim-truncated", f"episode {ep_id}: {err}", ep_id, folder / LOWDIM_FILE)]
+    n_rows = len(data["index"])
+    if n_rows < num_frames:
+        out.append(
+            Issue(
+                "lowdim-truncated",
+                f"episode {ep_id}: {folder / LOWDIM_FILE} has {n_rows} of {num_frames} rows",
+                ep_id,
+                folder / LOWDIM_FILE,
+            )
+        )
+    n = min(n_rows, num_frames)
+    for cam in cameras:
+        path = folder / "video" / f"{cam}.mp4"
+        try:
+            idx = scan_video(path, fps)
+        except StoreError as err:
+            out.append(Issue("video-missing", f"episode {ep_id}: {err}", ep_id, path))
+            continue
+        good = usable_ticks(n, data.get(f"dropped.{cam}", np.zeros(n, bool)), idx)
+        if good < n or idx.truncated:
+            out.append(
+                Issue(
+                    "video-truncated",
+                    f"episode {ep_id}: {path} is truncated (usable ticks {good} of {num_frames})",
+                    ep_id,
+                    path,
+                )
+            )
+    return out
+
+
+def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> CheckReport:
+    root = resolve_home(root).absolute()
+    index = root / INDEX_FILE
+    report = CheckReport(root)
+    try:
+        validate_root(root)
+    except StoreError:
+        if not (root / EPISODES_DIR).is_dir() or index.exists():
+            raise
+        report.issues.append(
+            Issue(
+                "index-missing",
+                f"{index} is missing; repair rebuilds it from {root / EPISODES_DIR}",
+                path=index,
+            )
+        )
+    if not root.is_dir():
+        raise StoreError(f"{root} does not exist; pass the store folder with --home")
+    known_uuids: set[str] = set()
+    if index.is_file():
+        engine = make_engine(index, read_only=True)
+        try:
+            try:
+                uv, rev, _tables = probe_index(engine, index)
+                with engine.connect() as c:
+                    qc = c.exec_driver_sql("PRAGMA quick_check").scalar()
+                if qc != "ok":
+                    raise StoreError(f"{index} failed its integrity check ({qc})")
+            except StoreError as err:
+                report.issues.append(Issue("index-corrupt", str(err), path=index))
+                engine.dispose()
+                engine = None
+            if engine is not None:
+                if check_schema_version(index, uv, rev):
+                    report.issues.append(
+                        Issue(
+                            "schema-old",
+                            f"{index} has an older schema; it is migrated on the next open",
+                            path=index,
+                        )
+                    )
+                if rev is not None:
+                    _check_rows(engine, root, report, known_uuids)
+        finally:
+            if engine is not None:
+                engine.dispose()
+    eps_dir = root / EPISODES_DIR
+    if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
+        for folder in sorted(eps_dir.iterdir()):
+            if folder.is_dir() and folder.name not in known_uuids:
+                meta_ok = (folder / META_FILE).is_file()
+                report.issues.append(
+                    Issue(
+                        "orphan-folder",
+                        f"{folder} is not in the index" + ("" if meta_ok else " and has no meta.json"),
+                        path=folder,
+                        fixable=meta_ok,
+                    )
+                )
+    if repair:
+        _repair(root, report)
+    return report
+
+
+def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> None:
+    from sqlalchemy.orm import Session, selectinload
+
+    with Session(engine) as s:
+        eps = s.scalars(
+            select(m.Episode).options(selectinload(m.Episode.streams)).order_by(m.Episode.id)
+        ).all()
+        for ep in eps:
+            known.add(ep.uuid)
+            folder = root / EPISODES_DIR / ep.uuid
+            if ep.status == "discarded":
+                continue
+            report.episodes_checked += 1
+            if ep.status == "recording":
+                fd = try_lock(folder) if folder.is_dir() else None
+                if folder.is_dir() and fd is None:
+                    report.issues.append(
+                        Issue("live", f"episode {ep.id} is being recorded now", ep.id, folder, fixable=False)
+                    )
+                else:
+                    release_lock(fd)
+                    report.issues.append(
+                        Issue(
+                            "crashed",
+                            f"episode {ep.id} was left 'recording' by a crash; repair salvages it",
+                            ep.id,
+                            folder,
+                        )
+                    )
+                continue
+            cams = [st.name for st in ep.streams if st.kind == "video"]
+            report.issues.extend(_episode_problems(folder, ep.id, ep.num_frames, ep.fps, cams))
+
+
+def _move_aside(index: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = index.with_name(f"{index.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(index) + suffix)
+        if p.exists():
+            os.replace(p, Path(str(dest) + suffix))
+    return dest
+
+
+def _repair(root: Path, report: CheckReport) -> None:
+    index = root / INDEX_FILE
+    for issue in report.issues:
+        if issue.kind == "index-corrupt":
+            dest = _move_aside(index)
+            issue.fixed = True
+            issue.message += f" -> moved to {dest.name}, rebuilt from the episode folders"
+    rebuild = any(i.kind in ("index-corrupt", "index-missing") for i in report.issues)
+    store = Store._open_unchecked(root) if rebuild else Store.open(root)
+    try:
+        salvaged = {info.id for info in store.recovered}
+        known = {e.uuid for e in store.episodes(status=None)}
+        salvaged_now: set[int] = set()
+        for issue in report.issues:
+            if issue.kind == "crashed" and issue.episode_id in salvaged:
+                issue.fixed = True
+            elif issue.kind == "folder-missing":
+                store._set_discarded(issue.episode_id, note="folder missing (store check --repair)")
+                issue.fixed = True
+            elif issue.kind in ("lowdim-truncated", "video-truncated", "video-missing"):
+                if issue.episode_id in salvaged_now:
+                    issue.fixed = True
+                    continue
+                new = store._salvage(issue.episode_id)
+                issue.fixed = new is not None
+                if new is not None:
+                    salvaged_now.add(issue.episode_id)
+                    issue.message += f" -> {new.status}, {new.num_frames} ticks"
+            elif issue.kind == "meta-missing":
+                info = store.episode(issue.episode_id)
+                write_json_atomic(info.path / META_FILE, _meta_from_info(info))
+                issue.fixed = True
+        orphans = [i for i in report.issues if i.kind == "orphan-folder" and i.fixable]
+        if rebuild:
+            eps_dir = root / EPISODES_DIR
+            orphans += [
+                Issue("orphan-folder", f"{f} rebuilt into the index", path=f)
+                for f in sorted(eps_dir.iterdir())
+                if f.is_dir() and f.name not in known and (f / META_FILE).is_file()
+            ]
+        seen = set()
+        for issue in orphans:
+            if issue.path.name in seen or issue.path.name in known:
+                issue.fixed = issue.path.name in known
+                continue
+            seen.add(issue.path.name)
+            info = import_folder(store, issue.path)
+            if info is not None:
+                issue.fixed = True
+                issue.message += f" -> imported as episode {info.id} ({info.status}, {info.num_frames} ticks)"
+        if rebuild:
+            for i in report.issues:
+                if i.kind == "index-missing":
+                    i.fixed = True
+            report.issues.extend(i for i in orphans if i not in report.issues)
+    finally:
+        store.close()
+
+
+def _meta_from_info(info) -> dict:
+    return {
+        "format": 1,
+        "uuid": info.uuid,
+        "dataset": info.dataset,
+        "task": info.task,
+        "fps": info.fps,
+        "start_time": info.start_time.isoformat(),
+        "source": info.source,
+        "rig": info.rig,
+        "cameras": {c: sp.to_dict() for c, sp in info.cameras.items()},
+        "lowdim": {k: v.to_dict() for k, v in info.lowdim.items()},
+        "checkpoint_id": info.checkpoint_id,
+        "status": info.status,
+        "tags": list(info.tags),
+        "num_frames": info.num_frames,
+        "success": info.success,
+        "notes": info.notes,
+        "dropped": info.dropped,
+        "segments": list(info.segments),
+    }
+
+
+def import_folder(store: Store, folder: Path):
+    """Add an episode folder that the index does not know, from its meta.json, then salvage-check it."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        cams = {c: CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
+        low = {k: LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
+        fps = float(meta["fps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        start = datetime.fromisoformat(meta.get("start_time"))
+    except (TypeError, ValueError):
+        start = datetime.fromtimestamp(folder.stat().st_mtime).astimezone()
+    with store._write() as s:
+        ds_name = str(meta.get("dataset") or "imported")
+        ds = s.scalar(select(m.Dataset).where(m.Dataset.name == ds_name))
+        if ds is None:
+            ds = m.Dataset(
+                name=ds_name,
+                version=0,
+                features={
+                    "fps": fps,
+                    "cameras": {
+                        c: {"shape": [sp.height, sp.width, 3], "dtype": "uint8", "codec": sp.codec}
+                        for c, sp in cams.items()
+                    },
+                    "lowdim": {k: v.to_dict() for k, v in low.items()},
+                },
+            )
+            s.add(ds)
+        ck = meta.get("checkpoint_id")
+        if ck is not None and s.get(m.Checkpoint, ck) is None:
+            ck = None
+        ep = m.Episode(
+            uuid=folder.name,
+            dataset=ds,
+            task=str(meta.get("task", "")),
+            rig=meta.get("rig") or {},
+            fps=fps,
+            start_time=start,
+            duration_s=0.0,
+            num_frames=0,
+            status="recording",
+            source=str(meta.get("source", "teleop")),
+            success=meta.get("success"),
+            notes=str(meta.get("notes") or ""),
+            dropped={c: 0 for c in cams},
+            segments=list(meta.get("segments") or []),
+            checkpoint_id=ck,
+        )
+        ep.streams = _stream_rows(cams, low)
+        ep.tag_rows = [m.EpisodeTag(tag=t) for t in sorted(set(meta.get("tags") or []))]
+        s.add(ep)
+        s.flush()
+        eid = ep.id
+    complete = meta.get("status") == "complete"
+    info = store._salvage(eid, status="recovered")
+    if (
+        info is not None
+        and complete
+        and info.status == "recovered"
+        and info.num_frames == meta.get("num_frames")
+    ):
+        info = store.update_episode(eid, status="complete")
+    return info

@@ -1,0 +1,171 @@
+"""Low-dim streams of an episode in one Arrow IPC *stream* file (``lowdim.arrows``).
+
+One row per tick: ``index`` (int64), ``t`` (float64 monotonic seconds), ``ts.<cam>`` (capture time,
+NaN when the camera gave no frame), ``dropped.<cam>`` (bool: the frame of this tick is not in the
+video), then one fixed-size-list column per declared stream (``observation.state``, ``action``,
+extras). Rows are buffered and written as a record batch at least every ``flush_s`` seconds; each
+batch is a self-contained message, so a file cut by a crash reads back up to its last whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from recorder.errors import StoreError
+from recorder.store.types import LowdimSpec
+
+FILENAME = "lowdim.arrows"
+
+
+def build_schema(cameras: list[str], lowdim: dict[str, LowdimSpec]) -> pa.Schema:
+    fields = [pa.field("index", pa.int64()), pa.field("t", pa.float64())]
+    for cam in cameras:
+        fields.append(pa.field(f"ts.{cam}", pa.float64()))
+        fields.append(pa.field(f"dropped.{cam}", pa.bool_()))
+    for name, spec in lowdim.items():
+        n = int(np.prod(spec.shape)) if spec.shape else 1
+        fields.append(
+            pa.field(
+                name,
+                pa.list_(pa.from_numpy_dtype(np.dtype(spec.dtype)), n),
+                metadata={"shape": ",".join(str(s) for s in spec.shape)},
+            )
+        )
+    return pa.schema(fields)
+
+
+class LowdimWriter:
+    def __init__(self, path: Path, cameras: list[str], lowdim: dict[str, LowdimSpec], flush_s: float = 0.5):
+        self.path = Path(path)
+        self.cameras = list(cameras)
+        self.lowdim = dict(lowdim)
+        self.schema = build_schema(self.cameras, self.lowdim)
+        self.flush_s = flush_s
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._writer = pa.ipc.new_stream(self._file, self.schema)
+        self._file.flush()
+        self._rows: dict[str, list] = {f.name: [] for f in self.schema}
+        self._n_buffered = 0
+        self._last_flush = time.monotonic()
+        self.rows_written = 0
+
+    def append(
+        self,
+        index: int,
+        t: float,
+        ts: dict[str, float],
+        dropped: dict[str, bool],
+        values: dict[str, np.ndarray],
+    ) -> None:
+        rows = self._rows
+        rows["index"].append(index)
+        rows["t"].append(t)
+        for cam in self.cameras:
+            rows[f"ts.{cam}"].append(ts.get(cam, float("nan")))
+            rows[f"dropped.{cam}"].append(bool(dropped.get(cam, False)))
+        for name, spec in self.lowdim.items():
+            v = values.get(name)
+            if v is None:
+                raise ValueError(f"add_tick is missing value {name!r} (declared in lowdim)")
+            arr = np.asarray(v, dtype=spec.dtype)
+            if arr.shape != spec.shape:
+                raise ValueError(f"value {name!r} has shape {arr.shape}, declared {spec.shape}")
+            rows[name].append(arr.reshape(-1).copy())
+        self._n_buffered += 1
+        if time.monotonic() - self._last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._n_buffered:
+            arrays = []
+            for f in self.schema:
+                col = self._rows[f.name]
+                if pa.types.is_fixed_size_list(f.type):
+                    flat = np.concatenate(col) if col else np.empty(0)
+                    arrays.append(
+                        pa.FixedSizeListArray.from_arrays(
+                            pa.array(flat, type=f.type.value_type), f.type.list_size
+                        )
+                    )
+                else:
+                    arrays.append(pa.array(col, type=f.type))
+            self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            self.rows_written += self._n_buffered
+            self._rows = {f.name: [] for f in self.schema}
+            self._n_buffered = 0
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self, fsync: bool = True) -> None:
+        if self._file.closed:
+            return
+        self.flush()
+        self._writer.close()
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """All rows as numpy arrays (lists reshaped to their declared shape) and whether the file was cut short."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path} is missing; run 'vla-studio store check --repair'")
+    batches = []
+    truncated = False
+    with pa.OSFile(str(path), "rb") as f:
+        try:
+            reader = pa.ipc.open_stream(f)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(
+                f"{path} is not a readable Arrow stream ({err}); run 'vla-studio store check --repair'"
+            ) from None
+        schema = reader.schema
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):
+                truncated = True
+                break
+    table = pa.Table.from_batches(batches, schema=schema)
+    out: dict[str, np.ndarray] = {}
+    for f in schema:
+        col = table.column(f.name)
+        if pa.types.is_fixed_size_list(f.type):
+            shape = tuple(int(s) for s in (f.metadata or {}).get(b"shape", b"").decode().split(",") if s)
+            values = (
+                col.combine_chunks().flatten() if table.num_rows else pa.array([], type=f.type.value_type)
+            )
+            arr = np.asarray(values.to_numpy(zero_copy_only=False)).reshape((table.num_rows, *shape))
+            out[f.name] = arr
+        else:
+            out[f.name] = col.to_numpy()
+    return out, truncated
+
+
+def write_lowdim_table(
+    path: Path, data: dict[str, np.ndarray], cameras: list[str], lowdim: dict[str, LowdimSpec]
+) -> None:
+    """Write whole arrays as a fresh stream file (used to rewrite a salvaged episode); atomic."""
+    path = Path(path)
+    tmp = path.with_suffix(".arrows.tmp")
+    w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
+    n = len(data["index"])
+    for i in range(n):
+        w.append(
+            int(data["index"][i]),
+            float(data["t"][i]),
+            {c: float(data[f"ts.{c}"][i]) for c in cameras},
+            {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
+            {k: data[k][i] for k in lowdim},
+        )
+    w.close()
+    os.replace(tmp, path)

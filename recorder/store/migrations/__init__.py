@@ -1,0 +1,1 @@
+"""Alembic migrations of the store index, run programmatically by ``Store.open``."""

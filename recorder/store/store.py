@@ -1,0 +1,900 @@
+"""The episode store: ``index.sqlite`` (SQLAlchemy, WAL, foreign keys, Alembic) + one folder per episode."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from recorder.errors import DatasetError, SchemaTooNewError, StoreError
+from recorder.store import models as m
+from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.paths import resolve_home
+from recorder.store.reader import EpisodeReader
+from recorder.store.types import (
+    SOURCES,
+    STATUSES,
+    CameraSpec,
+    CheckpointInfo,
+    DatasetInfo,
+    EpisodeInfo,
+    LowdimSpec,
+    RunInfo,
+)
+from recorder.store.writer import (
+    META_FILE,
+    META_FORMAT,
+    EpisodeWriter,
+    release_lock,
+    try_lock,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.sqlite"
+EPISODES_DIR = "episodes"
+RUNS_DIR = "runs"
+STORE_LOCK = ".store.lock"
+KNOWN_REVISIONS = ("0001",)
+_STORE_ENTRIES = {INDEX_FILE, EPISODES_DIR, RUNS_DIR, STORE_LOCK, INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
+_UNSET: Any = object()
+
+
+def _fix_hint(root: Path) -> str:
+    return f"vla-studio --home {root} store check --repair"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def make_engine(index: Path, read_only: bool = False) -> sa.Engine:
+    if read_only:
+        url = f"sqlite:///file:{index}?mode=ro&uri=true"
+    else:
+        url = f"sqlite:///{index}"
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _rec) -> None:
+        cur = dbapi_conn.cursor()
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+def probe_index(engine: sa.Engine, index: Path) -> tuple[int, str | None, set[str]]:
+    """(user_version, alembic revision, table names); StoreError when the file is not a SQLite index."""
+    root = index.parent
+    try:
+        with engine.connect() as conn:
+            uv = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+            rev = None
+            if "alembic_version" in tables:
+                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except (sa.exc.DatabaseError, sqlite3.DatabaseError) as err:
+        orig = getattr(err, "orig", err)
+        raise StoreError(
+            f"{index} is not a readable SQLite index ({orig}); run "
+            f"'{_fix_hint(root)}' to move it aside and rebuild it from the episode folders"
+        ) from None
+    return uv, rev, tables
+
+
+def check_schema_version(index: Path, uv: int, rev: str | None) -> bool:
+    """True when migrations are needed; SchemaTooNewError when a newer vla-studio wrote the store."""
+    major, minor = m.unpack_user_version(uv)
+    if major > m.SCHEMA_MAJOR or (rev is not None and rev not in KNOWN_REVISIONS and major != m.SCHEMA_MAJOR):
+        raise SchemaTooNewError(
+            f"{index} has schema {major}.{minor} (revision {rev}) from a newer vla-studio; this one reads up to "
+            f"{m.SCHEMA_MAJOR}.{m.SCHEMA_MINOR}: upgrade vla-studio or pass another --home"
+        )
+    if rev is not None and rev not in KNOWN_REVISIONS:
+        return False  # same major, newer minor: compatible, leave it as it is
+    return rev != m.HEAD_REVISION
+
+
+def run_migrations(engine: sa.Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        uv = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        ours = m.pack_user_version(m.SCHEMA_MAJOR, m.SCHEMA_MINOR)
+        if uv < ours:
+            conn.exec_driver_sql(f"PRAGMA user_version={ours}")
+
+
+def _rel(path: Path, root: Path) -> str:
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(root.absolute()))
+    except ValueError:
+        return str(path)
+
+
+class Store:
+    """One store root. Thread-safe writes (one lock); open a new Store per process.
+
+    Dataset ``features`` recorded from the first episode:
+    ``{"fps": float, "cameras": {name: {"shape": [h, w, 3], "dtype": "uint8", "codec": ...}},
+       "lowdim": {name: {"shape": [...], "dtype": "float32"}}}``
+    """
+
+    def __init__(self, root: Path, engine: sa.Engine) -> None:
+        self.root = root
+        self.index_path = root / INDEX_FILE
+        self._engine = engine
+        self._Session = sessionmaker(engine, expire_on_commit=False)
+        self._wlock = threading.RLock()
+        self.recovered: list[EpisodeInfo] = []  # salvaged by open()
+        self._closed = False
+
+    # -- opening -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | os.PathLike[str] | None = None, *, recover: bool = True) -> Store:
+        """Open (creating if missing), migrate and salvage crashed episodes. StoreError on bad input."""
+        root = resolve_home(root).absolute()
+        validate_root(root)
+        return cls._open_unchecked(root, recover=recover)
+
+    @classmethod
+    def _open_unchecked(cls, root: Path, *, recover: bool = True) -> Store:
+        index = root / INDEX_FILE
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root} is a file, not a store folder; pass a folder with --home")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / EPISODES_DIR).mkdir(exist_ok=True)
+        with _file_lock(root / STORE_LOCK):
+            engine = make_engine(index)
+            try:
+                uv, rev, _ = probe_index(engine, index)
+                if check_schema_version(index, uv, rev):
+                    run_migrations(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+            store = cls(root, engine)
+            if recover:
+                store.recovered = store.recover()
+        return store
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._wlock, self._Session.begin() as s:
+            yield s
+
+    def _read(self) -> Session:
+        return self._Session()
+
+    def episode_dir(self, uuid: str) -> Path:
+        return self.root / EPISODES_DIR / uuid
+
+    # -- conversions -------------------------------------------------------------------------
+    def _ep_info(self, ep: m.Episode) -> EpisodeInfo:
+        cams, low = {}, {}
+        for st in ep.streams:
+            if st.kind == "video":
+                cams[st.name] = CameraSpec.from_dict(st.options)
+            else:
+                low[st.name] = LowdimSpec(tuple(st.shape), st.dtype)
+        return EpisodeInfo(
+            id=ep.id,
+            uuid=ep.uuid,
+            dataset=ep.dataset.name,
+            task=ep.task,
+            fps=ep.fps,
+            start_time=ep.start_time,
+            duration_s=ep.duration_s,
+            num_frames=ep.num_frames,
+            status=ep.status,
+            source=ep.source,
+            success=ep.success,
+            tags=tuple(sorted(t.tag for t in ep.tag_rows)),
+            notes=ep.notes,
+            dropped=dict(ep.dropped or {}),
+            checkpoint_id=ep.checkpoint_id,
+            path=self.episode_dir(ep.uuid),
+            cameras=cams,
+            lowdim=low,
+            segments=tuple(ep.segments or ()),
+            rig=dict(ep.rig or {}),
+        )
+
+    @staticmethod
+    def _ep_query():
+        return select(m.Episode).options(
+            selectinload(m.Episode.dataset), selectinload(m.Episode.streams), selectinload(m.Episode.tag_rows)
+        )
+
+    def _ds_info(self, s: Session, ds: m.Dataset) -> DatasetInfo:
+        rows = s.execute(
+            select(m.Episode.status, sa.func.count(), sa.func.coalesce(sa.func.sum(m.Episode.num_frames), 0))
+            .where(m.Episode.dataset_id == ds.id)
+            .group_by(m.Episode.status)
+        ).all()
+        counts = {st: n for st, n, _ in rows}
+        good = [r for r in rows if r[0] in ("complete", "recovered")]
+        return DatasetInfo(
+            id=ds.id,
+            name=ds.name,
+            features=ds.features,
+            num_episodes=sum(r[1] for r in good),
+            num_frames=int(sum(r[2] for r in good)),
+            counts=counts,
+            created_at=ds.created_at,
+        )
+
+    def _run_info(self, run: m.FinetuneRun) -> RunInfo:
+        return RunInfo(
+            id=run.id,
+            run_id=run.run_id,
+            dataset=run.dataset.name if run.dataset else None,
+            model=run.model,
+            config=dict(run.config or {}),
+            path=self.root / run.path,
+            status=run.status,
+            best_metric=run.best_metric,
+            created_at=run.created_at,
+            finished_at=run.finished_at,
+            num_checkpoints=len(run.checkpoints),
+        )
+
+    def _ck_info(self, ck: m.Checkpoint) -> CheckpointInfo:
+        return CheckpointInfo(
+            id=ck.id,
+            run_id=ck.run.run_id,
+            step=ck.step,
+            path=self.root / ck.path,
+            metrics=dict(ck.metrics or {}),
+            created_at=ck.created_at,
+        )
+
+    # -- datasets ----------------------------------------------------------------------------
+    def get_or_create_dataset(self, name: str, features: dict | None = None) -> DatasetInfo:
+        name = str(name).strip()
+        if not name:
+            raise DatasetError("a dataset needs a non-empty name")
+        with self._write() as s:
+            ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
+            if ds is None:
+                ds = m.Dataset(name=name, features=features, version=0)
+                s.add(ds)
+                s.flush()
+            elif features is not None and ds.features is None:
+                ds.features = features
+            return self._ds_info(s, ds)
+
+    def datasets(self) -> list[DatasetInfo]:
+        with self._read() as s:
+            return [self._ds_info(s, ds) for ds in s.scalars(select(m.Dataset).order_by(m.Dataset.name))]
+
+    def dataset(self, name: str) -> DatasetInfo:
+        with self._read() as s:
+            ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
+            if ds is None:
+                raise DatasetError(f"no dataset named {name!r} in {self.root}; see 'vla-studio store info'")
+            return self._ds_info(s, ds)
+
+    # -- recording ---------------------------------------------------------------------------
+    def begin_episode(
+        self,
+        *,
+        dataset: str,
+        task: str = "",
+        fps: float,
+        rig: dict | None = None,
+        source: str = "teleop",
+        cameras: dict[str, CameraSpec | dict] | None = None,
+        lowdim: dict[str, Any] | None = None,
+        checkpoint_id: int | None = None,
+        tags: Iterable[str] = (),
+        flush_s: float = 0.5,
+    ) -> EpisodeWriter:
+        """Start an episode (row status ``recording``) and return its writer."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be positive, not {fps!r}")
+        cams = {
+            str(k): (v if isinstance(v, CameraSpec) else CameraSpec.from_dict(v))
+            for k, v in (cameras or {}).items()
+        }
+        low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
+        for name in list(cams) + list(low):
+            if not name or "/" in name or name.startswith(("ts.", "dropped.")) or name in ("index", "t"):
+                raise ValueError(f"invalid stream name {name!r}")
+        features = {
+            "fps": float(fps),
+            "cameras": {
+                c: {"shape": [sp.height, sp.width, 3], "dtype": "uint8", "codec": sp.codec}
+                for c, sp in cams.items()
+            },
+            "lowdim": {k: v.to_dict() for k, v in low.items()},
+        }
+        uuid = str(uuidlib.uuid4())
+        folder = self.episode_dir(uuid)
+        start = m.utcnow()
+        with self._write() as s:
+            ds = s.scalar(select(m.Dataset).where(m.Dataset.name == dataset))
+            if ds is None:
+                ds = m.Dataset(name=dataset, features=features, version=0)
+                s.add(ds)
+                s.flush()
+            elif ds.features is None:
+                ds.features = features
+            else:
+                _check_features(dataset, ds.features, features)
+            if checkpoint_id is not None and s.get(m.Checkpoint, checkpoint_id) is None:
+                raise StoreError(
+                    f"checkpoint id {checkpoint_id} is not in {self.index_path}; "
+                    "register it with add_checkpoint first"
+                )
+            folder.mkdir(parents=True)
+            lock_fd = try_lock(folder)
+            meta = {
+                "format": META_FORMAT,
+                "uuid": uuid,
+                "dataset": dataset,
+                "task": task,
+                "fps": float(fps),
+                "start_time": start.isoformat(),
+                "source": source,
+                "rig": rig or {},
+                "cameras": {c: sp.to_dict() for c, sp in cams.items()},
+                "lowdim": {k: v.to_dict() for k, v in low.items()},
+                "checkpoint_id": checkpoint_id,
+                "status": "recording",
+                "tags": list(tags),
+            }
+            write_json_atomic(folder / META_FILE, meta)
+            ep = m.Episode(
+                uuid=uuid,
+                dataset=ds,
+                task=task,
+                rig=rig or {},
+                fps=float(fps),
+                start_time=start,
+                duration_s=0.0,
+                num_frames=0,
+                status="recording",
+                source=source,
+                notes="",
+                dropped={c: 0 for c in cams},
+                segments=[],
+                checkpoint_id=checkpoint_id,
+            )
+            ep.streams = _stream_rows(cams, low)
+            ep.tag_rows = [m.EpisodeTag(tag=t) for t in sorted(set(tags))]
+            s.add(ep)
+            s.flush()
+            episode_id = ep.id
+        try:
+            return EpisodeWriter(
+                self,
+                episode_id=episode_id,
+                uuid=uuid,
+                path=folder,
+                meta=meta,
+                fps=float(fps),
+                cameras=cams,
+                lowdim=low,
+                lock_fd=lock_fd,
+                flush_s=flush_s,
+            )
+        except BaseException:
+            release_lock(lock_fd)
+            shutil.rmtree(folder, ignore_errors=True)
+            self._set_discarded(episode_id, note="writer failed to start")
+            raise
+
+    def _commit_episode(
+        self,
+        episode_id: int,
+        *,
+        num_frames: int,
+        success: bool | None,
+        notes: str,
+        dropped: dict[str, int],
+        segments: list[dict],
+        tags: list[str],
+        frames_per_camera: dict[str, int],
+        status: str = "complete",
+    ) -> EpisodeInfo:
+        with self._write() as s:
+            ep = s.scalar(self._ep_query().where(m.Episode.id == episode_id))
+            ep.status = status
+            ep.num_frames = num_frames
+            ep.duration_s = num_frames / ep.fps
+            ep.success = success
+            ep.notes = notes
+            ep.dropped = dropped
+            ep.segments = segments
+            have = {t.tag for t in ep.tag_rows}
+            ep.tag_rows.extend(m.EpisodeTag(tag=t) for t in sorted(set(tags) - have))
+            for st in ep.streams:
+                st.num_frames = (
+                    frames_per_camera.get(st.name, num_frames) if st.kind == "video" else num_frames
+                )
+            ep.dataset.version += 1
+            s.flush()
+            return self._ep_info(ep)
+
+    def _set_discarded(self, episode_id: int, note: str = "") -> None:
+        with self._write() as s:
+            ep = s.get(m.Episode, episode_id)
+            if ep is not None:
+                ep.status = "discarded"
+                if note:
+                    ep.notes = (ep.notes + "\n" if ep.notes else "") + note
+                ep.dataset.version += 1
+
+    # -- queries -----------------------------------------------------------------------------
+    def episodes(
+        self,
+        dataset: str | Iterable[str] | None = None,
+        task: str | None = None,
+        success: bool | None = None,
+        source: str | Iterable[str] | None = None,
+        tags: str | Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | Iterable[str] | None = ("complete", "recovered"),
+        checkpoint_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[EpisodeInfo]:
+        """Episodes matching every given filter (tags: all of them), oldest first. status=None: any status."""
+        q = self._ep_query().join(m.Dataset)
+        if dataset is not None:
+            q = q.where(m.Dataset.name.in_(_as_list(dataset)))
+        if task is not None:
+            q = q.where(m.Episode.task == task)
+        if success is not None:
+            q = q.where(m.Episode.success.is_(bool(success)))
+        if source is not None:
+            q = q.where(m.Episode.source.in_(_as_list(source)))
+        for tag in _as_list(tags) if tags is not None else []:
+            q = q.where(
+                select(m.EpisodeTag.episode_id)
+                .where(m.EpisodeTag.episode_id == m.Episode.id, m.EpisodeTag.tag == tag)
+                .exists()
+            )
+        if since is not None:
+            q = q.where(m.Episode.start_time >= since)
+        if until is not None:
+            q = q.where(m.Episode.start_time < until)
+        if status is not None:
+            q = q.where(m.Episode.status.in_(_as_list(status)))
+        if checkpoint_id is not None:
+            q = q.where(m.Episode.checkpoint_id == checkpoint_id)
+        q = q.order_by(m.Episode.id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as s:
+            return [self._ep_info(ep) for ep in s.scalars(q)]
+
+    def episode(self, episode_id: int | str) -> EpisodeInfo:
+        with self._read() as s:
+            return self._ep_info(self._get_ep(s, episode_id))
+
+    def _get_ep(self, s: Session, episode_id: int | str) -> m.Episode:
+        q = self._ep_query()
+        q = (
+            q.where(m.Episode.uuid == episode_id)
+            if isinstance(episode_id, str)
+            else q.where(m.Episode.id == int(episode_id))
+        )
+        ep = s.scalar(q)
+        if ep is None:
+            raise StoreError(f"episode {episode_id!r} is not in {self.index_path}")
+        return ep
+
+    def update_episode(
+        self,
+        episode_id: int | str,
+        *,
+        task: str = _UNSET,
+        success: bool | None = _UNSET,
+        tags: Iterable[str] = _UNSET,
+        notes: str = _UNSET,
+        status: str = _UNSET,
+        dataset: str = _UNSET,
+    ) -> EpisodeInfo:
+        """Edit labels of a stored episode (e.g. status 'trashed' to hide it, back to 'complete' to restore)."""
+        with self._write() as s:
+            ep = self._get_ep(s, episode_id)
+            old_ds = ep.dataset
+            if task is not _UNSET:
+                ep.task = str(task)
+            if success is not _UNSET:
+                ep.success = None if success is None else bool(success)
+            if notes is not _UNSET:
+                ep.notes = str(notes)
+            if tags is not _UNSET:
+                want = set(_as_list(tags))
+                ep.tag_rows = [t for t in ep.tag_rows if t.tag in want]
+                have = {t.tag for t in ep.tag_rows}
+                ep.tag_rows.extend(m.EpisodeTag(tag=t) for t in sorted(want - have))
+            if status is not _UNSET:
+                if status not in STATUSES or status == "recording":
+                    raise ValueError(f"status must be one of {STATUSES[1:]}, not {status!r}")
+                if ep.status == "recording":
+                    raise StoreError(f"episode {ep.id} is still recording; finish or discard it first")
+                ep.status = status
+            if dataset is not _UNSET and dataset != old_ds.name:
+                ds = s.scalar(select(m.Dataset).where(m.Dataset.name == dataset))
+                if ds is None:
+                    ds = m.Dataset(name=dataset, features=old_ds.features, version=0)
+                    s.add(ds)
+                ep.dataset = ds
+                ds.version += 1
+            old_ds.version += 1
+            s.flush()
+            info = self._ep_info(ep)
+        self._update_meta(info)
+        return info
+
+    def _update_meta(self, info: EpisodeInfo) -> None:
+        path = info.path / META_FILE
+        if not path.is_file():
+            return
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        meta.update(
+            task=info.task,
+            success=info.success,
+            notes=info.notes,
+            tags=list(info.tags),
+            status=info.status,
+            dataset=info.dataset,
+            num_frames=info.num_frames,
+            dropped=info.dropped,
+            segments=list(info.segments),
+        )
+        write_json_atomic(path, meta)
+
+    def open_episode(self, episode_id: int | str) -> EpisodeReader:
+        info = self.episode(episode_id)
+        if info.status == "recording":
+            raise StoreError(f"episode {info.id} is still recording; read it after finish()")
+        if info.num_frames == 0:
+            raise StoreError(f"episode {info.id} has no frames (status {info.status})")
+        return EpisodeReader(info)
+
+    # -- statistics --------------------------------------------------------------------------
+    def dataset_stats(self, name: str) -> dict[str, dict[str, list[float]]]:
+        """Per-dimension min/max/mean/std/q01/q99 of every float low-dim stream over the usable episodes."""
+        with self._read() as s:
+            ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
+            if ds is None:
+                raise DatasetError(f"no dataset named {name!r} in {self.root}")
+            if ds.stats is not None and ds.stats_version == ds.version:
+                return ds.stats
+            version = ds.version
+        eps = self.episodes(dataset=name)
+        if not eps:
+            raise DatasetError(f"dataset {name!r} has no complete episodes to compute statistics from")
+        cols: dict[str, list[np.ndarray]] = {}
+        for info in eps:
+            with EpisodeReader(info) as r:
+                data = r.lowdim()
+            for key, spec in info.lowdim.items():
+                if np.dtype(spec.dtype).kind == "f" and key in data:
+                    cols.setdefault(key, []).append(data[key].reshape(len(data[key]), -1).astype(np.float64))
+        stats = {}
+        for key, parts in cols.items():
+            x = np.concatenate(parts)
+            stats[key] = {
+                "min": x.min(0).tolist(),
+                "max": x.max(0).tolist(),
+                "mean": x.mean(0).tolist(),
+                "std": x.std(0).tolist(),
+                "q01": np.quantile(x, 0.01, axis=0).tolist(),
+                "q99": np.quantile(x, 0.99, axis=0).tolist(),
+                "count": int(len(x)),
+            }
+        with self._write() as s:
+            ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
+            if ds.version == version:
+                ds.stats = stats
+                ds.stats_version = version
+        return stats
+
+    # -- fine-tune bookkeeping ---------------------------------------------------------------
+    def add_run(
+        self,
+        run_id: str,
+        dataset: str | None,
+        model: str,
+        config: dict,
+        path: str | os.PathLike[str] | None = None,
+    ) -> RunInfo:
+        """Register a fine-tune run (again on resume: the row is updated and set running)."""
+        path = Path(path) if path is not None else self.root / RUNS_DIR / run_id
+        with self._write() as s:
+            ds = None
+            if dataset is not None:
+                ds = s.scalar(select(m.Dataset).where(m.Dataset.name == dataset))
+                if ds is None:
+                    ds = m.Dataset(name=dataset, version=0)
+                    s.add(ds)
+            run = s.scalar(select(m.FinetuneRun).where(m.FinetuneRun.run_id == run_id))
+            if run is None:
+                run = m.FinetuneRun(run_id=run_id)
+                s.add(run)
+            run.dataset = ds
+            run.model = str(model)
+            run.config = json.loads(json.dumps(config, default=str))
+            run.path = _rel(path, self.root)
+            run.status = "running"
+            run.finished_at = None
+            s.flush()
+            return self._run_info(run)
+
+    def _get_run(self, s: Session, run_id: str) -> m.FinetuneRun:
+        run = s.scalar(select(m.FinetuneRun).where(m.FinetuneRun.run_id == run_id))
+        if run is None:
+            raise StoreError(f"fine-tune run {run_id!r} is not in {self.index_path}")
+        return run
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: str = _UNSET,
+        best_metric: float | None = _UNSET,
+        finished_at: datetime | None = _UNSET,
+    ) -> RunInfo:
+        with self._write() as s:
+            run = self._get_run(s, run_id)
+            if status is not _UNSET:
+                run.status = str(status)
+            if best_metric is not _UNSET:
+                run.best_metric = None if best_metric is None else float(best_metric)
+            if finished_at is not _UNSET:
+                run.finished_at = finished_at
+            s.flush()
+            return self._run_info(run)
+
+    def runs(self) -> list[RunInfo]:
+        with self._read() as s:
+            q = (
+                select(m.FinetuneRun)
+                .options(selectinload(m.FinetuneRun.checkpoints), selectinload(m.FinetuneRun.dataset))
+                .order_by(m.FinetuneRun.id)
+            )
+            return [self._run_info(r) for r in s.scalars(q)]
+
+    def run(self, run_id: str) -> RunInfo:
+        with self._read() as s:
+            return self._run_info(self._get_run(s, run_id))
+
+    def add_checkpoint(
+        self, run_id: str, step: int, path: str | os.PathLike[str], metrics: dict
+    ) -> CheckpointInfo:
+        """Register (or update) the checkpoint of a run at a step."""
+        with self._write() as s:
+            run = self._get_run(s, run_id)
+            ck = s.scalar(
+                select(m.Checkpoint).where(m.Checkpoint.run_id == run.id, m.Checkpoint.step == int(step))
+            )
+            if ck is None:
+                ck = m.Checkpoint(run=run, step=int(step))
+                s.add(ck)
+            ck.path = _rel(Path(path), self.root)
+            ck.metrics = json.loads(json.dumps(metrics, default=float))
+            s.flush()
+            return self._ck_info(ck)
+
+    def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
+        with self._read() as s:
+            q = select(m.Checkpoint).options(selectinload(m.Checkpoint.run)).join(m.FinetuneRun)
+            if run_id is not None:
+                q = q.where(m.FinetuneRun.run_id == run_id)
+            return [self._ck_info(c) for c in s.scalars(q.order_by(m.FinetuneRun.id, m.Checkpoint.step))]
+
+    def checkpoint(self, checkpoint_id: int) -> CheckpointInfo:
+        with self._read() as s:
+            ck = s.get(m.Checkpoint, int(checkpoint_id))
+            if ck is None:
+                raise StoreError(f"checkpoint id {checkpoint_id} is not in {self.index_path}")
+            return self._ck_info(ck)
+
+    def find_checkpoint(self, path: str | os.PathLike[str]) -> CheckpointInfo | None:
+        """The registered checkpoint whose folder is ``path`` (to link rollout episodes), or None."""
+        rel = _rel(Path(path), self.root)
+        with self._read() as s:
+            ck = s.scalar(select(m.Checkpoint).where(m.Checkpoint.path == rel))
+            return None if ck is None else self._ck_info(ck)
+
+    def delete_run(self, run_id: str, delete_files: bool = True) -> None:
+        """Forget a run and its checkpoints (rollout episodes keep their data, their link is cleared).
+
+        Its folder is deleted too when it lies inside this store's ``runs/``."""
+        with self._write() as s:
+            run = self._get_run(s, run_id)
+            folder = self.root / run.path
+            s.delete(run)
+        runs_dir = (self.root / RUNS_DIR).resolve()
+        if delete_files and folder.is_dir() and runs_dir in folder.resolve().parents:
+            shutil.rmtree(folder)
+
+    # -- recovery ----------------------------------------------------------------------------
+    def recover(self) -> list[EpisodeInfo]:
+        """Salvage episodes left ``recording`` by a crash (those with a live writer are left alone)."""
+        with self._read() as s:
+            ids = list(s.scalars(select(m.Episode.id).where(m.Episode.status == "recording")))
+        out = []
+        for eid in ids:
+            info = self._salvage(eid)
+            if info is not None:
+                out.append(info)
+                log.warning(
+                    "episode %s salvaged after a crash: %s, %d ticks", info.id, info.status, info.num_frames
+                )
+        return out
+
+    def _salvage(
+        self, episode_id: int, lock_held: bool = False, status: str = "recovered"
+    ) -> EpisodeInfo | None:
+        from recorder.store.recovery import salvage_episode
+
+        info = self.episode(episode_id)
+        folder = info.path
+        fd = None
+        if not lock_held and folder.is_dir():
+            fd = try_lock(folder)
+            if fd is None:
+                return None  # a live writer holds it
+        try:
+            result = salvage_episode(info)
+        finally:
+            release_lock(fd)
+        if result.num_frames == 0:
+            self._set_discarded(episode_id, note=f"nothing usable after a crash: {result.reason}")
+            info = self.episode(episode_id)
+            self._update_meta(info)
+            return info
+        info = self._commit_episode(
+            episode_id,
+            num_frames=result.num_frames,
+            success=info.success,
+            notes=info.notes,
+            dropped=result.dropped,
+            segments=result.segments if result.segments is not None else list(info.segments),
+            tags=list(info.tags),
+            frames_per_camera=result.frames_per_camera,
+            status=status,
+        )
+        self._update_meta(info)
+        return info
+
+
+def validate_root(root: Path) -> None:
+    """StoreError unless ``root`` is a store, an empty folder or a path that does not exist yet."""
+    index = root / INDEX_FILE
+    if root.exists() and not root.is_dir():
+        raise StoreError(
+            f"{root} is a file, not a store folder; pass a folder with --home or $VLA_STUDIO_HOME"
+        )
+    if index.exists() and not index.is_file():
+        raise StoreError(f"{index} is not a file; pass the right store folder with --home")
+    if index.exists() or not root.exists():
+        return
+    entries = {p.name for p in root.iterdir() if not p.name.startswith(".")}
+    episodes = root / EPISODES_DIR
+    if episodes.is_dir() and any(episodes.iterdir()):
+        raise StoreError(
+            f"{index} is missing but {episodes} holds episodes; run "
+            f"'{_fix_hint(root)}' to rebuild the index from them"
+        )
+    if entries - _STORE_ENTRIES:
+        raise StoreError(
+            f"{root} is not a vla-studio store (no {INDEX_FILE}, other files present); "
+            "pass an empty or new folder with --home"
+        )
+
+
+def _as_list(v: Any) -> list:
+    if isinstance(v, str):
+        return [v]
+    return list(v)
+
+
+def _stream_rows(cams: dict[str, CameraSpec], low: dict[str, LowdimSpec]) -> list[m.Stream]:
+    rows = [
+        m.Stream(
+            name=c,
+            kind="video",
+            shape=[sp.height, sp.width, 3],
+            dtype="uint8",
+            codec=sp.codec,
+            path=f"video/{c}.mp4",
+            num_frames=0,
+            options=sp.to_dict(),
+        )
+        for c, sp in cams.items()
+    ]
+    rows += [
+        m.Stream(
+            name=k,
+            kind="lowdim",
+            shape=list(v.shape),
+            dtype=v.dtype,
+            codec="arrow",
+            path=LOWDIM_FILE,
+            num_frames=0,
+            options={},
+        )
+        for k, v in low.items()
+    ]
+    return rows
+
+
+def _check_features(dataset: str, have: dict, new: dict) -> None:
+    """DatasetError when an episode does not fit the dataset's cameras or state/action shapes."""
+    hc, nc = have.get("cameras") or {}, new.get("cameras") or {}
+    problems = []
+    if hc and set(hc) != set(nc):
+        problems.append(f"cameras {sorted(nc)} vs {sorted(hc)}")
+    else:
+        problems += [
+            f"camera {c} {nc[c]['shape']} vs {hc[c]['shape']}"
+            for c in hc
+            if c in nc and list(hc[c]["shape"]) != list(nc[c]["shape"])
+        ]
+    hl, nl = have.get("lowdim") or {}, new.get("lowdim") or {}
+    for key in ("observation.state", "action"):
+        if key in hl and key in nl and list(hl[key]["shape"]) != list(nl[key]["shape"]):
+            problems.append(f"{key} shape {nl[key]['shape']} vs {hl[key]['shape']}")
+    if problems:
+        raise DatasetError(
+            f"episode does not fit dataset {dataset!r} ({'; '.join(problems)}); "
+            "record into a new dataset name"
+        )

@@ -1,0 +1,262 @@
+"""EpisodeWriter: what the record loop calls once per tick. Never blocks on encoding or disk."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recorder.errors import StoreError
+from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.lowdim import LowdimWriter
+from recorder.store.types import CameraSpec, EpisodeInfo, LowdimSpec, WriterStats
+from recorder.store.video import VideoEncoder
+
+if TYPE_CHECKING:
+    from recorder.store.store import Store
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+LOCK_FILE = ".writer.lock"
+META_FORMAT = 1
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def try_lock(folder: Path) -> int | None:
+    """Take the writer lock of an episode folder; None when a live writer (any process) holds it."""
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_lock(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+class EpisodeWriter:
+    """Writes one episode: a video per camera (encoder thread each) and the low-dim table.
+
+    ``add_tick`` only queues frames (a full queue drops the frame, counts it and marks
+    ``dropped.<cam>`` in the low-dim table) and buffers the values; ``finish`` flushes every file
+    and then commits the index row (status ``complete``) in one transaction.
+    Do not modify a frame array after passing it to ``add_tick``: it is encoded later, uncopied.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        episode_id: int,
+        uuid: str,
+        path: Path,
+        meta: dict[str, Any],
+        fps: float,
+        cameras: dict[str, CameraSpec],
+        lowdim: dict[str, LowdimSpec],
+        lock_fd: int,
+        flush_s: float = 0.5,
+    ) -> None:
+        self._store = store
+        self.episode_id = episode_id
+        self.uuid = uuid
+        self.path = Path(path)
+        self.fps = fps
+        self.cameras = dict(cameras)
+        self.lowdim = dict(lowdim)
+        self._meta = meta
+        self._lock_fd = lock_fd
+        self._lock = threading.Lock()
+        self._segments: list[dict] = []
+        self._ticks = 0
+        self._dropped = {c: 0 for c in cameras}
+        self._done = False
+        self._encoders: dict[str, VideoEncoder] = {}
+        try:
+            (self.path / "video").mkdir(exist_ok=True)
+            for name, spec in self.cameras.items():
+                enc = VideoEncoder(self.path / "video" / f"{name}.mp4", name, spec, fps)
+                self._encoders[name] = enc
+                enc.start()
+            self._lowdim = LowdimWriter(
+                self.path / LOWDIM_FILE, list(self.cameras), self.lowdim, flush_s=flush_s
+            )
+        except BaseException:
+            for enc in self._encoders.values():
+                enc.close()
+            raise
+
+    # -- the per-tick call -------------------------------------------------------------------
+    def add_tick(
+        self,
+        t: float | None = None,
+        frames: dict[str, Any] | None = None,
+        timestamps: dict[str, float] | None = None,
+        values: dict[str, np.ndarray] | None = None,
+    ) -> int:
+        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``)."""
+        if self._done:
+            raise StoreError(f"episode {self.uuid} is already finished; begin a new episode to record more")
+        frames = frames or {}
+        if not frames.keys() <= self._encoders.keys():
+            raise ValueError(
+                f"add_tick got frames for undeclared cameras {sorted(set(frames) - set(self._encoders))}"
+            )
+        ts = dict(timestamps or {})
+        tick = self._ticks
+        dropped: dict[str, bool] = {}
+        for name, enc in self._encoders.items():
+            img = frames.get(name)
+            if img is not None and hasattr(img, "image"):
+                ts.setdefault(name, float(img.timestamp))
+                img = img.image
+            ok = img is not None and enc.submit(tick, img)
+            if not ok:
+                self._dropped[name] += 1
+            dropped[name] = not ok
+        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, values or {})
+        self._ticks += 1
+        return tick
+
+    def mark_segment(self, kind: str, start_tick: int, end_tick: int | None = None, **extra: Any) -> None:
+        """Label ticks [start_tick, end_tick] (e.g. "takeover", "estop"); stored in the episode meta."""
+        seg = {
+            "kind": str(kind),
+            "start_tick": int(start_tick),
+            "end_tick": int(self._ticks - 1 if end_tick is None else end_tick),
+            **extra,
+        }
+        self._segments.append(seg)
+
+    @property
+    def num_ticks(self) -> int:
+        return self._ticks
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(
+            ticks=self._ticks,
+            frames_written={n: e.frames_written for n, e in self._encoders.items()},
+            frames_dropped=dict(self._dropped),
+            queue_depth={n: e.queue.qsize() for n, e in self._encoders.items()},
+        )
+
+    # -- ending ------------------------------------------------------------------------------
+    def _close_files(self) -> list[str]:
+        errors = []
+        try:
+            self._lowdim.close(fsync=True)
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"{self.path / LOWDIM_FILE}: {err}")
+        for _name, enc in self._encoders.items():
+            enc.close()
+            if enc.error is not None:
+                errors.append(f"{enc.path}: {enc.error}")
+                continue
+            with open(enc.path, "rb") as f:
+                os.fsync(f.fileno())
+        return errors
+
+    def finish(
+        self, success: bool | None = None, notes: str = "", tags: list[str] | None = None
+    ) -> EpisodeInfo:
+        """Flush every file, then mark the episode complete in one transaction."""
+        with self._lock:
+            if self._done:
+                raise StoreError(f"episode {self.uuid} was already finished or discarded")
+            self._done = True
+            try:
+                errors = self._close_files()
+                if errors:
+                    # keep what is usable: salvage as after a crash
+                    log.error("episode %s: %s", self.uuid, "; ".join(errors))
+                    info = self._store._salvage(self.episode_id, lock_held=True)
+                    raise StoreError(
+                        f"episode {self.uuid} could not be written completely ({errors[0]}); "
+                        f"kept as status {info.status!r}"
+                    )
+                if self._ticks == 0:
+                    self._store._set_discarded(self.episode_id, note="no ticks recorded")
+                    return self._store.episode(self.episode_id)
+                tags = sorted(set(self._meta.get("tags") or []) | set(tags or []))
+                self._meta.update(
+                    status="complete",
+                    num_frames=self._ticks,
+                    segments=self._segments,
+                    success=success,
+                    notes=notes,
+                    dropped=self._dropped,
+                    tags=tags,
+                    duration_s=self._ticks / self.fps,
+                )
+                write_json_atomic(self.path / META_FILE, self._meta)
+                frames_per_cam = {n: e.frames_written for n, e in self._encoders.items()}
+                return self._store._commit_episode(
+                    self.episode_id,
+                    num_frames=self._ticks,
+                    success=success,
+                    notes=notes,
+                    dropped=dict(self._dropped),
+                    segments=list(self._segments),
+                    tags=tags,
+                    frames_per_camera=frames_per_cam,
+                )
+            finally:
+                release_lock(self._lock_fd)
+                self._lock_fd = None
+
+    def discard(self) -> None:
+        """Stop, delete the episode's files and mark its row ``discarded``."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            try:
+                self._close_files()
+            finally:
+                release_lock(self._lock_fd)
+                self._lock_fd = None
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._store._set_discarded(self.episode_id, note="discarded by the recorder")
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.finish()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            log.warning(
+                "episode %s was neither finished nor discarded; it will be recovered on next open",
+                getattr(self, "uuid", "?"),
+            )

@@ -1,0 +1,258 @@
+"""Qt adapters of the Datasets tab that do I/O off the GUI thread.
+
+- :class:`FrameDecodeWorker`: opens one episode and decodes the frames of the tick the viewer wants
+  (requests are coalesced: only the newest tick is decoded, so seeking never queues up work).
+- :class:`ThumbnailWorker`: one small frame per episode for the table.
+- :class:`StoreJob`: import, export, merge... in a QThread with its own Store (SQLite is per thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal
+
+from recorder.errors import KnownError
+from widgets.episode_viewer import EpisodeViewData
+from widgets.timeline import TimelineSegment
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+
+
+def joint_names(info, dim: int) -> list[str] | None:
+    """Joint names from the episode's rig snapshot, else the SO-101 names when there are six."""
+
+    def find(d):
+        if isinstance(d, dict):
+            names = d.get("joint_names")
+            if isinstance(names, list) and len(names) == dim:
+                return [str(n) for n in names]
+            for v in d.values():
+                got = find(v)
+                if got:
+                    return got
+        return None
+
+    return find(info.rig or {}) or (DEFAULT_JOINTS if dim == len(DEFAULT_JOINTS) else None)
+
+
+def view_data(info, lowdim: dict[str, np.ndarray]) -> EpisodeViewData:
+    """Plain data for the viewer from an EpisodeInfo and its low-dim table."""
+    drops: set[int] = set()
+    for cam in info.cameras:
+        d = lowdim.get(f"dropped.{cam}")
+        if d is not None:
+            drops.update(int(i) for i in np.flatnonzero(np.asarray(d).astype(bool)))
+    segments = []
+    for seg in info.segments or ():
+        try:
+            start = int(seg.get("start_tick", seg.get("start", 0)))
+            end = int(seg.get("end_tick", seg.get("end", info.num_frames - 1)))
+            segments.append(TimelineSegment(str(seg.get("kind", "segment")), start, end))
+        except (TypeError, ValueError, AttributeError):
+            continue
+    series = {k: np.asarray(lowdim[k]) for k in ("observation.state", "action") if k in lowdim}
+    dim = next((v.reshape(len(v), -1).shape[1] for v in series.values()), 0)
+    status = "" if info.status == "complete" else f"  [{info.status}]"
+    title = (f"#{info.id}  {info.dataset}  —  {info.task}  ({info.num_frames} frames, {info.fps:g} fps, "
+             f"{info.source}){status}")
+    return EpisodeViewData(num_frames=int(info.num_frames), fps=float(info.fps), cameras=list(info.cameras),
+                           series=series, names=joint_names(info, dim), drops=sorted(drops),
+                           segments=segments, title=title)
+
+
+class FrameDecodeWorker(QObject):
+    """Decodes frames of one episode in its own thread (move it to a QThread).
+
+    Signals:
+        episode_loaded(int, object): episode id, EpisodeViewData.
+        frames_decoded(int, int, object): episode id, tick, {camera: HxWx3 uint8}.
+        failed(str): a one-line error.
+    """
+
+    episode_loaded = pyqtSignal(int, object)
+    frames_decoded = pyqtSignal(int, int, object)
+    failed = pyqtSignal(str)
+    _wake = pyqtSignal()
+
+    def __init__(self, reader_factory: Callable | None = None) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending_info = False  # False: no change; None: close; an EpisodeInfo: open it
+        self._wanted: int | None = None
+        self._reader = None
+        self._episode_id = -1
+        self._factory = reader_factory
+        self.decode_count = 0
+        self._wake.connect(self._process, Qt.ConnectionType.QueuedConnection)
+
+    # -- called from the GUI thread
+    def open_episode(self, info) -> None:
+        with self._lock:
+            self._pending_info = info
+            self._wanted = None
+        self._wake.emit()
+
+    def request(self, tick: int) -> None:
+        with self._lock:
+            self._wanted = int(tick)
+        self._wake.emit()
+
+    def close_episode(self) -> None:
+        self.open_episode(None)
+
+    # -- runs in the worker thread
+    def _make_reader(self, info):
+        if self._factory is not None:
+            return self._factory(info)
+        from recorder.store import EpisodeReader
+
+        return EpisodeReader(info)
+
+    def _process(self) -> None:
+        while True:
+            with self._lock:
+                info, self._pending_info = self._pending_info, False
+                tick, self._wanted = self._wanted, None
+            if info is not False:
+                self._close_reader()
+                if info is not None:
+                    try:
+                        self._reader = self._make_reader(info)
+                        self._episode_id = info.id
+                        self.episode_loaded.emit(info.id, view_data(info, self._reader.lowdim()))
+                    except KnownError as err:
+                        self.failed.emit(str(err))
+                    except Exception as err:  # noqa: BLE001 - shown to the user, logged with traceback
+                        log.error("opening episode %s failed:\n%s", info.id, traceback.format_exc())
+                        self.failed.emit(f"episode {info.id}: {err.__class__.__name__}: {err}")
+            if tick is None:
+                return
+            if self._reader is None:
+                continue
+            try:
+                frames = {cam: self._reader.frame(cam, tick) for cam in self._reader.cameras}
+                self.decode_count += 1
+            except KnownError as err:
+                self.failed.emit(str(err))
+                continue
+            except IndexError:
+                continue
+            self.frames_decoded.emit(self._episode_id, tick, frames)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = None
+        self._episode_id = -1
+
+    def shutdown(self) -> None:
+        """Call in the worker thread (or after it stopped)."""
+        self._close_reader()
+
+
+class ThumbnailWorker(QObject):
+    """Decodes one small frame (middle of the first camera) per episode.
+
+    Signals:
+        thumbnail_ready(int, object): episode id, small HxWx3 uint8 array.
+    """
+
+    thumbnail_ready = pyqtSignal(int, object)
+    _wake = pyqtSignal()
+
+    def __init__(self, width: int = 96) -> None:
+        super().__init__()
+        self.width = width
+        self._lock = threading.Lock()
+        self._queue: list = []
+        self._wake.connect(self._process, Qt.ConnectionType.QueuedConnection)
+
+    def request(self, infos: list) -> None:
+        """Replace the queue with these episodes (newest request wins)."""
+        with self._lock:
+            self._queue = list(infos)
+        self._wake.emit()
+
+    def _process(self) -> None:
+        from recorder.store import EpisodeReader
+
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                info = self._queue.pop(0)
+            if not info.cameras or not info.num_frames:
+                continue
+            try:
+                with EpisodeReader(info) as r:
+                    img = r.frame(next(iter(info.cameras)), info.num_frames // 2)
+            except Exception as err:  # noqa: BLE001 - a thumbnail is optional
+                log.warning("no thumbnail for episode %s: %s", info.id, err)
+                continue
+            step = max(1, img.shape[1] // self.width)
+            self.thumbnail_ready.emit(info.id, np.ascontiguousarray(img[::step, ::step]))
+
+
+class WorkerThread:
+    """A QObject worker living in its own QThread, stopped cleanly by :meth:`stop`."""
+
+    def __init__(self, worker: QObject, name: str) -> None:
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread.isRunning():
+            self.thread.quit()
+            self.thread.wait(5000)
+        shutdown = getattr(self.worker, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class StoreJob(QThread):
+    """Runs ``fn(store, progress) -> str`` with its own Store in a thread.
+
+    Signals:
+        progressed(int, int): done, total.
+        succeeded(str): a one-line summary.
+        failed(str): a one-line error.
+    """
+
+    progressed = pyqtSignal(int, int)
+    succeeded = pyqtSignal(str)
+    failed = pyqtSignal(str)
+
+    def __init__(self, home: Path, fn: Callable, title: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.home = Path(home)
+        self.fn = fn
+        self.title = title
+
+    def run(self) -> None:
+        from recorder.store import Store
+
+        try:
+            store = Store.open(self.home, recover=False)
+            try:
+                msg = self.fn(store, self.progressed.emit)
+            finally:
+                store.close()
+        except KnownError as err:
+            self.failed.emit(str(err))
+            return
+        except Exception as err:  # noqa: BLE001
+            log.error("%s failed:\n%s", self.title, traceback.format_exc())
+            self.failed.emit(f"{self.title} failed: {err.__class__.__name__}: {err}")
+            return
+        self.succeeded.emit(str(msg))

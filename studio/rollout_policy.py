@@ -1,0 +1,47 @@
+"""Open a policy for a rollout: a local checkpoint (via finetune.runtime) or a remote policy server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.errors import ModelError
+
+
+def resolve_checkpoint_arg(spec: str | Path, home: Path | None = None) -> Path:
+    """A path, or a run id / ``run-id/step`` under ``<home>/runs``, -> an existing folder."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    if home is not None:
+        cand = Path(home) / "runs" / str(spec)
+        if cand.exists():
+            return cand
+        parts = str(spec).split("/")
+        if len(parts) == 2:
+            cand = Path(home) / "runs" / parts[0] / "checkpoints" / parts[1]
+            if cand.exists():
+                return cand
+    raise ModelError(f"checkpoint {spec}: no such folder or run in {home}/runs; "
+                     "pass a checkpoint folder (runs/<id>/checkpoints/<step>) or a run id")
+
+
+def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None):
+    path = resolve_checkpoint_arg(spec, home)
+    try:
+        from finetune.runtime import load_policy
+    except ImportError as err:
+        raise ModelError(f"cannot load {path}: the policy runtime is not installed ({err}); "
+                         "install vla-studio[train-cpu] or use --policy-url with a policy server") from None
+    return load_policy(path, device=device)
+
+
+def open_policy(checkpoint: str | Path | None = None, *, url: str | None = None, token: str | None = None,
+                device: str | None = None, home: Path | None = None):
+    """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given."""
+    if url:
+        from finetune.server import RemotePolicy
+
+        return RemotePolicy(url, token=token)
+    if checkpoint is None:
+        raise ModelError("rollout: pick a checkpoint (--checkpoint) or a policy server (--policy-url)")
+    return load_local_policy(checkpoint, device=device, home=home)

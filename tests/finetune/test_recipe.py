@@ -1,0 +1,165 @@
+"""The LoRA recipe on the tiny model (CPU): learning, exact resume, NaN stop, checkpoints in the index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from finetune.recipe import FinetuneRecipe, TrainingError, lr_lambda
+from finetune.run_config import FinetuneConfig, last_checkpoint
+from tests.finetune.synth_store import write_dataset
+
+
+class ListLogger:
+    """Keeps the raw event payloads (full float precision) in memory."""
+
+    def __init__(self):
+        self.events = []
+
+    def log_dict(self, payload, step=None):
+        self.events.append({**payload, "step": step})
+
+    def close(self):
+        pass
+
+    def of(self, kind):
+        return [e for e in self.events if e["event"] == kind]
+
+
+@pytest.fixture(scope="module")
+def two_episodes(tmp_path_factory):
+    home = tmp_path_factory.mktemp("recipe") / "home"
+    write_dataset(home, "toy", episodes=2, frames=6)
+    write_dataset(home, "three", episodes=3, frames=5, seed=1)
+    return home
+
+
+def _cfg(**kw):
+    base = dict(dataset="toy", model="tiny", steps=6, batch_size=2, lr=3e-2, lora_rank=8, eval_every=0,
+                save_every=0, val_fraction=0.0, augment=False, seed=3)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def _run(home, cfg, **kw):
+    log = ListLogger()
+    result = FinetuneRecipe(cfg, home, logger=log, install_signal_handlers=False, **kw).run()
+    return result, log
+
+
+def test_loss_falls_when_overfitting_two_episodes(two_episodes):
+    result, log = _run(two_episodes, _cfg(steps=30))
+    losses = [e["loss"] for e in log.of("train")]
+    assert result.status == "done" and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.2, losses
+    start = log.of("start")[0]
+    assert start["train_episodes"] == 2 and start["memory"]["total_gib"] > 0
+    assert "GiB" in start["memory_summary"]
+
+
+def test_resume_continues_bit_exact_against_an_uninterrupted_run(two_episodes):
+    cfg = _cfg(dataset="three", steps=8, save_every=4, eval_every=4, val_fraction=0.34, augment=True, eval_batches=1)
+    full, full_log = _run(two_episodes, cfg, run_id="full")
+    part, part_log = _run(two_episodes, cfg, run_id="split", stop_at_step=4)
+    assert part.status == "cancelled" and part.step == 4
+    assert part_log.of("cancelled")[0]["checkpoint"].endswith("0000004")
+    rest, rest_log = _run(two_episodes, cfg, run_id="split", resume=True)
+    assert rest.status == "done" and rest_log.of("start")[0]["resumed_from"].endswith("0000004")
+    assert not rest_log.of("config_drift")
+    full_losses = [e["loss"] for e in full_log.of("train")]
+    split_losses = [e["loss"] for e in part_log.of("train")] + [e["loss"] for e in rest_log.of("train")]
+    assert split_losses == full_losses  # bit-exact, not approximately equal
+    assert [e["val_loss"] for e in rest_log.of("eval")] == [e["val_loss"] for e in full_log.of("eval")][-1:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(full.checkpoint / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(rest.checkpoint / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the run and its checkpoints are in the store index
+    from recorder.store import Store
+
+    with Store.open(two_episodes) as store:
+        run = store.run("split")
+        assert run.status == "done" and run.best_metric is not None
+        assert [c.step for c in store.checkpoints(run_id="split")] == [4, 8]
+    ck = last_checkpoint(two_episodes / "runs" / "split")
+    assert sorted(p.name for p in ck.iterdir()) == ["adapter", "config.json", "norm_stats.json", "training_state.pt"]
+    stats = json.loads((ck / "norm_stats.json").read_text())
+    assert set(stats["three"]["action"]) >= {"q01", "q99", "mask"}
+
+
+def test_resume_with_changed_hyperparameters_reports_drift(two_episodes):
+    cfg = _cfg(steps=3, save_every=2)
+    _run(two_episodes, cfg, run_id="drift", stop_at_step=2)
+    cfg.lr = 1e-3
+    _, log = _run(two_episodes, cfg, run_id="drift", resume=True)
+    drift = log.of("config_drift")
+    assert drift and drift[0]["fields"]["lr"] == {"saved": 3e-2, "now": 1e-3}
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(two_episodes):
+    log = ListLogger()
+    recipe = FinetuneRecipe(_cfg(steps=10, save_every=2), two_episodes, run_id="nan", logger=log,
+                            install_signal_handlers=False)
+    recipe.setup()
+    inner = recipe.train_model
+
+    class PoisonAfterThree(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **batch):
+            out = self.inner(**batch)
+            if recipe.step >= 3:
+                out.loss = out.loss * float("nan")
+            return out
+
+    recipe.train_model = PoisonAfterThree()
+    with pytest.raises(TrainingError, match=r"loss became nan at step 4 .*lower --lr.*0000002") as err:
+        try:
+            recipe.train()
+        finally:
+            recipe.cleanup()
+    assert "\n" not in str(err.value)
+    assert log.of("error")[0]["kind"] == "nan_loss"
+    assert last_checkpoint(two_episodes / "runs" / "nan").name == "0000002"
+    from recorder.store import Store
+
+    with Store.open(two_episodes) as store:
+        assert store.run("nan").status == "failed"
+
+
+def test_chunk_head_trains_with_l1_and_reports_real_unit_error(two_episodes):
+    result, log = _run(two_episodes, _cfg(dataset="three", action_head="chunk", chunk_size=4, steps=12,
+                                          eval_every=6, val_fraction=0.34, eval_batches=1))
+    losses = [e["loss"] for e in log.of("train")]
+    assert losses[-1] < losses[0]
+    ev = log.of("eval")[-1]
+    assert ev["l1_real"] > ev["l1"]  # real units (|a| up to 40) are larger than normalized ones
+    info = json.loads((result.checkpoint / "config.json").read_text())["model"]
+    assert info["action_head"] == "chunk" and info["chunk_size"] == 4 and info["action_dim"] == 6
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    assert lr_lambda(0, 4, 20, 0.1) == pytest.approx(0.25)
+    assert lr_lambda(3, 4, 20, 0.1) == pytest.approx(1.0)
+    assert lr_lambda(20, 4, 20, 0.1) == pytest.approx(0.1)
+    assert lr_lambda(12, 4, 20, 0.1) == pytest.approx(0.55)
+
+
+def test_4bit_on_cpu_is_a_clear_error(two_episodes):
+    from recorder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--4bit .*CUDA"):
+        FinetuneRecipe(_cfg(quantize_4bit=True, device="cpu"), two_episodes, logger=ListLogger(),
+                       install_signal_handlers=False).run()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cleanup_runs(two_episodes):
+    yield
+    shutil.rmtree(two_episodes / "runs", ignore_errors=True)

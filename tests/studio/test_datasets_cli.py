@@ -1,0 +1,69 @@
+"""`vla-studio datasets ...` end to end on a small store."""
+
+from __future__ import annotations
+
+import json
+
+from recorder.store import Store
+from studio.cli import main
+from tests.recorder.test_lerobot import make_episode
+
+
+def run(home, *args):
+    return main(["--home", str(home), "datasets", *args])
+
+
+def test_list_show_edit_trash_restore_purge(home, capsys):
+    with Store.open(home) as store:
+        a, _, _ = make_episode(store, n=3, seed=1, success=True)
+        b, _, _ = make_episode(store, n=3, seed=2, source="scripted")
+    assert run(home, "list") == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and " 2 " in out
+
+    assert run(home, "edit", str(a.id), "--task", "wipe the table", "--success", "no", "--tags", "a, b",
+               "--notes", "slipped") == 0
+    assert run(home, "show", "demo", "--success", "no") == 0
+    out = capsys.readouterr().out
+    assert "wipe the table" in out and "1 episodes" in out and "a,b" in out
+
+    assert run(home, "show", "demo", "--source", "scripted") == 0
+    assert f"\n{b.id:>5} " in capsys.readouterr().out
+
+    assert run(home, "trash", str(b.id)) == 0
+    assert run(home, "show", "demo") == 0
+    assert "1 episodes" in capsys.readouterr().out
+    assert run(home, "restore", str(b.id)) == 0
+    assert run(home, "purge", str(b.id)) == 2
+    assert "--yes" in capsys.readouterr().err
+    assert b.path.exists()
+    assert run(home, "purge", str(b.id), "--yes") == 0
+    assert not b.path.exists()
+
+
+def test_export_filter_import_stats_split_merge(home, tmp_path, capsys):
+    with Store.open(home) as store:
+        make_episode(store, n=4, seed=1, success=True, task="pick")
+        make_episode(store, n=5, seed=2, success=False, task="push")
+        make_episode(store, dataset="other", n=3, seed=3)
+    out_dir = tmp_path / "lr"
+    assert run(home, "export", "demo", "--out", str(out_dir), "--success", "yes") == 0
+    info = json.loads((out_dir / "meta/info.json").read_text())
+    assert info["total_episodes"] == 1 and info["total_frames"] == 4
+    assert run(home, "export", "demo", "--out", str(out_dir)) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    assert run(home, "import", str(out_dir), "--dataset", "back") == 0
+    assert "imported 1 episodes, 4 frames" in capsys.readouterr().out
+    assert run(home, "import", str(tmp_path)) == 2
+    assert "not a LeRobot dataset" in capsys.readouterr().err
+
+    assert run(home, "stats", "demo") == 0
+    out = capsys.readouterr().out
+    assert "observation.state" in out and "q99" in out
+    assert run(home, "split", "demo", "--val", "0.5", "--seed", "1") == 0
+    assert "1 train, 1 val" in capsys.readouterr().out
+    assert run(home, "merge", "demo", "other", "--into", "all") == 0
+    with Store.open(home) as store:
+        assert len(store.episodes(dataset="all")) == 3
+    assert run(home, "stats", "missing") == 2

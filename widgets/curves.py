@@ -1,0 +1,79 @@
+"""Live training curves: train loss, validation loss and action accuracy against the step (pyqtgraph).
+
+Plain numbers in (``add_train``, ``add_eval``); the widget never reads a file or a process itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyqtgraph as pg
+from PyQt6.QtWidgets import QVBoxLayout, QWidget
+
+
+class CurvesWidget(QWidget):
+    """Two stacked plots sharing the step axis: losses (train, val) and val action accuracy / L1.
+
+    Signals: none (a view).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.loss_plot = pg.PlotWidget(title="loss")
+        self.loss_plot.addLegend(offset=(-10, 10))
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.metric_plot = pg.PlotWidget(title="validation")
+        self.metric_plot.addLegend(offset=(-10, 10))
+        self.metric_plot.setLabel("bottom", "step")
+        self.metric_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.metric_plot.setXLink(self.loss_plot)
+        layout.addWidget(self.loss_plot, 3)
+        layout.addWidget(self.metric_plot, 2)
+        self._train = self.loss_plot.plot([], [], pen=pg.mkPen((80, 160, 255), width=1.5), name="train")
+        self._val = self.loss_plot.plot([], [], pen=pg.mkPen((255, 140, 60), width=2), symbol="o", symbolSize=6,
+                                        symbolBrush=(255, 140, 60), name="val")
+        self._acc = self.metric_plot.plot([], [], pen=pg.mkPen((90, 200, 120), width=2), symbol="t", symbolSize=6,
+                                          symbolBrush=(90, 200, 120), name="action accuracy")
+        self._l1 = self.metric_plot.plot([], [], pen=pg.mkPen((200, 90, 200), width=2), symbol="s", symbolSize=5,
+                                         symbolBrush=(200, 90, 200), name="L1 (normalized)")
+        self.clear()
+
+    def clear(self) -> None:
+        self.train_steps: list[float] = []
+        self.train_loss: list[float] = []
+        self.val_steps: list[float] = []
+        self.val_loss: list[float] = []
+        self.val_acc: list[float] = []
+        self.val_l1: list[float] = []
+        for item in (self._train, self._val, self._acc, self._l1):
+            item.setData([], [])
+
+    @staticmethod
+    def _ok(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def add_train(self, step: int, loss: float) -> None:
+        if not self._ok(loss):
+            return
+        if self.train_steps and step <= self.train_steps[-1]:  # a resumed run replays from its checkpoint
+            keep = sum(1 for s in self.train_steps if s < step)
+            del self.train_steps[keep:], self.train_loss[keep:]
+        self.train_steps.append(step)
+        self.train_loss.append(float(loss))
+        self._train.setData(self.train_steps, self.train_loss)
+
+    def add_eval(self, step: int, val_loss: float | None, accuracy: float | None = None,
+                 l1: float | None = None) -> None:
+        if self._ok(val_loss):
+            self.val_steps.append(step)
+            self.val_loss.append(float(val_loss))
+            self._val.setData(self.val_steps, self.val_loss)
+        if self._ok(accuracy):
+            self.val_acc.append(float(accuracy))
+            self._acc.setData(self.val_steps[-len(self.val_acc):], self.val_acc)
+        if self._ok(l1):
+            self.val_l1.append(float(l1))
+            self._l1.setData(self.val_steps[-len(self.val_l1):], self.val_l1)

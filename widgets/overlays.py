@@ -1,0 +1,219 @@
+"""Rollout overlays for ``CameraView``: painters drawn on the view, never into the stored frame.
+
+Each painter has the CameraView overlay signature ``fn(painter, image_rect, scale)`` where
+``image_rect`` is where the image lies in the widget and ``scale`` is widget pixels per image pixel.
+They all read one ``OverlayData`` (plain data, replaced each tick by the controller), so a live
+rollout and the playback of a stored rollout draw the same way.
+
+Overlays (names used with ``CameraView.set_overlay_enabled``):
+``path`` the predicted chunk as the future end-effector path, ``gripper`` the gripper command,
+``bars`` predicted vs executed action per joint, ``timing`` policy latency and achieved control rate,
+``confidence`` per-row confidence of the chunk, ``safety`` safety-layer interventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PyQt6.QtCore import QPointF, QRectF, Qt
+from PyQt6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+
+from widgets.action_bars import paint_action_bars
+
+OVERLAYS = ("path", "gripper", "bars", "timing", "confidence", "safety")
+PATH_COLOR = QColor(0, 255, 200)
+
+
+@dataclass
+class OverlayData:
+    """What the overlays show for one camera at one tick (all fields optional)."""
+
+    path_px: np.ndarray | None = None  # (N, 2) image pixels of the future end-effector path (row 0 = next)
+    gripper: float | None = None  # commanded gripper 0 (closed) .. 100 (open)
+    predicted: np.ndarray | None = None  # (D,) the policy's action this tick (before safety)
+    executed: np.ndarray | None = None  # (D,) what was sent
+    low: np.ndarray | float = -180.0  # (D,) bar scale
+    high: np.ndarray | float = 180.0
+    joint_names: list[str] = field(default_factory=list)
+    latency_s: float | None = None  # latest inference latency
+    rate_hz: float | None = None  # achieved control rate
+    target_hz: float | None = None  # asked control rate
+    held_ticks: int = 0
+    confidence: np.ndarray | None = None  # (K,) per-row confidence, 0..1
+    safety_counts: dict[str, int] = field(default_factory=dict)
+    safety_now: tuple[str, ...] = ()  # rules that changed this tick's action
+    mode: str = "policy"  # "policy" | "teleop" | "estop" | "playback"
+
+
+def _to_widget(rect: QRectF, scale: float, uv) -> QPointF:
+    return QPointF(rect.left() + float(uv[0]) * scale, rect.top() + float(uv[1]) * scale)
+
+
+def _panel(painter: QPainter, rect: QRectF, lines: list[tuple[str, QColor]], corner: str, scale: float) -> None:
+    font = QFont(painter.font())
+    px = max(9, int(11 * max(scale, 0.8)))
+    font.setPixelSize(px)
+    painter.setFont(font)
+    fm = painter.fontMetrics()
+    w = max(fm.horizontalAdvance(t) for t, _ in lines) + 10
+    h = len(lines) * (fm.height() + 1) + 6
+    x = rect.left() + 4 if "left" in corner else rect.right() - w - 4
+    y = rect.top() + 4 if "top" in corner else rect.bottom() - h - 4
+    painter.fillRect(QRectF(x, y, w, h), QColor(0, 0, 0, 160))
+    for i, (text, color) in enumerate(lines):
+        painter.setPen(color)
+        painter.drawText(QPointF(x + 5, y + 3 + fm.ascent() + i * (fm.height() + 1)), text)
+
+
+def paint_path(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    pts = None if data.path_px is None else np.asarray(data.path_px, dtype=np.float64).reshape(-1, 2)
+    if pts is None or len(pts) == 0:
+        return
+    ok = np.isfinite(pts).all(1)
+    pts = pts[ok]
+    if len(pts) == 0:
+        return
+    painter.save()
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+    painter.setClipRect(rect)
+    n = len(pts)
+    width = max(2.0, 3.0 * scale)
+    path = QPainterPath(_to_widget(rect, scale, pts[0]))
+    for p in pts[1:]:
+        path.lineTo(_to_widget(rect, scale, p))
+    painter.setPen(QPen(PATH_COLOR, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
+                        Qt.PenJoinStyle.RoundJoin))
+    painter.setBrush(Qt.BrushStyle.NoBrush)
+    painter.drawPath(path)
+    for i, p in enumerate(pts):  # dots fade with the horizon
+        c = QColor(PATH_COLOR)
+        c.setAlpha(int(255 - 170 * i / max(n - 1, 1)))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QBrush(c))
+        r = (5.0 if i == 0 else 3.0) * max(scale, 0.6)
+        painter.drawEllipse(_to_widget(rect, scale, p), r, r)
+    painter.restore()
+
+
+def paint_gripper(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    if data.gripper is None or not np.isfinite(data.gripper):
+        return
+    g = float(np.clip(data.gripper, 0, 100))
+    painter.save()
+    w, h = 90 * max(scale, 0.8), 14 * max(scale, 0.8)
+    box = QRectF(rect.left() + 4, rect.bottom() - h - 4, w, h)
+    painter.fillRect(box, QColor(0, 0, 0, 160))
+    inner = box.adjusted(2, 2, -2, -2)
+    painter.fillRect(QRectF(inner.left(), inner.top(), inner.width() * g / 100, inner.height()),
+                     QColor(255, 220, 0) if g > 50 else QColor(255, 80, 80))
+    painter.setPen(QColor(255, 255, 255))
+    font = QFont(painter.font())
+    font.setPixelSize(max(8, int(inner.height() * 0.8)))
+    painter.setFont(font)
+    painter.drawText(inner, int(Qt.AlignmentFlag.AlignCenter), f"gripper {g:.0f}% {'open' if g > 50 else 'closed'}")
+    painter.restore()
+
+
+def paint_bars(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    if data.predicted is None and data.executed is None:
+        return
+    n = len(data.predicted if data.predicted is not None else data.executed)
+    w = min(rect.width() * 0.4, 160 * max(scale, 0.8))
+    h = min(rect.height() * 0.45, n * 13 * max(scale, 0.8))
+    box = QRectF(rect.right() - w - 4, rect.bottom() - h - 4, w, h)
+    paint_action_bars(painter, box, data.predicted, data.executed, data.low, data.high, data.joint_names or None)
+
+
+def paint_timing(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    parts = []
+    if data.latency_s is not None:
+        parts.append(f"policy {data.latency_s * 1000:.0f} ms")
+    if data.rate_hz is not None:
+        tgt = f"/{data.target_hz:.0f}" if data.target_hz else ""
+        parts.append(f"{data.rate_hz:.1f}{tgt} Hz")
+    if data.held_ticks:
+        parts.append(f"held {data.held_ticks}")
+    if not parts and data.mode == "policy":
+        return
+    color = QColor(255, 255, 255)
+    if data.mode == "estop":
+        parts.insert(0, "E-STOP")
+        color = QColor(255, 60, 60)
+    elif data.mode == "teleop":
+        parts.insert(0, "TAKEOVER")
+        color = QColor(255, 200, 0)
+    elif data.mode == "playback":
+        parts.insert(0, "playback")
+    painter.save()
+    _panel(painter, rect, [("  ".join(parts), color)], "top-left", scale)
+    painter.restore()
+
+
+def paint_confidence(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    c = None if data.confidence is None else np.asarray(data.confidence, dtype=np.float64).reshape(-1)
+    if c is None or len(c) == 0 or not np.isfinite(c).any():
+        return
+    painter.save()
+    s = max(scale, 0.8)
+    w, h = 8 * s * len(c) + 8, 30 * s
+    box = QRectF(rect.right() - w - 4, rect.top() + 4, w, h)
+    painter.fillRect(box, QColor(0, 0, 0, 160))
+    bw = (w - 8) / len(c)
+    for i, v in enumerate(c):
+        if not np.isfinite(v):
+            continue
+        v = float(np.clip(v, 0, 1))
+        col = QColor.fromHsvF(0.33 * v, 0.9, 0.95)
+        bh = (h - 14 * s) * v
+        painter.fillRect(QRectF(box.left() + 4 + i * bw, box.bottom() - 3 - bh, bw - 1, bh), col)
+    font = QFont(painter.font())
+    font.setPixelSize(max(8, int(9 * s)))
+    painter.setFont(font)
+    painter.setPen(QColor(255, 255, 255))
+    painter.drawText(QPointF(box.left() + 4, box.top() + 10 * s), f"conf {np.nanmean(c):.2f}")
+    painter.restore()
+
+
+def paint_safety(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    counts = {k: v for k, v in data.safety_counts.items() if v}
+    if not counts and not data.safety_now:
+        return
+    now = bool(data.safety_now)
+    text = "safety: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    lines = [(text, QColor(255, 90, 90) if now else QColor(255, 200, 120))]
+    if now:
+        lines.append(("clipped now: " + ", ".join(data.safety_now), QColor(255, 90, 90)))
+    painter.save()
+    # below the timing panel
+    _panel(painter, rect.adjusted(0, 24 * max(scale, 0.8), 0, 0), lines, "top-left", scale)
+    painter.restore()
+
+
+PAINTERS: dict[str, Callable[[QPainter, QRectF, float, OverlayData], None]] = {
+    "path": paint_path, "gripper": paint_gripper, "bars": paint_bars, "timing": paint_timing,
+    "confidence": paint_confidence, "safety": paint_safety,
+}
+
+
+def make_painter(name: str, get_data: Callable[[], OverlayData | None]):
+    """A CameraView overlay function drawing overlay ``name`` from whatever ``get_data()`` returns."""
+    paint = PAINTERS[name]
+
+    def fn(painter: QPainter, image_rect: QRectF, scale: float) -> None:
+        data = get_data()
+        if data is not None:
+            paint(painter, image_rect, scale, data)
+
+    fn.__name__ = f"overlay_{name}"
+    return fn
+
+
+def install_overlays(view, get_data: Callable[[], OverlayData | None], enabled: dict[str, bool] | None = None):
+    """Add every rollout overlay to a CameraView (``add_overlay(name, fn)``); returns their names."""
+    for name in OVERLAYS:
+        view.add_overlay(name, make_painter(name, get_data))
+        if enabled is not None and name in enabled:
+            view.set_overlay_enabled(name, bool(enabled[name]))
+    return list(OVERLAYS)
