@@ -543,7 +543,9 @@ class FinetuneRecipe:
                 accs.append(float(out.action_accuracy))
             if getattr(out, "l1", None) is not None:
                 l1s.append(float(out.l1))
-            pred, _conf = self.vla.predict(batch)
+            pred = getattr(out, "actions", None)  # teacher-forced argmax (token head) / the chunk (chunk head)
+            if pred is None:
+                pred, _conf = self.vla.predict(batch)
             pred = pred.float().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
             tgt = targets[:, : pred.shape[1]]
             real_pred = norm.unnormalize(pred.reshape(-1, pred.shape[-1]), self.action_stats)

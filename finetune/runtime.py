@@ -107,14 +107,6 @@ class Policy:
         return self.predict(imgs, None, instruction).latency_s
 
 
-def _checkpoint_id(path: Path) -> int | None:
-    try:
-        from recorder.store import Store  # noqa: F401  (the store may map paths to ids; optional)
-    except Exception:
-        return None
-    return None
-
-
 def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True,
                 unnorm_key: str | None = None, checkpoint_id: int | None = None) -> Policy:
     """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its

@@ -137,7 +137,9 @@ class PolicyServer:
     def _info(self) -> dict:
         p = self.policy
         return {"ok": True, "camera_names": list(p.camera_names), "action_dim": int(p.action_dim),
-                "chunk_size": int(p.chunk_size), "checkpoint_id": None if p.checkpoint_id is None else str(p.checkpoint_id)}
+                "chunk_size": int(p.chunk_size),
+                "checkpoint_id": None if p.checkpoint_id is None else str(p.checkpoint_id),
+                "checkpoint_label": getattr(p, "checkpoint_label", None)}
 
     def _parse(self, data) -> tuple[dict | None, dict | None]:
         """(request, None) or (None, error reply)."""
@@ -302,6 +304,8 @@ class RemotePolicy:
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])
         self.checkpoint_id = info.get("checkpoint_id")
+        label = info.get("checkpoint_label") or self.checkpoint_id
+        self.checkpoint_label = f"{label}@{url}" if label else url
 
     def _call(self, request: dict) -> dict:
         request = dict(request, token=self.token)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recorder.errors import DatasetError
-from recorder.rollout import match_cameras
+from recorder.rollout import checkpoint_name, match_cameras
 
 SO101_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -54,7 +54,7 @@ class EpisodeEval:
 
 @dataclass
 class OpenLoopResult:
-    checkpoint_id: str | None
+    checkpoint_id: str  # readable name of the checkpoint (run/step, or the policy's id)
     dataset: str | None
     joint_names: list[str]
     episodes: list[EpisodeEval] = field(default_factory=list)
@@ -94,7 +94,7 @@ def evaluate_open_loop(policy, store, *, dataset: str | None = None, episode_ids
     stride = max(1, int(stride))
     K, D = int(policy.chunk_size), int(policy.action_dim)
     joint_names: list[str] = []
-    result = OpenLoopResult(checkpoint_id=getattr(policy, "checkpoint_id", None), dataset=dataset,
+    result = OpenLoopResult(checkpoint_id=checkpoint_name(policy), dataset=dataset,
                             joint_names=joint_names)
     horizon_err = np.zeros((K, D))
     horizon_n = np.zeros((K, D))

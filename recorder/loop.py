@@ -226,7 +226,7 @@ def run_episode(
         if estop is not None and estop.is_set():
             reason, estop_tick = "estop", abs_tick
             break
-        if cfg.send_actions and not (report is not None and report.blocked):
+        if cfg.send_actions and not getattr(report, "blocked", False):
             try:
                 sent = robot.send_action(action)
             except DeviceError as err:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -584,7 +583,7 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
             writer.mark_segment(kind, s, e)
         success = bool(task.success()) or source.succeeded if task is not None else None
         counts = _counts(safety)
-        notes = [f"checkpoint {getattr(policy, 'checkpoint_id', None)}",
+        notes = [f"checkpoint {checkpoint_name(policy)}",
                  "safety: " + (", ".join(f"{k}={v}" for k, v in counts.items() if v) or "no interventions"),
                  f"held ticks {source.held_ticks}, inferences {source.inferences}"]
         if source.estop_tick is not None:
@@ -604,9 +603,18 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
     return result
 
 
+def checkpoint_name(policy) -> str:
+    """A readable checkpoint name: ``checkpoint_label`` (run/step) when the policy has one, else its id."""
+    label = getattr(policy, "checkpoint_label", None)
+    if label:
+        return str(label)
+    cid = getattr(policy, "checkpoint_id", None)
+    return str(cid) if cid is not None else "unknown"
+
+
 def checkpoint_tag(policy) -> str:
     """The tag that groups rollouts by checkpoint (also for remote policies the store does not know)."""
-    return f"ckpt:{getattr(policy, 'checkpoint_id', None)}"
+    return f"ckpt:{checkpoint_name(policy)}"
 
 
 def store_checkpoint_id(store, policy) -> int | None:

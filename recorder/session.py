@@ -21,14 +21,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from recorder.errors import DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     IDLE = "idle"
     RECORDING = "recording"
     REVIEW = "review"  # stopped; waiting for save / discard / re-record
@@ -231,6 +231,8 @@ class RecordSession:
             self._wake.set()
         else:
             self._light.put((name, arg))
+            if self._phase is Phase.FAULT:
+                self._wake.set()  # no loop runs in a fault: wake the session to apply it
 
     # ---------------------------------------------------------------- status
     @property

@@ -25,18 +25,43 @@ def resolve_checkpoint_arg(spec: str | Path, home: Path | None = None) -> Path:
                      "pass a checkpoint folder (runs/<id>/checkpoints/<step>) or a run id")
 
 
-def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None):
+def checkpoint_label(path: Path) -> str:
+    """``<run-id>/<step>`` for a run's checkpoint folder, else the folder name."""
+    path = Path(path)
+    if path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.name}"
+    if (path / "checkpoints").is_dir():
+        last = path / "checkpoints" / "last"
+        step = last.read_text().strip() if last.is_file() else "last"
+        return f"{path.name}/{step}"
+    return path.name
+
+
+def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None, store=None):
+    """Load a checkpoint with ``finetune.runtime``; the store's checkpoint id and a label go with it."""
     path = resolve_checkpoint_arg(spec, home)
     try:
         from finetune.runtime import load_policy
     except ImportError as err:
         raise ModelError(f"cannot load {path}: the policy runtime is not installed ({err}); "
                          "install vla-studio[train-cpu] or use --policy-url with a policy server") from None
-    return load_policy(path, device=device)
+    try:  # a run folder -> its last step folder (the store indexes step folders)
+        from finetune.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
+    except (ImportError, ModelError):
+        pass  # a merged model folder: loaded as it is
+    ck = None
+    if store is not None:
+        ck = store.find_checkpoint(path)
+    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id))
+    policy.checkpoint_label = f"{ck.run_id}/{ck.step}" if ck is not None else checkpoint_label(path)
+    policy.checkpoint_dir = path
+    return policy
 
 
 def open_policy(checkpoint: str | Path | None = None, *, url: str | None = None, token: str | None = None,
-                device: str | None = None, home: Path | None = None):
+                device: str | None = None, home: Path | None = None, store=None):
     """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given."""
     if url:
         from finetune.server import RemotePolicy
@@ -44,4 +69,4 @@ def open_policy(checkpoint: str | Path | None = None, *, url: str | None = None,
         return RemotePolicy(url, token=token)
     if checkpoint is None:
         raise ModelError("rollout: pick a checkpoint (--checkpoint) or a policy server (--policy-url)")
-    return load_local_policy(checkpoint, device=device, home=home)
+    return load_local_policy(checkpoint, device=device, home=home, store=store)

@@ -22,6 +22,7 @@ from PyQt6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -76,8 +77,11 @@ class RolloutReviewWidget(QWidget):
         self._overlay_data = {}
         self.eval_results: list = []  # OpenLoopResult per evaluation, newest last
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.sections = QTabWidget()
+        layout.addWidget(self.sections)
         split = QSplitter(Qt.Orientation.Vertical)
-        layout.addWidget(split)
+        self.sections.addTab(split, "Rollouts")
 
         # --- lists
         top = QWidget()
@@ -125,9 +129,12 @@ class RolloutReviewWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._advance)
         split.addWidget(play_box)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 3)
+        split.setSizes([180, 560])
 
         # --- open-loop evaluation
-        eval_box = QGroupBox("Open-loop evaluation: the checkpoint picked above over a dataset's recorded episodes")
+        eval_box = QGroupBox("Open-loop evaluation: the checkpoint picked in Live over a dataset's recorded episodes")
         el = QVBoxLayout(eval_box)
         row = QHBoxLayout()
         self.dataset_combo = QComboBox()
@@ -160,7 +167,7 @@ class RolloutReviewWidget(QWidget):
         body.addWidget(self.plot, 3)
         body.addWidget(self.mae_table, 2)
         el.addLayout(body)
-        split.addWidget(eval_box)
+        self.sections.addTab(eval_box, "Open-loop evaluation")
 
     # ------------------------------------------------------------------ lists
     def refresh(self) -> None:

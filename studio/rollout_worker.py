@@ -91,7 +91,7 @@ class RolloutThread(QThread):
 
     def run(self) -> None:
         from recorder.devices.rig import load_rig
-        from recorder.rollout import run_rollouts
+        from recorder.rollout import checkpoint_name, run_rollouts
         from recorder.safety import SafetyLayer
         from studio.rollout_policy import open_policy
 
@@ -101,19 +101,19 @@ class RolloutThread(QThread):
                 self.status_posted.emit(f"loading policy {self.policy_spec.describe()} …")
                 self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
                                           token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home)
+                                          home=self.home, store=self.store)
             self.policy_loaded.emit(self.policy)
             if self.stop_event.is_set() or self.estop.is_set():
                 return
             self.status_posted.emit("connecting the rig …")
-            rig = self.rig_spec if hasattr(self.rig_spec, "robot") else load_rig(self.rig_spec, home=self.home)
+            rig = self.rig_spec if hasattr(self.rig_spec, "connect") else load_rig(self.rig_spec, home=self.home)
             if not getattr(rig, "is_connected", False):
                 rig.connect()
             if not self.config.instruction:
                 task = getattr(rig.robot, "task", None)
                 self.config.instruction = task.instruction if task is not None else ""
             self.rig_ready.emit(rig)
-            self.status_posted.emit(f"rolling out {self.policy.checkpoint_id}: {self.config.instruction!r}")
+            self.status_posted.emit(f"rolling out {checkpoint_name(self.policy)}: {self.config.instruction!r}")
             self.result = run_rollouts(
                 rig, self.policy, self.store, self.config, stop=self.stop_event, estop=self.estop,
                 takeover=self.takeover, safety=SafetyLayer.for_robot(rig.robot, max_delta=self.max_delta),
@@ -122,7 +122,7 @@ class RolloutThread(QThread):
         except BaseException as err:  # noqa: BLE001 - never take the app down
             self.failed.emit(_error_text(err))
         finally:
-            if rig is not None and not hasattr(self.rig_spec, "robot"):
+            if rig is not None and not hasattr(self.rig_spec, "connect"):
                 try:
                     rig.disconnect()
                 except Exception:  # noqa: BLE001
@@ -170,7 +170,7 @@ class EvaluationThread(QThread):
             if self.policy is None:
                 self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
                                           token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home)
+                                          home=self.home, store=self.store)
             res = evaluate_open_loop(self.policy, self.store, dataset=self.dataset, max_episodes=self.max_episodes,
                                      stride=self.stride, max_ticks=self.max_ticks, stop=self.stop_event,
                                      on_progress=self.progressed.emit)

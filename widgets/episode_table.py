@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from PyQt6.QtGui import QColor, QImage
@@ -176,7 +176,7 @@ class EpisodeFilter:
             return False
         start = e.start_time
         if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
+            start = start.replace(tzinfo=UTC)
         if self.since and start and start < self.since:
             return False
         if self.until and start and start > self.until:

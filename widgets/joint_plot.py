@@ -37,7 +37,7 @@ class JointPlotWidget(QWidget):
             plot.addLegend(offset=(5, 5), labelTextSize="7pt")
             cursor = pg.InfiniteLine(pos=0, angle=90, movable=True, pen=pg.mkPen((0, 0, 0), width=1.5))
             cursor.sigDragged.connect(self._on_cursor_dragged)
-            plot.addItem(cursor)
+            plot.addItem(cursor, ignoreBounds=True)
             self.plots[key] = plot
             self.cursors[key] = cursor
             self.curves[key] = []
@@ -63,6 +63,10 @@ class JointPlotWidget(QWidget):
                 label = names[d] if names and d < len(names) else f"{d}"
                 pen = pg.mkPen(_PALETTE[d % len(_PALETTE)], width=1.2)
                 self.curves[key].append(plot.plot(x, arr[:, d], pen=pen, name=label))
+        for plot in self.plots.values():
+            plot.enableAutoRange()
+            if self._n > 1:
+                plot.setXRange(0, self._n - 1, padding=0.02)
         self.set_cursor(0)
 
     def set_cursor(self, tick: int) -> None:

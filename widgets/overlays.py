@@ -22,7 +22,7 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
 
 from widgets.action_bars import paint_action_bars
 
-OVERLAYS = ("path", "gripper", "bars", "timing", "confidence", "safety")
+OVERLAYS = ("gripper", "bars", "timing", "confidence", "safety", "path")  # path last: drawn on top
 PATH_COLOR = QColor(0, 255, 200)
 
 
@@ -147,7 +147,8 @@ def paint_timing(painter: QPainter, rect: QRectF, scale: float, data: OverlayDat
     elif data.mode == "playback":
         parts.insert(0, "playback")
     painter.save()
-    _panel(painter, rect, [("  ".join(parts), color)], "top-left", scale)
+    # below the camera title CameraView draws in the top-left corner
+    _panel(painter, rect.adjusted(0, 16, 0, 0), [("  ".join(parts), color)], "top-left", scale)
     painter.restore()
 
 
@@ -187,7 +188,7 @@ def paint_safety(painter: QPainter, rect: QRectF, scale: float, data: OverlayDat
         lines.append(("clipped now: " + ", ".join(data.safety_now), QColor(255, 90, 90)))
     painter.save()
     # below the timing panel
-    _panel(painter, rect.adjusted(0, 24 * max(scale, 0.8), 0, 0), lines, "top-left", scale)
+    _panel(painter, rect.adjusted(0, 16 + 24 * max(scale, 0.8), 0, 0), lines, "top-left", scale)
     painter.restore()
 
 

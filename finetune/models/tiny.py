@@ -21,7 +21,7 @@ BASE_VOCAB = 640  # tokenizer vocabulary (the last 256 ids, all unused fillers, 
 PAD_MULTIPLE = 64
 
 
-def build_tiny_tokenizer(out_dir: Path) -> None:
+def build_tiny_tokenizer(out_dir: Path, base_vocab: int = BASE_VOCAB) -> None:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -30,7 +30,7 @@ def build_tiny_tokenizer(out_dir: Path) -> None:
     vocab["\u2581"] = len(vocab)
     for c in range(33, 127):
         vocab[chr(c)] = len(vocab)
-    while len(vocab) < BASE_VOCAB:
+    while len(vocab) < base_vocab:
         vocab[f"<unused_{len(vocab)}>"] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
@@ -87,8 +87,8 @@ def tiny_config() -> dict:
 
 @torch.no_grad()
 def init_random_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None:
-    """Deterministic init, device-side: normal(0, std) matrices, ones for norm weights, zeros for biases,
-    LayerScale at 1e-5 (its timm init)."""
+    """Deterministic init, device-side: normal(0, std) matrices (lm_head: 1/sqrt(hidden)), ones for norm
+    weights, zeros for biases, LayerScale at 1e-5 (its timm init)."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("scale_factor"):
@@ -97,6 +97,9 @@ def init_random_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> No
             p.fill_(1.0 if name.endswith("weight") else 0.0)
         elif p.ndim == 1:
             p.zero_()
+        elif name.endswith("lm_head.weight"):
+            # wide enough that LoRA can move the logits: |h| ~ sqrt(hidden) after the final RMSNorm
+            p.normal_(0.0, p.shape[1] ** -0.5, generator=gen)
         else:
             p.normal_(0.0, std, generator=gen)
 
@@ -128,7 +131,7 @@ def build_tiny_openvla(out_dir: str | Path, *, seed: int = 0) -> Path:
 def tiny_dir(seed: int = 0) -> Path:
     """A cached tiny checkpoint (VLA_STUDIO_CACHE or the temp dir), built once per seed."""
     root = Path(os.environ.get("VLA_STUDIO_CACHE") or Path(tempfile.gettempdir()) / "vla-studio-cache")
-    d = root / f"tiny-openvla-v1-seed{seed}"
+    d = root / f"tiny-openvla-v2-seed{seed}"
     if not (d / "model.safetensors").exists() or not (d / "config.json").exists():
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=str(root)))
@@ -140,3 +143,42 @@ def tiny_dir(seed: int = 0) -> Path:
 
             shutil.rmtree(tmp, ignore_errors=True)
     return d
+
+
+def openvla_7b_config() -> dict:
+    """openvla/openvla-7b's config.json architecture fields (no norm_stats)."""
+    return {
+        "architectures": ["OpenVLAForActionPrediction"], "model_type": "openvla",
+        "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
+        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+        "image_resize_strategy": "resize-naive", "image_sizes": [224, 224],
+        "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+        "timm_override_act_layers": [None, None], "llm_max_length": 2048, "n_action_bins": 256,
+        "norm_stats": None, "pad_to_multiple_of": 64, "pad_token_id": 32000,
+        "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064},
+    }
+
+
+def build_random_openvla(size: str = "7b", *, device="cuda", dtype=torch.bfloat16, seed: int = 0, **head_kw):
+    """An OpenVLA of the real architecture with random weights, materialised directly on ``device`` (meta
+    construction, no CPU copy, no slow init): for memory and speed benchmarks. ``size``: "7b" or "tiny"."""
+    from .loader import _init_head, build_openvla_empty, load_tokenizer
+
+    tok_dir = Path(tempfile.mkdtemp(prefix="vla-tok-"))
+    if size == "7b":
+        build_tiny_tokenizer(tok_dir, base_vocab=32000)
+        cfg = openvla_7b_config()
+    elif size == "tiny":
+        build_tiny_tokenizer(tok_dir)
+        cfg = tiny_config()
+    else:
+        raise ValueError(f"size must be '7b' or 'tiny', got {size!r}")
+    tok = load_tokenizer(tok_dir)
+    model = build_openvla_empty(cfg, tok, torch.device(device), dtype, **head_kw)
+    init_random_(model, seed)
+    if model.chunk_head is not None:
+        _init_head(model, seed)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -84,8 +84,9 @@ class Camera(_Device):
 class ThreadedCamera(Camera):
     """A camera whose own capture thread keeps the latest frame and its timestamp behind a lock.
 
-    Subclasses implement ``_open()``, ``_grab() -> (image, depth | None)`` (blocking until the next frame
-    is available, paced by the device) and ``_close()``. ``_open``/``_grab``/``_close`` all run on the
+    Subclasses implement ``_open()``, ``_grab() -> (image, depth | None[, capture_time])`` (blocking until
+    the next frame is available, paced by the device; the capture time defaults to when ``_grab`` returned)
+    and ``_close()``. ``_open``/``_grab``/``_close`` all run on the
     capture thread, so device handles that are thread-affine (OpenGL contexts) work.
     """
 
@@ -202,10 +203,12 @@ class ThreadedCamera(Camera):
             self._open()
             self._opened.set()
             while not self._stop.is_set():
-                image, depth = self._grab()
+                got = self._grab()
+                image, depth = got[0], got[1]
                 if image is None:
                     continue
-                pkt = FramePacket(image=image, timestamp=time.monotonic(), index=self._count, depth=depth)
+                ts = got[2] if len(got) > 2 else time.monotonic()
+                pkt = FramePacket(image=image, timestamp=ts, index=self._count, depth=depth)
                 self._count += 1
                 with self._cond:
                     self._latest = pkt

@@ -101,8 +101,14 @@ class OpenCVCamera(ThreadedCamera):
 def list_opencv_cameras(max_index: int = 10) -> list[dict]:
     """Cameras OpenCV can open, with the common modes each accepts. Empty when there are none."""
     found = []
-    paths = sorted(str(p) for p in Path("/dev").glob("video*")) if Path("/dev").exists() else []
-    candidates: list[int | str] = paths if paths else list(range(max_index)) if os.name == "nt" else []
+    import sys
+
+    if sys.platform.startswith("linux"):
+        # V4L2 nodes; metadata nodes fail to open and are skipped
+        candidates: list[int | str] = sorted((str(p) for p in Path("/dev").glob("video*")),
+                                             key=lambda s: int(s[10:]) if s[10:].isdigit() else 0)
+    else:
+        candidates = list(range(max_index))
     for src in candidates:
         cap = cv2.VideoCapture(src)
         try:

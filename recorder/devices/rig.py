@@ -168,6 +168,16 @@ class Rig:
         if errors:
             raise errors[0]
 
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode: the sim robot re-randomizes its scene (seeded); teleoperators that keep a
+        goal (keyboard, scripted expert) start again from the measured joints."""
+        reset = getattr(self.robot, "reset", None)
+        if callable(reset):
+            reset(seed)
+        treset = getattr(self.teleop, "reset", None)
+        if callable(treset):
+            treset()
+
     def __enter__(self) -> Rig:
         self.connect()
         return self

@@ -24,8 +24,10 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -232,7 +234,8 @@ class LeRobotWriter:
     def __init__(self, root: Path, fps: float, cameras: dict[str, tuple[int, int]],
                  lowdim: dict[str, LowdimSpec], robot_type: str | None = None, codec: str = "h264",
                  gop: int | None = None, data_file_mb: float = DATA_FILE_MB,
-                 video_file_mb: float = VIDEO_FILE_MB, chunks_size: int = CHUNKS_SIZE) -> None:
+                 video_file_mb: float = VIDEO_FILE_MB, chunks_size: int = CHUNKS_SIZE,
+                 threads: bool = True) -> None:
         ifps = int(round(fps))
         if ifps <= 0 or abs(fps - ifps) > 1e-6:
             raise DatasetError(f"LeRobot datasets need a whole-number fps; these episodes run at {fps}")
@@ -242,6 +245,7 @@ class LeRobotWriter:
         self.lowdim = {k: LowdimSpec(tuple(v.shape), v.names) for k, v in lowdim.items()}
         self.robot_type = robot_type
         self.codec = codec
+        self.threads = threads
         self.chunks_size = chunks_size
         self.data_max_bytes = data_file_mb * 1e6
         self.videos = {
@@ -318,16 +322,16 @@ class LeRobotWriter:
         task_index = self.tasks.setdefault(task, len(self.tasks))
         row: dict = {"episode_index": ep, "tasks": [task], "length": length}
 
-        # video, camera by camera
+        # video: one thread per camera (PyAV decodes and encodes without holding the GIL)
         sample_every = max(1, length // 30)
-        ep_image_stats = {}
-        for cam, it in frames.items():
+
+        def write_camera(cam: str, it: Iterable[np.ndarray]):
             shard = self.videos[cam]
             chunk, file, t0 = shard.begin_episode()
             stats = _ImageStats()
             count = 0
             for i, img in enumerate(it):
-                if i >= length:
+                if i >= length or cancel.is_set():
                     break
                 shard.write(img)
                 if i % sample_every == 0:
@@ -335,13 +339,35 @@ class LeRobotWriter:
                 count += 1
                 if on_frame is not None:
                     on_frame()
-            if count != length:
+            if count != length and not cancel.is_set():
                 raise DatasetError(f"episode {ep}: camera {cam} gave {count} frames, expected {length}")
+            return chunk, file, t0, shard.end_timestamp(), stats
+
+        def guarded(cam: str, it: Iterable[np.ndarray]):
+            try:
+                return write_camera(cam, it)
+            except BaseException:
+                cancel.set()  # stop the other cameras too
+                raise
+
+        cancel = threading.Event()
+        if self.threads and len(frames) > 1:
+            with ThreadPoolExecutor(max_workers=len(frames), thread_name_prefix="lerobot-export") as pool:
+                futures = {cam: pool.submit(guarded, cam, it) for cam, it in frames.items()}
+                try:
+                    results = {cam: f.result() for cam, f in futures.items()}
+                except BaseException:
+                    cancel.set()
+                    raise
+        else:
+            results = {cam: write_camera(cam, it) for cam, it in frames.items()}
+        ep_image_stats = {}
+        for cam, (chunk, file, t0, t1, stats) in results.items():
             key = camera_key(cam)
             row[f"videos/{key}/chunk_index"] = chunk
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = t0
-            row[f"videos/{key}/to_timestamp"] = shard.end_timestamp()
+            row[f"videos/{key}/to_timestamp"] = t1
             ep_image_stats[key] = stats.result(length)
             self._image_stats[cam].merge(stats)
 
@@ -528,6 +554,7 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
     t_start = time.perf_counter()
     total = sum(int(e.num_frames) for e in episodes)
     done = 0
+    progress_lock = threading.Lock()
     writer: LeRobotWriter | None = None
     try:
         first_cams = None
@@ -540,25 +567,39 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                 cams = {name: (int(spec.width), int(spec.height)) for name, spec in reader.cameras.items()}
                 if writer is None:
                     first_cams = cams
+                    rig = getattr(info, "rig", None) or {}
+                    robot = rig.get("robot") if isinstance(rig.get("robot"), dict) else {}
+                    joints = (rig.get("robot_info") or {}).get("joint_names") if isinstance(
+                        rig.get("robot_info"), dict) else None
                     specs = {}
                     for k, v in values.items():
                         shape = tuple(v.shape[1:]) or (1,)
-                        specs[k] = LowdimSpec(shape, _default_names(int(np.prod(shape))))
-                    writer = LeRobotWriter(partial, float(reader.fps), cams, specs, robot_type=robot_type,
-                                           codec=codec)
+                        dim = int(np.prod(shape))
+                        robot_key = k in ("observation.state", "action")
+                        names = list(joints) if (robot_key and joints and len(joints) == dim) else (
+                            _default_names(dim) if robot_key else None)
+                        specs[k] = LowdimSpec(shape, names)
+                    writer = LeRobotWriter(partial, float(reader.fps), cams, specs,
+                                           robot_type=robot_type or robot.get("type"), codec=codec)
                 else:
                     _check_same_shape(info, cams, first_cams, values, writer, float(reader.fps))
+
+                for cam in cams:  # open each camera's decoder here: the threads then share no state
+                    reader.frame(cam, 0)
 
                 def frames_of(cam, reader=reader, n=n):
                     for s in range(0, n, batch):
                         block = reader.frames(cam, list(range(s, min(n, s + batch))))
                         yield from block
 
-                def tick():
+                def tick(ncam=max(1, len(cams))):
                     nonlocal done
-                    done += 1
-                    if progress is not None and done % max(1, len(cams)) == 0:
-                        progress(done // max(1, len(cams)), total)
+                    with progress_lock:
+                        done += 1
+                        report = progress is not None and done % ncam == 0
+                        value = done // ncam
+                    if report:
+                        progress(value, total)
 
                 writer.add_episode(info.task or "", {k: values[k] for k in writer.lowdim},
                                    {cam: frames_of(cam) for cam in cams}, n, on_frame=tick)

@@ -28,6 +28,7 @@ from recorder.store.store import (
     EPISODES_DIR,
     INDEX_FILE,
     Store,
+    _refuse_foreign,
     _stream_rows,
     check_schema_version,
     make_engine,
@@ -135,16 +136,13 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
         engine = make_engine(index, read_only=True)
         try:
             try:
-                uv, rev, _tables = probe_index(engine, index)
-                with engine.connect() as c:
-                    qc = c.exec_driver_sql("PRAGMA quick_check").scalar()
-                if qc != "ok":
-                    raise StoreError(f"{index} failed its integrity check ({qc})")
+                uv, rev, tables = probe_index(index)
             except StoreError as err:
                 report.issues.append(Issue("index-corrupt", str(err), path=index))
                 engine.dispose()
                 engine = None
             if engine is not None:
+                _refuse_foreign(index, uv, rev, tables)
                 if check_schema_version(index, uv, rev):
                     report.issues.append(
                         Issue(
@@ -255,10 +253,11 @@ def _repair(root: Path, report: CheckReport) -> None:
         orphans = [i for i in report.issues if i.kind == "orphan-folder" and i.fixable]
         if rebuild:
             eps_dir = root / EPISODES_DIR
+            listed = {i.path for i in orphans}
             orphans += [
                 Issue("orphan-folder", f"{f} rebuilt into the index", path=f)
                 for f in sorted(eps_dir.iterdir())
-                if f.is_dir() and f.name not in known and (f / META_FILE).is_file()
+                if f.is_dir() and f.name not in known and (f / META_FILE).is_file() and f not in listed
             ]
         seen = set()
         for issue in orphans:

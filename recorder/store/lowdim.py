@@ -54,28 +54,36 @@ class LowdimWriter:
         self._last_flush = time.monotonic()
         self.rows_written = 0
 
+    def prepare(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Check and flatten one tick's values (ValueError names what is wrong); undeclared names are ignored."""
+        out = []
+        for name, spec in self.lowdim.items():
+            v = values.get(name)
+            if v is None:
+                raise ValueError(f"add_tick is missing value {name!r} (declared in lowdim)")
+            arr = np.asarray(v, dtype=spec.dtype)
+            if arr.shape != spec.shape and arr.size != int(np.prod(spec.shape)):
+                raise ValueError(f"value {name!r} has shape {arr.shape}, declared {spec.shape}")
+            out.append(arr.reshape(-1).copy())
+        return out
+
     def append(
         self,
         index: int,
         t: float,
         ts: dict[str, float],
         dropped: dict[str, bool],
-        values: dict[str, np.ndarray],
+        prepared: list[np.ndarray],
     ) -> None:
+        """Buffer one row; ``prepared`` comes from ``prepare``."""
         rows = self._rows
         rows["index"].append(index)
         rows["t"].append(t)
         for cam in self.cameras:
             rows[f"ts.{cam}"].append(ts.get(cam, float("nan")))
             rows[f"dropped.{cam}"].append(bool(dropped.get(cam, False)))
-        for name, spec in self.lowdim.items():
-            v = values.get(name)
-            if v is None:
-                raise ValueError(f"add_tick is missing value {name!r} (declared in lowdim)")
-            arr = np.asarray(v, dtype=spec.dtype)
-            if arr.shape != spec.shape:
-                raise ValueError(f"value {name!r} has shape {arr.shape}, declared {spec.shape}")
-            rows[name].append(arr.reshape(-1).copy())
+        for name, arr in zip(self.lowdim, prepared):
+            rows[name].append(arr)
         self._n_buffered += 1
         if time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
@@ -165,7 +173,7 @@ def write_lowdim_table(
             float(data["t"][i]),
             {c: float(data[f"ts.{c}"][i]) for c in cameras},
             {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
-            {k: data[k][i] for k in lowdim},
+            w.prepare({k: data[k][i] for k in lowdim}),
         )
     w.close()
     os.replace(tmp, path)

@@ -28,6 +28,8 @@ class SalvageResult:
     frames_per_camera: dict[str, int] = field(default_factory=dict)
     segments: list[dict] | None = None
     reason: str = ""
+    finished: bool = False  # meta.json says finish() completed and every tick survived
+    meta: dict | None = None
 
 
 def usable_ticks(n_rows: int, dropped: np.ndarray, index: PacketIndex) -> int:
@@ -108,5 +110,12 @@ def salvage_episode(info: EpisodeInfo) -> SalvageResult:
     dropped = {cam: int(np.count_nonzero(data[f"dropped.{cam}"][:n])) for cam in info.cameras}
     if segments is not None:
         segments = [s for s in segments if int(s.get("start_tick", 0)) < n]
-    del meta
-    return SalvageResult(n, dropped=dropped, frames_per_camera=frames_per_camera, segments=segments)
+    finished = bool(meta) and meta.get("status") == "complete" and meta.get("num_frames") == n
+    return SalvageResult(
+        n,
+        dropped=dropped,
+        frames_per_camera=frames_per_camera,
+        segments=segments,
+        finished=finished,
+        meta=meta,
+    )

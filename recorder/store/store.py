@@ -10,6 +10,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import urllib.parse
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -73,7 +74,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def make_engine(index: Path, read_only: bool = False) -> sa.Engine:
     if read_only:
-        url = f"sqlite:///file:{index}?mode=ro&uri=true"
+        url = f"sqlite:///{_ro_uri(index)}&uri=true"
     else:
         url = f"sqlite:///{index}"
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -91,23 +92,43 @@ def make_engine(index: Path, read_only: bool = False) -> sa.Engine:
     return engine
 
 
-def probe_index(engine: sa.Engine, index: Path) -> tuple[int, str | None, set[str]]:
-    """(user_version, alembic revision, table names); StoreError when the file is not a SQLite index."""
+def _ro_uri(index: Path) -> str:
+    return "file:" + urllib.parse.quote(str(index)) + "?mode=ro"
+
+
+def probe_index(index: Path) -> tuple[int, str | None, set[str]]:
+    """(user_version, alembic revision, table names), read-only; StoreError when it is not a SQLite index."""
+    if not index.exists():
+        return 0, None, set()
     root = index.parent
     try:
-        with engine.connect() as conn:
-            uv = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
-            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+        con = sqlite3.connect(_ro_uri(index), uri=True, timeout=30)
+        try:
+            uv = int(con.execute("PRAGMA user_version").fetchone()[0] or 0)
+            ok = con.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {ok}")
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             rev = None
             if "alembic_version" in tables:
-                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    except (sa.exc.DatabaseError, sqlite3.DatabaseError) as err:
-        orig = getattr(err, "orig", err)
+                row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+                rev = row[0] if row else None
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
         raise StoreError(
-            f"{index} is not a readable SQLite index ({orig}); run "
+            f"{index} is not a readable SQLite index ({err}); run "
             f"'{_fix_hint(root)}' to move it aside and rebuild it from the episode folders"
         ) from None
     return uv, rev, tables
+
+
+def _refuse_foreign(index: Path, uv: int, rev: str | None, tables: set[str]) -> None:
+    if rev is None and tables - {"sqlite_sequence"}:
+        raise StoreError(
+            f"{index} is a SQLite file of another program (no vla-studio schema); "
+            "pass the right store folder with --home"
+        )
 
 
 def check_schema_version(index: Path, uv: int, rev: str | None) -> bool:
@@ -176,12 +197,13 @@ class Store:
         index = root / INDEX_FILE
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store folder; pass a folder with --home")
+        _refuse_foreign(index, *probe_index(index))  # before anything is created next to it
         root.mkdir(parents=True, exist_ok=True)
         (root / EPISODES_DIR).mkdir(exist_ok=True)
         with _file_lock(root / STORE_LOCK):
+            uv, rev, tables = probe_index(index)  # again: another process may have migrated meanwhile
             engine = make_engine(index)
             try:
-                uv, rev, _ = probe_index(engine, index)
                 if check_schema_version(index, uv, rev):
                     run_migrations(engine)
             except BaseException:
@@ -356,6 +378,7 @@ class Store:
             },
             "lowdim": {k: v.to_dict() for k, v in low.items()},
         }
+        rig = to_json(rig or {})
         uuid = str(uuidlib.uuid4())
         folder = self.episode_dir(uuid)
         start = m.utcnow()
@@ -670,7 +693,7 @@ class Store:
                 s.add(run)
             run.dataset = ds
             run.model = str(model)
-            run.config = json.loads(json.dumps(config, default=str))
+            run.config = to_json(config)
             run.path = _rel(path, self.root)
             run.status = "running"
             run.finished_at = None
@@ -728,7 +751,7 @@ class Store:
                 ck = m.Checkpoint(run=run, step=int(step))
                 s.add(ck)
             ck.path = _rel(Path(path), self.root)
-            ck.metrics = json.loads(json.dumps(metrics, default=float))
+            ck.metrics = to_json(metrics)
             s.flush()
             return self._ck_info(ck)
 
@@ -801,16 +824,19 @@ class Store:
             info = self.episode(episode_id)
             self._update_meta(info)
             return info
+        success, notes = info.success, info.notes
+        if result.finished and info.status == "recording" and result.meta:  # died inside finish()
+            success, notes = result.meta.get("success"), str(result.meta.get("notes") or "")
         info = self._commit_episode(
             episode_id,
             num_frames=result.num_frames,
-            success=info.success,
-            notes=info.notes,
+            success=success,
+            notes=notes,
             dropped=result.dropped,
             segments=result.segments if result.segments is not None else list(info.segments),
-            tags=list(info.tags),
+            tags=sorted(set(info.tags) | set((result.meta or {}).get("tags") or [])),
             frames_per_camera=result.frames_per_camera,
-            status=status,
+            status="complete" if result.finished and info.status == "recording" else status,
         )
         self._update_meta(info)
         return info
@@ -839,6 +865,19 @@ def validate_root(root: Path) -> None:
             f"{root} is not a vla-studio store (no {INDEX_FILE}, other files present); "
             "pass an empty or new folder with --home"
         )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def to_json(v: Any) -> Any:
+    """A plain-JSON copy (numpy arrays and scalars become lists and numbers, anything else a string)."""
+    return json.loads(json.dumps(v, default=_jsonable))
 
 
 def _as_list(v: Any) -> list:

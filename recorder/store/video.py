@@ -221,7 +221,8 @@ class VideoDecoder:
         self.path = Path(path)
         self.index = index if index is not None else scan_video(self.path, fps)
         if len(self.index.ticks) == 0:
-            raise StoreError(f"{self.path} holds no complete frame; run 'vla-studio store check --repair'")
+            why = "it was cut short" if self.index.truncated else "the camera delivered none"
+            raise StoreError(f"{self.path} holds no complete frame ({why}); see 'vla-studio store check'")
         self._fd = os.open(self.path, os.O_RDONLY)
         self._ctx = self._new_context()
         self._next_packet = None  # index of the next packet the decoder expects (None: needs a keyframe)

@@ -126,6 +126,7 @@ class EpisodeWriter:
             raise ValueError(
                 f"add_tick got frames for undeclared cameras {sorted(set(frames) - set(self._encoders))}"
             )
+        prepared = self._lowdim.prepare(values or {})  # raises before anything is queued
         ts = dict(timestamps or {})
         tick = self._ticks
         dropped: dict[str, bool] = {}
@@ -138,7 +139,7 @@ class EpisodeWriter:
             if not ok:
                 self._dropped[name] += 1
             dropped[name] = not ok
-        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, values or {})
+        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared)
         self._ticks += 1
         return tick
 

@@ -69,12 +69,45 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
     p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
     p.add_argument("--config-file", help=argparse.SUPPRESS)  # torchrun ranks: the launcher's resolved config
+    r = p.add_argument_group("remote GPU host (runs the same command there over ssh)")
+    r.add_argument("--remote", metavar="USER@HOST[:PORT]", help="fine-tune on this host over ssh")
+    r.add_argument("--remote-home", default="vla-studio", help="store root on the host (default ~/vla-studio)")
+    r.add_argument("--remote-cmd", default="vla-studio", help="how to run vla-studio on the host")
+    r.add_argument("--ssh-key", help="identity file for ssh")
+    r.add_argument("--ssh-option", action="append", default=[], help="extra ssh -o option (repeatable)")
+
+
+_PARSER: argparse.ArgumentParser | None = None
+_NOT_FORWARDED = {"help", "resume", "run_id", "config_file", "remote", "remote_home", "remote_cmd", "ssh_key",
+                  "ssh_option", "finetune_action", "func", "home", "rig", "command"}
+
+
+def forwarded_args(args) -> list[str]:
+    """The training options given on this command line, as CLI words (to run the same command elsewhere)."""
+    out: list[str] = []
+    assert _PARSER is not None
+    for action in _PARSER._actions:
+        if action.dest in _NOT_FORWARDED or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False and not isinstance(action, argparse.BooleanOptionalAction):
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(action, argparse._StoreConstAction):
+            out.append(flag)
+        else:
+            out += [flag, str(value)]
+    return out
 
 
 def register(sub) -> None:
+    global _PARSER
     p = sub.add_parser("finetune", help="LoRA fine-tune a VLA on a dataset (also: export, list)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_train_options(p)
+    _PARSER = p
     p.set_defaults(func=_run_train)
     actions = p.add_subparsers(dest="finetune_action", metavar="{export,list}")
     e = actions.add_parser("export", help="merge a run's adapter into its base model and save a model folder")
@@ -82,6 +115,9 @@ def register(sub) -> None:
     e.add_argument("--out", required=True, help="output folder (new or empty)")
     e.add_argument("--step", help="checkpoint step folder (default: the last)")
     e.set_defaults(func=_run_export)
+    imp = actions.add_parser("import-index", help=argparse.SUPPRESS)  # remote side of --remote
+    imp.add_argument("export", help="index export JSON written by the sending studio")
+    imp.set_defaults(func=_run_import_index)
     ls = actions.add_parser("list", help="runs in the store with status, best val loss and checkpoints")
     ls.add_argument("--json", action="store_true", help="one JSON object per run")
     ls.set_defaults(func=_run_list)
@@ -137,6 +173,13 @@ def _run_train(args) -> int:
             raise ConfigError("pass --dataset NAME (or --resume RUN); `vla-studio datasets list` shows the names")
         cfg = build_config(args)
         run_id = args.run_id or make_run_id(cfg)
+
+    if args.remote:
+        from studio.remote import RemoteHost, run_remote_finetune
+
+        host = RemoteHost.parse(args.remote, args.remote_home, key=args.ssh_key, remote_cmd=args.remote_cmd,
+                                ssh_options=list(args.ssh_option))
+        return run_remote_finetune(args.home, host, cfg, run_id, forwarded_args(args), resume=bool(args.resume))
 
     if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _launch_torchrun(args, cfg, run_id)
@@ -208,4 +251,12 @@ def _run_list(args) -> int:
     for row in rows:
         best = "-" if row["best_val"] is None else f"{row['best_val']:.4f}"
         print(f"{row['run_id'][:58]:58} {row['status']:10} {str(row['dataset'])[:14]:14} {best:>9} {row['checkpoints']:>5}")
+    return 0
+
+
+def _run_import_index(args) -> int:
+    from studio.remote import import_index
+
+    result = import_index(args.home, args.export)
+    print(json.dumps({"event": "imported", **result}))
     return 0

@@ -104,10 +104,10 @@ def scripted_hooks(rig, seed: int | None) -> dict:
 class TerminalKeys:
     """Reads single keys from a terminal in cbreak mode on a thread; restores the terminal on stop()."""
 
-    def __init__(self, on_key) -> None:
+    def __init__(self, on_key, fd: int | None = None) -> None:
         self.on_key = on_key
         self._stop = threading.Event()
-        self._fd = sys.stdin.fileno()
+        self._fd = sys.stdin.fileno() if fd is None else fd
         self._old = None
         self._thread: threading.Thread | None = None
 
@@ -159,6 +159,7 @@ def run_record(
     codec: str = "h264",
     interactive: bool | None = None,
     out=None,
+    key_fd: int | None = None,
 ) -> int:
     """The body of `vla-studio record` (tests call it directly). Returns the exit status."""
     from recorder.session import Phase, RecordSession, SessionCallbacks, SessionConfig, summary_line
@@ -230,7 +231,7 @@ def run_record(
                 elif action is not None:
                     action()
 
-            keys = TerminalKeys(on_key)
+            keys = TerminalKeys(on_key, key_fd)
             keys.start()
         else:
             session.start()

@@ -31,13 +31,34 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
     p.add_argument("--device", default=None, help="torch device for a local model")
     p.add_argument("--max-delta", type=float, default=10.0, help="safety: largest joint change per tick (degrees)")
+    p.add_argument("--calibration", default=None,
+                   help="JSON {camera: {intrinsics: 3x3, world_to_camera: 4x4}} to draw the predicted path on "
+                        "real cameras (the sim needs none)")
     p.set_defaults(func=_run)
+
+
+def _calibrations(path: str | None) -> dict:
+    import json
+    from pathlib import Path
+
+    from recorder.errors import ConfigError
+    from recorder.rollout import PinholeCalibration
+
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--calibration {path}: cannot read ({err}); give a JSON file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--calibration {path}: expected {{camera: {{intrinsics, world_to_camera}}}}")
+    return {str(cam): PinholeCalibration.from_dict(d) for cam, d in data.items()}
 
 
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
-    from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
+    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, run_rollouts
     from recorder.safety import SafetyLayer
     from recorder.store import Store
     from studio.rollout_policy import open_policy
@@ -45,9 +66,14 @@ def _run(args) -> int:
     if args.episodes < 1:
         raise ConfigError("rollout: --episodes must be at least 1")
     rig_spec = args.rollout_rig or getattr(args, "rig", None) or "sim"
-    policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device, home=args.home)
-    rig = load_rig(rig_spec, home=args.home)
     store = Store.open(args.home)
+    try:
+        policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device,
+                             home=args.home, store=store)
+        rig = load_rig(rig_spec, home=args.home)
+    except BaseException:
+        store.close()
+        raise
     stop = threading.Event()
     try:
         rig.connect()
@@ -57,7 +83,7 @@ def _run(args) -> int:
             raise ConfigError("rollout: pass --task TEXT (the instruction given to the policy)")
         fps = args.fps or float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
         cfg = RolloutConfig(instruction=instruction, episodes=args.episodes, fps=fps, max_seconds=args.max_seconds,
-                            dataset=args.dataset, seed=args.seed,
+                            dataset=args.dataset, seed=args.seed, calibrations=_calibrations(args.calibration),
                             chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble,
                                               asynchronous=not args.sync))
 
@@ -65,7 +91,7 @@ def _run(args) -> int:
             label = {True: "success", False: "failure", None: "unlabelled"}[info.success]
             print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}", flush=True)
 
-        print(f"rollout of {policy.checkpoint_id} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
+        print(f"rollout of {checkpoint_name(policy)} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
               f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}", flush=True)
         try:
             result = run_rollouts(rig, policy, store, cfg, stop=stop,

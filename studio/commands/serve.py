@@ -29,10 +29,11 @@ def _run(args) -> int:
     from studio.rollout_policy import load_local_policy
 
     policy = load_local_policy(args.checkpoint, device=args.device, home=args.home)
+    policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
     server = PolicyServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
                           max_message_size=int(args.max_message_mb * 1024 * 1024))
     server.start()
-    print(f"serving {policy.checkpoint_id} on {server.url} (chunk {policy.chunk_size} x {policy.action_dim}); "
+    print(f"serving {policy.checkpoint_label} on {server.url} (chunk {policy.chunk_size} x {policy.action_dim}); "
           "Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         server._thread.join()

@@ -7,7 +7,7 @@ Every change emits ``ctx.store_changed`` and the tab refreshes on it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PyQt6.QtCore import QDate, Qt
@@ -129,6 +129,7 @@ class DatasetsTab(QWidget):
         self.table = EpisodeTableView()
         self.table.setModel(self.proxy)
         self.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        self.table.setColumnWidth(0, 56)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
 
         self.success_button = QPushButton("Success")
@@ -244,7 +245,7 @@ class DatasetsTab(QWidget):
         since = None
         if self.since_filter.date() != self.since_filter.minimumDate():
             d = self.since_filter.date()
-            since = datetime(d.year(), d.month(), d.day(), tzinfo=timezone.utc)
+            since = datetime(d.year(), d.month(), d.day(), tzinfo=UTC)
         return EpisodeFilter(
             dataset=item.data(Qt.ItemDataRole.UserRole) if item else None,
             task=self.task_filter.text().strip(),

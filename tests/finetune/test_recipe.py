@@ -134,10 +134,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_chunk_head_trains_with_l1_and_reports_real_unit_error(two_episodes):
-    result, log = _run(two_episodes, _cfg(dataset="three", action_head="chunk", chunk_size=4, steps=12,
-                                          eval_every=6, val_fraction=0.34, eval_batches=1))
+    result, log = _run(two_episodes, _cfg(dataset="three", action_head="chunk", chunk_size=4, steps=16,
+                                          lr=3e-3, eval_every=8, val_fraction=0.34, eval_batches=1))
     losses = [e["loss"] for e in log.of("train")]
-    assert losses[-1] < losses[0]
+    assert sum(losses[-4:]) < sum(losses[:4]), losses
     ev = log.of("eval")[-1]
     assert ev["l1_real"] > ev["l1"]  # real units (|a| up to 40) are larger than normalized ones
     info = json.loads((result.checkpoint / "config.json").read_text())["model"]

@@ -35,7 +35,7 @@ CAM_OFFSETS = {"front": 0, "wrist": 101}
 
 
 def make_episode(store, dataset="demo", task="pick up the red cube", n=12, cameras=("front", "wrist"),
-                 seed=0, success=None, source="teleop", w=W, h=H, state_dim=6, segments=(), tags=()):
+                 seed=0, success=None, source="teleop", w=W, h=H, state_dim=6, segments=(), tags=(), drops=()):
     """Record one synthetic episode through the store writer; returns (EpisodeInfo, state, action)."""
     rng = np.random.default_rng(seed)
     state = rng.uniform(-90, 90, size=(n, state_dim)).astype(np.float32)
@@ -45,13 +45,13 @@ def make_episode(store, dataset="demo", task="pick up the red cube", n=12, camer
         cameras={c: CameraSpec(width=w, height=h, queue_size=max(64, n + 1)) for c in cameras},
         lowdim={"observation.state": (state_dim,), "action": (state_dim,)})
     for i in range(n):
-        frames = {c: solid(i, CAM_OFFSETS.get(c, 50), w, h) for c in cameras}
+        frames = {c: solid(i, CAM_OFFSETS.get(c, 50), w, h) for c in cameras if (c, i) not in drops}
         writer.add_tick(t=100.0 + i / FPS, frames=frames, timestamps={c: 100.0 + i / FPS for c in cameras},
                         values={"observation.state": state[i], "action": action[i]})
     for kind, a, b in segments:
         writer.mark_segment(kind, a, b)
     info = writer.finish(success=success, tags=list(tags))
-    assert sum(info.dropped.values()) == 0
+    assert sum(info.dropped.values()) == len(drops)
     return info, state, action
 
 
@@ -127,7 +127,7 @@ def test_interrupted_export_leaves_nothing_that_looks_complete(store, tmp_path, 
 
     with pytest.raises(KeyboardInterrupt):
         export_lerobot(store, out, [e1, e2], progress=boom, batch=2)
-    assert calls["n"] == 1
+    assert calls["n"] <= 2  # one per camera thread at most: both stop at once
     assert not out.exists()
     assert not (tmp_path / "export.partial").exists()
 
@@ -240,3 +240,18 @@ def test_import_v21_folder(store, tmp_path):
 def test_column_helpers_accept_variable_length_lists():
     col = pa.chunked_array([pa.array([[1.0, 2.0], [3.0, 4.0]])])
     np.testing.assert_array_equal(lerobot._column_to_numpy(col, 2), [[1, 2], [3, 4]])
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "lerobot_fixtures"
+
+
+def test_import_folder_written_by_lerobot_itself(store):
+    """A v3.0 folder made by lerobot 0.4.4 (LeRobotDataset.create/add_frame/save_episode, AV1 video;
+    see lerobot_fixtures/make_v30_with_lerobot.py) imports with its tasks, arrays and frames."""
+    eps = import_lerobot(store, FIXTURES / "v30_lerobot_0_4_4", "made")
+    assert [(e.task, e.num_frames) for e in eps] == [("task 0", 6), ("task 1", 7)]
+    with store.open_episode(eps[1].id) as r:
+        np.testing.assert_array_equal(r.lowdim()["observation.state"][:, 0], np.arange(10, 17))
+        np.testing.assert_array_equal(r.lowdim()["action"][:, 0], -np.arange(7))
+        for i in range(7):
+            assert_frames_close(r.frame("cam", i), solid(i))

@@ -157,3 +157,22 @@ def test_pinhole_projection_of_a_point_on_the_axis_hits_the_principal_point():
     np.testing.assert_allclose(uv[0], [160, 120])
     np.testing.assert_allclose(uv[1], [170, 120])
     assert np.isnan(uv[2]).all()  # behind the camera
+
+
+def test_a_calibration_draws_the_path_on_a_real_camera_and_the_sim_projects_itself():
+    from recorder.rollout import projectors_for
+    from tests.rollout_doubles import FakeRobot
+
+    calib = PinholeCalibration(np.array([[100.0, 0, 160], [0, 100.0, 120], [0, 0, 1]]), np.eye(4))
+    robot = FakeRobot()
+    assert projectors_for(robot, ["front"]) == {}  # a real camera without calibration: no path
+    proj = projectors_for(robot, ["front", "wrist"], {"front": calib})
+    assert set(proj) == {"front"}
+    np.testing.assert_allclose(proj["front"](np.array([[0.0, 0.0, 1.0]])), [[160, 120]])
+
+    class SimLike(FakeRobot):
+        def project(self, pts, camera):
+            return np.full((len(pts), 2), 7.0 if camera == "wrist" else 3.0)
+
+    proj = projectors_for(SimLike(), ["front", "wrist"])
+    assert proj["wrist"](np.zeros((2, 3))).tolist() == [[7, 7], [7, 7]]

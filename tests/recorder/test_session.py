@@ -152,3 +152,17 @@ def test_appending_needs_matching_features():
         RecordSession(store, other, SessionConfig(dataset="d", task="t", fps=30.0))
     with pytest.raises(DatasetError, match="fps"):
         RecordSession(store, rig, SessionConfig(dataset="d", task="t", fps=15.0))
+
+
+def test_arm_lost_mid_episode_stops_safely_and_keeps_the_episode(make_session):
+    s = make_session()
+    s.start()
+    wait_for(lambda: s.store.writers and len(s.store.writers[-1].ticks) >= 3)
+    s.rig.robot.fail_after_sends = len(s.rig.robot.sent) + 5
+    wait_for(lambda: s.phase is Phase.FAULT)
+    assert "arm" in s.fault and "serial cable" in s.fault
+    (ep,) = s.store.episodes_.values()
+    assert ep.status == "recovered" and ep.num_frames >= 3
+    n = len(s.rig.robot.sent)
+    time.sleep(0.1)
+    assert len(s.rig.robot.sent) == n  # nothing is sent while in fault

@@ -55,3 +55,54 @@ def test_bad_rig_file_is_a_one_line_error(home, capsys, tmp_path):
     rc = main(["--home", str(home), "record", "--rig", str(tmp_path / "nope.toml"), "--dataset", "x", "--task", "t"])
     assert rc == 2
     assert "nope.toml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_terminal_keys_record_save_and_quit(home):
+    """A person at a terminal: space starts, space stops, f labels, s saves, Esc e-stops and quits."""
+    import os
+    import pty
+    import threading
+    import time
+
+    master, slave = pty.openpty()
+    out = io.StringIO()
+    result = {}
+
+    def run():
+        result["rc"] = run_record(home, "sim", "keys", "wave at the camera", 5, episode_time=30.0, reset_time=0.0,
+                                  interactive=True, out=out, key_fd=slave)
+
+    t = threading.Thread(target=run)
+    t.start()
+
+    def wait_text(text, timeout=20.0):
+        t0 = time.monotonic()
+        while text not in out.getvalue():
+            assert time.monotonic() - t0 < timeout, out.getvalue()
+            time.sleep(0.05)
+
+    try:
+        wait_text("rig connected")
+        time.sleep(0.3)
+        os.write(master, b" ")
+        wait_text("recording episode 1/5")
+        time.sleep(1.0)
+        os.write(master, b" ")
+        wait_text("stopped: s save")
+        os.write(master, b"f")
+        time.sleep(0.2)
+        os.write(master, b"s")
+        wait_text("episode 1 saved")
+        os.write(master, b"\x1b")
+        t.join(20)
+        assert not t.is_alive() and result["rc"] == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    with Store.open(home) as store:
+        (ep,) = store.episodes(dataset="keys", status=("complete",))
+        assert ep.success is True and ep.task == "wave at the camera" and ep.num_frames >= 20
+        # auto-advance had started episode 2 (no reset time): the e-stop kept it, marked recovered
+        for other in store.episodes(dataset="keys", status=("recovered",)):
+            assert "e-stop" in other.notes

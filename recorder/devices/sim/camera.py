@@ -146,7 +146,8 @@ class SimCamera(ThreadedCamera):
         r.sync()
         with r._lock:
             self._renderer.update_scene(r.model, r.data, self._cam_id)
-        return self._renderer.render(), None
+            t_capture = time.monotonic()  # the sim state the frame shows
+        return self._renderer.render(), None, t_capture
 
     def _close(self) -> None:
         if self._renderer is not None:

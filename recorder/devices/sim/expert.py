@@ -160,14 +160,15 @@ class PushExpert(_ExpertBase):
             if dist < 0.008:
                 self._goto("retreat")
                 return
-            # stay on the line through the cube toward the target; lift and re-approach if we slipped off
-            rel = self._p[:2] - cube[:2]
+            # stay on the line through the cube toward the target; lift and re-approach when the real tool
+            # point has slipped beside the cube
+            rel = tool[:2] - cube[:2]
             along = float(rel @ u)
             lateral = float(rel @ np.array([-u[1], u[0]]))
-            if along > -self.contact + 0.004 or abs(lateral) > 0.012:
+            if along > -(CUBE_HALF + 0.002) or abs(lateral) > 0.014:
                 self._goto("lift_realign")
                 return
-            push_to = cube[:2] - u * (self.contact - 0.006)
+            push_to = cube[:2] - u * (self.contact - 0.012)
             goal = np.array([push_to[0], push_to[1], self.z_push])
             self._move_towards(goal, speed=0.05)
         elif self.state == "lift_realign":

@@ -84,6 +84,31 @@ def test_camera_that_never_delivers_times_out_naming_it():
     assert threading.active_count() < 50
 
 
+class _UnpluggedCamera(ThreadedCamera):
+    """Delivers three frames, then the device goes away."""
+
+    def _open(self):
+        self.n = 0
+
+    def _grab(self):
+        self.n += 1
+        if self.n > 3:
+            raise DeviceError("camera 'desk': /dev/video4 was unplugged: plug it back in and reconnect")
+        time.sleep(0.01)
+        return np.zeros((48, 64, 3), np.uint8), None
+
+
+def test_camera_unplugged_while_running_raises_a_typed_error():
+    cam = _UnpluggedCamera("desk", 64, 48, 30)
+    cam.connect()
+    deadline = time.monotonic() + 2
+    while cam.is_connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(DeviceError, match="unplugged"):
+        cam.read_latest()
+    cam.disconnect()
+
+
 def test_camera_open_error_is_reraised():
     with pytest.raises(DeviceError, match="vanished"):
         _BrokenCamera("broken", 64, 48, 30).connect()

@@ -152,3 +152,37 @@ def test_orphan_folder_is_reported_and_imported(home):
     with Store.open(home) as store:
         (e,) = store.episodes()
         assert e.uuid == info.uuid and e.num_frames == 6 and e.status == "complete"
+
+
+def test_missing_index_is_refused_then_rebuilt(home, capsys):
+    with Store.open(home) as store:
+        info = record(store, n=5, dataset="kept", success=False)
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (home / name).unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="index.sqlite is missing .* --repair"):
+        Store.open(home)
+    assert main(["--home", str(home), "store", "check", "--repair"]) == 0
+    assert main(["--home", str(home), "store", "info"]) == 0
+    assert "dataset kept: 1 episodes, 5 frames" in capsys.readouterr().out
+    with Store.open(home) as store:
+        (e,) = store.episodes(dataset="kept", success=False)
+        assert e.uuid == info.uuid and e.status == "complete"
+
+
+def test_foreign_sqlite_file_is_not_touched(tmp_path):
+    root = tmp_path / "other"
+    root.mkdir()
+    con = sqlite3.connect(root / "index.sqlite")
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    before = (root / "index.sqlite").read_bytes()
+    with pytest.raises(StoreError, match="another program"):
+        Store.open(root)
+    with pytest.raises(StoreError, match="another program"):
+        check_store(root, repair=True)
+    con = sqlite3.connect(root / "index.sqlite")
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["notes"]
+    con.close()
+    assert (root / "index.sqlite").read_bytes() == before
+    assert sorted(p.name for p in root.iterdir()) == ["index.sqlite"]

@@ -95,3 +95,30 @@ def test_live_episode_is_not_salvaged_by_a_second_open(home):
             assert other.episodes(status="recording")[0].id == w.episode_id
         info = w.finish()
         assert info.status == "complete" and info.num_frames == 5
+
+
+def test_death_inside_finish_keeps_labels_and_completes(home, monkeypatch):
+    from .helpers import CAMERAS, LOWDIM
+
+    store = Store.open(home)
+    w = store.begin_episode(dataset="demo", fps=30.0, cameras=CAMERAS, lowdim=LOWDIM, tags=["a"])
+    for i in range(8):
+        w.add_tick(
+            frames={c: smooth_image(i, k) for k, c in enumerate(CAMERAS)},
+            values={"observation.state": state(i), "action": action(i)},
+        )
+
+    def power_cut(*a, **k):
+        raise RuntimeError("power cut before the index commit")
+
+    monkeypatch.setattr(store, "_commit_episode", power_cut)
+    try:
+        w.finish(success=False, notes="dropped the cube", tags=["b"])
+    except RuntimeError:
+        pass
+    store.close()
+    monkeypatch.undo()
+    with Store.open(home) as store:
+        (info,) = store.recovered
+        assert info.status == "complete" and info.num_frames == 8
+        assert info.success is False and info.notes == "dropped the cube" and info.tags == ("a", "b")

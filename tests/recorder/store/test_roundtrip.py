@@ -103,3 +103,68 @@ def test_dataset_features_must_match(home):
                 cameras={"front": CameraSpec(width=W, height=H)},
                 lowdim={"action": (6,)},
             )
+
+
+def test_bad_values_raise_before_anything_is_queued(home):
+    with Store.open(home) as store:
+        w = store.begin_episode(
+            dataset="demo",
+            fps=30.0,
+            cameras={"front": CameraSpec(width=W, height=H)},
+            lowdim={"action": (6,)},
+        )
+        w.add_tick(frames={"front": smooth_image(0)}, values={"action": np.zeros(6)})
+        with pytest.raises(ValueError, match="action"):
+            w.add_tick(frames={"front": smooth_image(1)}, values={"action": np.zeros(5)})
+        with pytest.raises(ValueError, match="action"):
+            w.add_tick(frames={"front": smooth_image(1)}, values={})
+        w.add_tick(frames={"front": smooth_image(1)}, values={"action": np.ones(6), "not.declared": 1.0})
+        info = w.finish()
+        assert info.num_frames == 2 and info.status == "complete"
+        with store.open_episode(info.id) as r:
+            assert np.abs(r.frame("front", 1).astype(int) - smooth_image(1)).mean() < 6
+            np.testing.assert_array_equal(r.lowdim()["action"][1], np.ones(6))
+
+
+def test_extras_of_any_fixed_shape_and_segments(home):
+    with Store.open(home) as store:
+        w = store.begin_episode(
+            dataset="demo",
+            fps=10.0,
+            cameras={},
+            lowdim={
+                "action": (6,),
+                "policy.chunk": (4, 6),
+                "policy.confidence": (1,),
+                "flag": {"shape": [1], "dtype": "int32"},
+            },
+        )
+        for i in range(5):
+            w.add_tick(
+                values={
+                    "action": np.full(6, i),
+                    "policy.chunk": np.full((4, 6), i + 0.5),
+                    "policy.confidence": [i / 10],
+                    "flag": [i % 2],
+                }
+            )
+        w.mark_segment("takeover", 1, 3, by="operator")
+        info = w.finish(notes="n")
+        assert info.segments == ({"kind": "takeover", "start_tick": 1, "end_tick": 3, "by": "operator"},)
+        with store.open_episode(info.id) as r:
+            ld = r.lowdim()
+        assert ld["policy.chunk"].shape == (5, 4, 6) and ld["policy.chunk"][2, 3, 5] == 2.5
+        assert ld["flag"].dtype == np.int32 and ld["flag"][:, 0].tolist() == [0, 1, 0, 1, 0]
+        import json
+
+        meta = json.loads((info.path / "meta.json").read_text())
+        assert meta["status"] == "complete" and meta["segments"][0]["kind"] == "takeover"
+
+
+def test_rig_snapshot_with_numpy_values_is_stored_as_json(home):
+    rig = {"robot": {"type": "sim", "home": np.zeros(3, np.float32), "n": np.int64(6)}}
+    with Store.open(home) as store:
+        w = store.begin_episode(dataset="demo", fps=30.0, rig=rig, cameras={}, lowdim={"action": (6,)})
+        w.add_tick(values={"action": np.zeros(6)})
+        info = w.finish()
+        assert store.episode(info.id).rig == {"robot": {"type": "sim", "home": [0.0, 0.0, 0.0], "n": 6}}

@@ -1,0 +1,149 @@
+"""The tiny OpenVLA on CPU: published layout, strict loading, both heads, save -> load, LoRA."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.models import build_tiny_openvla, load_vla
+from recorder.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_openvla(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def _img(seed=0, shape=(240, 320, 3)):
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+
+
+def test_tiny_is_written_in_the_published_layout_and_is_deterministic(tiny, tmp_path):
+    from safetensors import safe_open
+
+    cfg = json.loads((tiny / "config.json").read_text())
+    assert cfg["model_type"] == "openvla" and cfg["vision_backbone_id"] == "dinosiglip-vit-so-224px"
+    assert cfg["text_config"]["vocab_size"] % 64 == 0
+    with safe_open(str(tiny / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    for k in ("vision_backbone.featurizer.cls_token", "vision_backbone.featurizer.reg_token",
+              "vision_backbone.featurizer.blocks.0.ls1.scale_factor", "vision_backbone.fused_featurizer.attn_pool.latent",
+              "vision_backbone.fused_featurizer.blocks.2.mlp.fc2.weight", "projector.fc3.weight",
+              "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+        assert k in keys
+    assert not any("gamma" in k for k in keys)
+    again = build_tiny_openvla(tmp_path / "again", seed=0)
+    assert (again / "model.safetensors").read_bytes() == (tiny / "model.safetensors").read_bytes()
+    assert (tiny / "model.safetensors").stat().st_size < 8 * 1024**2
+
+
+def test_strict_loading_rejects_extra_or_missing_keys(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in tiny.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    sd = load_file(str(tiny / "model.safetensors"))
+    sd["vision_backbone.featurizer.blocks.0.ls1.gamma"] = sd.pop("vision_backbone.featurizer.blocks.0.ls1.scale_factor")
+    save_file(sd, str(bad / "model.safetensors"))
+    with pytest.raises(ModelError, match="ls1"):
+        load_vla(bad, device="cpu")
+    with pytest.raises(ModelError, match="no such folder"):
+        load_vla(tmp_path / "absent")
+    with pytest.raises(ModelError, match="hub"):
+        load_vla("nobody/not-a-model")  # offline here: a clear error, not a traceback
+
+
+def test_token_head_predicts_and_fast_decode_equals_transformers(tiny):
+    vla = load_vla(tiny, device="cpu")
+    assert vla.action_head == "tokens" and vla.chunk_size == 1 and vla.action_dim == 7
+    assert vla.image_size == 56
+    batch = vla.collate([vla.prepare([_img()], "pick up the red cube", None)])
+    # OpenVLA prompt format, ending with the empty-space token before the actions
+    ids = batch["input_ids"][0].tolist()
+    assert ids[0] == vla.bos_token_id and ids[-1] == vla.space_token_id
+    assert vla.tokenizer.decode(ids[1:-1]).strip() == "In: What action should the robot take to pick up the red cube?\nOut:"
+    acts, conf = vla.predict(batch)
+    ref, ref_conf = vla.predict(batch, reference=True)
+    assert acts.shape == (1, 1, 7) and conf.shape == (1, 1)
+    assert torch.equal(acts, ref)
+    assert torch.allclose(conf, ref_conf, atol=1e-5)
+    assert acts.abs().max() <= 1
+
+
+def test_training_forward_metrics_and_loss_falls_with_lora(tiny):
+    from peft import LoraConfig, get_peft_model
+
+    vla = load_vla(tiny, device="cpu", action_dim=6)
+    targets = vla.lora_target_modules()
+    assert any(t.startswith("projector.") for t in targets) and any(".q_proj" in t for t in targets)
+    assert not any("lm_head" in t or t.startswith("vision_backbone") for t in targets)
+    vla.checkpoint_layers = "all"
+    model = get_peft_model(vla, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+    rng = np.random.default_rng(1)
+    samples = [vla.prepare([_img(i)], t, rng.uniform(-1, 1, (1, 6)).astype(np.float32))
+               for i, t in enumerate(["pick the cube", "push the red cube onto the green square"])]
+    batch = vla.collate(samples)
+    assert batch["labels"].shape == batch["input_ids"].shape
+    assert int((batch["labels"] != -100).sum()) == 2 * (6 + 1)  # action tokens + EOS
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    model.train()
+    first = None
+    for _ in range(25):
+        out = model(**batch)
+        first = first if first is not None else out.loss.item()
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert out.logits.shape[:2] == (2, 7)
+    assert out.loss.item() < 0.5 * first
+    assert float(out.action_accuracy) > 0.5 and float(out.l1) < 0.3
+
+
+def test_chunk_head_predicts_K_by_D_and_save_load_gives_identical_actions(tiny, tmp_path):
+    vla = load_vla(tiny, device="cpu", action_head="chunk", chunk_size=4, action_dim=6, state_dim=6)
+    assert vla.trainable_modules() == ["chunk_head"]
+    samples = [vla.prepare([_img(i)], "pick", np.zeros((4, 6), np.float32), state=np.ones(6, np.float32) * i)
+               for i in range(2)]
+    batch = vla.collate(samples)
+    out = vla(**batch)
+    assert out.actions.shape == (2, 4, 6) and out.loss is not None
+    acts, conf = vla.predict(batch)
+    assert acts.shape == (2, 4, 6) and conf is None
+    assert not torch.equal(acts[0], acts[1])  # the state token changes the prediction
+    vla.save_pretrained(tmp_path / "merged")
+    back = load_vla(tmp_path / "merged", device="cpu")
+    assert (back.action_head, back.chunk_size, back.action_dim, back.state_dim) == ("chunk", 4, 6, 6)
+    acts2, _ = back.predict(back.collate(samples))
+    assert torch.equal(acts, acts2)
+
+
+def test_two_cameras_make_a_longer_sequence(tiny):
+    one = load_vla(tiny, device="cpu")
+    two = load_vla(tiny, device="cpu", n_images=2)
+    b1 = one.collate([one.prepare([_img()], "pick", None)])
+    b2 = two.collate([two.prepare([_img(), _img(1)], "pick", None)])
+    e1, p1 = one._assemble(b1["pixel_values"], b1["input_ids"])
+    e2, p2 = two._assemble(b2["pixel_values"], b2["input_ids"])
+    assert p2 == 2 * p1 and e2.shape[1] == e1.shape[1] + p1
+    with pytest.raises(ModelError, match="2 camera"):
+        two.prepare([_img()], "pick", None)
+
+
+def test_openvla_7b_architecture_matches_the_published_parameter_count(tiny):
+    from finetune.models.loader import load_tokenizer
+    from finetune.models.openvla import OpenVLA
+
+    cfg = {"model_type": "openvla", "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
+           "pad_to_multiple_of": 64, "pad_token_id": 32000, "n_action_bins": 256,
+           "text_config": {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064}}
+    with torch.device("meta"):
+        m = OpenVLA(cfg, load_tokenizer(tiny))
+    assert sum(p.numel() for p in m.parameters()) == 7_541_237_184  # openvla/openvla-7b
+    sd = m.state_dict()
+    assert sd["vision_backbone.featurizer.pos_embed"].shape == (1, 256, 1024)
+    assert sd["vision_backbone.fused_featurizer.pos_embed"].shape == (1, 256, 1152)
+    assert sd["projector.fc1.weight"].shape == (8704, 2176)
+    assert m.action_tokenizer.vocab_size == 32000

@@ -1,0 +1,137 @@
+"""The Fine-tune tab driving real `vla-studio finetune` child processes on the tiny model (CPU)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.finetune.synth_store import write_dataset
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def ctx(home, qtbot):
+    from studio.context import AppContext
+
+    write_dataset(home, "toy", episodes=2, frames=6)
+    context = AppContext(home=home)
+    yield context
+    context.close()
+
+
+def _tab(ctx, qtbot):
+    from studio.tabs.finetune_tab import FinetuneTab
+
+    tab = FinetuneTab(ctx)
+    qtbot.addWidget(tab)
+    return tab
+
+
+def _small_run(tab, steps, eval_every=2):
+    tab.dataset_combo.setCurrentText("toy")
+    tab.model_edit.setCurrentText("tiny")
+    tab.preset_combo.setCurrentIndex(tab.preset_combo.findData("cpu"))
+    tab.steps_spin.setValue(steps)
+    tab.batch_spin.setValue(2)
+    tab.lr_spin.setValue(0.03)
+    tab.rank_spin.setValue(4)
+    tab.eval_spin.setValue(eval_every)
+    tab.save_spin.setValue(0)
+    tab.val_spin.setValue(0.5)
+
+
+@pytest.mark.slow
+def test_a_whole_tiny_finetune_from_the_tab(ctx, qtbot, home):
+    tab = _tab(ctx, qtbot)
+    assert tab.dataset_combo.currentText() == "toy"
+    _small_run(tab, steps=4)
+    with qtbot.waitSignal(tab.run_finished, timeout=180_000) as finished:
+        qtbot.mouseClick(tab.start_button, __import__("PyQt6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
+        assert not tab.start_button.isEnabled() and tab.cancel_button.isEnabled()
+    run_id, status = finished.args
+    assert status == "done", tab.log_view.toPlainText()
+    assert tab.curves.train_steps == [1, 2, 3, 4] and len(tab.curves.train_loss) == 4
+    assert tab.curves.val_steps == [2, 4]
+    assert tab.progress.value() == tab.progress.maximum() == 4
+    assert "samples/s" in tab.stats_label.text() and "ETA" in tab.stats_label.text()
+    rows = tab.history_rows()
+    assert rows[0][0] == run_id and rows[0][1] == "done" and rows[0][2] == "toy" and rows[0][6] == "1"
+    assert rows[0][5] != "-"  # best val loss
+    tab.select_run(run_id)
+    assert tab.open_button.isEnabled()
+    with qtbot.waitSignal(ctx.checkpoint_opened, timeout=2000) as opened:
+        tab.open_button.click()
+    assert opened.args[0].endswith(f"{run_id}/checkpoints/0000004")
+    # delete the run: gone from the index and the disk
+    tab._confirm = lambda _text: True
+    tab.delete_button.click()
+    assert tab.history_rows() == []
+    assert not (home / "runs" / run_id).exists()
+
+
+def test_a_crashing_child_shows_the_error_and_the_tab_survives(ctx, qtbot):
+    tab = _tab(ctx, qtbot)
+    _small_run(tab, steps=3)
+    code = ("import sys; print('loading model', file=sys.stderr); "
+            "print('RuntimeError: CUDA error: device-side assert triggered', file=sys.stderr); sys.exit(1)")
+    tab.child_program = [sys.executable, "-c", code]
+    errors = []
+    ctx.error_posted.connect(errors.append)
+    with qtbot.waitSignal(tab.run_finished, timeout=30_000) as finished:
+        tab.start_button.click()
+    assert finished.args[1] == "failed"
+    assert "device-side assert" in tab.status_label.text()
+    assert "device-side assert" in tab.log_view.toPlainText()
+    assert errors and "device-side assert" in errors[-1] and "\n" not in errors[-1]
+    assert tab.start_button.isEnabled() and not tab.cancel_button.isEnabled()
+    # a training error event (bad dataset) from the real child is shown the same way
+    tab.child_program = None
+    tab.dataset_combo.addItem("ghost")
+    tab.dataset_combo.setCurrentText("ghost")
+    with qtbot.waitSignal(tab.run_finished, timeout=120_000) as finished:
+        tab.start_button.click()
+    assert finished.args[1] == "failed"
+    assert "dataset 'ghost' is not in the store" in tab.status_label.text()
+
+
+@pytest.mark.slow
+def test_cancel_leave_running_on_close_reattach_and_resume(ctx, qtbot, home):
+    tab = _tab(ctx, qtbot)
+    _small_run(tab, steps=100_000, eval_every=0)
+    run_id = tab.start_run()
+    qtbot.waitUntil(lambda: len(tab.curves.train_steps) >= 2, timeout=180_000)
+    pid = tab.process.pid
+    # closing the studio: "leave running" keeps the child alive
+    tab.ask_close = lambda: "leave"
+    assert tab.confirm_close()
+    tab.shutdown()
+    from studio.finetune_process import _alive
+
+    assert _alive(pid)
+    # the next studio session re-attaches to it and rebuilds the curves from metrics.jsonl
+    tab2 = _tab(ctx, qtbot)
+    assert tab2.run_id == run_id and tab2.is_running and tab2.process.pid == pid
+    qtbot.waitUntil(lambda: len(tab2.curves.train_steps) >= 2, timeout=10_000)
+    assert "re-attached" in tab2.log_view.toPlainText()
+    with qtbot.waitSignal(tab2.run_finished, timeout=120_000) as finished:
+        tab2.cancel_button.click()
+    assert finished.args == [run_id, "cancelled"]
+    assert not _alive(pid)
+    row = next(r for r in tab2.history_rows() if r[0] == run_id)
+    assert row[1] == "cancelled" and int(row[6]) == 1
+    # resume from the runs list: continues from the checkpoint's step
+    tab2.select_run(run_id)
+    assert tab2.resume_button.isEnabled()
+    stopped_at = tab2.curves.train_steps[-1]
+    tab2.resume_button.click()
+    qtbot.waitUntil(lambda: tab2.curves.train_steps and tab2.curves.train_steps[-1] > stopped_at, timeout=180_000)
+    assert "resumed from step" in tab2.status_label.text()
+    assert f"--resume {run_id}" in tab2.log_view.toPlainText()
+    # closing with "stop" cancels and waits for the checkpoint
+    tab2.ask_close = lambda: "stop"
+    assert tab2.confirm_close()
+    tab2.shutdown()
+    assert not tab2.process.is_running
+    assert tab2.process.final_event["event"] == "cancelled"

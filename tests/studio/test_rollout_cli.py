@@ -1,0 +1,49 @@
+"""`vla-studio rollout` against a policy server, and `vla-studio serve`'s refusals."""
+
+import numpy as np
+import pytest
+
+from finetune.server import PolicyServer
+from recorder.rollout import EXTRA_CHUNK
+from recorder.store import Store
+from studio.cli import main
+from tests.rollout_doubles import FixedChunkPolicy
+
+
+@pytest.mark.slow
+def test_cli_rollout_with_a_remote_policy_stores_the_episode(home, capsys):
+    policy = FixedChunkPolicy(chunk_size=4, step=0.5, camera_names=("front",), checkpoint_id="7")
+    with PolicyServer(policy, port=0, token="t0k") as srv:
+        rc = main(["--home", str(home), "rollout", "--rig", "sim", "--policy-url", srv.url, "--token", "t0k",
+                   "--episodes", "2", "--max-seconds", "0.6", "--fps", "10", "--execute", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "episode 2/2: failure" in out and "0/2 successes" in out
+    assert policy.calls and policy.calls[0][1] == "pick up the red cube"  # the sim task's instruction
+    store = Store.open(home)
+    try:
+        eps = store.episodes(dataset="rollouts", source="policy")
+        assert len(eps) == 2 and all(e.success is False for e in eps)
+        low = store.open_episode(eps[0].id).lowdim()
+        assert np.asarray(low[EXTRA_CHUNK]).shape == (len(low["action"]), 4 * 6)
+        assert any(t.startswith("ckpt:") and "ws://" in t for t in eps[0].tags)
+    finally:
+        store.close()
+
+
+def test_cli_rollout_with_a_wrong_token_is_one_clear_line(home, capsys):
+    with PolicyServer(FixedChunkPolicy(), port=0, token="right") as srv:
+        rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--token", "wrong"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unauthorized" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_public_address_without_a_token(home, capsys):
+    rc = main(["--home", str(home), "serve", "--checkpoint", "whatever", "--host", "0.0.0.0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--token" in err
+
+
+def test_rollout_with_a_missing_checkpoint_is_a_known_error(home, capsys):
+    rc = main(["--home", str(home), "rollout", "--checkpoint", "no-such-run"])
+    assert rc == 2 and "no such folder or run" in capsys.readouterr().err

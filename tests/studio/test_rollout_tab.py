@@ -1,0 +1,128 @@
+"""The Rollout tab drives the sim with a policy, offscreen, with overlays; E-STOP; review and playback."""
+
+import numpy as np
+import pytest
+from PyQt6.QtCore import Qt
+
+from recorder.devices.rig import sim_rig_config
+from tests.rollout_doubles import FixedChunkPolicy
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture
+def tab(qtbot, home):
+    from studio.context import AppContext
+    from studio.tabs.rollout_tab import RolloutTab
+
+    ctx = AppContext(home=home)
+    t = RolloutTab(ctx)
+    qtbot.addWidget(t)
+    t.resize(1100, 700)
+    t.show()
+    t.rig_spec = sim_rig_config(teleop="scripted", width=160, height=120, fps=15)
+    t.fps_spin.setValue(15)
+    t.episodes_spin.setValue(1)
+    yield t
+    t.shutdown()
+    ctx.close()
+
+
+def _pixels(view):
+    img = view.grab().toImage()
+    w, h = img.width(), img.height()
+    ptr = img.constBits()
+    ptr.setsize(img.sizeInBytes())
+    return np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine() // 4, 4)[:, :w, :3].copy()
+
+
+def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
+    tab.policy_object = FixedChunkPolicy(chunk_size=6, step=1.5, camera_names=("front",), checkpoint_id="double/1")
+    tab.max_s_spin.setValue(2.0)
+    tab.start_rollout()
+    with qtbot.waitSignal(tab.thread.finished, timeout=30000):
+        pass
+    assert tab.ticks_shown >= 10
+    assert tab.success_label.text() == "successes 0/1"
+    view = tab.views["front"]
+    data = tab._overlay["front"]
+    assert data.path_px is not None and np.isfinite(data.path_px).all()
+    qtbot.wait(50)
+    on = _pixels(view)
+    tab.overlay_checks["path"].setChecked(False)
+    qtbot.wait(50)
+    off = _pixels(view)
+    rect, scale = view.image_rect()
+    dev = view.devicePixelRatioF()
+    u, v = data.path_px[0]
+    x, y = int((rect.x() + u * scale) * dev), int((rect.y() + v * scale) * dev)
+    patch_on = on[y - 2:y + 3, x - 2:x + 3].astype(int)
+    patch_off = off[y - 2:y + 3, x - 2:x + 3].astype(int)
+    assert np.abs(patch_on - patch_off).max() > 60  # the path is drawn there only when its overlay is on
+    # far from the path and the other overlays, the picture is the same
+    assert (np.abs(on.astype(int) - off.astype(int)).max(axis=2) > 0).mean() < 0.1
+
+    # review: the rollout is listed with its checkpoint's success rate, and plays back with overlays
+    tab.inner_tabs.setCurrentIndex(1)
+    review = tab.review
+    assert review.table.rowCount() == 1
+    assert review.rates.item(0, 0).text() == "double/1" and review.rates.item(0, 1).text() == "0/1"
+    review.table.selectRow(0)
+    assert set(review.views) == {"front", "wrist"}
+    review.slider.setValue(5)
+    assert review.tick_label.text().startswith("tick 6/")
+    pb = review._overlay_data["front"]
+    assert pb.path_px is not None and np.isfinite(pb.path_px).all() and pb.mode == "playback"
+    review.close_reader()
+
+
+def test_escape_is_an_emergency_stop(qtbot, tab):
+    tab.policy_object = FixedChunkPolicy(chunk_size=4, step=1.0)
+    tab.max_s_spin.setValue(30.0)
+    tab.start_rollout()
+    qtbot.waitUntil(lambda: tab.ticks_shown >= 3, timeout=20000)
+    tab.setFocus()
+    with qtbot.waitSignal(tab.thread.finished, timeout=10000):
+        qtbot.keyClick(tab, Qt.Key.Key_Escape)
+    assert tab.thread.result.estopped
+    assert "E-STOP" in tab.status_label.text()
+    info = tab.ctx.store.episodes(source="policy")[0]
+    assert "e-stop at tick" in info.notes
+    assert info.duration_s < 10
+
+
+def test_checkpoint_opened_selects_it(qtbot, tab, tmp_path):
+    path = tmp_path / "runs" / "r1" / "checkpoints" / "20"
+    path.mkdir(parents=True)
+    tab.ctx.checkpoint_opened.emit(str(path))
+    assert tab.checkpoint_combo.currentData() == str(path)
+    assert tab.checkpoint_combo.currentText() == "r1 @ 20"
+    assert tab.policy_spec().checkpoint == str(path)
+
+
+def test_start_without_a_policy_posts_an_error(qtbot, tab):
+    with qtbot.waitSignal(tab.ctx.error_posted, timeout=2000) as blocker:
+        tab.start_rollout()
+    assert "pick a checkpoint" in blocker.args[0]
+    assert tab.thread is None
+
+
+def test_open_loop_evaluation_plots_predicted_vs_recorded(qtbot, tab):
+    from tests.recorder.test_evaluation import _record
+
+    _record(tab.ctx.store, n=10)
+    tab.policy_object = FixedChunkPolicy(chunk_size=3, step=1.0)
+    tab.inner_tabs.setCurrentIndex(1)
+    review = tab.review
+    assert review.dataset_combo.currentText() == "demos"
+    review.joint_combo.setCurrentIndex(2)
+    with qtbot.waitSignal(tab.review.eval_button.clicked, timeout=1000):
+        review.eval_button.click()
+    qtbot.waitUntil(lambda: review.mae_table.rowCount() == 1, timeout=20000)
+    # joint 2: predicted t + 1 vs recorded t + 2 -> MAE 1
+    assert review.mae_table.item(0, 3).text() == "1.00"
+    assert review.mae_table.item(0, 0).text() == "double/1"
+    xs, ys = review.curve_predicted.getData()
+    xr, yr = review.curve_recorded.getData()
+    assert len(xs) == len(xr) == 10
+    np.testing.assert_allclose(ys - yr, -1.0)
