@@ -27,7 +27,8 @@ import torch  # noqa: E402
 from bench._gpu_common import append_section, table  # noqa: E402
 
 GiB = 1024**3
-DEFAULT = "plain:8:hf,plain:16:hf,ours:8:all,ours:8:none,ours:16:all,ours:8:16,ours:12:all,ours:12:20,ours:24:all"
+DEFAULT = ("plain:8:hf,plain:12:hf,plain:16:hf,ours:8:none,ours:8:all,ours:16:all,ours:24:all,ours:32:all,"
+           "ours:8:12,ours:12:20,ours:16:24")
 
 
 def make_batch(vla, bs: int, gen: torch.Generator):
@@ -40,7 +41,8 @@ def make_batch(vla, bs: int, gen: torch.Generator):
     ids[:, 29] = vla.eos_token_id
     labels = torch.full_like(ids, -100)
     labels[:, 22:] = ids[:, 22:]
-    pv = torch.randint(0, 256, (bs, 1, 3, 224, 224), generator=gen, dtype=torch.uint8)
+    s = vla.image_size
+    pv = torch.randint(0, 256, (bs, 1, 3, s, s), generator=gen, dtype=torch.uint8)
     return {"pixel_values": pv.cuda(), "input_ids": ids.cuda(), "attention_mask": torch.ones_like(ids).cuda(),
             "labels": labels.cuda()}
 
@@ -62,7 +64,10 @@ def run_config(vla, mode: str, bs: int, ckpt: str, steps: int, warmup: int):
     from peft import LoraConfig, get_peft_model
 
     targets = vla.lora_target_modules(include_vision=(mode == "plain"))
-    model = get_peft_model(vla, LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
+    # plain: peft's defaults (adapter weights upcast to fp32, bf16 autocast); ours: bf16 adapters like the base
+    # weights (as OpenVLA's recipe had them), no autocast, so no per-layer fp32/bf16 activation copies
+    model = get_peft_model(vla, LoraConfig(r=32, lora_alpha=16, lora_dropout=0.0, target_modules=targets),
+                           autocast_adapter_dtype=(mode == "plain"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lm = vla.language_model
     if mode == "plain":
@@ -86,8 +91,11 @@ def run_config(vla, mode: str, bs: int, ckpt: str, steps: int, warmup: int):
             b = batches[i % 2]
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = plain_loss(vla, b) if mode == "plain" else model(**b).loss
+            if mode == "plain":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = plain_loss(vla, b)
+            else:
+                loss = model(**b).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -112,7 +120,7 @@ def run_config(vla, mode: str, bs: int, ckpt: str, steps: int, warmup: int):
         return {"err": err, "peak": peak, "reserved": reserved, "trainable": trainable}
     step = sorted(times)[len(times) // 2]
     return {"step_s": step, "sps": bs / step, "peak": peak, "reserved": reserved, "trainable": trainable,
-            "loss": float(loss)}
+            "loss": loss.item()}
 
 
 def main(argv=None) -> int:

@@ -495,6 +495,8 @@ class FinetuneRecipe:
                 break
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step != cfg.steps:
                 self.save_checkpoint()
+        if self.dist.enabled:
+            self._check_ranks_in_sync()
         if status == "done":
             if self.data.val is not None:
                 self.evaluate()
@@ -507,6 +509,20 @@ class FinetuneRecipe:
             self.emit({"event": "cancelled", "checkpoint": str(ckpt) if ckpt else None, "reason": sig})
         self._finish_run(status)
         return RunResult(self.run_id, status, self.step, self.last_checkpoint, self.best_val)
+
+    def _check_ranks_in_sync(self) -> None:
+        """Every rank must hold the same trainable weights; emit the largest difference seen."""
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().float().reshape(-1) for p in self.model.parameters() if p.requires_grad])
+        hi, lo = flat.clone(), flat.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        diff = float((hi - lo).abs().max())
+        self.emit({"event": "ranks_in_sync", "world": self.dist.world, "max_param_diff": diff})
+        if diff > 0:
+            raise TrainingError(f"the {self.dist.world} ranks of run {self.run_id} drifted apart (max weight "
+                                f"difference {diff:g}); report this with the run folder")
 
     def _on_nan(self, loss) -> RunResult:
         keep = str(self.last_checkpoint) if self.last_checkpoint else "none (no checkpoint was written yet)"

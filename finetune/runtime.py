@@ -178,6 +178,8 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         source = str(ckpt)
     vla.eval()
     vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda"
+    if vla.use_cuda_graphs:
+        vla.fuse_for_inference()
     if norm_stats and unnorm_key and unnorm_key not in norm_stats:
         unnorm_key = None if len(norm_stats) == 1 else unnorm_key
     return Policy(vla, norm_stats, camera_names=cams, unnorm_key=unnorm_key, checkpoint_id=checkpoint_id,

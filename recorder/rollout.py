@@ -177,11 +177,11 @@ class _Inference:
             item = self._requests.get()
             if item is None:
                 return
-            tick, images, state = item
+            tick, images, state, gen = item
             try:
                 out = self.policy.predict(images, state, self.instruction)
                 with self._lock:
-                    self._result = (tick, out)
+                    self._result = (tick, out, gen)
             except BaseException as err:  # noqa: BLE001 (handed to the loop thread)
                 with self._lock:
                     self.error = err
@@ -189,12 +189,12 @@ class _Inference:
                 with self._lock:
                     self.in_flight = False
 
-    def submit(self, tick: int, images, state) -> bool:
+    def submit(self, tick: int, images, state, generation: int = 0) -> bool:
         with self._lock:
             if self.in_flight:
                 return False
             self.in_flight = True
-        self._requests.put((tick, images, state))
+        self._requests.put((tick, images, state, generation))
         return True
 
     def take(self):
@@ -254,6 +254,7 @@ class PolicySource:
         self._latency_ema: float | None = None
         self._path_cache: tuple[int, dict] | None = None
         self._success_run = 0
+        self._generation = 0  # bumped at each takeover: inference asked before it is dropped
         self.held_ticks = 0
         self.inferences = 0
         self.segments: list[tuple[str, int, int]] = []  # (kind, start tick, end tick) closed segments
@@ -351,6 +352,7 @@ class PolicySource:
             if self._takeover_start is None:
                 self._takeover_start = tick
                 self.scheduler.clear()
+                self._generation += 1
             action = np.asarray(self.teleop.get_action(observation), dtype=np.float32)
             self._last_goal = action
             extras[EXTRA_TAKEOVER][:] = 1
@@ -359,17 +361,15 @@ class PolicySource:
             return self._step(action, "teleop", extras)
         if self._takeover_start is not None:
             self._finish_takeover(tick - 1)
-            if self._inference is not None:
-                self._inference.take()  # a chunk computed before the takeover is stale
 
         # --- inference
         if self._inference is not None:
             res = self._inference.take()
-            if res is not None:
+            if res is not None and res[2] == self._generation:  # chunks asked before a takeover are stale
                 self._record_output(res[0], res[1], tick)
             lead = 0 if self._latency_ema is None else math.ceil(self._latency_ema / self.period)
             if self.scheduler.needs_chunk(tick, lead) and not self._inference.in_flight:
-                self._inference.submit(tick, self._images(frames), state.copy())
+                self._inference.submit(tick, self._images(frames), state.copy(), self._generation)
         elif self.scheduler.needs_chunk(tick):
             out = self.policy.predict(self._images(frames), state.copy(), self.instruction)
             self._record_output(tick, out, tick)

@@ -397,6 +397,43 @@ class VLA(nn.Module):
             probs_l.append(p), toks_l.append(t)
         return torch.stack(toks_l, 1), torch.stack(probs_l, 1)
 
+    # ------------------------------------------------------------------ inference-only weight fusion
+    @torch.no_grad()
+    def fuse_for_inference(self) -> int:
+        """Concatenate each decoder layer's q/k/v and gate/up weights into one matrix (the modules' weights
+        become views into it: no extra memory), so a decode step runs 4 matrix-vector products per layer
+        instead of 7. Only plain nn.Linear layers are fused (not LoRA-wrapped or quantized ones). Returns the
+        number of layers fused. Inference only: call after merging adapters."""
+        if not self._own_loop():
+            return 0
+        n = 0
+        for layer in self.decoder.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            groups = [(attn, ("q_proj", "k_proj", "v_proj"), "_fused_qkv"), (mlp, ("gate_proj", "up_proj"), "_fused_gu")]
+            ok = all(type(getattr(m, a)) is nn.Linear for m, names, _ in groups for a in names)
+            if not ok:
+                continue
+            for mod, names, attr in groups:
+                lins = [getattr(mod, a) for a in names]
+                w = torch.cat([lin.weight for lin in lins], 0)
+                has_b = [lin.bias is not None for lin in lins]
+                b = torch.cat([lin.bias for lin in lins], 0) if all(has_b) else None
+                if any(has_b) and b is None:
+                    break
+                off = 0
+                sizes = []
+                for lin in lins:
+                    r = lin.weight.shape[0]
+                    lin.weight = nn.Parameter(w[off : off + r], requires_grad=False)
+                    if b is not None:
+                        lin.bias = nn.Parameter(b[off : off + r], requires_grad=False)
+                    sizes.append(r)
+                    off += r
+                object.__setattr__(mod, attr, (w, b, sizes))  # not a registered parameter: no state-dict change
+            n += 1
+        self._graphs.clear()
+        return n
+
     # ------------------------------------------------------------------ CUDA graphs
     def _graphable(self) -> bool:
         return self.use_cuda_graphs and self.device.type == "cuda" and not self.training
@@ -444,9 +481,15 @@ def _cached_pass(dec, h, pos, caches, start: int):
         attn = layer.self_attn
         x = layer.input_layernorm(h)
         hd = kc.shape[-1]
-        q = attn.q_proj(x).view(B, T, -1, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(B, T, -1, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        fused = getattr(attn, "_fused_qkv", None)
+        if fused is not None:
+            w, b, sizes = fused
+            q, k, v = F.linear(x, w, b).split(sizes, dim=-1)
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q = q.view(B, T, -1, hd).transpose(1, 2)
+        k = k.view(B, T, -1, hd).transpose(1, 2)
+        v = v.view(B, T, -1, hd).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         kc[:, :, start : start + T] = k
         vc[:, :, start : start + T] = v
@@ -456,5 +499,13 @@ def _cached_pass(dec, h, pos, caches, start: int):
             K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
         o = F.scaled_dot_product_attention(q, K, V, is_causal=(T > 1 and start == 0))
         h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-        h = h + layer.mlp(layer.post_attention_layernorm(h))
+        mlp = layer.mlp
+        fused = getattr(mlp, "_fused_gu", None)
+        x = layer.post_attention_layernorm(h)
+        if fused is not None:
+            w, b, sizes = fused
+            g, u = F.linear(x, w, b).split(sizes, dim=-1)
+            h = h + mlp.down_proj(mlp.act_fn(g) * u)
+        else:
+            h = h + mlp(x)
     return dec.norm(h)

@@ -230,6 +230,7 @@ class DatasetsTab(QWidget):
         if self._current_id is not None and self.model.row_of(self._current_id) is not None:
             self._load_edit_panel(self.model.episode(self.model.row_of(self._current_id)))
         self.thumbs.request([e for e in episodes if not self.model.has_thumbnail(e.id)])
+        self._update_buttons()
 
     def _select_more(self, eid: int) -> None:
         from PyQt6.QtCore import QItemSelectionModel

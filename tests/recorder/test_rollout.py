@@ -176,3 +176,39 @@ def test_a_calibration_draws_the_path_on_a_real_camera_and_the_sim_projects_itse
 
     proj = projectors_for(SimLike(), ["front", "wrist"])
     assert proj["wrist"](np.zeros((2, 3))).tolist() == [[7, 7], [7, 7]]
+
+
+def test_temporal_ensembling_in_the_loop_averages_every_overlapping_chunk():
+    from tests.rollout_doubles import FakeOutput
+
+    class CountingPolicy(FixedChunkPolicy):
+        def predict(self, images, state, instruction):
+            self.calls.append((state, instruction))
+            v = 10.0 * (len(self.calls) - 1)
+            return FakeOutput(np.full((3, 6), v, np.float32), None, 0.0)
+
+    rig = FakeRig()
+    policy = CountingPolicy(chunk_size=3)
+    source = PolicySource(policy, "x", ChunkConfig(ensemble=True, ensemble_decay=0.0, asynchronous=False), fps=100)
+    res, w = _run(rig, source, ticks=5)
+    assert len(policy.calls) == 5  # a chunk every tick
+    # tick t averages the chunks of ticks t-2..t (uniform weights with m = 0)
+    assert w.column("action")[:, 0].tolist() == [0, 5, 10, 20, 30]
+
+
+def test_a_chunk_asked_before_a_takeover_is_not_executed_after_it():
+    rig = FakeRig(teleop=FakeTeleop(50.0))
+    policy = FixedChunkPolicy(chunk_size=50, step=1.0, delay_s=0.05)  # 5 ticks at 100 Hz
+    source = PolicySource(policy, "pick", ChunkConfig(), fps=100, teleop=rig.teleop)
+
+    def on_tick(info):
+        if info.tick == 1:  # the first chunk (from state 0) is on its way
+            source.takeover.set()
+        if info.tick == 3:
+            source.takeover.clear()
+
+    res, w = _run(rig, source, ticks=25, on_tick=on_tick)
+    after = w.column("action")[4:, 0]
+    # after the takeover only chunks predicted from the teleoperator's pose (50) are executed
+    assert np.all(after >= 50), after
+    assert source.inferences >= 1 and (after > 50).any()

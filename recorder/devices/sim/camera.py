@@ -5,11 +5,13 @@ copied from the simulation under the sim lock (``mjv_updateScene``); rasterizing
 happen outside it, so physics and the record loop never wait for a render.
 
 Backend: ``MUJOCO_GL`` = ``egl`` or ``osmesa`` is honoured; when it is unset, EGL is probed once in a
-child process and OSMesa is used if EGL does not work.
+child process and OSMesa is used if EGL does not work. If EGL was asked for and fails in this process,
+PyOpenGL is reloaded for OSMesa and rendering falls back to it (logged).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +22,8 @@ import numpy as np
 from recorder.devices.base import ThreadedCamera
 from recorder.devices.configs import SimCameraConfig
 from recorder.errors import ConfigError, DeviceError
+
+log = logging.getLogger(__name__)
 
 _BACKEND: str | None = None
 
@@ -47,22 +51,45 @@ def gl_backend() -> str:
     return _BACKEND
 
 
+def _make_context(backend: str, width: int, height: int):
+    if backend == "egl":
+        from mujoco.egl import GLContext
+    else:
+        from mujoco.osmesa import GLContext
+    ctx = GLContext(width, height)
+    ctx.make_current()
+    return ctx
+
+
+def _switch_to_osmesa() -> None:
+    """Forget a PyOpenGL that was set up for EGL, so OSMesa can be loaded in this process."""
+    global _BACKEND
+    for mod in [m for m in sys.modules if m == "OpenGL" or m.startswith(("OpenGL.", "mujoco.egl"))]:
+        del sys.modules[mod]
+    os.environ["PYOPENGL_PLATFORM"] = "osmesa"
+    os.environ["MUJOCO_GL"] = "osmesa"
+    _BACKEND = "osmesa"
+
+
 def _gl_context(width: int, height: int):
     backend = gl_backend()
     try:
-        if backend == "egl":
-            from mujoco.egl import GLContext
-        else:
-            from mujoco.osmesa import GLContext
-        ctx = GLContext(width, height)
-        ctx.make_current()
-        return ctx
+        return _make_context(backend, width, height)
     except Exception as err:  # noqa: BLE001
-        other = "osmesa" if backend == "egl" else "egl"
-        raise DeviceError(
-            f"sim camera: offscreen OpenGL ({backend}) failed: {err}; install libegl1/libosmesa6 "
-            f"or set MUJOCO_GL={other}"
-        ) from err
+        first = err
+    if backend == "egl":
+        log.warning("EGL offscreen rendering failed (%s); falling back to OSMesa", first)
+        try:
+            _switch_to_osmesa()
+            return _make_context("osmesa", width, height)
+        except Exception as err:  # noqa: BLE001
+            raise DeviceError(
+                f"sim camera: offscreen OpenGL failed with EGL ({first}) and OSMesa ({err}): "
+                "install libegl1 or libosmesa6"
+            ) from err
+    raise DeviceError(
+        f"sim camera: offscreen OpenGL ({backend}) failed: {first}; install libosmesa6 or set MUJOCO_GL=egl"
+    ) from first
 
 
 class OffscreenRenderer:

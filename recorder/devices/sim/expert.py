@@ -120,13 +120,16 @@ class PickExpert(_ExpertBase):
             self._gripper = GRIPPER_CLOSED
             if self._ticks_in_state * self.dt > 0.5:
                 self._goto("lift")
-        elif self.state == "lift":
-            goal = self._p.copy()
-            goal[2] = CUBE_HALF + 0.11
-            if self._move_towards(goal, speed=0.12) < 1e-3:
-                self._goto("hold")
-        elif self.state == "hold":
-            pass
+        elif self.state in ("lift", "hold"):
+            if self._ticks_in_state > 10 and not self.robot.is_grasped() and cube[2] < CUBE_HALF + 0.01:
+                self._gripper = GRIPPER_OPEN  # missed it: open and try again
+                self._goto("above")
+                return
+            if self.state == "lift":
+                goal = self._p.copy()
+                goal[2] = CUBE_HALF + 0.11
+                if self._move_towards(goal, speed=0.12) < 1e-3:
+                    self._goto("hold")
 
 
 class PushExpert(_ExpertBase):

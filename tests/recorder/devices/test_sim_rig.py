@@ -155,3 +155,30 @@ def test_rig_reset_rerandomizes_the_scene_and_restarts_the_teleop():
         # the keyboard goal starts again from the (reset) measured joints
         action = kb.get_action(rig.robot.get_observation())
         np.testing.assert_allclose(action, rig.robot.get_observation()["observation.state"], atol=1.0)
+
+
+def test_sim_camera_falls_back_to_osmesa_when_egl_fails():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from recorder.devices.rig import load_rig\n"
+        "from recorder.devices.sim.camera import gl_backend\n"
+        "rig = load_rig('sim')\n"
+        "with rig:\n"
+        "    img = rig.cameras['front'].read_latest(timeout=10).image\n"
+        "print(gl_backend(), img.shape, round(float(img.std()), 1))\n"
+    )
+    env = dict(os.environ, MUJOCO_GL="egl", MUJOCO_EGL_DEVICE_ID="99")  # an EGL device that does not exist
+    env.pop("PYOPENGL_PLATFORM", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=str(Path(__file__).resolve().parents[3]))
+    if out.returncode != 0 and "OSMesa" in out.stderr and "libosmesa" in out.stderr:
+        pytest.skip("OSMesa is not installed here")
+    assert out.returncode == 0, out.stderr[-2000:]
+    backend, *_rest = out.stdout.split()
+    assert backend == "osmesa"
+    assert "(240, 320, 3)" in out.stdout
+    assert float(out.stdout.split()[-1]) > 10
