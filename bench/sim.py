@@ -72,7 +72,9 @@ def render_single(w: int, h: int, seconds: float) -> float:
 
 def render_rig(w: int, h: int, seconds: float, fps: float) -> dict:
     robot = SimRobot(SimRobotConfig(seed=0, realtime=True))
-    cams = [SimCamera(SimCameraConfig(camera=c, width=w, height=h, fps=fps), robot) for c in ("front", "wrist")]
+    cams = [
+        SimCamera(SimCameraConfig(camera=c, width=w, height=h, fps=fps), robot) for c in ("front", "wrist")
+    ]
     robot.connect()
     for c in cams:
         c.connect()
@@ -93,8 +95,12 @@ def render_rig(w: int, h: int, seconds: float, fps: float) -> dict:
             c.disconnect()
         robot.disconnect()
     lat_ms = np.array(lat) * 1000
-    return {"front": rates[0], "wrist": rates[1], "obs_p50": float(np.percentile(lat_ms, 50)),
-            "obs_p99": float(np.percentile(lat_ms, 99))}
+    return {
+        "front": rates[0],
+        "wrist": rates[1],
+        "obs_p50": float(np.percentile(lat_ms, 50)),
+        "obs_p99": float(np.percentile(lat_ms, 99)),
+    }
 
 
 def main() -> int:
@@ -109,14 +115,29 @@ def main() -> int:
         single = render_single(w, h, args.seconds / 2)
         paced = render_rig(w, h, args.seconds, fps=30)
         free = render_rig(w, h, args.seconds, fps=1000)
-        rows.append((f"{w}x{h}: 2 cameras @30 fps target, fps each", f"{paced['front']:.1f} / {paced['wrist']:.1f}",
-                     f"1 camera alone, unpaced: {single:.1f}"))
-        rows.append((f"{w}x{h}: 2 cameras unpaced, fps each", f"{free['front']:.1f} / {free['wrist']:.1f}", ""))
-        rows.append((f"{w}x{h}: get_observation p50 / p99 while rendering (ms)",
-                     f"{paced['obs_p50']:.2f} / {paced['obs_p99']:.2f}", "2 cameras @30 fps"))
+        rows.append(
+            (
+                f"{w}x{h}: 2 cameras @30 fps target, fps each",
+                f"{paced['front']:.1f} / {paced['wrist']:.1f}",
+                f"1 camera alone, unpaced: {single:.1f}",
+            )
+        )
+        rows.append(
+            (f"{w}x{h}: 2 cameras unpaced, fps each", f"{free['front']:.1f} / {free['wrist']:.1f}", "")
+        )
+        rows.append(
+            (
+                f"{w}x{h}: get_observation p50 / p99 while rendering (ms)",
+                f"{paced['obs_p50']:.2f} / {paced['obs_p99']:.2f}",
+                "2 cameras @30 fps",
+            )
+        )
 
     width = max(len(r[0]) for r in rows)
-    lines = [f"| {'metric'.ljust(width)} | value | baseline / note |", f"|{'-' * (width + 2)}|-------|-----------------|"]
+    lines = [
+        f"| {'metric'.ljust(width)} | value | baseline / note |",
+        f"|{'-' * (width + 2)}|-------|-----------------|",
+    ]
     lines += [f"| {a.ljust(width)} | {b} | {c} |" for a, b, c in rows]
     table = "\n".join(lines)
     print(table)

@@ -48,7 +48,9 @@ def encode_event(payload: dict[str, Any], step: int | None) -> str:
 class JsonlLogger:
     """Appends events to a file and echoes them to a stream (stdout by default)."""
 
-    def __init__(self, path: Path | None, stream: TextIO | None = sys.stdout) -> None:
+    STDOUT = object()  # the sys.stdout current at each write (tests swap it)
+
+    def __init__(self, path: Path | None, stream: TextIO | None | object = STDOUT) -> None:
         self.path = Path(path) if path is not None else None
         self._file = None
         if self.path is not None:
@@ -62,9 +64,10 @@ class JsonlLogger:
             self._file.write(line + "\n")
             self._file.flush()
         if self._stream is not None:
+            stream = sys.stdout if self._stream is JsonlLogger.STDOUT else self._stream
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
+                stream.write(line + "\n")
+                stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 self._stream = None  # the studio that read us went away: keep training, keep the file
 

@@ -1,15 +1,13 @@
 """Curation on top of the store's public API: edit labels, trash/restore/purge, train/val split, merge.
 
-Everything here goes through ``recorder.store.Store`` (``episodes``, ``update_episode``, ``open_episode``,
-``begin_episode``); the only file work is purge, which removes an episode's folder.
+Everything here goes through ``recorder.store.Store`` (``episodes``, ``update_episode``, ``restore_episode``,
+``delete_episode``, ``open_episode``, ``begin_episode``); no file is touched here directly.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -18,15 +16,13 @@ from recorder.errors import DatasetError
 SPLIT_PREFIX = "split:"
 TRAIN_TAG = "split:train"
 VAL_TAG = "split:val"
-# A hidden tag remembering that a trashed episode was "recovered" (not "complete") before.
-_WAS_RECOVERED = "_was:recovered"
 LIVE = ("complete", "recovered")
 _BOOKKEEPING = ("index", "t")
 _BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 
 
 def visible_tags(tags: Iterable[str]) -> list[str]:
-    """Tags a person sees (without our bookkeeping tags)."""
+    """Tags a person sees (without bookkeeping tags: ``_was:*`` of stores before schema 0002)."""
     return [t for t in tags if not t.startswith("_was:")]
 
 
@@ -62,8 +58,7 @@ def edit_episode(store, episode_id: int, *, task: str | None = None, success: bo
     if success != "keep":
         kwargs["success"] = success
     if tags is not None:
-        hidden = [t for t in _episode(store, episode_id).tags if t.startswith("_was:")]
-        kwargs["tags"] = list(dict.fromkeys(list(tags) + hidden))
+        kwargs["tags"] = list(dict.fromkeys(tags))
     if notes is not None:
         kwargs["notes"] = notes
     if kwargs:
@@ -99,10 +94,7 @@ def trash(store, episode_ids: Iterable[int]) -> list[int]:
             continue
         if info.status not in LIVE:
             raise DatasetError(f"episode {eid} is {info.status}: only complete or recovered episodes can be trashed")
-        tags = list(info.tags)
-        if info.status == "recovered" and _WAS_RECOVERED not in tags:
-            tags.append(_WAS_RECOVERED)
-        store.update_episode(int(eid), status="trashed", tags=tags)
+        store.update_episode(int(eid), status="trashed")  # the store remembers the status it had
         done.append(int(eid))
     return done
 
@@ -114,28 +106,19 @@ def restore(store, episode_ids: Iterable[int]) -> list[int]:
         info = _episode(store, eid)
         if info.status != "trashed":
             raise DatasetError(f"episode {eid} is not in the trash (status {info.status})")
-        status = "recovered" if _WAS_RECOVERED in info.tags else "complete"
-        store.update_episode(int(eid), status=status, tags=[t for t in info.tags if t != _WAS_RECOVERED])
+        store.restore_episode(int(eid))
         done.append(int(eid))
     return done
 
 
 def purge(store, episode_ids: Iterable[int]) -> list[int]:
-    """Delete episodes' files for good; their index rows become ``discarded``. Cannot be undone."""
+    """Delete episodes for good: their files and their index rows (``Store.delete_episode``). Cannot be undone."""
     done = []
     for eid in episode_ids:
         info = _episode(store, eid)
         if info.status == "recording":
             raise DatasetError(f"episode {eid} is still recording: stop it before purging")
-        delete = getattr(store, "delete_episode", None)
-        if delete is not None:
-            delete(int(eid))
-        else:
-            path = Path(info.path)
-            if path.exists():
-                shutil.rmtree(path)
-            if info.status != "discarded":
-                store.update_episode(int(eid), status="discarded")
+        store.delete_episode(int(eid))
         done.append(int(eid))
     return done
 

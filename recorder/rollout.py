@@ -465,15 +465,25 @@ class PinholeCalibration:
         return cls(K, T)
 
 
-def projectors_for(robot, camera_names, calibrations: dict[str, PinholeCalibration] | None = None) -> dict:
-    """camera -> projector: exact for the sim (``robot.project``), from a calibration on real cameras."""
+def projectors_for(robot, cameras, calibrations: dict[str, PinholeCalibration] | None = None) -> dict:
+    """camera -> projector: exact for the sim (``robot.project``), from a calibration on real cameras.
+
+    ``cameras`` is the rig's ``{name: Camera}`` (or a list of names); a sim camera is projected at its
+    own image size with the scene camera it renders (``cfg.camera``).
+    """
     out = {}
     calibrations = calibrations or {}
-    for cam in camera_names:
-        if cam in calibrations:
-            out[cam] = calibrations[cam].project
+    items = cameras.items() if isinstance(cameras, dict) else ((c, None) for c in cameras)
+    for name, cam in items:
+        if name in calibrations:
+            out[name] = calibrations[name].project
         elif hasattr(robot, "project"):
-            out[cam] = (lambda pts, _c=cam: robot.project(pts, _c))
+            scene_cam = getattr(getattr(cam, "cfg", None), "camera", None) or name
+            size = (getattr(cam, "width", None), getattr(cam, "height", None))
+            if None in size:
+                out[name] = (lambda pts, _c=scene_cam: robot.project(pts, _c))
+            else:
+                out[name] = (lambda pts, _c=scene_cam, _s=size: robot.project(pts, _c, width=_s[0], height=_s[1]))
     return out
 
 

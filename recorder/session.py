@@ -271,11 +271,11 @@ class RecordSession:
         try:
             while True:
                 self._wake.clear()
-                self._apply_commands()
-                phase = self._phase
-                if phase is Phase.CLOSED:
-                    break
                 try:
+                    self._apply_commands()
+                    phase = self._phase
+                    if phase is Phase.CLOSED:
+                        break
                     if phase is Phase.RECORDING:
                         self._record()
                     elif phase is Phase.RESET:
@@ -494,8 +494,14 @@ class RecordSession:
     def _discard(self) -> None:
         writer, self._writer = self._writer, None
         self._label = None
-        writer.discard()
+        self._safe_discard(writer)
         self.discarded += 1
+
+    def _safe_discard(self, writer) -> None:
+        try:
+            writer.discard()
+        except (OSError, KnownError) as err:  # the store recovers or drops the leftovers when next opened
+            self.message = f"discarding the episode left files behind ({err})"
 
     def _next_after_episode(self, record_next: bool, saved=None) -> None:
         what = f"saved episode {saved.id} ({saved.num_frames} frames)" if saved is not None else "discarded"
@@ -518,7 +524,7 @@ class RecordSession:
         self._label = None
         ticks = getattr(getattr(writer, "stats", None), "ticks", 1)
         if not ticks:
-            writer.discard()
+            self._safe_discard(writer)
             return
         note = "; ".join(x for x in (why, self._loss_note()) if x)
         try:

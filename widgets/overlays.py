@@ -53,8 +53,7 @@ def _to_widget(rect: QRectF, scale: float, uv) -> QPointF:
 
 def _panel(painter: QPainter, rect: QRectF, lines: list[tuple[str, QColor]], corner: str, scale: float) -> None:
     font = QFont(painter.font())
-    px = max(9, int(11 * max(scale, 0.8)))
-    font.setPixelSize(px)
+    font.setPixelSize(12)  # text stays readable and small whatever the image scale
     painter.setFont(font)
     fm = painter.fontMetrics()
     w = max(fm.horizontalAdvance(t) for t, _ in lines) + 10
@@ -79,7 +78,7 @@ def paint_path(painter: QPainter, rect: QRectF, scale: float, data: OverlayData)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
     painter.setClipRect(rect)
     n = len(pts)
-    width = max(2.0, 3.0 * scale)
+    width = float(np.clip(2.0 * scale, 2.0, 4.0))
     path = QPainterPath(_to_widget(rect, scale, pts[0]))
     for p in pts[1:]:
         path.lineTo(_to_widget(rect, scale, p))
@@ -92,7 +91,7 @@ def paint_path(painter: QPainter, rect: QRectF, scale: float, data: OverlayData)
         c.setAlpha(int(255 - 170 * i / max(n - 1, 1)))
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QBrush(c))
-        r = (5.0 if i == 0 else 3.0) * max(scale, 0.6)
+        r = (5.0 if i == 0 else 3.0) * float(np.clip(scale, 0.6, 1.5))
         painter.drawEllipse(_to_widget(rect, scale, p), r, r)
     painter.restore()
 
@@ -102,7 +101,7 @@ def paint_gripper(painter: QPainter, rect: QRectF, scale: float, data: OverlayDa
         return
     g = float(np.clip(data.gripper, 0, 100))
     painter.save()
-    w, h = 90 * max(scale, 0.8), 14 * max(scale, 0.8)
+    w, h = min(110.0, rect.width() * 0.45), 16.0
     box = QRectF(rect.left() + 4, rect.bottom() - h - 4, w, h)
     painter.fillRect(box, QColor(0, 0, 0, 160))
     inner = box.adjusted(2, 2, -2, -2)
@@ -120,8 +119,8 @@ def paint_bars(painter: QPainter, rect: QRectF, scale: float, data: OverlayData)
     if data.predicted is None and data.executed is None:
         return
     n = len(data.predicted if data.predicted is not None else data.executed)
-    w = min(rect.width() * 0.4, 160 * max(scale, 0.8))
-    h = min(rect.height() * 0.45, n * 13 * max(scale, 0.8))
+    w = min(rect.width() * 0.4, 170.0)
+    h = min(rect.height() * 0.45, n * 14.0)
     box = QRectF(rect.right() - w - 4, rect.bottom() - h - 4, w, h)
     paint_action_bars(painter, box, data.predicted, data.executed, data.low, data.high, data.joint_names or None)
 
@@ -157,7 +156,7 @@ def paint_confidence(painter: QPainter, rect: QRectF, scale: float, data: Overla
     if c is None or len(c) == 0 or not np.isfinite(c).any():
         return
     painter.save()
-    s = max(scale, 0.8)
+    s = 1.0
     w, h = 8 * s * len(c) + 8, 30 * s
     box = QRectF(rect.right() - w - 4, rect.top() + 4, w, h)
     painter.fillRect(box, QColor(0, 0, 0, 160))
@@ -188,7 +187,7 @@ def paint_safety(painter: QPainter, rect: QRectF, scale: float, data: OverlayDat
         lines.append(("clipped now: " + ", ".join(data.safety_now), QColor(255, 90, 90)))
     painter.save()
     # below the timing panel
-    _panel(painter, rect.adjusted(0, 16 + 24 * max(scale, 0.8), 0, 0), lines, "top-left", scale)
+    _panel(painter, rect.adjusted(0, 16 + 22, 0, 0), lines, "top-left", scale)
     painter.restore()
 
 

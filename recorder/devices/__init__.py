@@ -17,6 +17,17 @@ from recorder.devices.configs import config_from_dict, config_to_dict, registere
 from recorder.devices.factory import make_camera, make_robot, make_teleop
 
 __all__ = [
-    "JOINT_NAMES", "Camera", "FramePacket", "Robot", "Teleoperator", "ThreadedCamera", "SimpleTeleoperator",
-    "make_camera", "make_robot", "make_teleop", "config_from_dict", "config_to_dict", "registered_types",
+    "JOINT_NAMES",
+    "Camera",
+    "FramePacket",
+    "Robot",
+    "Teleoperator",
+    "ThreadedCamera",
+    "SimpleTeleoperator",
+    "make_camera",
+    "make_robot",
+    "make_teleop",
+    "config_from_dict",
+    "config_to_dict",
+    "registered_types",
 ]

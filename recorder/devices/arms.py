@@ -39,8 +39,10 @@ from recorder.errors import ConfigError, DeviceError, DeviceTimeoutError
 MOTOR_IDS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
 
 # SO-101 ranges (degrees; lerobot "new calibration" zero in mid-range), shared by the sim
-SO101_LIMITS = (np.array([-110, -100, -96.83, -95, -157.2, 0], dtype=np.float32),
-                np.array([110, 100, 96.83, 95, 162.8, 100], dtype=np.float32))
+SO101_LIMITS = (
+    np.array([-110, -100, -96.83, -95, -157.2, 0], dtype=np.float32),
+    np.array([110, 100, 96.83, 95, 162.8, 100], dtype=np.float32),
+)
 
 
 @dataclass
@@ -60,20 +62,32 @@ class ArmCalibration:
     joints: dict[str, JointCalibration]
 
     def to_json(self) -> dict:
-        return {"arm_id": self.arm_id, "arm_type": self.arm_type, "resolution": self.resolution,
-                "joints": {k: asdict(v) for k, v in self.joints.items()}}
+        return {
+            "arm_id": self.arm_id,
+            "arm_type": self.arm_type,
+            "resolution": self.resolution,
+            "joints": {k: asdict(v) for k, v in self.joints.items()},
+        }
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> ArmCalibration:
         try:
             joints = {k: JointCalibration(**v) for k, v in data["joints"].items()}
-            cal = cls(arm_id=data["arm_id"], arm_type=data["arm_type"], resolution=int(data["resolution"]),
-                      joints=joints)
+            cal = cls(
+                arm_id=data["arm_id"],
+                arm_type=data["arm_type"],
+                resolution=int(data["resolution"]),
+                joints=joints,
+            )
         except (KeyError, TypeError, ValueError) as err:
-            raise ConfigError(f"calibration file {where} is malformed ({err}): calibrate the arm again") from None
+            raise ConfigError(
+                f"calibration file {where} is malformed ({err}): calibrate the arm again"
+            ) from None
         missing = [n for n in JOINT_NAMES if n not in joints]
         if missing:
-            raise ConfigError(f"calibration file {where} lacks joint(s) {', '.join(missing)}: calibrate again")
+            raise ConfigError(
+                f"calibration file {where} lacks joint(s) {', '.join(missing)}: calibrate again"
+            )
         return cal
 
     # raw ticks <-> studio units
@@ -130,7 +144,9 @@ def load_calibration(path: Path, arm_type: str) -> ArmCalibration:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"calibration file {path} cannot be read ({err}): calibrate the arm again") from None
+        raise ConfigError(
+            f"calibration file {path} cannot be read ({err}): calibrate the arm again"
+        ) from None
     return ArmCalibration.from_json(data, str(path))
 
 
@@ -145,8 +161,10 @@ class _ArmBus:
 
     def __init__(self, arm_type: str, cfg, home: Path | None) -> None:
         if not cfg.port:
-            raise ConfigError(f"{arm_type} '{cfg.id}': no serial port set: add port = \"/dev/ttyACM0\" "
-                              "('vla-studio devices' lists ports)")
+            raise ConfigError(
+                f"{arm_type} '{cfg.id}': no serial port set: add port = \"/dev/ttyACM0\" "
+                "('vla-studio devices' lists ports)"
+            )
         self.arm_type = arm_type
         self.cfg = cfg
         self.bus, self.table = _bus_for(arm_type, cfg.port, cfg.baudrate, cfg.timeout_s)
@@ -180,8 +198,10 @@ class _ArmBus:
 
     def write_units(self, values: np.ndarray) -> None:
         addr, size = self.table.goal
-        goals = {MOTOR_IDS[n]: self.table.encode_position(self.cal.to_raw(n, float(v)))
-                 for n, v in zip(JOINT_NAMES, values)}
+        goals = {
+            MOTOR_IDS[n]: self.table.encode_position(self.cal.to_raw(n, float(v)))
+            for n, v in zip(JOINT_NAMES, values)
+        }
         self.bus.sync_write(addr, size, goals)
 
     def position_mode(self) -> None:
@@ -299,10 +319,15 @@ class LeaderArmTeleop(Teleoperator):
         return self._arm.read_units()
 
 
-def calibrate_arm(arm_type: str, cfg, home: Path | None = None,
-                  wait_for_middle: Callable[[], None] = lambda: None,
-                  record_s: float = 10.0, should_stop: Callable[[], bool] = lambda: False,
-                  invert: tuple[str, ...] = ()) -> ArmCalibration:
+def calibrate_arm(
+    arm_type: str,
+    cfg,
+    home: Path | None = None,
+    wait_for_middle: Callable[[], None] = lambda: None,
+    record_s: float = 10.0,
+    should_stop: Callable[[], bool] = lambda: False,
+    invert: tuple[str, ...] = (),
+) -> ArmCalibration:
     """Interactive calibration: put the arm in its middle pose (``wait_for_middle`` returns when it is),
     then move every joint through its whole range for ``record_s`` seconds (or until ``should_stop``).
     Saves ``<calibration dir>/<arm id>.json`` and returns the calibration."""
@@ -326,15 +351,34 @@ def calibrate_arm(arm_type: str, cfg, home: Path | None = None,
             time.sleep(0.01)
     finally:
         arm.bus.close()
-    joints = {n: JointCalibration(id=MOTOR_IDS[n], drive_mode=int(n in invert), homing_offset=offsets[MOTOR_IDS[n]],
-                                  range_min=lo[MOTOR_IDS[n]], range_max=hi[MOTOR_IDS[n]]) for n in JOINT_NAMES}
+    joints = {
+        n: JointCalibration(
+            id=MOTOR_IDS[n],
+            drive_mode=int(n in invert),
+            homing_offset=offsets[MOTOR_IDS[n]],
+            range_min=lo[MOTOR_IDS[n]],
+            range_max=hi[MOTOR_IDS[n]],
+        )
+        for n in JOINT_NAMES
+    }
     if joints["gripper"].range_max - joints["gripper"].range_min < 20:
-        raise DeviceError(f"{arm_type} '{cfg.id}': the gripper barely moved during calibration: open and close it "
-                          "fully while recording")
+        raise DeviceError(
+            f"{arm_type} '{cfg.id}': the gripper barely moved during calibration: open and close it "
+            "fully while recording"
+        )
     cal = ArmCalibration(arm_id=cfg.id, arm_type=arm_type, resolution=arm.table.resolution, joints=joints)
     save_calibration(cal, arm.cal_path)
     return cal
 
 
-__all__ = ["ServoArm", "LeaderArmTeleop", "ArmCalibration", "JointCalibration", "calibrate_arm",
-           "save_calibration", "load_calibration", "calibration_path", "KochFollowerConfig"]
+__all__ = [
+    "ServoArm",
+    "LeaderArmTeleop",
+    "ArmCalibration",
+    "JointCalibration",
+    "calibrate_arm",
+    "save_calibration",
+    "load_calibration",
+    "calibration_path",
+    "KochFollowerConfig",
+]

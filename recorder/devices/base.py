@@ -175,12 +175,16 @@ class ThreadedCamera(Camera):
         with self._cond:
             if self._latest is None or self._thread is None:
                 if self._thread is None:
-                    raise DeviceNotConnectedError(f"camera '{self.name}' is not connected: call connect() first")
+                    raise DeviceNotConnectedError(
+                        f"camera '{self.name}' is not connected: call connect() first"
+                    )
                 deadline = time.monotonic() + timeout
                 while self._latest is None and self._error is None:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise DeviceTimeoutError(f"camera '{self.name}' delivered no frame within {timeout:g} s")
+                        raise DeviceTimeoutError(
+                            f"camera '{self.name}' delivered no frame within {timeout:g} s"
+                        )
                     self._cond.wait(left)
             if self._error is not None and not (self._thread and self._thread.is_alive()):
                 raise DeviceError(f"camera '{self.name}' stopped: {self._error}")
@@ -193,7 +197,9 @@ class ThreadedCamera(Camera):
             while self._latest is None or self._latest.index <= after_index:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise DeviceTimeoutError(f"camera '{self.name}' delivered no new frame within {timeout:g} s")
+                    raise DeviceTimeoutError(
+                        f"camera '{self.name}' delivered no new frame within {timeout:g} s"
+                    )
                 self._cond.wait(left)
             return self._latest
 
@@ -244,12 +250,19 @@ class Robot(_Device):
 
     @property
     def observation_features(self) -> dict:
-        return {"observation.state": {"shape": (len(self.joint_names),), "dtype": "float32",
-                                      "names": list(self.joint_names)}}
+        return {
+            "observation.state": {
+                "shape": (len(self.joint_names),),
+                "dtype": "float32",
+                "names": list(self.joint_names),
+            }
+        }
 
     @property
     def action_features(self) -> dict:
-        return {"action": {"shape": (len(self.joint_names),), "dtype": "float32", "names": list(self.joint_names)}}
+        return {
+            "action": {"shape": (len(self.joint_names),), "dtype": "float32", "names": list(self.joint_names)}
+        }
 
     def clip_action(self, action: np.ndarray) -> np.ndarray:
         a = np.asarray(action, dtype=np.float32).reshape(-1)

@@ -78,7 +78,9 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
-            raise ValueError(f"width, height and fps must be positive (got {self.width}x{self.height} @ {self.fps})")
+            raise ValueError(
+                f"width, height and fps must be positive (got {self.width}x{self.height} @ {self.fps})"
+            )
 
 
 @register("camera", "test_pattern")
@@ -236,5 +238,9 @@ class KochLeaderConfig(LeaderArmConfig):
 
 
 __all__ = [n for n in dir() if n.endswith("Config")] + [
-    "register", "registered_types", "config_from_dict", "config_to_dict", "field",
+    "register",
+    "registered_types",
+    "config_from_dict",
+    "config_to_dict",
+    "field",
 ]

@@ -30,7 +30,9 @@ def make_camera(cfg: C.CameraConfig, name: str | None = None, robot: Robot | Non
         from recorder.devices.sim import SimCamera, SimRobot
 
         if not isinstance(robot, SimRobot):
-            raise ConfigError(f"camera '{name}': type 'sim' needs the sim robot in the same rig (robot type = \"sim\")")
+            raise ConfigError(
+                f"camera '{name}': type 'sim' needs the sim robot in the same rig (robot type = \"sim\")"
+            )
         return SimCamera(cfg, robot, name=name)
     raise ConfigError(f"no camera implementation for type '{cfg.type}'")
 
@@ -64,7 +66,9 @@ def make_teleop(cfg: C.TeleopConfig, robot: Robot | None = None, home: Path | No
         from recorder.devices.sim import SimRobot, make_expert
 
         if not isinstance(robot, SimRobot):
-            raise ConfigError("teleop 'scripted' drives the sim robot only: set robot type = \"sim\" in the rig file")
+            raise ConfigError(
+                "teleop 'scripted' drives the sim robot only: set robot type = \"sim\" in the rig file"
+            )
         return make_expert(robot, cfg)
     if isinstance(cfg, C.LeaderArmConfig):
         from recorder.devices.arms import LeaderArmTeleop

@@ -37,8 +37,12 @@ class ArmGeometry:
         pan, a1, a2, a3 = q
         b12, b123 = a1 + a2, a1 + a2 + a3
         r = self.upper_arm * math.sin(a1) + self.forearm * math.cos(b12) + self.tool * math.cos(b123)
-        z = self.shoulder_height + self.upper_arm * math.cos(a1) - self.forearm * math.sin(b12) \
+        z = (
+            self.shoulder_height
+            + self.upper_arm * math.cos(a1)
+            - self.forearm * math.sin(b12)
             - self.tool * math.sin(b123)
+        )
         bx, by, bz = self.base
         return np.array([bx + r * math.cos(pan), by + r * math.sin(pan), bz + z])
 
@@ -53,14 +57,22 @@ class ArmGeometry:
         L1, L2, L3 = self.upper_arm, self.forearm, self.tool
         b12, b123 = a1 + a2, a1 + a2 + a3
         r = L1 * math.sin(a1) + L2 * math.cos(b12) + L3 * math.cos(b123)
-        dr = np.array([0.0,
-                       L1 * math.cos(a1) - L2 * math.sin(b12) - L3 * math.sin(b123),
-                       -L2 * math.sin(b12) - L3 * math.sin(b123),
-                       -L3 * math.sin(b123)])
-        dz = np.array([0.0,
-                       -L1 * math.sin(a1) - L2 * math.cos(b12) - L3 * math.cos(b123),
-                       -L2 * math.cos(b12) - L3 * math.cos(b123),
-                       -L3 * math.cos(b123)])
+        dr = np.array(
+            [
+                0.0,
+                L1 * math.cos(a1) - L2 * math.sin(b12) - L3 * math.sin(b123),
+                -L2 * math.sin(b12) - L3 * math.sin(b123),
+                -L3 * math.sin(b123),
+            ]
+        )
+        dz = np.array(
+            [
+                0.0,
+                -L1 * math.sin(a1) - L2 * math.cos(b12) - L3 * math.cos(b123),
+                -L2 * math.cos(b12) - L3 * math.cos(b123),
+                -L3 * math.cos(b123),
+            ]
+        )
         c, s = math.cos(pan), math.sin(pan)
         J = np.zeros((4, 4))
         J[0] = c * dr
@@ -76,7 +88,7 @@ class ArmGeometry:
     def inverse(self, target, pitch_deg: float = 90.0, elbow_up: bool = True) -> np.ndarray | None:
         """Joint angles (pan, lift, elbow, wrist_flex) in degrees putting the tool point at ``target`` with
         the gripper ``pitch_deg`` below horizontal, or None when out of reach."""
-        x, y, z = (np.asarray(target, dtype=np.float64) - np.asarray(self.base))
+        x, y, z = np.asarray(target, dtype=np.float64) - np.asarray(self.base)
         pan = math.atan2(y, x)
         r = math.hypot(x, y)
         phi = math.radians(pitch_deg)

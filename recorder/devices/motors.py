@@ -73,8 +73,13 @@ def dxl_unstuff(body: bytes) -> bytes:
     i = 0
     while i < len(body):
         out.append(body[i])
-        if body[i] == 0xFD and len(out) >= 3 and out[-3:] == b"\xff\xff\xfd" and i + 1 < len(body) \
-                and body[i + 1] == 0xFD:
+        if (
+            body[i] == 0xFD
+            and len(out) >= 3
+            and out[-3:] == b"\xff\xff\xfd"
+            and i + 1 < len(body)
+            and body[i + 1] == 0xFD
+        ):
             i += 1  # skip the stuffed byte
         i += 1
     return bytes(out)
@@ -96,7 +101,9 @@ class ServoBus(ABC):
     protocol = ""
     addr_bytes = 1
 
-    def __init__(self, port: str, baudrate: int = 1_000_000, timeout_s: float = 0.05, retries: int = 1) -> None:
+    def __init__(
+        self, port: str, baudrate: int = 1_000_000, timeout_s: float = 0.05, retries: int = 1
+    ) -> None:
         self.port = port
         self.baudrate = baudrate
         self.timeout_s = timeout_s
@@ -113,8 +120,9 @@ class ServoBus(ABC):
         import serial
 
         try:
-            self._ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=self.timeout_s,
-                                              write_timeout=1.0)
+            self._ser = serial.serial_for_url(
+                self.port, baudrate=self.baudrate, timeout=self.timeout_s, write_timeout=1.0
+            )
         except (serial.SerialException, OSError, ValueError) as err:
             raise DeviceError(
                 f"servo bus {self.port}: cannot open ({err}): check the USB cable, the port name "
@@ -174,12 +182,14 @@ class ServoBus(ABC):
 
     def _sync_header(self, header: bytes, servo_id: int, deadline: float) -> None:
         window = bytearray()
-        while bytes(window[-len(header):]) != header:
+        while bytes(window[-len(header) :]) != header:
             window += self._read_exact(1, servo_id, deadline)
             if len(window) > 512:
                 raise DeviceError(f"servo {servo_id} on {self.port}: garbage on the bus: check the baud rate")
 
-    def _transact(self, servo_id: int, instr: int, params: bytes, reply_ids: list[int]) -> list[tuple[int, bytes]]:
+    def _transact(
+        self, servo_id: int, instr: int, params: bytes, reply_ids: list[int]
+    ) -> list[tuple[int, bytes]]:
         ser = self._require()
         pkt = self.packet(servo_id, instr, params)
         with self._lock:
@@ -202,8 +212,10 @@ class ServoBus(ABC):
                 raise last_err
         for rid, (err, _data) in zip(reply_ids, replies):
             if err & self.fatal_error_mask:
-                raise DeviceError(f"servo {rid} on {self.port} reports {self.describe_error(err)}: "
-                                  "power-cycle the arm and check for a blocked joint")
+                raise DeviceError(
+                    f"servo {rid} on {self.port} reports {self.describe_error(err)}: "
+                    "power-cycle the arm and check for a blocked joint"
+                )
         return replies
 
     fatal_error_mask = 0xFF
@@ -217,7 +229,7 @@ class ServoBus(ABC):
             return False
 
     def read(self, servo_id: int, addr: int, size: int) -> int:
-        (_err, data), = self._transact(servo_id, READ, self._addr(addr) + self._len(size), [servo_id])
+        ((_err, data),) = self._transact(servo_id, READ, self._addr(addr) + self._len(size), [servo_id])
         if len(data) != size:
             raise DeviceError(f"servo {servo_id} on {self.port}: expected {size} data bytes, got {len(data)}")
         return int.from_bytes(data, "little")
@@ -233,7 +245,9 @@ class ServoBus(ABC):
         self._transact(BROADCAST, SYNC_WRITE, bytes(params), [])
 
     def sync_read(self, addr: int, size: int, ids: list[int]) -> dict[int, int]:
-        replies = self._transact(BROADCAST, SYNC_READ, self._addr(addr) + self._len(size) + bytes(ids), list(ids))
+        replies = self._transact(
+            BROADCAST, SYNC_READ, self._addr(addr) + self._len(size) + bytes(ids), list(ids)
+        )
         out = {}
         for sid, (_err, data) in zip(ids, replies):
             if len(data) != size:
@@ -247,8 +261,13 @@ class FeetechBus(ServoBus):
     addr_bytes = 1
     fatal_error_mask = 0x2C  # overheat (0x04), overload (0x20), over-current (0x08)
 
-    _ERRORS = {0x01: "input voltage", 0x02: "angle limit", 0x04: "overheat", 0x08: "over-current",
-               0x20: "overload"}
+    _ERRORS = {
+        0x01: "input voltage",
+        0x02: "angle limit",
+        0x04: "overheat",
+        0x08: "over-current",
+        0x20: "overload",
+    }
 
     def packet(self, servo_id: int, instr: int, params: bytes = b"") -> bytes:
         return feetech_packet(servo_id, instr, params)
@@ -263,10 +282,14 @@ class FeetechBus(ServoBus):
         rest = self._read_exact(n, servo_id, deadline)  # error, params..., checksum
         body = bytes([sid, n]) + rest[:-1]
         if feetech_checksum(body) != rest[-1]:
-            raise DeviceError(f"servo {servo_id} on {self.port}: corrupted reply (bad checksum): "
-                              "check the cable and the baud rate")
+            raise DeviceError(
+                f"servo {servo_id} on {self.port}: corrupted reply (bad checksum): "
+                "check the cable and the baud rate"
+            )
         if sid != servo_id:
-            raise DeviceError(f"servo {servo_id} on {self.port}: reply came from id {sid}: two servos share an id?")
+            raise DeviceError(
+                f"servo {servo_id} on {self.port}: reply came from id {sid}: two servos share an id?"
+            )
         return rest[0], rest[1:-1]
 
 
@@ -274,8 +297,15 @@ class DynamixelBus(ServoBus):
     protocol = "dynamixel"
     addr_bytes = 2
     fatal_error_mask = 0x80  # hardware alert
-    _ERRORS = {1: "result fail", 2: "instruction error", 3: "CRC error", 4: "data range error",
-               5: "data length error", 6: "data limit error", 7: "access error"}
+    _ERRORS = {
+        1: "result fail",
+        2: "instruction error",
+        3: "CRC error",
+        4: "data range error",
+        5: "data length error",
+        6: "data limit error",
+        7: "access error",
+    }
 
     def packet(self, servo_id: int, instr: int, params: bytes = b"") -> bytes:
         return dxl_packet(servo_id, instr, params)
@@ -292,16 +322,22 @@ class DynamixelBus(ServoBus):
         rest = self._read_exact(n, servo_id, deadline)  # instr(0x55), error, params..., crc_l, crc_h
         pkt = b"\xff\xff\xfd\x00" + head + rest[:-2]
         if dxl_crc(pkt) != (rest[-2] | (rest[-1] << 8)):
-            raise DeviceError(f"servo {servo_id} on {self.port}: corrupted reply (bad CRC): "
-                              "check the cable and the baud rate")
+            raise DeviceError(
+                f"servo {servo_id} on {self.port}: corrupted reply (bad CRC): "
+                "check the cable and the baud rate"
+            )
         body = dxl_unstuff(rest[:-2])
         if body[0] != 0x55:
             raise DeviceError(f"servo {servo_id} on {self.port}: not a status packet (0x{body[0]:02x})")
         if sid != servo_id:
-            raise DeviceError(f"servo {servo_id} on {self.port}: reply came from id {sid}: two servos share an id?")
+            raise DeviceError(
+                f"servo {servo_id} on {self.port}: reply came from id {sid}: two servos share an id?"
+            )
         err = body[1]
         if err & 0x7F:
-            raise DeviceError(f"servo {servo_id} on {self.port} rejected the command: {self.describe_error(err)}")
+            raise DeviceError(
+                f"servo {servo_id} on {self.port} rejected the command: {self.describe_error(err)}"
+            )
         return err, body[2:]
 
 
@@ -309,8 +345,9 @@ class DynamixelBus(ServoBus):
 class MotorTable:
     """Addresses (addr, size) of the registers we use, and the position encoding."""
 
-    def __init__(self, torque, goal, present, operating_mode=None, resolution: int = 4096,
-                 sign_bit: int | None = None) -> None:
+    def __init__(
+        self, torque, goal, present, operating_mode=None, resolution: int = 4096, sign_bit: int | None = None
+    ) -> None:
         self.torque, self.goal, self.present = torque, goal, present
         self.operating_mode = operating_mode  # (addr, size, value for position control)
         self.resolution = resolution

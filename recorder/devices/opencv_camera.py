@@ -33,8 +33,11 @@ class OpenCVCamera(ThreadedCamera):
         self.connect_timeout_s = cfg.connect_timeout_s
         self.source = _source(cfg.index_or_path)
         self._cap = None
-        self._is_file = isinstance(self.source, str) and Path(self.source).is_file() \
+        self._is_file = (
+            isinstance(self.source, str)
+            and Path(self.source).is_file()
             and not str(self.source).startswith("/dev/")
+        )
         self._next_t = 0.0
 
     def describe(self) -> str:
@@ -43,7 +46,9 @@ class OpenCVCamera(ThreadedCamera):
     def _open(self) -> None:
         src = self.source
         if isinstance(src, str) and not self._is_file and not os.path.exists(src):
-            raise DeviceError(f"camera '{self.name}': {src} does not exist: run 'vla-studio devices' to list cameras")
+            raise DeviceError(
+                f"camera '{self.name}': {src} does not exist: run 'vla-studio devices' to list cameras"
+            )
         backend = cv2.CAP_V4L2 if self.cfg.backend == "v4l2" else cv2.CAP_ANY
         cap = cv2.VideoCapture(src, backend)
         if not cap.isOpened():
@@ -105,8 +110,10 @@ def list_opencv_cameras(max_index: int = 10) -> list[dict]:
 
     if sys.platform.startswith("linux"):
         # V4L2 nodes; metadata nodes fail to open and are skipped
-        candidates: list[int | str] = sorted((str(p) for p in Path("/dev").glob("video*")),
-                                             key=lambda s: int(s[10:]) if s[10:].isdigit() else 0)
+        candidates: list[int | str] = sorted(
+            (str(p) for p in Path("/dev").glob("video*")),
+            key=lambda s: int(s[10:]) if s[10:].isdigit() else 0,
+        )
     else:
         candidates = list(range(max_index))
     for src in candidates:
@@ -118,7 +125,10 @@ def list_opencv_cameras(max_index: int = 10) -> list[dict]:
             for w, h in [(320, 240), (640, 480), (1280, 720), (1920, 1080)]:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
-                if (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (w, h):
+                if (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (
+                    w,
+                    h,
+                ):
                     modes.append({"width": w, "height": h, "fps": float(cap.get(cv2.CAP_PROP_FPS) or 0.0)})
             found.append({"source": src, "backend": cap.getBackendName(), "modes": modes})
         finally:

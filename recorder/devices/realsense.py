@@ -32,13 +32,20 @@ def list_realsense() -> list[dict]:
         return []
     out = []
     for dev in rs.context().query_devices():
+
         def info(key, dev=dev):
             try:
                 return dev.get_info(key)
             except RuntimeError:
                 return ""
-        out.append({"serial": info(rs.camera_info.serial_number), "name": info(rs.camera_info.name),
-                    "firmware": info(rs.camera_info.firmware_version)})
+
+        out.append(
+            {
+                "serial": info(rs.camera_info.serial_number),
+                "name": info(rs.camera_info.name),
+                "firmware": info(rs.camera_info.firmware_version),
+            }
+        )
     return out
 
 
@@ -62,12 +69,16 @@ class RealSenseCamera(ThreadedCamera):
         if self.cfg.playback:
             path = Path(self.cfg.playback).expanduser()
             if not path.exists():
-                raise DeviceError(f"camera '{self.name}': recording {path} does not exist: check the playback path")
+                raise DeviceError(
+                    f"camera '{self.name}': recording {path} does not exist: check the playback path"
+                )
             cfg.enable_device_from_file(str(path), bool(self.cfg.loop_playback))
         else:
             serials = [d["serial"] for d in list_realsense()]
             if not serials:
-                raise DeviceError(f"camera '{self.name}': no RealSense camera found: plug one in (USB 3 port)")
+                raise DeviceError(
+                    f"camera '{self.name}': no RealSense camera found: plug one in (USB 3 port)"
+                )
             if self.cfg.serial and self.cfg.serial not in serials:
                 raise DeviceError(
                     f"camera '{self.name}': no RealSense with serial {self.cfg.serial}: connected are "
@@ -96,8 +107,10 @@ class RealSenseCamera(ThreadedCamera):
                 try:
                     profile.get_stream(rs.stream.depth)
                 except RuntimeError:
-                    raise DeviceError(f"camera '{self.name}': recording {self.cfg.playback} has no depth stream: "
-                                      "set use_depth = false") from None
+                    raise DeviceError(
+                        f"camera '{self.name}': recording {self.cfg.playback} has no depth stream: "
+                        "set use_depth = false"
+                    ) from None
         if self.has_depth:
             try:
                 scale = profile.get_device().first_depth_sensor().get_depth_scale()  # metres per unit
@@ -113,8 +126,10 @@ class RealSenseCamera(ThreadedCamera):
         except RuntimeError as err:
             if self._stop.is_set():
                 return None, None
-            raise DeviceError(f"camera '{self.name}' ({self.describe()}) stopped delivering frames ({err}): "
-                              "check the USB cable") from None
+            raise DeviceError(
+                f"camera '{self.name}' ({self.describe()}) stopped delivering frames ({err}): "
+                "check the USB cable"
+            ) from None
         if self._align is not None:
             frames = self._align.process(frames)
         color = frames.get_color_frame()
@@ -129,7 +144,9 @@ class RealSenseCamera(ThreadedCamera):
             if d:
                 depth = np.asanyarray(d.get_data())
                 if abs(self._depth_scale_mm - 1.0) > 1e-6:
-                    depth = np.clip(depth.astype(np.float32) * self._depth_scale_mm, 0, 65535).astype(np.uint16)
+                    depth = np.clip(depth.astype(np.float32) * self._depth_scale_mm, 0, 65535).astype(
+                        np.uint16
+                    )
                 else:
                     depth = depth.copy()
         return np.ascontiguousarray(img), depth

@@ -63,15 +63,19 @@ class RigConfig:
         known = {"name", "task", "robot", "cameras", "teleop"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; a rig has {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; a rig has {', '.join(sorted(known))}"
+            )
         if "robot" not in data:
-            raise ConfigError(f"{where}: no [robot] table: add one, e.g. [robot] type = \"sim\"")
+            raise ConfigError(f'{where}: no [robot] table: add one, e.g. [robot] type = "sim"')
         robot = C.config_from_dict("robot", _table(data["robot"], "robot", where), where)
         cams_raw = data.get("cameras", {})
         if not isinstance(cams_raw, dict):
             raise ConfigError(f"{where}: 'cameras' must be a table of [cameras.<name>] tables")
-        cameras = {k: C.config_from_dict("camera", _table(v, f"cameras.{k}", where), f"{where} [cameras.{k}]")
-                   for k, v in cams_raw.items()}
+        cameras = {
+            k: C.config_from_dict("camera", _table(v, f"cameras.{k}", where), f"{where} [cameras.{k}]")
+            for k, v in cams_raw.items()
+        }
         teleop = None
         t = data.get("teleop")
         if isinstance(t, str):
@@ -90,8 +94,14 @@ def _table(v: Any, key: str, where: str) -> dict:
     return v
 
 
-def sim_rig_config(task: str = "pick", teleop: str = "keyboard", width: int = 320, height: int = 240,
-                   fps: float = 30.0, seed: int | None = None) -> RigConfig:
+def sim_rig_config(
+    task: str = "pick",
+    teleop: str = "keyboard",
+    width: int = 320,
+    height: int = 240,
+    fps: float = 30.0,
+    seed: int | None = None,
+) -> RigConfig:
     """The built-in simulated rig."""
     teleop_cfg = C.config_from_dict("teleop", {"type": teleop}) if teleop and teleop != "none" else None
     return RigConfig(

@@ -28,16 +28,38 @@ from recorder.devices.configs import GamepadTeleopConfig, KeyboardTeleopConfig, 
 from recorder.errors import ConfigError, DeviceError, DeviceNotConnectedError
 
 EE_KEYS = {
-    "w": (0, +1), "up": (0, +1), "s": (0, -1), "down": (0, -1),
-    "a": (1, +1), "left": (1, +1), "d": (1, -1), "right": (1, -1),
-    "r": (2, +1), "page_up": (2, +1), "f": (2, -1), "page_down": (2, -1),
-    "t": (3, +1), "g": (3, -1),  # pitch
-    "q": (4, +1), "e": (4, -1),  # roll
-    "o": (5, +1), "c": (5, -1),  # gripper
+    "w": (0, +1),
+    "up": (0, +1),
+    "s": (0, -1),
+    "down": (0, -1),
+    "a": (1, +1),
+    "left": (1, +1),
+    "d": (1, -1),
+    "right": (1, -1),
+    "r": (2, +1),
+    "page_up": (2, +1),
+    "f": (2, -1),
+    "page_down": (2, -1),
+    "t": (3, +1),
+    "g": (3, -1),  # pitch
+    "q": (4, +1),
+    "e": (4, -1),  # roll
+    "o": (5, +1),
+    "c": (5, -1),  # gripper
 }
 JOINT_KEYS = {
-    "1": (0, +1), "q": (0, -1), "2": (1, +1), "w": (1, -1), "3": (2, +1), "e": (2, -1),
-    "4": (3, +1), "r": (3, -1), "5": (4, +1), "t": (4, -1), "6": (5, +1), "y": (5, -1),
+    "1": (0, +1),
+    "q": (0, -1),
+    "2": (1, +1),
+    "w": (1, -1),
+    "3": (2, +1),
+    "e": (2, -1),
+    "4": (3, +1),
+    "r": (3, -1),
+    "5": (4, +1),
+    "t": (4, -1),
+    "6": (5, +1),
+    "y": (5, -1),
 }
 
 
@@ -71,7 +93,7 @@ class EEIntegrator:
         if self.kinematics is None:
             raise ConfigError(
                 f"end-effector teleop needs the robot's kinematics, which {type(self.robot).__name__} lacks: "
-                "use mode = \"joint\""
+                'use mode = "joint"'
             )
         g = self.goal
         dx = np.array([*(np.asarray(v_xyz, dtype=np.float64) * self.dt), pitch_rate * self.dt])
@@ -96,7 +118,7 @@ class KeyboardTeleop(SimpleTeleoperator):
         super().__init__()
         self.cfg = cfg or KeyboardTeleopConfig()
         if self.cfg.mode not in ("ee", "joint"):
-            raise ConfigError(f"keyboard teleop: unknown mode '{self.cfg.mode}': use \"ee\" or \"joint\"")
+            raise ConfigError(f'keyboard teleop: unknown mode \'{self.cfg.mode}\': use "ee" or "joint"')
         self.name = "keyboard"
         self.mode = self.cfg.mode
         self.joint_names = list(getattr(robot, "joint_names", JOINT_NAMES))
@@ -125,7 +147,7 @@ class KeyboardTeleop(SimpleTeleoperator):
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("ee", "joint"):
-            raise ConfigError(f"keyboard teleop: unknown mode '{mode}': use \"ee\" or \"joint\"")
+            raise ConfigError(f'keyboard teleop: unknown mode \'{mode}\': use "ee" or "joint"')
         self.mode = mode
 
     def reset(self) -> None:
@@ -161,8 +183,9 @@ class KeyboardTeleop(SimpleTeleoperator):
             if cmd[5] != 0:
                 self._gripper_target = None
             grip = self._toward_gripper_target(goal, grip)
-            return self._int.ee_step(cmd[:3] * cfg.linear_speed, cmd[3] * cfg.angular_speed,
-                                     cmd[4] * cfg.angular_speed, grip)
+            return self._int.ee_step(
+                cmd[:3] * cfg.linear_speed, cmd[3] * cfg.angular_speed, cmd[4] * cfg.angular_speed, grip
+            )
         rates = np.zeros(6)
         for k in held:
             if k in JOINT_KEYS:
@@ -210,7 +233,9 @@ class GamepadTeleop(Teleoperator):
             os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
             import pygame
         except ImportError:
-            raise ConfigError("gamepad teleop needs pygame: pip install pygame (or vla-studio[hardware])") from None
+            raise ConfigError(
+                "gamepad teleop needs pygame: pip install pygame (or vla-studio[hardware])"
+            ) from None
         pygame.init()
         pygame.joystick.init()
         n = pygame.joystick.get_count()
@@ -241,9 +266,15 @@ class GamepadTeleop(Teleoperator):
         vz, roll = -self._axis(4), self._axis(3)
         trig = (self._axis(5) + 1) / 2 - (self._axis(2) + 1) / 2 if self._joy.get_numaxes() > 5 else 0.0
         nb = self._joy.get_numbuttons()
-        pitch = (float(self._joy.get_button(5)) if nb > 5 else 0.0) - (float(self._joy.get_button(4)) if nb > 4 else 0.0)
-        return self._int.ee_step(np.array([vx, vy, vz]) * c.linear_speed, pitch * c.angular_speed,
-                                 roll * c.angular_speed, -trig * c.gripper_speed)
+        pitch = (float(self._joy.get_button(5)) if nb > 5 else 0.0) - (
+            float(self._joy.get_button(4)) if nb > 4 else 0.0
+        )
+        return self._int.ee_step(
+            np.array([vx, vy, vz]) * c.linear_speed,
+            pitch * c.angular_speed,
+            roll * c.angular_speed,
+            -trig * c.gripper_speed,
+        )
 
 
 class SpaceMouseTeleop(Teleoperator):
@@ -289,6 +320,9 @@ class SpaceMouseTeleop(Teleoperator):
 
         buttons = list(getattr(s, "buttons", []) or [])
         grip = (1.0 if len(buttons) > 1 and buttons[1] else 0.0) - (1.0 if buttons and buttons[0] else 0.0)
-        return self._int.ee_step(np.array([dz(s.y), -dz(s.x), dz(s.z)]) * c.linear_speed,
-                                 dz(s.pitch) * c.angular_speed, dz(s.roll) * c.angular_speed,
-                                 grip * c.gripper_speed)
+        return self._int.ee_step(
+            np.array([dz(s.y), -dz(s.x), dz(s.z)]) * c.linear_speed,
+            dz(s.pitch) * c.angular_speed,
+            dz(s.roll) * c.angular_speed,
+            grip * c.gripper_speed,
+        )

@@ -1,7 +1,8 @@
 """``vla-studio store check``: compare the index with the files; ``--repair`` fixes what it can.
 
 Without repair nothing is written (the index is opened read-only). Repair never deletes an episode's
-files: a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
+files, except to finish a ``delete_episode`` that a crash interrupted (row status or meta.json
+``deleting``): a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
 ``recovered``, fewer ticks); a folder missing from the index is imported from its ``meta.json``; an
 unreadable index is moved aside (``index.sqlite.corrupt-<time>``) and rebuilt from the folders.
 """
@@ -33,9 +34,10 @@ from recorder.store.store import (
     check_schema_version,
     make_engine,
     probe_index,
+    remove_episode_folder,
     validate_root,
 )
-from recorder.store.types import CameraSpec, LowdimSpec
+from recorder.store.types import DELETING, CameraSpec, LowdimSpec
 from recorder.store.video import scan_video
 from recorder.store.writer import META_FILE, release_lock, try_lock, write_json_atomic
 
@@ -43,7 +45,7 @@ from recorder.store.writer import META_FILE, release_lock, try_lock, write_json_
 @dataclass
 class Issue:
     kind: str  # index-missing, index-corrupt, schema-old, crashed, folder-missing, meta-missing,
-    # lowdim-truncated, video-truncated, video-missing, orphan-folder, live
+    # lowdim-truncated, video-truncated, video-missing, orphan-folder, live, deleting
     message: str
     episode_id: int | None = None
     path: Path | None = None
@@ -160,6 +162,9 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
     if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
         for folder in sorted(eps_dir.iterdir()):
             if folder.is_dir() and folder.name not in known_uuids:
+                if _meta_status(folder) == DELETING:
+                    report.issues.append(_leftover_issue(folder))
+                    continue
                 meta_ok = (folder / META_FILE).is_file()
                 report.issues.append(
                     Issue(
@@ -174,6 +179,17 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
     return report
 
 
+def _meta_status(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / META_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _leftover_issue(folder: Path) -> Issue:
+    return Issue("deleting", f"{folder} is left over from an interrupted delete; repair removes it", path=folder)
+
+
 def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> None:
     from sqlalchemy.orm import Session, selectinload
 
@@ -185,6 +201,17 @@ def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> Non
             known.add(ep.uuid)
             folder = root / EPISODES_DIR / ep.uuid
             if ep.status == "discarded":
+                continue
+            if ep.status == DELETING:
+                report.issues.append(
+                    Issue(
+                        "deleting",
+                        f"episode {ep.id} was being deleted when it was interrupted; repair finishes "
+                        f"deleting {folder} and its index row",
+                        ep.id,
+                        folder,
+                    )
+                )
                 continue
             report.episodes_checked += 1
             if ep.status == "recording":
@@ -234,6 +261,12 @@ def _repair(root: Path, report: CheckReport) -> None:
         for issue in report.issues:
             if issue.kind == "crashed" and issue.episode_id in salvaged:
                 issue.fixed = True
+            elif issue.kind == "deleting":
+                if issue.episode_id is not None:
+                    store.delete_episode(issue.episode_id)
+                else:
+                    remove_episode_folder(issue.path)
+                issue.fixed = True
             elif issue.kind == "folder-missing":
                 store._set_discarded(issue.episode_id, note="folder missing (store check --repair)")
                 issue.fixed = True
@@ -254,6 +287,16 @@ def _repair(root: Path, report: CheckReport) -> None:
         if rebuild:
             eps_dir = root / EPISODES_DIR
             listed = {i.path for i in orphans}
+            leftovers = [
+                f
+                for f in sorted(eps_dir.iterdir())
+                if f.is_dir() and f.name not in known and f not in listed and _meta_status(f) == DELETING
+            ]
+            for f in leftovers:
+                remove_episode_folder(f)
+                issue = _leftover_issue(f)
+                issue.fixed = True
+                report.issues.append(issue)
             orphans += [
                 Issue("orphan-folder", f"{f} rebuilt into the index", path=f)
                 for f in sorted(eps_dir.iterdir())
@@ -298,6 +341,7 @@ def _meta_from_info(info) -> dict:
         "notes": info.notes,
         "dropped": info.dropped,
         "segments": list(info.segments),
+        "status_before_trash": info.status_before_trash,
     }
 
 
@@ -356,7 +400,8 @@ def import_folder(store: Store, folder: Path):
         s.add(ep)
         s.flush()
         eid = ep.id
-    complete = meta.get("status") == "complete"
+    trashed = meta.get("status") == "trashed"
+    complete = (meta.get("status_before_trash") if trashed else meta.get("status")) == "complete"
     info = store._salvage(eid, status="recovered")
     if (
         info is not None
@@ -365,4 +410,6 @@ def import_folder(store: Store, folder: Path):
         and info.num_frames == meta.get("num_frames")
     ):
         info = store.update_episode(eid, status="complete")
+    if info is not None and trashed and info.status in ("complete", "recovered"):
+        info = store.update_episode(eid, status="trashed")  # back in the trash, remembering its status
     return info

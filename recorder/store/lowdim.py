@@ -55,7 +55,7 @@ class LowdimWriter:
         self.rows_written = 0
 
     def prepare(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Check and flatten one tick's values (ValueError names what is wrong); undeclared names are ignored."""
+        """Check and flatten one tick's values (ValueError names what is wrong); EpisodeWriter checks undeclared names."""
         out = []
         for name, spec in self.lowdim.items():
             v = values.get(name)

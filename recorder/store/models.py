@@ -26,8 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
-HEAD_REVISION = "0001"
+SCHEMA_MINOR = 1
+HEAD_REVISION = "0002"
 
 
 def pack_user_version(major: int, minor: int) -> int:
@@ -130,6 +130,8 @@ class Episode(Base):
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     num_frames: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default="recording")
+    # the status a trashed episode had before (restore_episode returns it); None when not trashed (0002)
+    status_before_trash: Mapped[str | None] = mapped_column(String(16), nullable=True)
     source: Mapped[str] = mapped_column(String(16), default="teleop")
     success: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     notes: Mapped[str] = mapped_column(Text, default="")

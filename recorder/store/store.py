@@ -28,6 +28,7 @@ from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.paths import resolve_home
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
+    DELETING,
     SOURCES,
     STATUSES,
     CameraSpec,
@@ -52,7 +53,7 @@ INDEX_FILE = "index.sqlite"
 EPISODES_DIR = "episodes"
 RUNS_DIR = "runs"
 STORE_LOCK = ".store.lock"
-KNOWN_REVISIONS = ("0001",)
+KNOWN_REVISIONS = ("0001", "0002")
 _STORE_ENTRIES = {INDEX_FILE, EPISODES_DIR, RUNS_DIR, STORE_LOCK, INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
 _UNSET: Any = object()
 
@@ -265,6 +266,7 @@ class Store:
             lowdim=low,
             segments=tuple(ep.segments or ()),
             rig=dict(ep.rig or {}),
+            status_before_trash=ep.status_before_trash,
         )
 
     @staticmethod
@@ -567,7 +569,10 @@ class Store:
         status: str = _UNSET,
         dataset: str = _UNSET,
     ) -> EpisodeInfo:
-        """Edit labels of a stored episode (e.g. status 'trashed' to hide it, back to 'complete' to restore)."""
+        """Edit labels of a stored episode.
+
+        ``status="trashed"`` hides it and remembers the status it had (``restore_episode`` returns it there);
+        setting any other status forgets that."""
         with self._write() as s:
             ep = self._get_ep(s, episode_id)
             old_ds = ep.dataset
@@ -587,6 +592,12 @@ class Store:
                     raise ValueError(f"status must be one of {STATUSES[1:]}, not {status!r}")
                 if ep.status == "recording":
                     raise StoreError(f"episode {ep.id} is still recording; finish or discard it first")
+                _refuse_deleting(ep, self.root)
+                if status == "trashed":
+                    if ep.status != "trashed":
+                        ep.status_before_trash = ep.status
+                else:
+                    ep.status_before_trash = None
                 ep.status = status
             if dataset is not _UNSET and dataset != old_ds.name:
                 ds = s.scalar(select(m.Dataset).where(m.Dataset.name == dataset))
@@ -600,6 +611,55 @@ class Store:
             info = self._ep_info(ep)
         self._update_meta(info)
         return info
+
+    def restore_episode(self, episode_id: int | str) -> EpisodeInfo:
+        """Take a trashed episode out of the trash, back to exactly the status it had before."""
+        with self._write() as s:
+            ep = self._get_ep(s, episode_id)
+            _refuse_deleting(ep, self.root)
+            if ep.status != "trashed":
+                raise StoreError(
+                    f"episode {ep.id} is not in the trash (status {ep.status}); only trashed episodes can be restored"
+                )
+            ep.status = ep.status_before_trash or "complete"  # rows trashed by an older vla-studio: complete
+            ep.status_before_trash = None
+            ep.dataset.version += 1
+            s.flush()
+            info = self._ep_info(ep)
+        self._update_meta(info)
+        return info
+
+    def delete_episode(self, episode_id: int | str) -> None:
+        """Delete an episode for good: its folder, its index row, its stream and tag rows.
+
+        Crash-safe order: the row is first marked ``deleting`` (hidden from lists, meta.json says so too),
+        then the files go (meta.json last), then the row is deleted. A crash in between leaves a
+        ``deleting`` row or folder that ``vla-studio store check --repair`` finishes deleting.
+        An episode still recording is refused."""
+        with self._write() as s:
+            ep = self._get_ep(s, episode_id)
+            folder = self.episode_dir(ep.uuid)
+            if ep.status == "recording":
+                raise StoreError(
+                    f"episode {ep.id} ({folder}) is still recording; stop the recording (finish or discard) "
+                    "before deleting it"
+                )
+            eid = ep.id
+            if ep.status != DELETING:
+                ep.status = DELETING
+                ep.dataset.version += 1
+        _mark_meta_deleting(folder)
+        try:
+            remove_episode_folder(folder)
+        except OSError as err:
+            raise StoreError(
+                f"could not delete {err.filename or folder} ({err.strerror or err}); fix its permissions, then "
+                f"run '{_fix_hint(self.root)}' to finish deleting episode {eid}"
+            ) from None
+        with self._write() as s:
+            ep = s.get(m.Episode, eid)
+            if ep is not None:
+                s.delete(ep)  # streams and tags go with it (ON DELETE CASCADE)
 
     def _update_meta(self, info: EpisodeInfo) -> None:
         path = info.path / META_FILE
@@ -619,6 +679,7 @@ class Store:
             num_frames=info.num_frames,
             dropped=info.dropped,
             segments=list(info.segments),
+            status_before_trash=info.status_before_trash,
         )
         write_json_atomic(path, meta)
 
@@ -840,6 +901,40 @@ class Store:
         )
         self._update_meta(info)
         return info
+
+
+def _refuse_deleting(ep: m.Episode, root: Path) -> None:
+    if ep.status == DELETING:
+        raise StoreError(
+            f"episode {ep.id} is being deleted (an earlier delete was interrupted); "
+            f"run '{_fix_hint(root)}' to finish it"
+        )
+
+
+def _mark_meta_deleting(folder: Path) -> None:
+    """Best effort: meta.json says ``deleting`` so that an index rebuilt from the folders skips it."""
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        meta["status"] = DELETING
+        write_json_atomic(path, meta)
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def remove_episode_folder(folder: Path) -> None:
+    """Remove an episode folder, its meta.json last (a half-removed folder still says what it was)."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if child.name == META_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (folder / META_FILE).unlink(missing_ok=True)
+    folder.rmdir()
 
 
 def validate_root(root: Path) -> None:

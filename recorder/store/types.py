@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("recording", "complete", "recovered", "discarded", "trashed")
+#: row status while delete_episode runs (files going); left by a crash, ``store check --repair`` finishes it
+DELETING = "deleting"
 SOURCES = ("teleop", "policy", "scripted")
 CODECS = ("h264", "av1")
 
@@ -99,6 +101,7 @@ class EpisodeInfo:
     lowdim: dict[str, LowdimSpec] = field(default_factory=dict)
     segments: tuple[dict, ...] = ()
     rig: dict = field(default_factory=dict)
+    status_before_trash: str | None = None  # what restore_episode returns a trashed episode to
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 META_FILE = "meta.json"
 LOCK_FILE = ".writer.lock"
 META_FORMAT = 1
+#: per-tick values with these prefixes may be left undeclared: they are optional diagnostics (a policy
+#: source plugged into a loop whose episode did not declare them); add_tick drops them, logs it once and
+#: lists them in meta.json ``ignored_values``. Any other undeclared name is an error.
+OPTIONAL_VALUE_PREFIXES = ("policy.", "extra.")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -95,6 +99,7 @@ class EpisodeWriter:
         self._ticks = 0
         self._dropped = {c: 0 for c in cameras}
         self._done = False
+        self._ignored: set[str] = set()
         self._encoders: dict[str, VideoEncoder] = {}
         try:
             (self.path / "video").mkdir(exist_ok=True)
@@ -126,7 +131,11 @@ class EpisodeWriter:
             raise ValueError(
                 f"add_tick got frames for undeclared cameras {sorted(set(frames) - set(self._encoders))}"
             )
-        prepared = self._lowdim.prepare(values or {})  # raises before anything is queued
+        values = values or {}
+        undeclared = values.keys() - self.lowdim.keys()
+        if undeclared:
+            self._check_undeclared(undeclared)
+        prepared = self._lowdim.prepare(values)  # raises before anything is queued
         ts = dict(timestamps or {})
         tick = self._ticks
         dropped: dict[str, bool] = {}
@@ -142,6 +151,22 @@ class EpisodeWriter:
         self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared)
         self._ticks += 1
         return tick
+
+    def _check_undeclared(self, names: set[str]) -> None:
+        bad = sorted(n for n in names if not n.startswith(OPTIONAL_VALUE_PREFIXES))
+        if bad:
+            raise StoreError(
+                f"episode {self.path}: add_tick got values {bad} not declared in lowdim at begin_episode "
+                f"(declared: {sorted(self.lowdim)}); declare them in begin_episode(lowdim=...) or leave them out"
+            )
+        new = names - self._ignored
+        if new:
+            self._ignored |= new
+            log.warning(
+                "episode %s: values %s were not declared at begin_episode and are not stored",
+                self.uuid,
+                sorted(new),
+            )
 
     def mark_segment(self, kind: str, start_tick: int, end_tick: int | None = None, **extra: Any) -> None:
         """Label ticks [start_tick, end_tick] (e.g. "takeover", "estop"); stored in the episode meta."""
@@ -214,6 +239,8 @@ class EpisodeWriter:
                     tags=tags,
                     duration_s=self._ticks / self.fps,
                 )
+                if self._ignored:
+                    self._meta["ignored_values"] = sorted(self._ignored)
                 write_json_atomic(self.path / META_FILE, self._meta)
                 frames_per_cam = {n: e.frames_written for n, e in self._encoders.items()}
                 return self._store._commit_episode(

@@ -7,13 +7,23 @@ import json
 
 from recorder.errors import ConfigError
 
-ARM_TYPES = ["so101_follower", "so100_follower", "koch_follower", "so101_leader", "so100_leader", "koch_leader"]
+ARM_TYPES = [
+    "so101_follower",
+    "so100_follower",
+    "koch_follower",
+    "so101_leader",
+    "so100_leader",
+    "koch_leader",
+]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("devices", help="list cameras and serial ports; calibrate arms",
-                       description="List OpenCV cameras (with the modes they accept), RealSense serials and "
-                                   "serial ports. Works with nothing plugged in.")
+    p = sub.add_parser(
+        "devices",
+        help="list cameras and serial ports; calibrate arms",
+        description="List OpenCV cameras (with the modes they accept), RealSense serials and "
+        "serial ports. Works with nothing plugged in.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=_list)
     dsub = p.add_subparsers(dest="devices_command", metavar="ACTION")
@@ -33,8 +43,10 @@ def discover() -> dict:
     try:
         from serial.tools import list_ports
 
-        ports = [{"port": p.device, "description": p.description or "", "hwid": p.hwid or ""}
-                 for p in sorted(list_ports.comports(), key=lambda p: p.device)]
+        ports = [
+            {"port": p.device, "description": p.description or "", "hwid": p.hwid or ""}
+            for p in sorted(list_ports.comports(), key=lambda p: p.device)
+        ]
     except ImportError:  # pragma: no cover - pyserial is a dependency
         ports = []
     return {"opencv": list_opencv_cameras(), "realsense": list_realsense(), "serial": ports}
@@ -49,7 +61,9 @@ def _list(args) -> int:
     if not found["opencv"]:
         print("  (none found)")
     for cam in found["opencv"]:
-        modes = ", ".join(f"{m['width']}x{m['height']}@{m['fps']:g}" for m in cam["modes"]) or "no common mode"
+        modes = (
+            ", ".join(f"{m['width']}x{m['height']}@{m['fps']:g}" for m in cam["modes"]) or "no common mode"
+        )
         print(f"  {cam['source']}  [{cam['backend']}]  {modes}")
     print("RealSense cameras:")
     if not found["realsense"]:
@@ -75,11 +89,17 @@ def _calibrate(args) -> int:
         raise ConfigError("--seconds must be positive")
 
     def wait_for_middle() -> None:
-        input(f"Move '{args.id}' to the middle of its range (upper arm up, forearm level, gripper half open), "
-              "then press Enter...")
-        print(f"Now move every joint through its whole range, gripper fully open and closed ({args.seconds:g} s).")
+        input(
+            f"Move '{args.id}' to the middle of its range (upper arm up, forearm level, gripper half open), "
+            "then press Enter..."
+        )
+        print(
+            f"Now move every joint through its whole range, gripper fully open and closed ({args.seconds:g} s)."
+        )
 
-    cal = calibrate_arm(args.type, cfg, home=args.home, wait_for_middle=wait_for_middle, record_s=args.seconds)
+    cal = calibrate_arm(
+        args.type, cfg, home=args.home, wait_for_middle=wait_for_middle, record_s=args.seconds
+    )
     for name, j in cal.joints.items():
         print(f"  {name:14s} id {j.id}  offset {j.homing_offset:6d}  range {j.range_min}..{j.range_max}")
     print(f"saved {args.home / 'calibration' / (args.id + '.json')}")

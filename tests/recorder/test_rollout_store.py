@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def sim_rig():
-    rig = load_rig(sim_rig_config(teleop="scripted"))
+    rig = load_rig(sim_rig_config(teleop="scripted", width=160, height=120))
     rig.connect()
     yield rig
     rig.disconnect()
@@ -45,8 +45,12 @@ def test_rollout_episode_is_stored_with_its_predictions(home, sim_rig):
         assert np.asarray(low[EXTRA_ROW])[:4, 0].tolist() == [0, 1, 0, 1]
         path = np.asarray(low[EXTRA_PATH + "front"]).reshape(n, 4, 2)
         assert np.isfinite(path).all()  # the sim projects the future end-effector path exactly
-        assert (path[..., 0] > 0).all() and (path[..., 0] < 320).all()
-        assert reader.frame("front", n - 1).shape == (240, 320, 3)
+        robot = sim_rig.robot
+        tool = robot.forward_kinematics(chunks[-1, 0])
+        expected = robot.project(tool[None], "front", width=160, height=120)[0]
+        np.testing.assert_allclose(path[-1, 0], expected, atol=0.01)  # in the 160x120 image's pixels
+        assert (path[..., 0] > 0).all() and (path[..., 0] < 160).all()
+        assert reader.frame("front", n - 1).shape == (120, 160, 3)
     finally:
         reader.close()
         store.close()

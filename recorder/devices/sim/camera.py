@@ -4,9 +4,9 @@ The GL context is created, used and freed on that thread (contexts are thread-af
 copied from the simulation under the sim lock (``mjv_updateScene``); rasterizing and reading pixels
 happen outside it, so physics and the record loop never wait for a render.
 
-Backend: ``MUJOCO_GL`` = ``egl`` or ``osmesa`` is honoured; when it is unset, EGL is probed once in a
-child process and OSMesa is used if EGL does not work. If EGL was asked for and fails in this process,
-PyOpenGL is reloaded for OSMesa and rendering falls back to it (logged).
+Backend: ``MUJOCO_GL`` = ``egl`` or ``osmesa`` is honoured (the sim sets ``egl`` when it is unset; if it
+is still unset here, EGL is probed once in a child process). If EGL fails in this process, PyOpenGL is
+reloaded for OSMesa and rendering falls back to it (logged).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ from recorder.errors import ConfigError, DeviceError
 log = logging.getLogger(__name__)
 
 _BACKEND: str | None = None
+_GL_LOCK = threading.Lock()
 
 _PROBE = (
     "import os; os.environ['MUJOCO_GL']='egl'; os.environ['PYOPENGL_PLATFORM']='egl'\n"
@@ -43,7 +45,10 @@ def gl_backend() -> str:
         _BACKEND = env
     else:
         try:
-            ok = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=30).returncode == 0
+            ok = (
+                subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=30).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             ok = False
         _BACKEND = "egl" if ok else "osmesa"
@@ -72,6 +77,11 @@ def _switch_to_osmesa() -> None:
 
 
 def _gl_context(width: int, height: int):
+    with _GL_LOCK:  # cameras open concurrently; the backend choice and any fallback happen once
+        return _gl_context_locked(width, height)
+
+
+def _gl_context_locked(width: int, height: int):
     backend = gl_backend()
     try:
         return _make_context(backend, width, height)
@@ -120,8 +130,9 @@ class OffscreenRenderer:
 
     def update_scene(self, model, data, camera_id: int) -> None:
         self.cam.fixedcamid = camera_id
-        self._mj.mjv_updateScene(model, data, self.opt, None, self.cam,
-                                 self._mj.mjtCatBit.mjCAT_ALL, self.scene)
+        self._mj.mjv_updateScene(
+            model, data, self.opt, None, self.cam, self._mj.mjtCatBit.mjCAT_ALL, self.scene
+        )
 
     def render(self) -> np.ndarray:
         self._mj.mjr_render(self.viewport, self.scene, self.con)
@@ -144,20 +155,22 @@ class SimCamera(ThreadedCamera):
         try:
             self._cam_id = robot.model.camera(cfg.camera).id
         except KeyError:
-            raise ConfigError(f"sim camera '{self.name}': the scene has no camera '{cfg.camera}': use front or wrist") \
-                from None
+            raise ConfigError(
+                f"sim camera '{self.name}': the scene has no camera '{cfg.camera}': use front or wrist"
+            ) from None
         self._renderer: OffscreenRenderer | None = None
         self._next_t = 0.0
+        # robot.project() accepts the rig's camera name as well as the scene camera's
+        robot.camera_aliases[self.name] = cfg.camera
+        robot.camera_sizes[self.name] = robot.camera_sizes[cfg.camera] = (self.width, self.height)
 
     def describe(self) -> str:
         return f"sim camera '{self.name}' ({self.cfg.camera}, {self.width}x{self.height}@{self.fps:g})"
 
-    def connect(self) -> None:
-        self.robot.camera_sizes[self.cfg.camera] = (self.width, self.height)
-        super().connect()
-
     def _open(self) -> None:
-        self._renderer = OffscreenRenderer(self.robot.model, self.width, self.height, shadows=self.cfg.shadows)
+        self._renderer = OffscreenRenderer(
+            self.robot.model, self.width, self.height, shadows=self.cfg.shadows
+        )
         self._next_t = time.monotonic()
 
     def _grab(self):

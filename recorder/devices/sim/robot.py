@@ -63,8 +63,11 @@ class SimTask:
                 return bool(lifted and r.is_grasped())
             if self.name == "push":
                 t = r.target_position()
-                return bool(abs(cube[0] - t[0]) <= TARGET_HALF and abs(cube[1] - t[1]) <= TARGET_HALF
-                            and cube[2] < CUBE_HALF + 0.01)
+                return bool(
+                    abs(cube[0] - t[0]) <= TARGET_HALF
+                    and abs(cube[1] - t[1]) <= TARGET_HALF
+                    and cube[2] < CUBE_HALF + 0.01
+                )
         return False
 
 
@@ -98,7 +101,8 @@ class SimRobot(Robot):
         self._t_last = 0.0
         self.task = SimTask(cfg.task, TASKS[cfg.task], self)
         self.last_seed: int | None = None
-        self.camera_sizes: dict[str, tuple[int, int]] = {}
+        self.camera_sizes: dict[str, tuple[int, int]] = {}  # set by the sim cameras of the rig
+        self.camera_aliases: dict[str, str] = {}  # rig camera name -> scene camera name
         m = self.model
         self._qadr = [int(m.joint(n).qposadr[0]) for n in JOINT_NAMES]
         self._dadr = [int(m.joint(n).dofadr[0]) for n in JOINT_NAMES]
@@ -161,8 +165,8 @@ class SimRobot(Robot):
             self._set_ctrl(HOME_POSE)
             cube_xy, yaw, target_xy = _sample_layout(rng, self.task.name)
             q = self._cube_q
-            self.data.qpos[q:q + 3] = [cube_xy[0], cube_xy[1], CUBE_HALF + TABLE_Z]
-            self.data.qpos[q + 3:q + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+            self.data.qpos[q : q + 3] = [cube_xy[0], cube_xy[1], CUBE_HALF + TABLE_Z]
+            self.data.qpos[q + 3 : q + 7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
             self.data.mocap_pos[self._target_mocap] = [target_xy[0], target_xy[1], TABLE_Z]
             mj.mj_forward(self.model, self.data)
             self._t_last = time.monotonic()
@@ -229,14 +233,15 @@ class SimRobot(Robot):
         """Pinhole projection of world points (N,3) into pixel coordinates (N,2) of a sim camera.
 
         Continuous coordinates: pixel (i, j) covers [i, i+1) x [j, j+1), so its centre is (i+0.5, j+0.5).
-        Points behind the camera come back as NaN. Size defaults to the connected sim camera's size.
+        Points behind the camera come back as NaN. ``camera`` is a scene camera ("front", "wrist") or the
+        name a rig gave a sim camera; the size defaults to that camera's configured size (else 320x240).
         """
         w, h = width, height
         if w is None or h is None:
             w, h = self.camera_sizes.get(camera, (320, 240))
         m = self.model
         try:
-            cid = m.camera(camera).id
+            cid = m.camera(self.camera_aliases.get(camera, camera)).id
         except KeyError:
             raise ConfigError(f"sim has no camera '{camera}': use one of front, wrist") from None
         with self._lock:

@@ -51,11 +51,11 @@ class FakeServoBus:
             raw = (-value) | 0x8000
         else:
             raw = value & ((1 << (8 * size)) - 1)
-        self.mem[sid][self.regs["present"]:self.regs["present"] + size] = raw.to_bytes(size, "little")
+        self.mem[sid][self.regs["present"] : self.regs["present"] + size] = raw.to_bytes(size, "little")
 
     def goal(self, sid: int) -> int:
         a, n = self.regs["goal"], self.regs["goal_size"]
-        return int.from_bytes(self.mem[sid][a:a + n], "little")
+        return int.from_bytes(self.mem[sid][a : a + n], "little")
 
     def torque(self, sid: int) -> int:
         return self.mem[sid][self.regs["torque"]]
@@ -89,8 +89,8 @@ class FakeServoBus:
             end = i + 4 + n
             if len(b) < end:
                 return False
-            sid, instr, params, chk = b[i + 2], b[i + 4], bytes(b[i + 5:end - 1]), b[end - 1]
-            ok = ((~sum(b[i + 2:end - 1])) & 0xFF) == chk
+            sid, instr, params, chk = b[i + 2], b[i + 4], bytes(b[i + 5 : end - 1]), b[end - 1]
+            ok = ((~sum(b[i + 2 : end - 1])) & 0xFF) == chk
         else:
             i = b.find(b"\xff\xff\xfd\x00")
             if i < 0 or len(b) < i + 7:
@@ -100,8 +100,8 @@ class FakeServoBus:
             if len(b) < end:
                 return False
             sid, instr = b[i + 4], b[i + 7]
-            params = bytes(b[i + 8:end - 2]).replace(b"\xff\xff\xfd\xfd", b"\xff\xff\xfd")
-            ok = _crc16(bytes(b[i:end - 2])) == (b[end - 2] | (b[end - 1] << 8))
+            params = bytes(b[i + 8 : end - 2]).replace(b"\xff\xff\xfd\xfd", b"\xff\xff\xfd")
+            ok = _crc16(bytes(b[i : end - 2])) == (b[end - 2] | (b[end - 1] << 8))
         del self._buf[:end]
         if ok:
             self._handle(sid, instr, params)
@@ -130,10 +130,12 @@ class FakeServoBus:
 
     def _store(self, sid: int, addr: int, data: bytes) -> None:
         mem = self.mem[sid]
-        mem[addr:addr + len(data)] = data
+        mem[addr : addr + len(data)] = data
         r = self.regs
         if self.follow_goal and addr == r["goal"] and mem[r["torque"]]:
-            mem[r["present"]:r["present"] + r["present_size"]] = data[:r["present_size"]].ljust(r["present_size"], b"\0")
+            mem[r["present"] : r["present"] + r["present_size"]] = data[: r["present_size"]].ljust(
+                r["present_size"], b"\0"
+            )
 
     def _handle(self, sid: int, instr: int, params: bytes) -> None:
         self.received.append((sid, instr, params))
@@ -142,7 +144,7 @@ class FakeServoBus:
         elif instr == 0x02:  # read
             addr, n, _ = self._addr_len(params)
             if sid in self.mem:
-                self._reply(sid, bytes(self.mem[sid][addr:addr + n]))
+                self._reply(sid, bytes(self.mem[sid][addr : addr + n]))
         elif instr == 0x03:  # write
             if self.protocol == "feetech":
                 addr, data = params[0], params[1:]
@@ -156,9 +158,9 @@ class FakeServoBus:
             for k in range(0, len(rest), n + 1):
                 tid = rest[k]
                 if tid in self.mem:
-                    self._store(tid, addr, rest[k + 1:k + 1 + n])
+                    self._store(tid, addr, rest[k + 1 : k + 1 + n])
         elif instr == 0x82:  # sync read
             addr, n, ids = self._addr_len(params)
             for tid in ids:
                 if tid in self.mem:
-                    self._reply(tid, bytes(self.mem[tid][addr:addr + n]))
+                    self._reply(tid, bytes(self.mem[tid][addr : addr + n]))

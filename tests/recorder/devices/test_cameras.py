@@ -45,7 +45,16 @@ def _record_db3(path, n=12):
             intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = W, H, 50.0, 50.0, W / 2, H / 2
             intr.model, intr.coeffs = rs.distortion.none, [0.0] * 5
             vs = rs.video_stream()
-            vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = kind, 0, uid, W, H, 30, bpp, fmt
+            vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = (
+                kind,
+                0,
+                uid,
+                W,
+                H,
+                30,
+                bpp,
+                fmt,
+            )
             vs.intrinsics = intr
             return vs
 

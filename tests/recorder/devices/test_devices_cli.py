@@ -19,8 +19,22 @@ def test_devices_lists_sections_with_nothing_plugged_in(home, capsys):
 
 
 def test_calibrate_on_a_missing_port_is_a_one_line_error(home, capsys):
-    rc = main(["--home", str(home), "devices", "calibrate", "--type", "so101_leader", "--port", "/dev/ttyNOPE",
-               "--id", "l1", "--seconds", "0.1"])
+    rc = main(
+        [
+            "--home",
+            str(home),
+            "devices",
+            "calibrate",
+            "--type",
+            "so101_leader",
+            "--port",
+            "/dev/ttyNOPE",
+            "--id",
+            "l1",
+            "--seconds",
+            "0.1",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "/dev/ttyNOPE" in err and len(err.strip().splitlines()) == 1

@@ -61,3 +61,20 @@ def test_joint_mode_moves_one_joint():
     after = robot.get_observation()["observation.state"]
     assert after[0] - before[0] > 20  # 90 deg/s for 1/3 s
     np.testing.assert_allclose(after[1:5], before[1:5], atol=2.0)
+
+
+def test_pitch_and_roll_keys_turn_the_gripper_in_place():
+    robot, kb = _setup()
+    state = robot.get_observation()["observation.state"]
+    pitch0, tool0 = robot.kinematics.pitch(state), robot.ee_position()
+    kb.press("g")  # tilt the gripper up
+    _drive(robot, kb, 8)
+    kb.release("g")
+    kb.press("q")  # roll
+    _drive(robot, kb, 8)
+    kb.release("q")
+    _drive(robot, kb, 15)
+    state1 = robot.get_observation()["observation.state"]
+    assert pitch0 - robot.kinematics.pitch(state1) > 15
+    assert state1[4] - state[4] > 15
+    assert np.linalg.norm(robot.ee_position() - tool0) < 0.015

@@ -25,8 +25,9 @@ def test_building_a_real_rig_imports_no_vendor_sdk():
         "bad = [m for m in ('mujoco', 'pyrealsense2', 'pygame', 'pyspacemouse', 'PyQt6', 'torch') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=str(RIGS.parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(RIGS.parents[1])
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
 
@@ -40,7 +41,9 @@ def test_example_rig_files_parse(path):
         assert set(rig.cameras) == {"front", "wrist"}
 
 
-@pytest.mark.parametrize("cfg, module", [(GamepadTeleopConfig(), "pygame"), (SpaceMouseTeleopConfig(), "pyspacemouse")])
+@pytest.mark.parametrize(
+    "cfg, module", [(GamepadTeleopConfig(), "pygame"), (SpaceMouseTeleopConfig(), "pyspacemouse")]
+)
 def test_optional_teleop_without_its_sdk_says_what_to_install(cfg, module):
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here")

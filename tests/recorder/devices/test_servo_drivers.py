@@ -86,13 +86,17 @@ def test_port_that_does_not_exist():
 
 
 def _calibration(arm_id, arm_type, resolution=4096):
-    joints = {n: JointCalibration(id=i + 1, homing_offset=100, range_min=1024, range_max=3072)
-              for i, n in enumerate(JOINT_NAMES)}
+    joints = {
+        n: JointCalibration(id=i + 1, homing_offset=100, range_min=1024, range_max=3072)
+        for i, n in enumerate(JOINT_NAMES)
+    }
     joints["gripper"] = JointCalibration(id=6, homing_offset=0, range_min=2000, range_max=3000)
     return ArmCalibration(arm_id=arm_id, arm_type=arm_type, resolution=resolution, joints=joints)
 
 
-@pytest.mark.parametrize("cfg_cls, protocol", [(SO101FollowerConfig, "feetech"), (KochFollowerConfig, "dynamixel")])
+@pytest.mark.parametrize(
+    "cfg_cls, protocol", [(SO101FollowerConfig, "feetech"), (KochFollowerConfig, "dynamixel")]
+)
 def test_follower_arm_reads_degrees_and_writes_goals(tmp_path, cfg_cls, protocol):
     fake = FakeServoBus(protocol)
     try:
@@ -128,7 +132,9 @@ def test_follower_with_a_dead_servo_names_it(tmp_path):
     fake.silent.add(5)
     try:
         save_calibration(_calibration("a", "so101_follower"), calibration_path("a", str(tmp_path)))
-        robot = make_robot(SO101FollowerConfig(port=fake.port, id="a", calibration_dir=str(tmp_path), timeout_s=0.02))
+        robot = make_robot(
+            SO101FollowerConfig(port=fake.port, id="a", calibration_dir=str(tmp_path), timeout_s=0.02)
+        )
         with pytest.raises(DeviceTimeoutError, match=r"servo 5 \(wrist_roll\)") as err:
             robot.connect()
         assert fake.port in str(err.value)
@@ -153,14 +159,18 @@ def test_calibration_then_leader_drives_follower(tmp_path):
             yield
 
         steps = sweep()
-        cal = calibrate_arm("so101_leader", lcfg, record_s=5.0, should_stop=lambda: next(steps, "done") == "done")
+        cal = calibrate_arm(
+            "so101_leader", lcfg, record_s=5.0, should_stop=lambda: next(steps, "done") == "done"
+        )
         saved = json.loads((tmp_path / "leader1.json").read_text())
         assert saved["joints"]["shoulder_pan"]["homing_offset"] == 2000 - 2048
         assert cal.joints["shoulder_pan"].range_min == 2048 - 800
         assert cal.joints["gripper"].range_max - cal.joints["gripper"].range_min == 600
 
         save_calibration(_calibration("f1", "so101_follower"), calibration_path("f1", str(tmp_path)))
-        robot = make_robot(SO101FollowerConfig(port=follower_bus.port, id="f1", calibration_dir=str(tmp_path)))
+        robot = make_robot(
+            SO101FollowerConfig(port=follower_bus.port, id="f1", calibration_dir=str(tmp_path))
+        )
         teleop = make_teleop(lcfg, robot)
         for s in range(1, 7):
             leader_bus.set_position(s, 2000 + 256)  # +22.5 degrees on every joint

@@ -27,8 +27,9 @@ def run_expert(task: str, seed: int) -> bool:
 @pytest.mark.parametrize("task", ["pick", "push"])
 def test_scripted_expert_succeeds_on_most_seeds(task):
     results = [run_expert(task, seed) for seed in range(20)]
-    assert sum(results) >= 18, f"{task}: {sum(results)}/20 succeeded; failed seeds " \
-        f"{[s for s, ok in enumerate(results) if not ok]}"
+    assert sum(results) >= 18, (
+        f"{task}: {sum(results)}/20 succeeded; failed seeds {[s for s, ok in enumerate(results) if not ok]}"
+    )
 
 
 def test_success_detectors_are_false_at_start():

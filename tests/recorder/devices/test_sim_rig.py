@@ -46,8 +46,10 @@ def test_sim_rig_connects_observes_acts_and_snapshots():
 
 def test_rig_file_roundtrip_with_task_and_scripted_teleop(tmp_path):
     path = tmp_path / "rig.toml"
-    path.write_text('name = "bench"\ntask = "push"\nteleop = "scripted"\n\n[robot]\ntype = "sim"\nseed = 3\n\n'
-                    '[cameras.front]\ntype = "sim"\ncamera = "front"\nwidth = 160\nheight = 120\n')
+    path.write_text(
+        'name = "bench"\ntask = "push"\nteleop = "scripted"\n\n[robot]\ntype = "sim"\nseed = 3\n\n'
+        '[cameras.front]\ntype = "sim"\ncamera = "front"\nwidth = 160\nheight = 120\n'
+    )
     rig = load_rig(path)
     assert rig.robot.task.name == "push"
     assert rig.robot.task.instruction == "push the red cube onto the green square"
@@ -64,11 +66,11 @@ def test_rig_file_roundtrip_with_task_and_scripted_teleop(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("[robot]\ntype = \"ufo\"\n", "unknown robot type 'ufo'"),
-        ("[robot]\ntype = \"sim\"\nspeed = 2\n", "no option.*speed"),
-        ("task = \"fly\"\n[robot]\ntype = \"sim\"\n", "task 'fly'"),
+        ('[robot]\ntype = "ufo"\n', "unknown robot type 'ufo'"),
+        ('[robot]\ntype = "sim"\nspeed = 2\n', "no option.*speed"),
+        ('task = "fly"\n[robot]\ntype = "sim"\n', "task 'fly'"),
         ("name = \n", "not valid TOML"),
-        ("name = \"x\"\n", "no \\[robot\\] table"),
+        ('name = "x"\n', "no \\[robot\\] table"),
     ],
 )
 def test_bad_rig_files_name_the_file(tmp_path, text, match):
@@ -82,8 +84,9 @@ def test_bad_rig_files_name_the_file(tmp_path, text, match):
 def test_missing_rig_file_and_sim_cameras_without_sim_robot(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_rig(tmp_path / "nope.toml")
-    cfg = RigConfig.from_dict({"robot": {"type": "so101_follower", "port": "/dev/null"},
-                               "cameras": {"front": {"type": "sim"}}})
+    cfg = RigConfig.from_dict(
+        {"robot": {"type": "so101_follower", "port": "/dev/null"}, "cameras": {"front": {"type": "sim"}}}
+    )
     with pytest.raises(ConfigError, match="sim robot"):
         load_rig(cfg)
 
@@ -128,7 +131,11 @@ def test_projection_lands_on_the_rendered_cube():
             pkt = cam.read_latest(timeout=5.0)
             pkt = cam.wait_for_frame(pkt.index, timeout=5.0)
             img = pkt.image.astype(int)
-            red = (img[..., 0] > 40) & (img[..., 0] > 2 * img[..., 1] + 10) & (img[..., 0] > 2 * img[..., 2] + 10)
+            red = (
+                (img[..., 0] > 40)
+                & (img[..., 0] > 2 * img[..., 1] + 10)
+                & (img[..., 0] > 2 * img[..., 2] + 10)
+            )
             uv = rig.robot.project(_cube_corners(rig.robot), cam_name)
             lo, hi = uv.min(axis=0), uv.max(axis=0)
             if np.any(lo < 1) or np.any(hi > [319, 239]):
@@ -173,8 +180,14 @@ def test_sim_camera_falls_back_to_osmesa_when_egl_fails():
     )
     env = dict(os.environ, MUJOCO_GL="egl", MUJOCO_EGL_DEVICE_ID="99")  # an EGL device that does not exist
     env.pop("PYOPENGL_PLATFORM", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-                         cwd=str(Path(__file__).resolve().parents[3]))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=str(Path(__file__).resolve().parents[3]),
+    )
     if out.returncode != 0 and "OSMesa" in out.stderr and "libosmesa" in out.stderr:
         pytest.skip("OSMesa is not installed here")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -182,3 +195,19 @@ def test_sim_camera_falls_back_to_osmesa_when_egl_fails():
     assert backend == "osmesa"
     assert "(240, 320, 3)" in out.stdout
     assert float(out.stdout.split()[-1]) > 10
+
+
+def test_project_accepts_the_rig_camera_name_and_its_size():
+    cfg = RigConfig.from_dict(
+        {
+            "robot": {"type": "sim", "seed": 0},
+            "cameras": {"top": {"type": "sim", "camera": "front", "width": 160, "height": 120}},
+        }
+    )
+    rig = load_rig(cfg)
+    cube = rig.robot.cube_position()[None]
+    uv_top = rig.robot.project(cube, "top")
+    np.testing.assert_allclose(uv_top, rig.robot.project(cube, "front", 160, 120))
+    assert 0 < uv_top[0, 0] < 160 and 0 < uv_top[0, 1] < 120
+    with pytest.raises(ConfigError, match="no camera 'side'"):
+        rig.robot.project(cube, "side")
