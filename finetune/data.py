@@ -217,21 +217,39 @@ class StreamSampler:
 
     Yields ``(index, position)``; the position seeds that sample's augmentation. A run that consumed
     ``start`` samples resumes exactly where it stopped.
+
+    ``block > 1`` trades some shuffling for decode locality: the permutation is over blocks of
+    ``block`` consecutive ticks, and ``interleave`` blocks are emitted round-robin, so a batch of
+    ``interleave`` samples holds one tick from each of ``interleave`` blocks and the next batch the
+    following ticks: each worker's video decoders then move forward instead of seeking.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, n: int, seed: int, start: int = 0, shuffle: bool = True, block: int = 1,
+                 interleave: int = 1) -> None:
         self.n, self.seed, self.start, self.shuffle = n, seed, start, shuffle
+        self.block, self.interleave = max(1, block), max(1, interleave)
 
-    def _perm(self, epoch: int) -> np.ndarray:
+    def order(self, epoch: int) -> np.ndarray:
+        """The n dataset indices of one pass, in stream order."""
         if not self.shuffle:
             return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.block == 1:
+            return rng.permutation(self.n)
+        starts = np.arange(0, self.n, self.block)
+        blocks = [np.arange(s, min(s + self.block, self.n)) for s in starts[rng.permutation(len(starts))]]
+        out = []
+        for g in range(0, len(blocks), self.interleave):
+            group = blocks[g:g + self.interleave]
+            for t in range(self.block):
+                out.extend(int(b[t]) for b in group if t < len(b))
+        return np.asarray(out, dtype=np.int64)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         pos = self.start
         epoch, offset = divmod(pos, self.n)
         while True:
-            perm = self._perm(epoch)
+            perm = self.order(epoch)
             for i in range(offset, self.n):
                 yield int(perm[i]), pos
                 pos += 1
@@ -271,7 +289,7 @@ class EpisodeDataset:
 
     def __init__(self, home: Path | str, episodes: list[EpisodeData], cameras: list[str], image_size: int,
                  chunk_size: int, norm_stats: dict, dataset: str, *, augment: bool = False, seed: int = 0,
-                 transform: Callable[[dict], Any] | None = None, max_open_readers: int = 8,
+                 transform: Callable[[dict], Any] | None = None, max_open_readers: int = 32,
                  crop: bool | None = None) -> None:
         from finetune import norm
 

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +357,8 @@ class FinetuneRecipe:
 
         cfg = self.cfg
         collate = _PairCollate(self.vla.collate)
-        sampler = StreamSampler(len(self.data.train), cfg.seed, start=self.samples_seen)
+        sampler = StreamSampler(len(self.data.train), cfg.seed, start=self.samples_seen, block=cfg.decode_block,
+                                interleave=cfg.batch_size * self.dist.world)
         batch_sampler = StreamBatchSampler(sampler, cfg.batch_size, rank=self.dist.rank, world=self.dist.world)
         kw: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collate,
                               "pin_memory": self.device.type == "cuda"}
@@ -402,10 +404,10 @@ class FinetuneRecipe:
         if not getattr(self, "_run_recorded", False):
             return
         try:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
             self._open_store().update_run(self.run_id, status=status, best_metric=self.best_val,
-                                          finished_at=datetime.now(timezone.utc))
+                                          finished_at=datetime.now(UTC))
         except KnownError as err:
             self.emit({"event": "warning", "message": f"could not record the run's end in the index: {err}"})
 

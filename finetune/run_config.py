@@ -46,6 +46,7 @@ class FinetuneConfig:
     augment: bool = True  # OpenVLA augmentation: random resized crop (0.9 area) + color jitter
     use_state: bool = False  # feed observation.state (normalized) to the model as proprio
     num_workers: int = 0  # DataLoader worker processes decoding frames (0 = in the training process)
+    decode_block: int = 1  # shuffle blocks of K consecutive ticks (decode locality, see StreamSampler); 1 = full shuffle
     # -- model
     model: str = "tiny"  # base model: a local folder, a hub id, or "tiny" (the built-in tiny model)
     action_head: str = "tokens"  # "tokens" (OpenVLA bins) or "chunk" (continuous chunk head trained with L1)

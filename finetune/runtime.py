@@ -107,11 +107,13 @@ class Policy:
         return self.predict(imgs, None, instruction).latency_s
 
 
-def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True,
+def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True, compile_decode: bool = True,
                 unnorm_key: str | None = None, checkpoint_id: int | None = None) -> Policy:
     """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its
     config.json + ``adapter/`` + ``norm_stats.json``) or a merged model folder (config.json with norm_stats,
-    model.safetensors) -> a ready Policy. ``fast`` enables CUDA graphs on a GPU."""
+    model.safetensors) -> a ready Policy. ``fast`` (GPU only) fuses q/k/v and gate/up weights and captures each
+    action step as a CUDA graph; ``compile_decode`` also torch.compiles the per-layer decode step (one-time
+    compile on the first call, ~a minute; falls back to eager if compiling fails)."""
     import torch
 
     from .models import load_vla
@@ -180,6 +182,7 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
     vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda"
     if vla.use_cuda_graphs:
         vla.fuse_for_inference()
+        vla.compile_decode = bool(compile_decode)
     if norm_stats and unnorm_key and unnorm_key not in norm_stats:
         unnorm_key = None if len(norm_stats) == 1 else unnorm_key
     return Policy(vla, norm_stats, camera_names=cams, unnorm_key=unnorm_key, checkpoint_id=checkpoint_id,

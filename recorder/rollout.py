@@ -353,6 +353,9 @@ class PolicySource:
                 self._takeover_start = tick
                 self.scheduler.clear()
                 self._generation += 1
+                reset = getattr(self.teleop, "reset", None)
+                if reset is not None:
+                    reset()  # a keyboard teleoperator starts from the measured pose, not an old goal
             action = np.asarray(self.teleop.get_action(observation), dtype=np.float32)
             self._last_goal = action
             extras[EXTRA_TAKEOVER][:] = 1

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 from recorder.errors import ConfigError, KnownError
@@ -212,65 +213,75 @@ def _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, lo
     from finetune.run_config import METRICS_FILE, PID_FILE
     from recorder.store import Store
 
-    if True:
-        if not resume:
-            sync_dataset(local_home, host, cfg.dataset, emit=lambda e: log.log_dict(e))
-        with Store.open(local_home) as store:
-            store.add_run(run_id, cfg.dataset, cfg.model, {**cfg.to_dict(), "remote": host.target}, local_run)
-        remote_args = ["finetune", *train_args, "--run-id", run_id] if not resume else ["finetune", "--resume", run_id]
-        proc = subprocess.Popen(host.ssh_argv(host.cli(remote_args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, bufsize=1)
-        cancel_cmd = host.ssh_argv(
-            f"kill -INT $(cut -d' ' -f1 {_quote_remote_path(host.remote_path('runs', run_id, PID_FILE))})")
-        state = {"cancelled": False}
+    if not resume:
+        sync_dataset(local_home, host, cfg.dataset, emit=lambda e: log.log_dict(e))
+    with Store.open(local_home) as store:
+        store.add_run(run_id, cfg.dataset, cfg.model, {**cfg.to_dict(), "remote": host.target}, local_run)
+    remote_args = ["finetune", *train_args, "--run-id", run_id] if not resume else ["finetune", "--resume", run_id]
+    proc = subprocess.Popen(host.ssh_argv(host.cli(remote_args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    cancel_cmd = host.ssh_argv(
+        f"kill -INT $(cut -d' ' -f1 {_quote_remote_path(host.remote_path('runs', run_id, PID_FILE))})")
+    state = {"cancelled": False}
 
-        def on_signal(_sig, _frame):
-            if not state["cancelled"]:
-                state["cancelled"] = True
-                subprocess.Popen(cancel_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def on_signal(_sig, _frame):
+        if not state["cancelled"]:
+            state["cancelled"] = True
+            subprocess.Popen(cancel_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        final = None
-        checkpoints: list[dict] = []
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                event = parse_event(line)
-                if event is None:
-                    print(line.rstrip(), file=sys.stderr)
-                    continue
-                if event["event"] == "checkpoint":
-                    checkpoints.append(event)
-                if event["event"] in ("done", "cancelled", "error"):
-                    final = event
-                log.log_dict(event, event.get("step"))
-            err = proc.stderr.read() if proc.stderr else ""
-            rc = proc.wait()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        if err.strip():
-            print(err.rstrip(), file=sys.stderr)
-        # fetch the run folder back (our metrics.jsonl and pid stay ours)
-        try:
-            host.rsync([f"{host.target}:{host.remote_path('runs', run_id)}/"], f"{local_run}/", what="fetching the run",
-                       extra=["--exclude", METRICS_FILE, "--exclude", PID_FILE, "--exclude", "*.log"])
-        except RemoteError as e:
-            log.log_dict({"event": "warning", "message": str(e)})
-        status = {"done": "done", "cancelled": "cancelled"}.get(final["event"] if final else "", "failed")
-        with Store.open(local_home) as store:
-            for ck in checkpoints:
-                step = int(ck.get("step", 0))
-                local_ck = local_run / "checkpoints" / f"{step:07d}"
-                if local_ck.is_dir():
-                    metrics = {k: v for k, v in ck.items() if k not in ("event", "path", "time")}
-                    store.add_checkpoint(run_id, step, local_ck, metrics)
-            from datetime import datetime, timezone
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    err_tail: list[str] = []
 
-            best = final.get("best_val") if final else None
-            store.update_run(run_id, status=status, best_metric=best, finished_at=datetime.now(timezone.utc))
-        if final is None:
-            message = (err.strip().splitlines() or [f"ssh exited with status {rc}"])[-1]
-            log.log_dict({"event": "error", "message": f"{host.target}: the remote run ended without finishing: {message}"})
-            return rc or 1
-        return 0 if status in ("done", "cancelled") else (rc or 1)
+    def pump_stderr():  # drain stderr alongside stdout so neither pipe can fill up and stall the remote run
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err_tail.append(line.rstrip())
+            del err_tail[:-20]
+            print(line.rstrip(), file=sys.stderr, flush=True)
+
+    import threading
+
+    pump = threading.Thread(target=pump_stderr, daemon=True)
+    pump.start()
+    final = None
+    checkpoints: list[dict] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = parse_event(line)
+            if event is None:
+                print(line.rstrip(), file=sys.stderr)
+                continue
+            if event["event"] == "checkpoint":
+                checkpoints.append(event)
+            if event["event"] in ("done", "cancelled", "error"):
+                final = event
+            log.log_dict(event, event.get("step"))
+        rc = proc.wait()
+        pump.join(timeout=10)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    # fetch the run folder back (our metrics.jsonl and pid stay ours)
+    try:
+        host.rsync([f"{host.target}:{host.remote_path('runs', run_id)}/"], f"{local_run}/", what="fetching the run",
+                   extra=["--exclude", METRICS_FILE, "--exclude", PID_FILE, "--exclude", "*.log"])
+    except RemoteError as e:
+        log.log_dict({"event": "warning", "message": str(e)})
+    status = {"done": "done", "cancelled": "cancelled"}.get(final["event"] if final else "", "failed")
+    with Store.open(local_home) as store:
+        for ck in checkpoints:
+            step = int(ck.get("step", 0))
+            local_ck = local_run / "checkpoints" / f"{step:07d}"
+            if local_ck.is_dir():
+                metrics = {k: v for k, v in ck.items() if k not in ("event", "path", "time")}
+                store.add_checkpoint(run_id, step, local_ck, metrics)
+        from datetime import datetime
+
+        best = final.get("best_val") if final else None
+        store.update_run(run_id, status=status, best_metric=best, finished_at=datetime.now(UTC))
+    if final is None:
+        message = (err_tail or [f"ssh exited with status {rc}"])[-1]
+        log.log_dict({"event": "error", "message": f"{host.target}: the remote run ended without finishing: {message}"})
+        return rc or 1
+    return 0 if status in ("done", "cancelled") else (rc or 1)

@@ -104,8 +104,16 @@ class VLA(nn.Module):
     def decoder(self) -> nn.Module:
         return self.llm.model
 
+    @property
+    def lm_head_module(self) -> nn.Module:
+        return self.llm.lm_head
+
+    @property
+    def llm_config(self):
+        return self.llm.config
+
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.llm.get_input_embeddings()(ids)
+        return self.decoder.get_input_embeddings()(ids)
 
     def vision_modules(self) -> list[str]:
         return []
@@ -224,11 +232,11 @@ class VLA(nn.Module):
     # ------------------------------------------------------------------ model side
     @property
     def device(self) -> torch.device:
-        return self.llm.get_input_embeddings().weight.device
+        return self.decoder.get_input_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llm.get_input_embeddings().weight.dtype
+        return self.decoder.get_input_embeddings().weight.dtype
 
     def _own_loop(self) -> bool:
         d = self.decoder
@@ -293,13 +301,13 @@ class VLA(nn.Module):
         hidden = self.run_llm(embeds)
         B = hidden.shape[0]
         if labels is None:
-            logits = self.llm.lm_head(hidden[:, -1:]).float()
+            logits = self.lm_head_module(hidden[:, -1:]).float()
             return VLAOutput(logits=logits)
         labels = labels.to(hidden.device)
         tgt = labels[:, 1:]
         sel = tgt != IGNORE_INDEX
         h = hidden[:, P:-1][sel]  # text positions t (after the image) predict label t+1
-        logits = self.llm.lm_head(h).float()
+        logits = self.lm_head_module(h).float()
         gt = tgt[sel]
         loss = F.cross_entropy(logits, gt)
         with torch.no_grad():
@@ -341,13 +349,27 @@ class VLA(nn.Module):
             p = pv[i : i + 1]
             if reference:
                 toks, probs = self._decode_reference(p, ids, n_new)
-            elif self._graphable():
-                toks, probs = self._graph_call(("tok", L, tuple(p.shape), n_new), self._decode_fn, p, ids, n_new)
             else:
-                toks, probs = self._decode_fn(p, ids, n_new)
+                try:
+                    toks, probs = self._fast_decode(p, ids, n_new, L)
+                except Exception as exc:  # a torch.compile failure: fall back to the uncompiled step
+                    if not self.compile_decode or "dynamo" not in type(exc).__module__ + str(type(exc)):
+                        raise
+                    import warnings
+
+                    warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager")
+                    self.compile_decode = False
+                    self._graphs.clear()
+                    toks, probs = self._fast_decode(p, ids, n_new, L)
             acts.append(self.action_tokenizer.decode_torch(toks).view(1, self.chunk_size, self.action_dim))
             confs.append(probs.float().view(1, self.chunk_size, self.action_dim).mean(-1))
         return torch.cat(acts), torch.cat(confs)
+
+    def _fast_decode(self, p, ids, n_new: int, L: int):
+        if self._graphable():
+            key = ("tok", L, tuple(p.shape), n_new, self.compile_decode)
+            return self._graph_call(key, self._decode_fn, p, ids, n_new)
+        return self._decode_fn(p, ids, n_new)
 
     def _chunk_fn(self, pv, ids, qpos, spos=None, st=None):
         embeds, P = self._assemble(pv, ids, qpos, spos, st)
@@ -360,8 +382,8 @@ class VLA(nn.Module):
         embeds, _ = self._assemble(pv, ids)
         if not self._own_loop():
             return self._decode_reference(pv, ids, n_new)
-        dec, head = self.decoder, self.llm.lm_head
-        cfg = self.llm.config
+        dec, head = self.decoder, self.lm_head_module
+        cfg = self.llm_config
         B, T, _ = embeds.shape
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -373,10 +395,14 @@ class VLA(nn.Module):
         probs_l, toks_l = [], []
         p, t = logits.softmax(-1).max(-1)
         probs_l.append(p), toks_l.append(t)
+        step_fn = self._decode_step_fn()
         for i in range(1, n_new):
             e = self.embed_tokens(t[:, None])
             pos = torch.full((1, 1), T + i - 1, device=embeds.device, dtype=torch.long)
-            h = _cached_pass(dec, e, pos, caches, T + i - 1)
+            if step_fn is not None:
+                h = _fused_decode_step(dec, e, pos, caches, step_fn)
+            else:
+                h = _cached_pass(dec, e, pos, caches, T + i - 1)
             logits = head(h[:, -1]).float()
             p, t = logits.softmax(-1).max(-1)
             probs_l.append(p), toks_l.append(t)
@@ -385,15 +411,15 @@ class VLA(nn.Module):
     def _decode_reference(self, pv, ids, n_new: int):
         """Plain transformers decoding: the LM's own forward with its default (dynamic) KV cache."""
         embeds, _ = self._assemble(pv, ids)
-        out = self.llm(inputs_embeds=embeds, use_cache=True)
+        out = self.decoder(inputs_embeds=embeds, use_cache=True)
         past = out.past_key_values
         probs_l, toks_l = [], []
-        p, t = out.logits[:, -1].float().softmax(-1).max(-1)
+        p, t = self.lm_head_module(out.last_hidden_state[:, -1]).float().softmax(-1).max(-1)
         probs_l.append(p), toks_l.append(t)
         for _ in range(1, n_new):
-            out = self.llm(input_ids=t[:, None], past_key_values=past, use_cache=True)
+            out = self.decoder(inputs_embeds=self.embed_tokens(t[:, None]), past_key_values=past, use_cache=True)
             past = out.past_key_values
-            p, t = out.logits[:, -1].float().softmax(-1).max(-1)
+            p, t = self.lm_head_module(out.last_hidden_state[:, -1]).float().softmax(-1).max(-1)
             probs_l.append(p), toks_l.append(t)
         return torch.stack(toks_l, 1), torch.stack(probs_l, 1)
 
@@ -434,6 +460,24 @@ class VLA(nn.Module):
         self._graphs.clear()
         return n
 
+    compile_decode = False  # torch.compile the per-layer decode step (fuses the small element-wise kernels)
+
+    def _decode_step_fn(self):
+        """The per-layer single-token function when every layer is fused (``fuse_for_inference``) and uses
+        RMSNorm + SiLU (Llama/Mistral); compiled when ``compile_decode``. None -> the generic path."""
+        layers = self.decoder.layers
+        if not all(hasattr(l.self_attn, "_fused_qkv") and hasattr(l.mlp, "_fused_gu") for l in layers):
+            return None
+        if getattr(self.llm_config, "hidden_act", "silu") != "silu":
+            return None
+        if not self.compile_decode:
+            return _decode_layer
+        fn = getattr(self, "_compiled_step", None)
+        if fn is None:
+            fn = torch.compile(_decode_layer, dynamic=False, fullgraph=True)
+            object.__setattr__(self, "_compiled_step", fn)
+        return fn
+
     # ------------------------------------------------------------------ CUDA graphs
     def _graphable(self) -> bool:
         return self.use_cuda_graphs and self.device.type == "cuda" and not self.training
@@ -469,6 +513,55 @@ class VLA(nn.Module):
 
 def _call_layer(layer, h, cos, sin, pos):
     return _layer_out(layer(h, attention_mask=None, position_ids=pos, position_embeddings=(cos, sin)))
+
+
+def _rms(x, w, eps: float):
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * xf.to(x.dtype)
+
+
+def _decode_layer(h, cos, sin, pos, kc, vc, ln1, eps1: float, wqkv, bqkv, sizes: list[int], wo, ln2, eps2: float,
+                  wgu, bgu, gu_sizes: list[int], wd, hd: int):
+    """One Llama-family decoder layer for one new token, static shapes: K/V written at ``pos`` (a tensor) and
+    attention over the whole cache with a position mask, so one compiled graph serves every layer and step."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    B = h.shape[0]
+    x = _rms(h, ln1, eps1)
+    q, k, v = F.linear(x, wqkv, bqkv).split(sizes, dim=-1)
+    q = q.view(B, 1, -1, hd).transpose(1, 2)
+    k = k.view(B, 1, -1, hd).transpose(1, 2)
+    v = v.view(B, 1, -1, hd).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    kc.index_copy_(2, pos, k)
+    vc.index_copy_(2, pos, v)
+    K, V = kc, vc
+    rep = q.shape[1] // K.shape[1]
+    if rep > 1:
+        K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
+    mask = (torch.arange(kc.shape[2], device=h.device) <= pos)[None, None, None, :]
+    o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
+    h = h + F.linear(o.transpose(1, 2).reshape(B, 1, -1), wo)
+    x = _rms(h, ln2, eps2)
+    g, u = F.linear(x, wgu, bgu).split(gu_sizes, dim=-1)
+    return h + F.linear(F.silu(g) * u, wd)
+
+
+def _fused_decode_step(dec, h, pos, caches, fn):
+    cos, sin = dec.rotary_emb(h, pos)
+    p = pos.view(-1)
+    for layer, (kc, vc) in zip(dec.layers, caches):
+        attn, mlp = layer.self_attn, layer.mlp
+        wqkv, bqkv, sizes = attn._fused_qkv
+        wgu, bgu, gu_sizes = mlp._fused_gu
+        if attn.o_proj.bias is not None or mlp.down_proj.bias is not None:
+            raise ModelError("fused decode does not support o_proj/down_proj biases")
+        h = fn(h, cos, sin, p, kc, vc, layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon),
+               wqkv, bqkv, sizes, attn.o_proj.weight, layer.post_attention_layernorm.weight,
+               float(layer.post_attention_layernorm.variance_epsilon), wgu, bgu, gu_sizes, mlp.down_proj.weight,
+               kc.shape[-1])
+    return dec.norm(h)
 
 
 def _cached_pass(dec, h, pos, caches, start: int):

@@ -187,7 +187,9 @@ def _meta_status(folder: Path) -> str | None:
 
 
 def _leftover_issue(folder: Path) -> Issue:
-    return Issue("deleting", f"{folder} is left over from an interrupted delete; repair removes it", path=folder)
+    return Issue(
+        "deleting", f"{folder} is left over from an interrupted delete; repair removes it", path=folder
+    )
 
 
 def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> None:

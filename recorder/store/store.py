@@ -575,6 +575,7 @@ class Store:
         setting any other status forgets that."""
         with self._write() as s:
             ep = self._get_ep(s, episode_id)
+            _refuse_deleting(ep, self.root)
             old_ds = ep.dataset
             if task is not _UNSET:
                 ep.task = str(task)
@@ -592,7 +593,6 @@ class Store:
                     raise ValueError(f"status must be one of {STATUSES[1:]}, not {status!r}")
                 if ep.status == "recording":
                     raise StoreError(f"episode {ep.id} is still recording; finish or discard it first")
-                _refuse_deleting(ep, self.root)
                 if status == "trashed":
                     if ep.status != "trashed":
                         ep.status_before_trash = ep.status

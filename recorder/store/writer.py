@@ -203,6 +203,9 @@ class EpisodeWriter:
             if enc.error is not None:
                 errors.append(f"{enc.path}: {enc.error}")
                 continue
+            # no frame ever reached the encoder (e.g. stopped before the first tick): nothing to sync
+            if not enc.path.exists():
+                continue
             with open(enc.path, "rb") as f:
                 os.fsync(f.fileno())
         return errors

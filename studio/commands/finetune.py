@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 
 from recorder.errors import ConfigError
 
@@ -29,7 +28,7 @@ OPTION_FIELDS = {
     "quantize_4bit": "quantize_4bit", "grad_accum": "grad_accum", "seed": "seed", "device": "device",
     "dtype": "dtype", "num_workers": "num_workers", "warmup": "warmup_steps", "weight_decay": "weight_decay",
     "activation_checkpointing": "activation_checkpointing", "augment": "augment", "use_state": "use_state",
-    "log_every": "log_every", "gpus": "gpus", "max_grad_norm": "max_grad_norm",
+    "log_every": "log_every", "gpus": "gpus", "max_grad_norm": "max_grad_norm", "decode_block": "decode_block",
 }
 
 
@@ -65,6 +64,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"])
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--decode-block", type=int, help="shuffle blocks of K consecutive ticks (faster decoding; 1 = full shuffle)")
     p.add_argument("--gpus", type=int, help="GPUs on this host (N > 1 launches torchrun)")
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
     p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
@@ -194,7 +194,6 @@ def _run_train(args) -> int:
 def _launch_torchrun(args, cfg, run_id: str) -> int:
     """Re-run this very command on cfg.gpus local processes (torchrun); they share the run id."""
     from finetune.distributed import torchrun_command
-
     from finetune.run_config import run_dir
 
     folder = run_dir(args.home, run_id)

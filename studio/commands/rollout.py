@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
     p.add_argument("--device", default=None, help="torch device for a local model")
     p.add_argument("--max-delta", type=float, default=10.0, help="safety: largest joint change per tick (degrees)")
+    p.add_argument("--open-loop", metavar="DATASET", default=None,
+                   help="no rollout: run the policy over DATASET's recorded episodes and print the error per joint")
+    p.add_argument("--open-loop-episodes", type=int, default=5, help="episodes for --open-loop (default 5)")
     p.add_argument("--calibration", default=None,
                    help="JSON {camera: {intrinsics: 3x3, world_to_camera: 4x4}} to draw the predicted path on "
                         "real cameras (the sim needs none)")
@@ -55,6 +58,18 @@ def _calibrations(path: str | None) -> dict:
     return {str(cam): PinholeCalibration.from_dict(d) for cam, d in data.items()}
 
 
+def _open_loop(policy, store, args) -> int:
+    from recorder.evaluation import evaluate_open_loop
+
+    res = evaluate_open_loop(policy, store, dataset=args.open_loop, max_episodes=args.open_loop_episodes,
+                             instruction=args.task, on_progress=lambda i, n: print(f"episode {i}/{n}", flush=True))
+    print(res.table())
+    if res.mae_by_horizon is not None:
+        print("MAE by chunk row: " + " ".join(f"{v:.3f}" for v in res.mae_by_horizon))
+    print(f"policy latency: mean {res.mean_latency_s * 1000:.1f} ms", flush=True)
+    return 0
+
+
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
@@ -70,10 +85,18 @@ def _run(args) -> int:
     try:
         policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device,
                              home=args.home, store=store)
-        rig = load_rig(rig_spec, home=args.home)
+        rig = None if args.open_loop else load_rig(rig_spec, home=args.home)
     except BaseException:
         store.close()
         raise
+    if args.open_loop:
+        try:
+            return _open_loop(policy, store, args)
+        finally:
+            store.close()
+            close = getattr(policy, "close", None)
+            if close is not None:
+                close()
     stop = threading.Event()
     try:
         rig.connect()

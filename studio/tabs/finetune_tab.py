@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from PyQt6.QtCore import Qt, pyqtSignal
@@ -376,7 +376,17 @@ class FinetuneTab(QWidget):
         if self.is_running:
             self.ctx.error_posted.emit("a fine-tune is already running here: cancel it before resuming another")
             return
-        self._launch(["--home", str(self.home), "finetune", "--resume", run_id], run_id, 0, fresh=False)
+        args = ["--home", str(self.home), "finetune", "--resume", run_id]
+        try:
+            remote = (self.ctx.store.run(run_id).config or {}).get("remote")
+        except Exception:  # noqa: BLE001 - an unknown run resumes locally and reports its own error
+            remote = None
+        if remote:
+            if not self.remote_host_edit.text().strip():
+                self.ctx.error_posted.emit(f"run {run_id} trained on {remote}: fill in the remote host to resume it")
+                return
+            args += self._remote_args()
+        self._launch(args, run_id, 0, fresh=False)
 
     def _launch(self, args: list[str], run_id: str, steps: int, fresh: bool) -> None:
         self._begin_following(run_id, steps, clear=fresh)
@@ -509,7 +519,7 @@ class FinetuneTab(QWidget):
             self.ctx.error_posted.emit(str(err))
             return
         self.history_table.setRowCount(len(runs))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None

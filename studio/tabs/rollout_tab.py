@@ -39,6 +39,12 @@ from widgets.action_bars import ActionBarsWidget
 from widgets.camera_view import CameraView
 from widgets.overlays import OVERLAYS, install_overlays
 
+# Qt keys forwarded to a keyboard teleoperator during a takeover, by the names it understands
+TELEOP_KEYS = {
+    Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down", Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right",
+    Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
+}
+
 OVERLAY_LABELS = {"path": "future path", "gripper": "gripper", "bars": "action bars", "timing": "latency / rate",
                   "confidence": "confidence", "safety": "safety"}
 
@@ -57,6 +63,7 @@ class RolloutTab(QWidget):
         self.thread: RolloutThread | None = None
         self.eval_thread: EvaluationThread | None = None
         self.policy_object = None  # a ready policy to use instead of loading one (the demo, tests)
+        self._rig = None  # the connected rig of the running batch (its keyboard teleoperator gets keys)
         self.views: dict[str, CameraView] = {}
         self._overlay: dict[str, object] = {}
         self._rate = RateMeter()
@@ -311,16 +318,40 @@ class RolloutTab(QWidget):
         self.status_label.setText("stopping after this tick …")
 
     def _on_takeover_toggled(self, on: bool) -> None:
+        if not on:
+            release = getattr(getattr(self._rig, "teleop", None), "release_all", None)
+            if release is not None:
+                release()
         if self.thread is not None:
             (self.thread.takeover.set if on else self.thread.takeover.clear)()
         self.takeover_button.setText("Give back to the policy" if on else "Take over (teleoperator drives)")
+
+    def _teleop_key(self, event, pressed: bool) -> bool:
+        """While taken over, keys drive the rig's keyboard teleoperator (arrows, PageUp/Down, letters)."""
+        if not self.takeover_button.isChecked() or event.isAutoRepeat():
+            return False
+        fn = getattr(getattr(self._rig, "teleop", None), "press" if pressed else "release", None)
+        if fn is None:
+            return False
+        name = TELEOP_KEYS.get(Qt.Key(event.key())) or (event.text().lower() or None)
+        if name is None:
+            return False
+        fn(name)
+        return True
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt name)
         if event.key() == Qt.Key.Key_Escape:
             self.emergency_stop()
             event.accept()
             return
+        if self._teleop_key(event, True):
+            return
         super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        if self._teleop_key(event, False):
+            return
+        super().keyReleaseEvent(event)
 
     def set_overlay_enabled(self, name: str, on: bool) -> None:
         for v in self.views.values():
@@ -332,6 +363,7 @@ class RolloutTab(QWidget):
         self.ctx.status_posted.emit(text)
 
     def _on_rig_ready(self, rig) -> None:
+        self._rig = rig
         low, high = rig.robot.joint_limits
         self._low, self._high = np.asarray(low, float), np.asarray(high, float)
         self._names = list(rig.robot.joint_names)
@@ -393,6 +425,7 @@ class RolloutTab(QWidget):
         self.ctx.error_posted.emit(text)
 
     def _on_thread_finished(self) -> None:
+        self._rig = None
         self.takeover_button.setEnabled(True)
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)

@@ -157,3 +157,14 @@ def test_mixed_action_sizes_are_a_clear_error(tmp_path):
         build_datasets(home, "mixed", cameras=[], n_images=1, image_size=32, chunk_size=1, val_fraction=0.0,
                        seed=0, augment=False, use_state=False)
     assert "\n" not in str(err.value)
+
+
+def test_block_order_is_a_permutation_that_walks_blocks_forward():
+    s = StreamSampler(40, seed=2, block=4, interleave=3)
+    order = s.order(0)
+    assert sorted(order.tolist()) == list(range(40))
+    first = order[:3]  # one tick of each of three blocks, then the next tick of the same blocks
+    assert order[3:6].tolist() == (first + 1).tolist()
+    assert not np.array_equal(s.order(0), s.order(1))
+    tail = list(itertools.islice(iter(StreamSampler(40, 2, start=13, block=4, interleave=3)), 10))
+    assert tail == list(itertools.islice(iter(s), 23))[13:]

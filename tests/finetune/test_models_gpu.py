@@ -59,3 +59,17 @@ def test_cuda_graph_predictions_equal_eager(head):
     vla.use_cuda_graphs = True
     g2, _ = vla.predict(b2)  # same graph, new inputs
     assert torch.equal(e2, g2)
+
+
+@pytest.mark.gpu
+def test_fused_compiled_decode_equals_transformers():
+    vla = load_vla("tiny", device="cuda", dtype=torch.float32)
+    img = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    batch = vla.collate([vla.prepare([img], "pick up the red cube", None)])
+    ref, ref_conf = vla.predict(batch, reference=True)
+    assert vla.fuse_for_inference() == len(vla.decoder.layers)
+    vla.use_cuda_graphs = True
+    vla.compile_decode = True
+    got, conf = vla.predict(batch)
+    assert vla.compile_decode  # did not fall back
+    assert torch.equal(got, ref) and torch.allclose(conf, ref_conf, atol=1e-5)

@@ -13,9 +13,20 @@ TINY = ["--demos", "1", "--steps", "3", "--rollouts", "1", "--size", "64x48", "-
         "--episode-time", "1.5", "--rollout-time", "1.5"]
 
 
-def test_demo_headless_end_to_end(home, capsys):
-    rc = main(["--home", str(home), "demo", "--headless", *TINY])
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    import contextlib
+    import io
+
+    home = tmp_path_factory.mktemp("demo") / "home"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["--home", str(home), "demo", "--headless", *TINY])
+    return home, rc, buf.getvalue()
+
+
+def test_demo_headless_end_to_end(demo_home):
+    home, rc, out = demo_home
     assert rc == 0, out
     assert "== record" in out and "== finetune" in out and "== rollout" in out and "demo done" in out
     store = Store.open(home)
@@ -40,17 +51,86 @@ def test_demo_headless_end_to_end(home, capsys):
         store.close()
 
 
+def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
+    """`vla-studio serve` on the demo's checkpoint answers like the policy loaded in-process."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from finetune.server import RemotePolicy
+    from recorder.errors import ModelError
+    from studio.rollout_policy import load_local_policy
+
+    home, rc, _ = demo_home
+    assert rc == 0
+    run = next((home / "runs").iterdir())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "--home", str(home), "serve", "--checkpoint",
+                             str(run), "--port", str(port), "--token", "tk", "--device", "cpu"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        remote = None
+        deadline = time.monotonic() + 60
+        while remote is None:
+            try:
+                remote = RemotePolicy(f"ws://127.0.0.1:{port}", token="tk", timeout=5)
+            except ModelError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        with remote:
+            local = load_local_policy(run, device="cpu")
+            img = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            images = {c: img for c in local.camera_names}
+            state = np.zeros(6, np.float32)
+            out_r = remote.predict(images, state, "pick up the red cube")
+            out_l = local.predict(images, state, "pick up the red cube")
+            assert remote.chunk_size == local.chunk_size and remote.camera_names == local.camera_names
+            np.testing.assert_allclose(out_r.actions, out_l.actions, atol=1e-4)
+            assert remote.checkpoint_label.startswith(f"{run.name}/")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+
+
 @pytest.mark.gui
-def test_demo_window_shows_each_stage(qtbot, home):
+def test_demo_window_shows_each_stage(qtbot, home, demo_home, monkeypatch):
+    """The window shows recording, the loss curve and the rollout with overlays. To keep the test
+    short the fine-tune stage replays the module's demo run (its metrics.jsonl) instead of training again."""
+    import json
+
     from studio.commands.demo import _config
+    from studio.rollout_demo import DemoPipeline
     from studio.rollout_demo_window import DemoWindow
+
+    run = next((demo_home[0] / "runs").iterdir())
+
+    def replay_finetune(self):
+        self.cb.on_stage("finetune", "replaying the fine-tune of the demo run")
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            ev = json.loads(line)
+            if ev.get("event") == "train":
+                self.result.final_loss = ev["loss"]
+            self.cb.on_train_event(ev)
+        self.result.checkpoint = run
+        return run
+
+    monkeypatch.setattr(DemoPipeline, "finetune", replay_finetune)
 
     class A:
         pass
 
     args = A()
     args.home, args.task, args.dataset, args.seed = home, "pick", "demo", 0
-    args.demos, args.steps, args.rollouts, args.size = 1, 2, 1, "64x48"
+    args.demos, args.steps, args.rollouts, args.size = 1, 3, 1, "64x48"
     args.fps, args.episode_time, args.rollout_time = 10.0, 1.0, 1.5
     win = DemoWindow(_config(args))
     qtbot.addWidget(win)
@@ -60,6 +140,6 @@ def test_demo_window_shows_each_stage(qtbot, home):
     assert win.error is None
     assert all(it.text().startswith("✓") for it in win.stage_items.values())
     assert win.rollout_ticks_shown > 0 and win.views["front"].frames_shown > 0
-    assert len(win._losses) == 2
+    assert len(win._losses) == 3
     assert "rollouts succeeded" in win.result_label.text()
     win.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from finetune.metrics import read_events
 from tests.finetune.synth_store import write_dataset
 
 SSHD = "/usr/sbin/sshd"
@@ -67,41 +68,6 @@ def _remote_args(sshd, remote_home):
     return args
 
 
-@pytest.mark.slow
-def test_cli_finetunes_on_the_remote_host_and_brings_the_run_back(sshd, tmp_path, capsys):
-    from recorder.store import Store
-    from studio.cli import main
-
-    local, remote = tmp_path / "laptop", tmp_path / "workstation"
-    ids = write_dataset(local, "toy", episodes=2, frames=6)
-    with Store.open(local) as store:
-        store.update_episode(ids[0], task="push the red cube onto the green square")  # edited after recording
-    rc = main(["--home", str(local), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", "3", "--batch", "2",
-               "--eval-every", "0", "--val-fraction", "0", "--run-id", "far", *_remote_args(sshd, remote)])
-    out = capsys.readouterr()
-    assert rc == 0, out.err
-    events = [__import__("json").loads(ln) for ln in out.out.splitlines() if ln.startswith("{")]
-    kinds = [e["event"] for e in events]
-    assert kinds[0] == "synced" and "start" in kinds and kinds.count("train") == 3 and kinds[-1] == "done"
-    start = next(e for e in events if e["event"] == "start")
-    assert start["path"].startswith(str(remote))  # it trained over there
-    # the dataset arrived in the remote index with its current labels
-    with Store.open(remote) as rstore:
-        reps = {e.uuid: e for e in rstore.episodes(dataset="toy")}
-    with Store.open(local) as store:
-        leps = {e.uuid: e for e in store.episodes(dataset="toy")}
-        assert set(reps) == set(leps)
-        assert {e.task for e in reps.values()} == {e.task for e in leps.values()}
-        # the run came back: checkpoints on this disk, in this index
-        run = store.run("far")
-        assert run.status == "done"
-        cks = store.checkpoints(run_id="far")
-        assert [c.step for c in cks] == [3] and (cks[0].path / "adapter").is_dir()
-    assert (local / "runs" / "far" / "checkpoints" / "last").is_file()
-    local_events = (local / "runs" / "far" / "metrics.jsonl").read_text()
-    assert local_events.count('"event":"train"') == 3
-
-
 @pytest.mark.gui
 @pytest.mark.slow
 def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qtbot, monkeypatch):
@@ -110,8 +76,9 @@ def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qt
 
     local, remote = tmp_path / "laptop", tmp_path / "workstation"
     monkeypatch.setenv("VLA_STUDIO_HOME", str(local))
-    write_dataset(local, "toy", episodes=2, frames=6)
+    ids = write_dataset(local, "toy", episodes=2, frames=6)
     ctx = AppContext(home=local)
+    ctx.store.update_episode(ids[0], task="push the red cube onto the green square")  # edited after recording
     tab = FinetuneTab(ctx)
     qtbot.addWidget(tab)
     tab.dataset_combo.setCurrentText("toy")
@@ -134,5 +101,18 @@ def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qt
     assert tab.curves.train_steps == [1, 2, 3]
     row = next(r for r in tab.history_rows() if r[0] == run_id)
     assert row[1] == "done" and row[6] == "1"
+    # it trained over there, on the dataset synced there with its current labels
+    start = next(e for e in read_events(local / "runs" / run_id / "metrics.jsonl") if e["event"] == "start")
+    assert start["path"].startswith(str(remote))
     assert (remote / "runs" / run_id / "checkpoints" / "last").is_file()
+    from recorder.store import Store
+
+    with Store.open(remote) as rstore:
+        reps = {e.uuid: e.task for e in rstore.episodes(dataset="toy")}
+    leps = {e.uuid: e.task for e in ctx.store.episodes(dataset="toy")}
+    assert reps == leps
+    # the run came back: its checkpoint is on this disk and in this index (the Rollout tab can open it)
+    cks = ctx.store.checkpoints(run_id=run_id)
+    assert [c.step for c in cks] == [3] and (cks[0].path / "adapter").is_dir()
+    assert str(cks[0].path).startswith(str(local))
     ctx.close()

@@ -47,3 +47,18 @@ def test_serve_refuses_a_public_address_without_a_token(home, capsys):
 def test_rollout_with_a_missing_checkpoint_is_a_known_error(home, capsys):
     rc = main(["--home", str(home), "rollout", "--checkpoint", "no-such-run"])
     assert rc == 2 and "no such folder or run" in capsys.readouterr().err
+
+
+def test_cli_open_loop_prints_the_error_per_joint(home, capsys):
+    from tests.recorder.test_evaluation import _record
+
+    store = Store.open(home)
+    _record(store, n=6)
+    store.close()
+    with PolicyServer(FixedChunkPolicy(chunk_size=2, step=1.0), port=0) as srv:
+        rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--open-loop", "demos"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = dict(line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
+                ("shoulder_pan", "elbow_flex", "gripper", "mean"))
+    assert rows == {"shoulder_pan": "1.000", "elbow_flex": "1.000", "gripper": "4.000", "mean": "1.833"}

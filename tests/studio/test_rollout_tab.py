@@ -126,3 +126,33 @@ def test_open_loop_evaluation_plots_predicted_vs_recorded(qtbot, tab):
     xr, yr = review.curve_recorded.getData()
     assert len(xs) == len(xr) == 10
     np.testing.assert_allclose(ys - yr, -1.0)
+
+
+def test_takeover_hands_the_arm_to_the_keyboard_and_marks_the_segment(qtbot, tab):
+    from recorder.rollout import EXTRA_TAKEOVER
+
+    tab.rig_spec = sim_rig_config(teleop="keyboard", width=160, height=120, fps=15)
+    tab.policy_object = FixedChunkPolicy(chunk_size=4, step=0.0)
+    tab.max_s_spin.setValue(30.0)
+    tab.start_rollout()
+    qtbot.waitUntil(lambda: tab.ticks_shown >= 3, timeout=20000)
+    tab.takeover_button.setChecked(True)
+    tab.setFocus()
+    qtbot.keyPress(tab, Qt.Key.Key_Up)
+    qtbot.waitUntil(lambda: tab._overlay["front"].mode == "teleop", timeout=5000)
+    qtbot.wait(300)
+    qtbot.keyRelease(tab, Qt.Key.Key_Up)
+    tab.takeover_button.setChecked(False)
+    qtbot.waitUntil(lambda: tab._overlay["front"].mode == "policy", timeout=5000)
+    with qtbot.waitSignal(tab.thread.finished, timeout=10000):
+        tab.stop_button.click()
+    info = tab.ctx.store.episodes(source="policy")[0]
+    segs = [s for s in info.segments if s.get("kind") == "takeover"]
+    assert len(segs) == 1
+    low = tab.ctx.store.open_episode(info.id).lowdim()
+    took = np.asarray(low[EXTRA_TAKEOVER])[:, 0] > 0
+    assert took.any() and not took[-1]
+    start = int(np.argmax(took))
+    state = np.asarray(low["observation.state"])
+    # the keyboard moved the arm while it had it (the policy alone holds still)
+    assert np.abs(state[-1] - state[start]).max() > 0.5

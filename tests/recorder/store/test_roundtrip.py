@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -118,12 +120,44 @@ def test_bad_values_raise_before_anything_is_queued(home):
             w.add_tick(frames={"front": smooth_image(1)}, values={"action": np.zeros(5)})
         with pytest.raises(ValueError, match="action"):
             w.add_tick(frames={"front": smooth_image(1)}, values={})
-        w.add_tick(frames={"front": smooth_image(1)}, values={"action": np.ones(6), "not.declared": 1.0})
+        w.add_tick(frames={"front": smooth_image(1)}, values={"action": np.ones(6)})
         info = w.finish()
         assert info.num_frames == 2 and info.status == "complete"
         with store.open_episode(info.id) as r:
             assert np.abs(r.frame("front", 1).astype(int) - smooth_image(1)).mean() < 6
             np.testing.assert_array_equal(r.lowdim()["action"][1], np.ones(6))
+
+
+def test_undeclared_values_are_an_error_unless_optional_diagnostics(home):
+    with Store.open(home) as store:
+        w = store.begin_episode(
+            dataset="demo",
+            fps=30.0,
+            cameras={"front": CameraSpec(width=W, height=H)},
+            lowdim={"action": (6,)},
+        )
+        w.add_tick(frames={"front": smooth_image(0)}, values={"action": np.zeros(6)})
+        # a typo or a forgotten declaration would silently lose data: one-line StoreError, tick not recorded
+        with pytest.raises(StoreError) as err:
+            w.add_tick(
+                frames={"front": smooth_image(1)}, values={"action": np.ones(6), "observation.sate": 1.0}
+            )
+        msg = str(err.value)
+        assert "\n" not in msg and "observation.sate" in msg and str(w.path) in msg and "begin_episode" in msg
+        assert w.num_ticks == 1
+        # policy./extra. diagnostics a source adds on its own are dropped, and the episode says so
+        w.add_tick(
+            frames={"front": smooth_image(1)}, values={"action": np.ones(6), "policy.chunk": np.ones(24)}
+        )
+        w.add_tick(frames={"front": smooth_image(2)}, values={"action": np.ones(6), "extra.note": np.ones(1)})
+        info = w.finish()
+        assert info.num_frames == 3
+        meta = json.loads((info.path / "meta.json").read_text())
+        assert meta["ignored_values"] == ["extra.note", "policy.chunk"]
+        with store.open_episode(info.id) as r:
+            low = r.lowdim()
+            assert "policy.chunk" not in low
+            np.testing.assert_array_equal(low["action"][1:], np.ones((2, 6)))
 
 
 def test_extras_of_any_fixed_shape_and_segments(home):

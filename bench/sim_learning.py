@@ -1,0 +1,382 @@
+"""Learning in the sim: scripted demonstrations -> fine-tune a small VLA -> closed-loop rollouts on new seeds.
+
+Issue 8's third benchmark. Stages (each can run alone; ``all`` runs them in order):
+
+    record  N scripted-expert demonstrations of the sim "pick" task (non-realtime physics, cameras rendered
+            synchronously at the model's input size) into a store (dataset ``sim-pick``)
+    train   fine-tune a small OpenVLA-layout model (``bench/sim_learning_model.py``: the tiny model scaled up)
+            with the public recipe (``finetune.recipe.FinetuneRecipe``): chunk head (L1), proprio state,
+            LoRA on every linear layer incl. the vision towers; CUDA when present
+    eval    closed-loop rollouts with ``finetune.runtime.load_policy`` on NEW seeds (disjoint from the demo
+            seeds), success by the task's own detector; baselines in the same run: the scripted expert
+            itself and an open-loop replay of the mean demonstration trajectory
+
+    .venv/bin/python bench/sim_learning.py --stage all --demos 5 --steps 20 --eval-seeds 3   # smoke test
+    .venv/bin/python bench/sim_learning.py --stage record --demos 120
+    python3 bench/sim_learning.py --stage train --steps 3000 --batch 64         # on the GPU
+    .venv/bin/python bench/sim_learning.py --stage eval --eval-seeds 50 --write-doc
+
+Episode protocol (recording and evaluation alike): control at ``--fps`` (30 Hz); an episode ends when the
+detector has held for ``--hold`` ticks (success) or after ``--max-ticks`` ticks (failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+DEFAULT_WORK = ".devcarry/sim_learning"  # relative to the repo root: git-ignored, carried to the device
+DATASET = "sim-pick"
+TRAIN_SEED0 = 1_000  # demo i uses seed TRAIN_SEED0 + i
+EVAL_SEED0 = 900_000  # eval seed j is EVAL_SEED0 + j: never a demo seed
+
+
+# ----------------------------------------------------------------------------- sim episode driver
+
+
+class SimEpisodes:
+    """The sim robot in non-realtime mode plus a synchronous renderer for the chosen cameras."""
+
+    def __init__(self, task: str, cameras: list[str], size: int, fps: float) -> None:
+        from recorder.devices.configs import ScriptedTeleopConfig, SimRobotConfig
+        from recorder.devices.sim import SimRobot, make_expert
+        from recorder.devices.sim.camera import OffscreenRenderer
+
+        self.robot = SimRobot(SimRobotConfig(task=task, realtime=False, seed=0))
+        self.robot.connect()
+        self.fps = float(fps)
+        self.expert = make_expert(self.robot, ScriptedTeleopConfig(fps=fps))
+        self.cameras = list(cameras)
+        self.size = int(size)
+        self.renderer = OffscreenRenderer(self.robot.model, self.size, self.size)
+        self.cam_ids = {c: self.robot.model.camera(c).id for c in self.cameras}
+
+    @property
+    def instruction(self) -> str:
+        return self.robot.task.instruction
+
+    def reset(self, seed: int) -> None:
+        self.robot.reset(seed)
+        self.expert.reset()
+
+    def observe(self) -> np.ndarray:
+        return self.robot.get_observation()["observation.state"]
+
+    def render(self) -> dict[str, np.ndarray]:
+        r = self.robot
+        out = {}
+        for c in self.cameras:
+            with r._lock:  # the scene is copied under the sim lock, as the sim camera does
+                self.renderer.update_scene(r.model, r.data, self.cam_ids[c])
+            out[c] = self.renderer.render().copy()
+        return out
+
+    def act(self, action: np.ndarray) -> np.ndarray:
+        sent = self.robot.send_action(np.asarray(action, dtype=np.float32))
+        self.robot.step_physics(1.0 / self.fps)
+        return sent
+
+    def success(self) -> bool:
+        return self.robot.task.success()
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.robot.disconnect()
+
+
+def run_episode(sim: SimEpisodes, seed: int, source, *, max_ticks: int, hold: int, on_tick=None) -> dict:
+    """One episode; ``source(tick, state, render) -> action`` (``render()`` gives the frames when needed)."""
+    sim.reset(seed)
+    held, first, ticks = 0, None, 0
+    for t in range(max_ticks):
+        state = sim.observe()
+        frames_cache: dict = {}
+
+        def render(_c=frames_cache):
+            if not _c:
+                _c.update(sim.render())
+            return _c
+
+        action = np.asarray(source(t, state, render), dtype=np.float32)
+        if on_tick is not None:
+            on_tick(t, state, render, action)
+        sim.act(action)
+        ticks = t + 1
+        if sim.success():
+            held += 1
+            first = t if first is None else first
+            if held >= hold:
+                break
+        else:
+            held = 0
+    return {"seed": seed, "success": held >= hold, "ticks": ticks, "first_success_tick": first}
+
+
+# ----------------------------------------------------------------------------- record
+
+
+def stage_record(args) -> dict:
+    from recorder.store import Store
+    from recorder.store.types import CameraSpec
+
+    home = Path(args.work) / "home"
+    if args.fresh and home.exists():
+        shutil.rmtree(home)
+    store = Store.open(home)
+    sim = SimEpisodes("pick", args.cameras, args.image_size, args.fps)
+    t0 = time.perf_counter()
+    kept, failed, dropped, ticks_total = 0, 0, 0, 0
+    existing = len(store.episodes(dataset=DATASET)) if DATASET in [d.name for d in store.datasets()] else 0
+    seed = TRAIN_SEED0 + existing
+    try:
+        while kept < args.demos:
+            w = store.begin_episode(
+                dataset=DATASET, task=sim.instruction, fps=args.fps, source="scripted",
+                rig={"name": "sim", "task": "pick", "seed": seed, "bench": "sim_learning", "realtime": False},
+                cameras={c: CameraSpec(width=args.image_size, height=args.image_size, queue_size=4096)
+                         for c in args.cameras},
+                lowdim={"observation.state": (6,), "action": (6,)}, tags=["sim_learning", f"seed={seed}"])
+
+            def expert(t, state, render):
+                return sim.expert.get_action({"observation.state": state})
+
+            def write(t, state, render, action):
+                frames = render()
+                w.add_tick(t=t / args.fps, frames=frames, timestamps={c: t / args.fps for c in frames},
+                           values={"observation.state": state, "action": action})
+
+            res = run_episode(sim, seed, expert, max_ticks=args.max_ticks, hold=args.hold, on_tick=write)
+            seed += 1
+            if not res["success"]:  # keep only successful demonstrations
+                w.discard()
+                failed += 1
+                continue
+            info = w.finish(success=True, notes=f"scripted expert, seed {res['seed']}")
+            dropped += sum(w.stats.frames_dropped.values())
+            ticks_total += info.num_frames
+            kept += 1
+            if kept % 20 == 0:
+                print(f"  {kept}/{args.demos} demos, {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        sim.close()
+        store.close()
+    dt = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in home.rglob("*") if p.is_file())
+    out = {"demos": kept, "expert_failures_discarded": failed, "ticks": ticks_total, "frames_dropped": dropped,
+           "seconds": dt, "store_mib": size / 2**20, "seeds": [TRAIN_SEED0 + existing, seed - 1]}
+    print(json.dumps({"event": "recorded", **out}), flush=True)
+    (Path(args.work) / "record.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def stage_train(args) -> dict:
+    import torch
+
+    from bench.sim_learning_model import build_small_openvla, count_params
+    from finetune.models import load_vla
+    from finetune.recipe import FinetuneRecipe
+    from finetune.run_config import FinetuneConfig
+
+    work = Path(args.work)
+    model_dir = work / f"model-{args.model_size}"
+    build_small_openvla(model_dir, args.model_size)
+    # LoRA on every linear layer, the vision towers included (a random-init base has no features to keep)
+    probe = load_vla(str(model_dir), device="cpu", action_head="chunk", chunk_size=args.chunk, action_dim=6,
+                     n_images=len(args.cameras), state_dim=6)
+    targets = ",".join(probe.lora_target_modules(include_vision=True))
+    del probe
+    cfg = FinetuneConfig(
+        dataset=DATASET, cameras=list(args.cameras), val_fraction=args.val_fraction, augment=False, use_state=True,
+        num_workers=args.workers, model=os.path.relpath(model_dir, Path.cwd()), action_head="chunk",
+        chunk_size=args.chunk, lora_rank=args.rank, lora_alpha=args.rank, lora_targets=targets, steps=args.steps,
+        batch_size=args.batch, lr=args.lr, warmup_steps=min(100, args.steps // 10), lr_min_ratio=0.05,
+        eval_every=0, eval_batches=4, save_every=10**9, log_every=max(1, args.steps // 20), seed=7,
+    )
+    t0 = time.perf_counter()
+    recipe = FinetuneRecipe(cfg, work / "home", run_id=args.run_id)
+    result = recipe.run()
+    dt = time.perf_counter() - t0
+    out = {"run_id": result.run_id, "status": result.status, "steps": result.step, "checkpoint": str(result.checkpoint),
+           "seconds": dt, "base_params": count_params(model_dir), "trainable_params": int(recipe.n_trainable),
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+           "batch": args.batch, "lr": args.lr, "rank": args.rank, "chunk": args.chunk, "model_size": args.model_size,
+           "val": getattr(recipe, "last_eval", None)}
+    print(json.dumps({"event": "trained", **out}), flush=True)
+    (work / "train.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _mean_trajectory(home: Path, max_ticks: int) -> np.ndarray:
+    """Per-tick mean action over the demonstrations (episodes padded with their last action)."""
+    from recorder.store import Store
+
+    store = Store.open(home)
+    try:
+        acts = []
+        for e in store.episodes(dataset=DATASET):
+            r = store.open_episode(e.id)
+            try:
+                a = np.asarray(r.lowdim()["action"], dtype=np.float32)
+            finally:
+                r.close()
+            pad = np.repeat(a[-1:], max(0, max_ticks - len(a)), axis=0)
+            acts.append(np.concatenate([a, pad])[:max_ticks])
+    finally:
+        store.close()
+    return np.mean(acts, axis=0)
+
+
+def _find_checkpoint(args) -> Path:
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    tj = Path(args.work) / "train.json"
+    if tj.exists():
+        ck = Path(json.loads(tj.read_text())["checkpoint"])
+        if not ck.is_absolute():
+            ck = ROOT / ck
+        if ck.exists():
+            return ck
+    runs = sorted((Path(args.work) / "home" / "runs").glob("*/checkpoints/last"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise SystemExit(f"no checkpoint under {args.work}/home/runs: run --stage train first (or pass --checkpoint)")
+    return runs[-1].parent / runs[-1].read_text().strip()
+
+
+def stage_eval(args) -> dict:
+    import torch
+
+    from finetune.runtime import load_policy
+
+    work = Path(args.work)
+    ckpt = _find_checkpoint(args)
+    device = args.eval_device if args.eval_device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    policy = load_policy(ckpt, device=device)
+    cams = policy.camera_names
+    sim = SimEpisodes("pick", cams, args.image_size, args.fps)
+    seeds = [EVAL_SEED0 + j for j in range(args.eval_seeds)]
+    mean_traj = _mean_trajectory(work / "home", args.max_ticks)
+    results: dict[str, list[dict]] = {}
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    try:
+        # 1) the tuned policy, closed loop: execute `--execute` actions of each predicted chunk, then re-plan
+        rows = []
+        for s in seeds:
+            plan: list[np.ndarray] = []
+
+            def policy_source(t, state, render, _plan=plan):
+                if not _plan:
+                    out = policy.predict(render(), state, sim.instruction)
+                    latencies.append(out.latency_s)
+                    _plan.extend(out.actions[: args.execute])
+                return _plan.pop(0)
+
+            rows.append(run_episode(sim, s, policy_source, max_ticks=args.max_ticks, hold=args.hold))
+        results["tuned policy"] = rows
+        t_policy = time.perf_counter() - t0
+        # 2) the scripted expert on the same seeds
+        results["scripted expert"] = [
+            run_episode(sim, s, lambda t, st, r: sim.expert.get_action({"observation.state": st}),
+                        max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
+        # 3) open-loop replay of the mean demonstration (no perception)
+        results["mean demo, open loop"] = [
+            run_episode(sim, s, lambda t, st, r: mean_traj[min(t, len(mean_traj) - 1)],
+                        max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
+    finally:
+        sim.close()
+    summary = {}
+    for name, rows in results.items():
+        ok = [r for r in rows if r["success"]]
+        summary[name] = {"success": len(ok), "n": len(rows), "rate": len(ok) / max(1, len(rows)),
+                         "mean_ticks_success": float(np.mean([r["ticks"] for r in ok])) if ok else None,
+                         "failed_seeds": [r["seed"] for r in rows if not r["success"]][:10]}
+    out = {"checkpoint": str(ckpt), "device": device, "seeds": [seeds[0], seeds[-1]], "summary": summary,
+           "policy_latency_ms_median": 1000 * float(np.median(latencies)) if latencies else None,
+           "policy_calls": len(latencies), "policy_rollout_s": t_policy, "seconds": time.perf_counter() - t0}
+    print(json.dumps({"event": "evaluated", **out}), flush=True)
+    (work / "eval.json").write_text(json.dumps(out, indent=2))
+    print()
+    print(_table(summary))
+    return out
+
+
+def _table(summary: dict) -> str:
+    lines = ["| controller | success | rate | mean ticks to done (successes) |", "|---|---|---|---|"]
+    for name, s in summary.items():
+        mt = f"{s['mean_ticks_success']:.0f}" if s["mean_ticks_success"] is not None else "-"
+        lines.append(f"| {name} | {s['success']}/{s['n']} | {100 * s['rate']:.0f}% | {mt} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stage", choices=["record", "train", "eval", "all"], default="all")
+    p.add_argument("--work", default=DEFAULT_WORK, help="folder for the store, the model and the results")
+    p.add_argument("--demos", type=int, default=120, help="successful scripted demonstrations to record")
+    p.add_argument("--fresh", action="store_true", help="delete the store first")
+    p.add_argument("--cameras", default="front,wrist", help="comma-separated sim cameras fed to the model")
+    p.add_argument("--image-size", type=int, default=112, help="render size = the model's input size")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--max-ticks", type=int, default=240, help="episode limit (ticks)")
+    p.add_argument("--hold", type=int, default=10, help="ticks the detector must hold for success")
+    p.add_argument("--model-size", default="small", choices=["tiny", "small", "base"])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--rank", type=int, default=32)
+    p.add_argument("--chunk", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--checkpoint", default=None, help="eval: checkpoint folder (default: the last trained one)")
+    p.add_argument("--eval-seeds", type=int, default=50)
+    p.add_argument("--execute", type=int, default=4, help="actions of each predicted chunk executed before re-planning")
+    p.add_argument("--eval-device", default="auto")
+    p.add_argument("--write-doc", action="store_true", help="append a section to docs/benchmarks.md")
+    args = p.parse_args(argv)
+    args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    res = {}
+    if args.stage in ("record", "all"):
+        res["record"] = stage_record(args)
+    if args.stage in ("train", "all"):
+        res["train"] = stage_train(args)
+    if args.stage in ("eval", "all"):
+        res["eval"] = stage_eval(args)
+    if args.write_doc:
+        from bench.sim_learning_doc import append_doc
+
+        append_doc(args, Path(args.work), " ".join(["bench/sim_learning.py"] + (argv or sys.argv[1:])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A small OpenVLA-layout model for the sim-learning benchmark: the tiny model of finetune.models.tiny scaled up.
+
+Same architecture and checkpoint layout as ``build_tiny_openvla`` (fused DINO+SigLIP towers, projector, Llama
+decoder), only wider, deeper and at a larger input size, written with the same deterministic random init.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+# (image px, vision width, vision depth, vision heads, llm hidden, llm layers, llm heads)
+SIZES = {
+    "tiny": (56, 32, 3, 2, 64, 2, 4),
+    "small": (112, 128, 4, 4, 256, 4, 8),
+    "base": (112, 192, 6, 6, 384, 6, 8),
+}
+
+
+def small_config(size: str = "small") -> dict:
+    from finetune.models.tiny import tiny_config
+
+    img, vw, vd, vh, hid, layers, heads = SIZES[size]
+    cfg = copy.deepcopy(tiny_config())
+    cfg["image_sizes"] = [img, img]
+    dino, siglip = cfg["vla_studio"]["vit_configs"]
+    for vit in (dino, siglip):
+        vit.update(img_size=img, embed_dim=vw, depth=vd, num_heads=vh, mlp_hidden=4 * vw)
+    tc = cfg["text_config"]
+    tc.update(hidden_size=hid, intermediate_size=2 * hid, num_hidden_layers=layers, num_attention_heads=heads,
+              num_key_value_heads=heads)
+    cfg["vla_studio"]["sim_learning_size"] = size
+    return cfg
+
+
+def build_small_openvla(out_dir: str | Path, size: str = "small", seed: int = 0) -> Path:
+    """Write config.json + model.safetensors + tokenizer of the scaled tiny model (random init) to ``out_dir``."""
+    import torch
+
+    from finetune.models.loader import load_tokenizer
+    from finetune.models.openvla import OpenVLA
+    from finetune.models.tiny import build_tiny_tokenizer, init_random_
+
+    out = Path(out_dir)
+    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    build_tiny_tokenizer(out)
+    tok = load_tokenizer(out)
+    cfg = small_config(size)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = OpenVLA(cfg, tok)
+    finally:
+        torch.random.set_rng_state(state)
+    init_random_(model, seed)
+    model.save_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    config["vla_studio"] = cfg["vla_studio"]
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def count_params(model_dir: str | Path) -> int:
+    from safetensors import safe_open
+
+    n = 0
+    with safe_open(str(Path(model_dir) / "model.safetensors"), framework="pt") as f:
+        for k in f.keys():
+            n += _prod(f.get_slice(k).get_shape())
+    return n
+
+
+def _prod(shape) -> int:
+    p = 1
+    for s in shape:
+        p *= int(s)
+    return p
