@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,7 @@ def run_mode(mode: str, seconds: float, width: int, height: int, fps: float) -> 
         rig.disconnect()
         if store is not None:
             store.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     due = int(round(seconds * fps))
     cams = len(rig.cameras)
     return {

@@ -193,6 +193,9 @@ def stage_train(args) -> dict:
     from finetune.run_config import FinetuneConfig
 
     work = Path(args.work)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model_dir = work / f"model-{args.model_size}"
     build_small_openvla(model_dir, args.model_size)
     # LoRA on every linear layer, the vision towers included (a random-init base has no features to keep)
@@ -206,19 +209,64 @@ def stage_train(args) -> dict:
         chunk_size=args.chunk, lora_rank=args.rank, lora_alpha=args.rank, lora_targets=targets, steps=args.steps,
         batch_size=args.batch, lr=args.lr, warmup_steps=min(100, args.steps // 10), lr_min_ratio=0.05,
         eval_every=0, eval_batches=4, save_every=10**9, log_every=max(1, args.steps // 20), seed=7,
+        dtype=args.dtype,
     )
     t0 = time.perf_counter()
     recipe = FinetuneRecipe(cfg, work / "home", run_id=args.run_id)
-    result = recipe.run()
+    timer = None
+    if args.time_limit:  # a wall-clock guard: stop as a cancel would (a checkpoint is still written)
+        import threading
+
+        timer = threading.Timer(args.time_limit, recipe.request_stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        result = recipe.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
     dt = time.perf_counter() - t0
-    out = {"run_id": result.run_id, "status": result.status, "steps": result.step, "checkpoint": str(result.checkpoint),
+    ckpt = Path(result.checkpoint) if result.checkpoint else None
+    if ckpt is not None and ckpt.is_absolute() and ckpt.is_relative_to(ROOT):
+        ckpt = ckpt.relative_to(ROOT)
+    out = {"run_id": result.run_id, "status": result.status, "steps": result.step, "checkpoint": str(ckpt),
            "seconds": dt, "base_params": count_params(model_dir), "trainable_params": int(recipe.n_trainable),
            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
            "batch": args.batch, "lr": args.lr, "rank": args.rank, "chunk": args.chunk, "model_size": args.model_size,
            "val": getattr(recipe, "last_eval", None)}
     print(json.dumps({"event": "trained", **out}), flush=True)
     (work / "train.json").write_text(json.dumps(out, indent=2))
+    if args.bundle:
+        bundle(work, model_dir, Path(result.checkpoint), Path(args.bundle))
     return out
+
+
+def bundle(work: Path, model_dir: Path, ckpt: Path, out: Path, part_mib: int = 15) -> None:
+    """Pack what an evaluation elsewhere needs (base model, adapter, norm stats, results) into <= part_mib parts."""
+    import hashlib
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for p in sorted(model_dir.iterdir()):
+            tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
+        run = ckpt.parent.parent
+        for p in sorted(ckpt.rglob("*")):
+            if p.is_file() and p.name != "training_state.pt":
+                tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
+        for p in [run / "checkpoints" / "last", run / "config.json", run / "metrics.jsonl", run / "norm_stats.json",
+                  work / "train.json"]:
+            if p.exists():
+                tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
+    data = buf.getvalue()
+    out.mkdir(parents=True, exist_ok=True)
+    step = part_mib * 2**20
+    for i in range(0, len(data), step):
+        (out / f"sl_bundle.tar.part{i // step:02d}").write_bytes(data[i:i + step])
+    sha = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    print(json.dumps({"event": "bundled", "bytes": len(data), "parts": (len(data) + step - 1) // step,
+                      "model_sha256": sha}), flush=True)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -351,6 +399,9 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--run-id", default=None)
+    p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="training dtype")
+    p.add_argument("--time-limit", type=float, default=0, help="train: stop (with a checkpoint) after this many s")
+    p.add_argument("--bundle", default=None, help="train: write the checkpoint + base model as tar parts here")
     p.add_argument("--checkpoint", default=None, help="eval: checkpoint folder (default: the last trained one)")
     p.add_argument("--eval-seeds", type=int, default=50)
     p.add_argument("--execute", type=int, default=4, help="actions of each predicted chunk executed before re-planning")

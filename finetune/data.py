@@ -181,18 +181,26 @@ def crop_box(h: int, w: int, rng: np.random.Generator | None, area: float = CROP
 
 
 def color_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """OpenVLA's jitter in its order: brightness +-0.2, contrast x[0.8, 1.2], saturation x[0.8, 1.2], hue +-0.05."""
-    x = img.astype(np.float32) * (1.0 / 255.0)
-    x += rng.uniform(-0.2, 0.2)
-    np.clip(x, 0.0, 1.0, out=x)
-    mean = x.mean(axis=(0, 1), keepdims=True)
-    x = (x - mean) * rng.uniform(0.8, 1.2) + mean
-    np.clip(x, 0.0, 1.0, out=x)
-    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # H in [0, 360), S and V in [0, 1]
-    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.8, 1.2), 0.0, 1.0)
-    hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-0.05, 0.05) * 360.0, 360.0)
-    x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """OpenVLA's jitter in its order: brightness +-0.2, contrast x[0.8, 1.2], saturation x[0.8, 1.2], hue +-0.05.
+
+    Done on uint8 with lookup tables (brightness+contrast fold into one affine map around the mean; hue
+    and saturation act on cv2's full-range HSV), about 5x cheaper than float HSV at 224 px."""
+    brightness = rng.uniform(-0.2, 0.2) * 255.0
+    contrast = rng.uniform(0.8, 1.2)
+    saturation = rng.uniform(0.8, 1.2)
+    hue = rng.uniform(-0.05, 0.05)
+    mean = float(img.mean()) + brightness  # contrast pivots on the brightened image's mean
+    lut = np.arange(256, dtype=np.float32)
+    lut = np.clip(lut + brightness, 0, 255)
+    lut = np.clip((lut - mean) * contrast + mean, 0, 255)
+    x = cv2.LUT(img, (lut + 0.5).astype(np.uint8))
+    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV_FULL)
+    shift = int(round(hue * 256)) % 256
+    hue_lut = ((np.arange(256) + shift) % 256).astype(np.uint8)
+    sat_lut = np.clip(np.arange(256) * saturation + 0.5, 0, 255).astype(np.uint8)
+    hsv[..., 0] = hue_lut[hsv[..., 0]]
+    hsv[..., 1] = sat_lut[hsv[..., 1]]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
 
 
 def prepare_image(img: np.ndarray, size: int, rng: np.random.Generator | None, augment: bool,
@@ -221,13 +229,15 @@ class StreamSampler:
     ``block > 1`` trades some shuffling for decode locality: the permutation is over blocks of
     ``block`` consecutive ticks, and ``interleave`` blocks are emitted round-robin, so a batch of
     ``interleave`` samples holds one tick from each of ``interleave`` blocks and the next batch the
-    following ticks: each worker's video decoders then move forward instead of seeking.
+    following ticks: each worker's video decoders then move forward instead of seeking. ``lanes``
+    (the number of DataLoader workers, which take batches round-robin) keeps each worker on its own
+    blocks, so consecutive batches of one worker are consecutive ticks.
     """
 
     def __init__(self, n: int, seed: int, start: int = 0, shuffle: bool = True, block: int = 1,
-                 interleave: int = 1) -> None:
+                 interleave: int = 1, lanes: int = 1) -> None:
         self.n, self.seed, self.start, self.shuffle = n, seed, start, shuffle
-        self.block, self.interleave = max(1, block), max(1, interleave)
+        self.block, self.interleave, self.lanes = max(1, block), max(1, interleave), max(1, lanes)
 
     def order(self, epoch: int) -> np.ndarray:
         """The n dataset indices of one pass, in stream order."""
@@ -238,11 +248,13 @@ class StreamSampler:
             return rng.permutation(self.n)
         starts = np.arange(0, self.n, self.block)
         blocks = [np.arange(s, min(s + self.block, self.n)) for s in starts[rng.permutation(len(starts))]]
+        groups = [blocks[g:g + self.interleave] for g in range(0, len(blocks), self.interleave)]
         out = []
-        for g in range(0, len(blocks), self.interleave):
-            group = blocks[g:g + self.interleave]
+        for c in range(0, len(groups), self.lanes):  # lane j's batches go to DataLoader worker j
+            lane_groups = groups[c:c + self.lanes]
             for t in range(self.block):
-                out.extend(int(b[t]) for b in group if t < len(b))
+                for group in lane_groups:
+                    out.extend(int(b[t]) for b in group if t < len(b))
         return np.asarray(out, dtype=np.int64)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

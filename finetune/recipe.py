@@ -358,7 +358,7 @@ class FinetuneRecipe:
         cfg = self.cfg
         collate = _PairCollate(self.vla.collate)
         sampler = StreamSampler(len(self.data.train), cfg.seed, start=self.samples_seen, block=cfg.decode_block,
-                                interleave=cfg.batch_size * self.dist.world)
+                                interleave=cfg.batch_size, lanes=max(1, cfg.num_workers))
         batch_sampler = StreamBatchSampler(sampler, cfg.batch_size, rank=self.dist.rank, world=self.dist.world)
         kw: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collate,
                               "pin_memory": self.device.type == "cuda"}

@@ -102,7 +102,7 @@ class FinetuneConfig:
 
 
 # Fields whose change on resume changes what is trained: they produce a drift notice.
-RESUME_NEUTRAL = {"steps", "eval_every", "save_every", "log_every", "num_workers", "eval_batches", "gpus", "preset"}
+RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset"}
 
 
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -111,6 +111,8 @@ def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tu
     for key in sorted(set(saved) | set(current)):
         if key in RESUME_NEUTRAL:
             continue
+        if key == "num_workers" and current.get("decode_block", 1) == 1:
+            continue  # the order of a full shuffle does not depend on the workers
         if saved.get(key) != current.get(key):
             out[key] = (saved.get(key), current.get(key))
     return out

@@ -24,6 +24,7 @@ output(actions (K, D), confidence (K,) | None, latency_s)``, ``camera_names``, `
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import threading
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recorder.errors import ConfigError, ModelError
+from recorder.errors import ConfigError, KnownError, ModelError, StoreError
 
 # per-tick extras stored with every rollout episode (flattened to 1-D; K = chunk size, D = action dim)
 EXTRA_CHUNK = "policy.chunk"  # (K*D,) the chunk being executed, row-major; NaN when none
@@ -61,12 +62,16 @@ class ChunkConfig:
             raise ConfigError("rollout: the ensembling decay must be >= 0")
 
 
+_serial = itertools.count()
+
+
 @dataclass
 class _Chunk:
     start: int  # tick whose observation produced it (row 0 is for this tick)
     actions: np.ndarray  # (K, D)
     confidence: np.ndarray | None
     latency_s: float
+    serial: int = field(default_factory=lambda: next(_serial))  # identifies it in the path cache
 
 
 class ChunkScheduler:
@@ -297,7 +302,7 @@ class PolicySource:
     def _paths(self, chunk: _Chunk | None) -> dict[str, np.ndarray]:
         if chunk is None or self.fk is None or not self.projectors:
             return {}
-        key = id(chunk)
+        key = chunk.serial
         if self._path_cache is not None and self._path_cache[0] == key:
             return self._path_cache[1]
         pts = np.stack([np.asarray(self.fk(q), dtype=np.float64) for q in chunk.actions])
@@ -585,8 +590,17 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
                                     sum(bool(s) for s in result.successes), len(result.successes)))
 
         try:
-            run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds), ep_stop,
-                        tick_cb, safety)
+            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds),
+                              ep_stop, tick_cb, safety)
+        except KnownError as err:
+            # the policy failed (a lost policy server, a bad checkpoint output): keep what was recorded
+            source.close()
+            for kind, s, e in source.segments:
+                writer.mark_segment(kind, s, e)
+            info = writer.finish(success=None, notes=f"checkpoint {checkpoint_name(policy)}; stopped: {err}")
+            if on_episode is not None:
+                on_episode(i, info)
+            raise
         except BaseException:
             source.close()
             writer.discard()
@@ -594,6 +608,16 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
         source.close()
         for kind, s, e in source.segments:
             writer.mark_segment(kind, s, e)
+        if res.error is not None:  # a device or disk fault ended the episode: keep it, say why, stop the batch
+            info = writer.finish(success=None, notes=f"checkpoint {checkpoint_name(policy)}; fault: {res.error}")
+            result.episodes.append(info)
+            result.successes.append(None)
+            if on_episode is not None:
+                on_episode(i, info)
+            if isinstance(res.error, KnownError):
+                raise res.error
+            raise StoreError(f"{getattr(store, 'root', 'the store')}: cannot write the rollout episode "
+                             f"({res.error}); free some disk space") from res.error
         success = bool(task.success()) or source.succeeded if task is not None else None
         counts = _counts(safety)
         notes = [f"checkpoint {checkpoint_name(policy)}",

@@ -52,6 +52,38 @@ _TELEOP_KEYS = {
 }
 
 
+def detect_devices() -> str:
+    """What is plugged in (OpenCV cameras, RealSense serials, serial ports) and the device types a rig may name."""
+    from recorder.devices.configs import registered_types
+
+    lines = []
+    try:
+        from recorder.devices.opencv_camera import list_opencv_cameras
+
+        cams = list_opencv_cameras()
+        lines += [f"opencv camera: source = {c['source']!r}  modes: "
+                  + ", ".join(f"{m['width']}x{m['height']}" for m in c.get("modes", [])) for c in cams]
+    except Exception as err:  # noqa: BLE001 - a listing must never fail the dialog
+        lines.append(f"opencv cameras: not listed ({err})")
+    try:
+        from recorder.devices.realsense import list_realsense
+
+        lines += [f"realsense: serial = {d['serial']!r}  {d['name']}" for d in list_realsense()]
+    except Exception as err:  # noqa: BLE001
+        lines.append(f"realsense: not listed ({err})")
+    try:
+        from serial.tools import list_ports
+
+        lines += [f"serial port: port = {p.device!r}  {p.description}" for p in list_ports.comports()]
+    except Exception as err:  # noqa: BLE001
+        lines.append(f"serial ports: not listed ({err})")
+    if not lines:
+        lines.append("no cameras or serial ports found (the sim rig and test_pattern cameras need none)")
+    for kind in ("robot", "teleop", "camera"):
+        lines.append(f"{kind} types: {', '.join(registered_types(kind))}")
+    return "\n".join(lines)
+
+
 def default_rig_factory(spec: str, home: Path):
     """Build (not connect) the rig named by ``spec``: 'sim', 'sim:push' or a rig.toml path."""
     from recorder.devices.rig import load_rig
@@ -72,6 +104,13 @@ class RigEditorDialog(QDialog):
         self.error = QLabel("")
         self.error.setStyleSheet("color: #c00")
         self.error.setWordWrap(True)
+        self.devices = QPlainTextEdit()
+        self.devices.setReadOnly(True)
+        self.devices.setMaximumHeight(130)
+        self.devices.setPlaceholderText("Detect devices lists cameras, RealSense serials and serial ports")
+        self.detect_btn = QPushButton("Detect devices")
+        self.detect_btn.clicked.connect(self._on_detect_clicked)
+        self._detect: CallThread | None = None
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self._on_save)
         buttons.rejected.connect(self.reject)
@@ -79,7 +118,34 @@ class RigEditorDialog(QDialog):
         layout.addWidget(QLabel("rig.toml: [robot], [teleop], [cameras.<name>] (see `vla-studio devices`)"))
         layout.addWidget(self.editor)
         layout.addWidget(self.error)
+        row = QHBoxLayout()
+        row.addWidget(self.detect_btn)
+        row.addStretch(1)
+        layout.addLayout(row)
+        layout.addWidget(self.devices)
         layout.addWidget(buttons)
+
+    def _on_detect_clicked(self) -> None:
+        if self._detect is not None:
+            return
+        self.detect_btn.setEnabled(False)
+        self.devices.setPlainText("detecting…")
+        self._detect = CallThread(detect_devices, self)  # opening cameras blocks: never on the GUI thread
+        self._detect.succeeded.connect(self.devices.setPlainText)
+        self._detect.failed.connect(self.devices.setPlainText)
+        self._detect.finished.connect(self._on_detect_finished)
+        self._detect.start()
+
+    def _on_detect_finished(self) -> None:
+        self.detect_btn.setEnabled(True)
+        if self._detect is not None:
+            self._detect.deleteLater()
+        self._detect = None
+
+    def done(self, result: int) -> None:
+        if self._detect is not None:
+            self._detect.wait(10000)
+        super().done(result)
 
     @staticmethod
     def text_for(spec: str) -> str:

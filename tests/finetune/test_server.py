@@ -84,3 +84,8 @@ def test_refuses_public_bind_without_token():
 def test_unreachable_server_is_a_known_error():
     with pytest.raises(ModelError, match="cannot connect"):
         RemotePolicy("ws://127.0.0.1:1", timeout=2)
+
+
+def test_a_busy_port_is_a_known_error(server):
+    with pytest.raises(ConfigError, match="pick another --port"):
+        PolicyServer(FixedChunkPolicy(), port=server.port).start()

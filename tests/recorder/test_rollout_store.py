@@ -72,3 +72,25 @@ def test_stop_event_ends_the_batch_and_keeps_the_episode(home, sim_rig):
     result = run_rollouts(sim_rig, policy, store, cfg, stop=stop, on_tick=on_tick)
     assert len(result.episodes) == 1 and result.episodes[0].num_frames <= 7
     store.close()
+
+
+def test_a_policy_that_fails_mid_episode_keeps_what_was_recorded(home, sim_rig):
+    from recorder.errors import ModelError
+
+    class Flaky(FixedChunkPolicy):
+        def predict(self, images, state, instruction):
+            if len(self.calls) >= 3:
+                raise ModelError("policy server ws://x: connection lost")
+            return super().predict(images, state, instruction)
+
+    store = Store.open(home)
+    try:
+        cfg = RolloutConfig(instruction="x", episodes=2, fps=20.0, max_seconds=3.0,
+                            chunk=ChunkConfig(execute=1, asynchronous=False))
+        with pytest.raises(ModelError, match="connection lost"):
+            run_rollouts(sim_rig, Flaky(chunk_size=2), store, cfg)
+        eps = store.episodes(source="policy")
+        assert len(eps) == 1 and eps[0].num_frames == 3 and eps[0].success is None
+        assert "connection lost" in eps[0].notes
+    finally:
+        store.close()

@@ -170,3 +170,14 @@ def test_rig_editor_writes_a_rig_file_that_loads(qtbot, tmp_path):
     dlg._on_save()
     cfg = read_rig_config(path)
     assert cfg.cameras["front"].width == 640 and set(cfg.cameras) == {"front", "wrist"}
+
+
+def test_rig_editor_detects_devices_off_the_gui_thread(qtbot):
+    from studio.tabs.record_tab import RigEditorDialog
+
+    dlg = RigEditorDialog(RigEditorDialog.text_for("sim"), None)
+    qtbot.addWidget(dlg)
+    dlg._on_detect_clicked()
+    qtbot.waitUntil(lambda: dlg._detect is None, timeout=20000)
+    text = dlg.devices.toPlainText()
+    assert "camera types:" in text and "test_pattern" in text and "sim" in text
