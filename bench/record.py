@@ -178,7 +178,7 @@ def run_mode(mode: str, seconds: float, width: int, height: int, fps: float) -> 
         if store is not None:
             store.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    due = int(round(seconds * fps))
+    due = int(seconds * fps) + 1  # ticks at t = 0, 1/fps, ... within the window
     cams = len(rig.cameras)
     return {
         "mode": mode, "seconds": seconds, "due_ticks": due, "ticks": res.ticks, "stored_ticks": stored_ticks,

@@ -152,7 +152,7 @@ def stage_record(args) -> dict:
             def expert(t, state, render):
                 return sim.expert.get_action({"observation.state": state})
 
-            def write(t, state, render, action):
+            def write(t, state, render, action, w=w):
                 frames = render()
                 w.add_tick(t=t / args.fps, frames=frames, timestamps={c: t / args.fps for c in frames},
                            values={"observation.state": state, "action": action})

@@ -15,8 +15,8 @@ def _load(p: Path) -> dict:
 
 def render_section(work: Path, command: str, notes: str = "") -> str:
     rec, tr, ev = _load(work / "record.json"), _load(work / "train.json"), _load(work / "eval.json")
-    lines = [f"\n## Learning in the sim: scripted demos -> small VLA -> closed-loop pick (issue 8)\n",
-             f"- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+    lines = ["\n## Learning in the sim: scripted demos -> small VLA -> closed-loop pick (issue 8)\n",
+             f"- date: {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC",
              f"- command: `{command}`"]
     if rec:
         lines.append(f"- demos: {rec['demos']} successful scripted-expert demos of `pick` (seeds {rec['seeds'][0]}.."

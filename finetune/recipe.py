@@ -669,12 +669,18 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
+    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    cams = info.get("cameras") or cfg.cameras
+    state_dim = None
+    if info.get("use_state") and info.get("action_head") == "chunk":
+        prop = norm_stats.get(info.get("unnorm_key") or cfg.dataset, {}).get("proprio")
+        state_dim = len(prop["q01"]) if prop else None
     torch.manual_seed(cfg.seed)
     vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=info.get("action_head", cfg.action_head),
-                   chunk_size=info.get("chunk_size", cfg.chunk_size), action_dim=info.get("action_dim"))
+                   chunk_size=info.get("chunk_size", cfg.chunk_size), action_dim=info.get("action_dim"),
+                   n_images=len(cams) if cams else None, state_dim=state_dim)
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
-    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
     if hasattr(merged, "norm_stats"):
         try:
             merged.norm_stats = norm_stats

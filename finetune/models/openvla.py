@@ -57,13 +57,13 @@ class PrismaticVisionBackbone(nn.Module):
         x = pixels_u8.to(torch.float32) / 255.0
         return ((x - getattr(self, f"_mean{i}")) / getattr(self, f"_std{i}")).to(dtype)
 
-    def forward(self, pixels_u8: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels_u8: torch.Tensor, block_fn=None) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> (N, P, embed_dim) channel-concatenated patch features."""
         dtype = self.featurizer.patch_embed.proj.weight.dtype
-        feats = self.featurizer(self.normalize(pixels_u8, 0, dtype))
+        feats = self.featurizer(self.normalize(pixels_u8, 0, dtype), block_fn)
         if self.fused_featurizer is None:
             return feats
-        fused = self.fused_featurizer(self.normalize(pixels_u8, 1, dtype))
+        fused = self.fused_featurizer(self.normalize(pixels_u8, 1, dtype), block_fn)
         return torch.cat([feats, fused], dim=2)
 
 
@@ -154,7 +154,16 @@ class OpenVLA(VLA):
         B, n = pixel_values.shape[:2]
         flat = pixel_values.reshape(B * n, *pixel_values.shape[2:])
         frozen = not any(p.requires_grad for p in self.vision_backbone.parameters())
-        if frozen:
+        if frozen and self.compile_decode and not self.training:
+            fn = getattr(self, "_compiled_block", None)
+            if fn is None:
+                from .vit import block_forward
+
+                fn = torch.compile(block_forward, dynamic=False, fullgraph=True)
+                object.__setattr__(self, "_compiled_block", fn)
+            with torch.no_grad():
+                feats = self.vision_backbone(flat, fn)
+        elif frozen:
             with torch.no_grad():
                 feats = self.vision_backbone(flat)
         else:

@@ -207,11 +207,13 @@ class VisionTransformer(nn.Module):
             x = torch.cat(prefix + [x], dim=1)
         return x + self.pos_embed
 
-    def forward(self, x):
-        """(B, 3, H, W) normalized pixels -> (B, num_patches, embed_dim) features of the second-to-last block."""
+    def forward(self, x, block_fn=None):
+        """(B, 3, H, W) normalized pixels -> (B, num_patches, embed_dim) features of the second-to-last block.
+        ``block_fn``: an optional (compiled) functional block, see :func:`block_forward` (inference only)."""
         x = self._pos_embed(self.patch_embed(x))
         for blk in self.blocks[: self.feature_block + 1]:
-            x = blk(x)
+            x = blk(x) if block_fn is None else block_fn(x, *block_args(blk), self.cfg.num_heads, self.cfg.eps,
+                                                          self.cfg.act)
         return x[:, self.num_prefix_tokens :]
 
     @torch.no_grad()
@@ -226,3 +228,30 @@ class VisionTransformer(nn.Module):
                 p.zero_()
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def block_args(blk: Block) -> tuple:
+    ls1 = blk.ls1.scale_factor if isinstance(blk.ls1, LayerScale) else None
+    ls2 = blk.ls2.scale_factor if isinstance(blk.ls2, LayerScale) else None
+    return (blk.norm1.weight, blk.norm1.bias, blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight,
+            blk.attn.proj.bias, ls1, blk.norm2.weight, blk.norm2.bias, blk.mlp.fc1.weight, blk.mlp.fc1.bias,
+            blk.mlp.fc2.weight, blk.mlp.fc2.bias, ls2)
+
+
+def block_forward(x, n1w, n1b, qkvw, qkvb, pw, pb, ls1, n2w, n2b, f1w, f1b, f2w, f2b, ls2, heads: int, eps: float,
+                  act: str):
+    """:class:`Block` as a pure function of its weights, so that one torch.compile serves every block."""
+    B, N, C = x.shape
+    y = F.layer_norm(x, (C,), n1w, n1b, eps)
+    q, k, v = F.linear(y, qkvw, qkvb).reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    y = F.linear(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C), pw, pb)
+    x = x + (y * ls1 if ls1 is not None else y)
+    y = F.linear(F.layer_norm(x, (C,), n2w, n2b, eps), f1w, f1b)
+    if act == "gelu":
+        y = F.gelu(y)
+    elif act == "gelu_tanh":
+        y = F.gelu(y, approximate="tanh")
+    else:
+        y = y * torch.sigmoid(1.702 * y)
+    y = F.linear(y, f2w, f2b)
+    return x + (y * ls2 if ls2 is not None else y)

@@ -353,7 +353,7 @@ class VLA(nn.Module):
                 try:
                     toks, probs = self._fast_decode(p, ids, n_new, L)
                 except Exception as exc:  # a torch.compile failure: fall back to the uncompiled step
-                    if not self.compile_decode or "dynamo" not in type(exc).__module__ + str(type(exc)):
+                    if not self.compile_decode or not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
                         raise
                     import warnings
 
@@ -367,7 +367,7 @@ class VLA(nn.Module):
 
     def _fast_decode(self, p, ids, n_new: int, L: int):
         if self._graphable():
-            key = ("tok", L, tuple(p.shape), n_new, self.compile_decode)
+            key = ("tok", L, tuple(p.shape), n_new, self.compile_decode, self.decode_mv)
             return self._graph_call(key, self._decode_fn, p, ids, n_new)
         return self._decode_fn(p, ids, n_new)
 
@@ -390,17 +390,20 @@ class VLA(nn.Module):
         Lmax = T + n_new
         caches = [(embeds.new_zeros(B, n_kv, Lmax, hd), embeds.new_zeros(B, n_kv, Lmax, hd)) for _ in dec.layers]
         pos = torch.arange(T, device=embeds.device)[None]
-        h = _cached_pass(dec, embeds, pos, caches, 0)
+        step_fn = self._decode_step_fn()
+        if step_fn is not None:
+            h = _fused_prefill(dec, embeds, pos, caches, self._prefill_fn())
+        else:
+            h = _cached_pass(dec, embeds, pos, caches, 0)
         logits = head(h[:, -1]).float()
         probs_l, toks_l = [], []
         p, t = logits.softmax(-1).max(-1)
         probs_l.append(p), toks_l.append(t)
-        step_fn = self._decode_step_fn()
         for i in range(1, n_new):
             e = self.embed_tokens(t[:, None])
             pos = torch.full((1, 1), T + i - 1, device=embeds.device, dtype=torch.long)
             if step_fn is not None:
-                h = _fused_decode_step(dec, e, pos, caches, step_fn)
+                h = _fused_decode_step(dec, e, pos, caches, step_fn, mv=self.decode_mv and self.compile_decode)
             else:
                 h = _cached_pass(dec, e, pos, caches, T + i - 1)
             logits = head(h[:, -1]).float()
@@ -461,6 +464,7 @@ class VLA(nn.Module):
         return n
 
     compile_decode = False  # torch.compile the per-layer decode step (fuses the small element-wise kernels)
+    decode_mv = False  # with compile_decode: matrix-vector products as compiled reductions instead of cuBLAS
 
     def _decode_step_fn(self):
         """The per-layer single-token function when every layer is fused (``fuse_for_inference``) and uses
@@ -476,6 +480,15 @@ class VLA(nn.Module):
         if fn is None:
             fn = torch.compile(_decode_layer, dynamic=False, fullgraph=True)
             object.__setattr__(self, "_compiled_step", fn)
+        return fn
+
+    def _prefill_fn(self):
+        if not self.compile_decode:
+            return _prefill_layer
+        fn = getattr(self, "_compiled_prefill", None)
+        if fn is None:
+            fn = torch.compile(_prefill_layer, dynamic=False, fullgraph=True)
+            object.__setattr__(self, "_compiled_prefill", fn)
         return fn
 
     # ------------------------------------------------------------------ CUDA graphs
@@ -521,15 +534,23 @@ def _rms(x, w, eps: float):
     return w * xf.to(x.dtype)
 
 
+def _mv(x, w, b=None):
+    """x (B, 1, K) @ w.T as a broadcast multiply + fp32 reduction: under torch.compile this becomes one
+    bandwidth-bound reduction kernel, which beats cuBLAS's batch-1 GEMV on narrow matrices."""
+    y = (x.float().unsqueeze(-2) * w.float()).sum(-1).to(x.dtype)
+    return y if b is None else y + b
+
+
 def _decode_layer(h, cos, sin, pos, kc, vc, ln1, eps1: float, wqkv, bqkv, sizes: list[int], wo, ln2, eps2: float,
-                  wgu, bgu, gu_sizes: list[int], wd, hd: int):
+                  wgu, bgu, gu_sizes: list[int], wd, hd: int, mv: bool = False):
     """One Llama-family decoder layer for one new token, static shapes: K/V written at ``pos`` (a tensor) and
     attention over the whole cache with a position mask, so one compiled graph serves every layer and step."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     B = h.shape[0]
+    lin = _mv if mv else F.linear
     x = _rms(h, ln1, eps1)
-    q, k, v = F.linear(x, wqkv, bqkv).split(sizes, dim=-1)
+    q, k, v = lin(x, wqkv, bqkv).split(sizes, dim=-1)
     q = q.view(B, 1, -1, hd).transpose(1, 2)
     k = k.view(B, 1, -1, hd).transpose(1, 2)
     v = v.view(B, 1, -1, hd).transpose(1, 2)
@@ -542,13 +563,41 @@ def _decode_layer(h, cos, sin, pos, kc, vc, ln1, eps1: float, wqkv, bqkv, sizes:
         K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
     mask = (torch.arange(kc.shape[2], device=h.device) <= pos)[None, None, None, :]
     o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask)
-    h = h + F.linear(o.transpose(1, 2).reshape(B, 1, -1), wo)
+    h = h + lin(o.transpose(1, 2).reshape(B, 1, -1), wo)
+    x = _rms(h, ln2, eps2)
+    g, u = lin(x, wgu, bgu).split(gu_sizes, dim=-1)
+    return h + lin(F.silu(g) * u, wd)
+
+
+def _prefill_layer(h, cos, sin, kc, vc, ln1, eps1: float, wqkv, bqkv, sizes: list[int], wo, ln2, eps2: float,
+                   wgu, bgu, gu_sizes: list[int], wd, hd: int):
+    """One decoder layer over the whole prompt (positions 0..T-1), filling the first T cache slots."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    B, T, _ = h.shape
+    x = _rms(h, ln1, eps1)
+    q, k, v = F.linear(x, wqkv, bqkv).split(sizes, dim=-1)
+    q = q.view(B, T, -1, hd).transpose(1, 2)
+    k = k.view(B, T, -1, hd).transpose(1, 2)
+    v = v.view(B, T, -1, hd).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    kc[:, :, :T].copy_(k)
+    vc[:, :, :T].copy_(v)
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    h = h + F.linear(o.transpose(1, 2).reshape(B, T, -1), wo)
     x = _rms(h, ln2, eps2)
     g, u = F.linear(x, wgu, bgu).split(gu_sizes, dim=-1)
     return h + F.linear(F.silu(g) * u, wd)
 
 
-def _fused_decode_step(dec, h, pos, caches, fn):
+def _fused_prefill(dec, h, pos, caches, fn):
+    return _fused_decode_step(dec, h, pos, caches, fn, prefill=True)
+
+
+def _fused_decode_step(dec, h, pos, caches, fn, prefill: bool = False, mv: bool = False):
     cos, sin = dec.rotary_emb(h, pos)
     p = pos.view(-1)
     for layer, (kc, vc) in zip(dec.layers, caches):
@@ -557,10 +606,11 @@ def _fused_decode_step(dec, h, pos, caches, fn):
         wgu, bgu, gu_sizes = mlp._fused_gu
         if attn.o_proj.bias is not None or mlp.down_proj.bias is not None:
             raise ModelError("fused decode does not support o_proj/down_proj biases")
-        h = fn(h, cos, sin, p, kc, vc, layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon),
+        head = (h, cos, sin) + (() if prefill else (p,)) + (kc, vc)
+        h = fn(*head, layer.input_layernorm.weight, float(layer.input_layernorm.variance_epsilon),
                wqkv, bqkv, sizes, attn.o_proj.weight, layer.post_attention_layernorm.weight,
                float(layer.post_attention_layernorm.variance_epsilon), wgu, bgu, gu_sizes, mlp.down_proj.weight,
-               kc.shape[-1])
+               kc.shape[-1], *(() if prefill else (mv,)))
     return dec.norm(h)
 
 

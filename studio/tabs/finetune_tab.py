@@ -523,7 +523,10 @@ class FinetuneTab(QWidget):
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None
-            values = [run.run_id, run.status, run.dataset or "-", run.model, _fmt_duration(duration),
+            status = run.status
+            if status == "running" and pid_alive(run.path) is None:
+                status = "interrupted"  # the index says running but no process trains it (killed, power loss)
+            values = [run.run_id, status, run.dataset or "-", run.model, _fmt_duration(duration),
                       "-" if run.best_metric is None else f"{run.best_metric:.4f}", str(run.num_checkpoints)]
             for col, value in enumerate(values):
                 item = QTableWidgetItem(value)

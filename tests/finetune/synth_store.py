@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def frame_for(action: np.ndarray, size: int, colour: int, cam_shift: int = 0) -> np.ndarray:
@@ -47,3 +48,20 @@ def write_dataset(home: Path, name: str = "toy", episodes: int = 2, frames: int 
     finally:
         store.close()
     return ids
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine run several times faster on one intra-op thread."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CHILD_ENV = {"OMP_NUM_THREADS": "1"}  # for training child processes started by tests

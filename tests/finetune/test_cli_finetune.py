@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from studio.cli import main
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_cli_trains_lists_and_exports_a_merged_model(toy_home, capsys, tmp_path)
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(toy_home):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **CHILD_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "--home", str(toy_home), "finetune", "--dataset",
                              "toy", "--model", "tiny", "--steps", "100000", "--batch", "2", "--eval-every", "0",
                              "--save-every", "0", "--run-id", "sigterm-run"],

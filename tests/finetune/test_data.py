@@ -15,7 +15,7 @@ from finetune.data import (
     prepare_image,
 )
 from recorder.errors import DatasetError
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from finetune.recipe import FinetuneRecipe, TrainingError, lr_lambda
 from finetune.run_config import FinetuneConfig, last_checkpoint
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 
 class ListLogger:

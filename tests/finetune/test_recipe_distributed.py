@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from studio.cli import main
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 
 def _train_losses(run):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 pytestmark = pytest.mark.gui
 
@@ -25,6 +25,7 @@ def _tab(ctx, qtbot):
     from studio.tabs.finetune_tab import FinetuneTab
 
     tab = FinetuneTab(ctx)
+    tab.child_env = dict(CHILD_ENV)
     qtbot.addWidget(tab)
     return tab
 

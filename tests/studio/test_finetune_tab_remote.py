@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from finetune.metrics import read_events
-from tests.finetune.synth_store import write_dataset
+from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 SSHD = "/usr/sbin/sshd"
 VLA_STUDIO = str(Path(sys.executable).with_name("vla-studio"))
@@ -60,14 +60,6 @@ def sshd(tmp_path_factory):
     proc.wait(timeout=10)
 
 
-def _remote_args(sshd, remote_home):
-    args = ["--remote", sshd["target"], "--remote-home", str(remote_home), "--remote-cmd", VLA_STUDIO,
-            "--ssh-key", sshd["key"]]
-    for opt in sshd["options"]:
-        args += ["--ssh-option", opt]
-    return args
-
-
 @pytest.mark.gui
 @pytest.mark.slow
 def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qtbot, monkeypatch):
@@ -80,6 +72,7 @@ def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qt
     ctx = AppContext(home=local)
     ctx.store.update_episode(ids[0], task="push the red cube onto the green square")  # edited after recording
     tab = FinetuneTab(ctx)
+    tab.child_env = dict(CHILD_ENV)  # the ssh client passes no environment: the remote side uses --remote-cmd
     qtbot.addWidget(tab)
     tab.dataset_combo.setCurrentText("toy")
     tab.preset_combo.setCurrentIndex(tab.preset_combo.findData("cpu"))
@@ -90,7 +83,7 @@ def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qt
     tab.remote_check.setChecked(True)
     tab.remote_host_edit.setText(sshd["target"])
     tab.remote_home_edit.setText(str(remote))
-    tab.remote_cmd_edit.setText(VLA_STUDIO)
+    tab.remote_cmd_edit.setText(f"OMP_NUM_THREADS=1 {VLA_STUDIO}")
     tab.remote_key_edit.setText(sshd["key"])
     tab.remote_opts_edit.setText(",".join(sshd["options"]))
     args = tab.build_args(tab.build_config(), "x")
