@@ -40,7 +40,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def append_section(title: str, command: str, body: str, path: Path | None = None, extra_path: Path | None = None) -> str:
-    text = (f"\n## {title}\n\n- date: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+    text = (f"\n## {title}\n\n- date: {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC\n"
             f"- machine: {machine()}\n- command: `{command}`\n\n{body}\n")
     for p in (path or BENCH_MD, extra_path):
         if p is not None:

@@ -8,7 +8,7 @@ batched by 8 through a torch DataLoader. Measured in the same run:
 
 - baseline: a naive dataset that opens the store and the episode for every sample (no reader cache);
 - ours, full shuffle, 0 and 2 workers (each worker keeps its own store and readers open);
-- ours, block shuffle (``--decode-block 8``: batches walk 8 blocks of consecutive ticks forward).
+- ours, block shuffle (``--decode-block 8`` / ``16``: batches walk 8 blocks of consecutive ticks forward).
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ def write_store(home: Path, episodes: int, frames: int, w: int, h: int) -> None:
 class NaiveDataset(EpisodeDataset):
     """Baseline: open the store and the episode for every sample (what a first implementation does)."""
 
-    def _reader(self, episode_id: int):
-        for r in self._readers.values():
+    def _reader(self, episode_id: int, tick: int = 0):
+        for r, _last in self._readers.values():
             r.close()
         self._readers.clear()
         if self._store is not None:
             self._store.close()
         self._store = Store.open(self.home)
         reader = self._store.open_episode(episode_id)
-        self._readers[episode_id] = reader
+        self._readers[(episode_id, 0)] = (reader, tick)
         return reader
 
 
@@ -115,6 +115,7 @@ def main() -> int:
             ("ours: full shuffle, 0 workers", measure(ds, workers=0, block=1, samples=args.samples // 2)),
             ("ours: full shuffle, 2 workers", measure(ds, workers=2, block=1, samples=args.samples)),
             ("ours: --decode-block 8, 2 workers", measure(ds, workers=2, block=8, samples=args.samples)),
+            ("ours: --decode-block 16, 2 workers", measure(ds, workers=2, block=16, samples=args.samples)),
         ]
     base = rows[0][1]
     lines = [f"| {name:<56} | {sps:8.1f} | {sps / base:5.2f}x |" for name, sps in rows]

@@ -322,7 +322,12 @@ def stage_eval(args) -> dict:
     cams = policy.camera_names
     sim = SimEpisodes("pick", cams, args.image_size, args.fps)
     seeds = [EVAL_SEED0 + j for j in range(args.eval_seeds)]
-    mean_traj = _mean_trajectory(work / "home", args.max_ticks)
+    cache = work / "mean_traj.npy"  # lets the eval run where the store's packages are not installed
+    if cache.exists() and len(np.load(cache)) >= args.max_ticks:
+        mean_traj = np.load(cache)
+    else:
+        mean_traj = _mean_trajectory(work / "home", args.max_ticks)
+        np.save(cache, mean_traj)
     results: dict[str, list[dict]] = {}
     latencies: list[float] = []
     t0 = time.perf_counter()

@@ -323,7 +323,7 @@ class EpisodeDataset:
         lengths = np.array([e.num_frames for e in episodes], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
         self._store = None
-        self._readers: OrderedDict[int, Any] = OrderedDict()
+        self._readers: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()  # (episode, slot) -> (reader, tick)
         self._pid = None
 
     def __len__(self) -> int:
@@ -337,30 +337,43 @@ class EpisodeDataset:
         e = int(np.searchsorted(self._starts, index, side="right") - 1)
         return e, int(index - self._starts[e])
 
-    def _reader(self, episode_id: int):
+    READERS_PER_EPISODE = 4  # one episode can be read at several places at once (block shuffle)
+    FORWARD_WINDOW = 16  # a reader at tick t serves ticks t..t+16 by decoding forward
+
+    def _reader(self, episode_id: int, tick: int = 0):
+        """An open reader for the episode, preferably one whose decoders sit just before ``tick``."""
         if self._pid != os.getpid():  # a fresh worker process (or first use): open our own store
             self._store, self._readers, self._pid = None, OrderedDict(), os.getpid()
         if self._store is None:
             from recorder.store import Store
 
             self._store = Store.open(self.home)
-        reader = self._readers.get(episode_id)
-        if reader is None:
-            reader = self._store.open_episode(episode_id)
-            self._readers[episode_id] = reader
-            while len(self._readers) > self.max_open_readers:
-                _, old = self._readers.popitem(last=False)
-                old.close()
+        mine = [(key, last) for key, (_r, last) in self._readers.items() if key[0] == episode_id]
+        ahead = [(tick - last, key) for key, last in mine if 0 <= tick - last <= self.FORWARD_WINDOW]
+        if ahead:
+            key = min(ahead)[1]
+        elif mine and len(mine) >= self.READERS_PER_EPISODE:
+            key = mine[0][0]  # least recently used of this episode's readers
+        elif mine and not ahead and len(mine) < self.READERS_PER_EPISODE:
+            key = (episode_id, max(k[1] for k, _ in mine) + 1)
         else:
-            self._readers.move_to_end(episode_id)
-        return reader
+            key = (episode_id, 0)
+        entry = self._readers.get(key)
+        if entry is None:
+            entry = (self._store.open_episode(episode_id), tick)
+            while len(self._readers) >= self.max_open_readers:
+                _, (old, _last) = self._readers.popitem(last=False)
+                old.close()
+        self._readers[key] = (entry[0], tick)
+        self._readers.move_to_end(key)
+        return entry[0]
 
     def raw_sample(self, index: int, position: int | None = None) -> dict:
         e, t = self.locate(index)
         ep = self.episodes[e]
         rng = np.random.default_rng([self.seed, 1, position if position is not None else index]) \
             if self.augment else None
-        reader = self._reader(ep.episode_id)
+        reader = self._reader(ep.episode_id, t)
         images = [prepare_image(reader.frame(cam, t), self.image_size, rng, self.augment, self.crop) for cam in self.cameras]
         acts = self._actions[e]
         idx = np.minimum(np.arange(t, t + self.chunk_size), ep.num_frames - 1)  # pad with the last action
@@ -376,7 +389,7 @@ class EpisodeDataset:
         return self.transform(sample)
 
     def close(self) -> None:
-        for reader in self._readers.values():
+        for reader, _last in self._readers.values():
             reader.close()
         self._readers.clear()
         if self._store is not None:

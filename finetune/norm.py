@@ -13,8 +13,9 @@ Dimensions whose mask is False pass through unchanged both ways.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

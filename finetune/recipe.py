@@ -207,7 +207,7 @@ class FinetuneRecipe:
             state = load_training_state(resume_ckpt)
 
         # -- data first (the action size decides the model's head)
-        from finetune.data import build_datasets, list_episodes, load_episode_data  # noqa: F401
+        from finetune.data import build_datasets
         from finetune.models import load_vla
 
         action_dim, state_dim = self._peek_dims()
@@ -547,7 +547,6 @@ class FinetuneRecipe:
         from finetune import norm
 
         self.model.eval()
-        was_stop = self._stop_signal
         losses, accs, l1s, l1_real = [], [], [], []
         collate = _PairCollate(self.vla.collate)
         bs = self.cfg.batch_size
@@ -570,7 +569,6 @@ class FinetuneRecipe:
             real_tgt = norm.unnormalize(tgt.reshape(-1, tgt.shape[-1]), self.action_stats)
             l1_real.append(float(np.abs(real_pred - real_tgt).mean()))
         self.model.train()
-        self._stop_signal = was_stop
         result = {"val_loss": float(np.mean(losses)), "action_accuracy": float(np.mean(accs)) if accs else None,
                   "l1": float(np.mean(l1s)) if l1s else None, "l1_real": float(np.mean(l1_real))}
         if self.best_val is None or result["val_loss"] < self.best_val:

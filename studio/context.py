@@ -16,6 +16,9 @@ class AppContext(QObject):
         error_posted(str): a one-line error a person can act on (shown in a message box by the window).
         store_changed(): episodes, datasets or runs changed in the store (tabs refresh their lists).
         checkpoint_opened(str): a checkpoint path to open in the Rollout tab.
+
+    ``rigs`` is the one :class:`studio.rig_manager.RigManager` of the window: the Record and Rollout tabs
+    connect the rig through it and take its lease before driving the arm.
     """
 
     status_posted = pyqtSignal(str)
@@ -28,6 +31,9 @@ class AppContext(QObject):
         self.home = Path(home)
         self.rig = rig
         self._store = None
+        from studio.rig_manager import RigManager
+
+        self.rigs = RigManager(self.home, parent=self)
 
     @property
     def store(self):
@@ -39,6 +45,7 @@ class AppContext(QObject):
         return self._store
 
     def close(self) -> None:
+        self.rigs.shutdown()
         if self._store is not None:
             self._store.close()
             self._store = None

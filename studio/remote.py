@@ -218,8 +218,9 @@ def _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, lo
     with Store.open(local_home) as store:
         store.add_run(run_id, cfg.dataset, cfg.model, {**cfg.to_dict(), "remote": host.target}, local_run)
     remote_args = ["finetune", *train_args, "--run-id", run_id] if not resume else ["finetune", "--resume", run_id]
+    # its own session: a Ctrl-C in the terminal reaches only us, and we cancel the remote run properly
     proc = subprocess.Popen(host.ssh_argv(host.cli(remote_args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, start_new_session=True)
     cancel_cmd = host.ssh_argv(
         f"kill -INT $(cut -d' ' -f1 {_quote_remote_path(host.remote_path('runs', run_id, PID_FILE))})")
     state = {"cancelled": False}

@@ -60,8 +60,9 @@ class RolloutThread(QThread):
     failed = pyqtSignal(str)
 
     def __init__(self, *, store, rig_spec, policy: PolicySpec, config, home: Path | None = None,
-                 max_delta: float = 10.0, policy_object=None, parent=None) -> None:
+                 max_delta: float = 10.0, policy_object=None, rigs=None, parent=None) -> None:
         super().__init__(parent)
+        self.rigs = rigs  # the window's RigManager: it connects (or lends) the rig and keeps it
         self.store = store
         self.rig_spec = rig_spec
         self.policy_spec = policy
@@ -96,6 +97,7 @@ class RolloutThread(QThread):
         from studio.rollout_policy import open_policy
 
         rig = None
+        close_after = False
         try:
             if self.policy is None:
                 self.status_posted.emit(f"loading policy {self.policy_spec.describe()} …")
@@ -106,9 +108,20 @@ class RolloutThread(QThread):
             if self.stop_event.is_set() or self.estop.is_set():
                 return
             self.status_posted.emit("connecting the rig …")
-            rig = self.rig_spec if hasattr(self.rig_spec, "connect") else load_rig(self.rig_spec, home=self.home)
-            if not getattr(rig, "is_connected", False):
-                rig.connect()
+            if self.rigs is not None:
+                before = self.rigs.rig
+                rig = self.rigs.open_rig(self.rig_spec)
+                close_after = before is None or before is not rig  # we connected it: we disconnect it
+            else:
+                rig = self.rig_spec if hasattr(self.rig_spec, "connect") else load_rig(self.rig_spec, home=self.home)
+                if not getattr(rig, "is_connected", False):
+                    rig.connect()
+            unknown = sorted(set(getattr(self.config, "calibrations", None) or {}) - set(rig.cameras))
+            if unknown:
+                from recorder.errors import ConfigError
+
+                raise ConfigError(f"camera calibration names camera(s) {', '.join(unknown)} that the rig does not "
+                                  f"have ({', '.join(rig.cameras) or 'none'}): fix the calibration file")
             if not self.config.instruction:
                 task = getattr(rig.robot, "task", None)
                 self.config.instruction = task.instruction if task is not None else ""
@@ -122,7 +135,13 @@ class RolloutThread(QThread):
         except BaseException as err:  # noqa: BLE001 - never take the app down
             self.failed.emit(_error_text(err))
         finally:
-            if rig is not None and not hasattr(self.rig_spec, "connect"):
+            if self.rigs is not None:
+                if close_after:
+                    try:
+                        self.rigs.close_rig()
+                    except Exception:  # noqa: BLE001
+                        traceback.print_exc()
+            elif rig is not None and not hasattr(self.rig_spec, "connect"):
                 try:
                     rig.disconnect()
                 except Exception:  # noqa: BLE001

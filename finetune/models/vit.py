@@ -46,7 +46,7 @@ class ViTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
+    def from_dict(cls, d: dict) -> ViTConfig:
         d = dict(d)
         for k in ("mean", "std"):
             if k in d:

@@ -1,5 +1,11 @@
 """The VLA base class: sample preparation, batching, the two action heads, training forward and fast decoding.
 
+Speed switches (attributes): ``checkpoint_layers`` (training: None / "all" / first N LLM layers / a set of
+indices, non-reentrant activation checkpointing per decoder layer); ``use_cuda_graphs`` (inference on CUDA:
+each action step -- towers, prefill, greedy decode with a static KV cache, or the chunk pass -- is captured
+once per prompt length and replayed); ``fuse_for_inference()`` (q/k/v and gate/up as one matrix each);
+``compile_decode`` (torch.compile of pure per-layer functions: decode step, prefill layer, ViT block).
+
 A subclass supplies the vision side (``embed_images``) and exposes its causal LM (``language_model``), whose
 decoder is a Llama-family ``LlamaModel``-like module (``layers``, ``norm``, ``rotary_emb``) and ``lm_head``.
 
@@ -357,7 +363,10 @@ class VLA(nn.Module):
                         raise
                     import warnings
 
-                    warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager")
+                    from recorder.errors import StudioWarning
+
+                    warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager",
+                                  StudioWarning, stacklevel=2)
                     self.compile_decode = False
                     self._graphs.clear()
                     toks, probs = self._fast_decode(p, ids, n_new, L)
@@ -367,7 +376,7 @@ class VLA(nn.Module):
 
     def _fast_decode(self, p, ids, n_new: int, L: int):
         if self._graphable():
-            key = ("tok", L, tuple(p.shape), n_new, self.compile_decode, self.decode_mv)
+            key = ("tok", L, tuple(p.shape), n_new, self.compile_decode, self.decode_mv, self.compile_mode)
             return self._graph_call(key, self._decode_fn, p, ids, n_new)
         return self._decode_fn(p, ids, n_new)
 
@@ -465,12 +474,13 @@ class VLA(nn.Module):
 
     compile_decode = False  # torch.compile the per-layer decode step (fuses the small element-wise kernels)
     decode_mv = False  # with compile_decode: matrix-vector products as compiled reductions instead of cuBLAS
+    compile_mode: str | None = None  # torch.compile mode of the decode step (e.g. "max-autotune-no-cudagraphs")
 
     def _decode_step_fn(self):
         """The per-layer single-token function when every layer is fused (``fuse_for_inference``) and uses
         RMSNorm + SiLU (Llama/Mistral); compiled when ``compile_decode``. None -> the generic path."""
         layers = self.decoder.layers
-        if not all(hasattr(l.self_attn, "_fused_qkv") and hasattr(l.mlp, "_fused_gu") for l in layers):
+        if not all(hasattr(ly.self_attn, "_fused_qkv") and hasattr(ly.mlp, "_fused_gu") for ly in layers):
             return None
         if getattr(self.llm_config, "hidden_act", "silu") != "silu":
             return None
@@ -478,7 +488,7 @@ class VLA(nn.Module):
             return _decode_layer
         fn = getattr(self, "_compiled_step", None)
         if fn is None:
-            fn = torch.compile(_decode_layer, dynamic=False, fullgraph=True)
+            fn = torch.compile(_decode_layer, dynamic=False, fullgraph=True, mode=self.compile_mode)
             object.__setattr__(self, "_compiled_step", fn)
         return fn
 

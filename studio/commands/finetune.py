@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 
 from recorder.errors import ConfigError
@@ -208,12 +209,27 @@ def _launch_torchrun(args, cfg, run_id: str) -> int:
     cmd = torchrun_command(cfg.gpus, argv)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # signals reach torchrun only through us
+
+    forwarded = []
+
+    def forward(sig, _frame):  # cancel: torchrun passes the signal on to every rank (they checkpoint, then exit)
+        forwarded.append(sig)
+        proc.send_signal(sig)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(2)
-        return proc.wait()
+        rc = proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if forwarded and rc != 0:  # torchrun exits non-zero on a signal even when the ranks ended cleanly
+        from finetune.metrics import read_events
+
+        events = read_events(folder / "metrics.jsonl")
+        if events and events[-1].get("event") == "cancelled":
+            return 0
+    return rc
 
 
 def _run_export(args) -> int:

@@ -1,6 +1,7 @@
 """The Record tab: connect a rig, watch every camera live, record episodes with hotkeys.
 
-Controller only: devices are connected on a worker thread (``CallThread``), the record session runs
+Controller only: the rig is connected through the window's one ``RigManager`` (``ctx.rigs``, a worker
+thread) under its lease, so the Rollout tab cannot drive the same arm meanwhile; the record session runs
 on its own thread (``SessionThread``), and this tab only reacts to their signals.
 Hotkeys: Space start/stop, S save, D discard, R re-record, F/G success/failure label, Esc e-stop.
 Other keys go to the rig's keyboard teleoperator when it has one (arrows, PageUp/PageDown, Q/E, O/C, ...);
@@ -13,12 +14,10 @@ import time
 from pathlib import Path
 
 from PyQt6.QtCore import QSignalBlocker, Qt, QTimer
-from PyQt6.QtGui import QFont, QKeyEvent
+from PyQt6.QtGui import QKeyEvent
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -27,7 +26,6 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -35,7 +33,9 @@ from PyQt6.QtWidgets import (
 )
 
 from recorder.errors import KnownError
-from studio.loop_thread import CallThread, SessionThread
+from studio.loop_thread import SessionThread
+from studio.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
+from studio.rig_manager import default_rig_factory
 from widgets.camera_view import CameraView
 from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter
 from widgets.strip_chart import StripChartWidget
@@ -52,139 +52,8 @@ _TELEOP_KEYS = {
 }
 
 
-def detect_devices() -> str:
-    """What is plugged in (OpenCV cameras, RealSense serials, serial ports) and the device types a rig may name."""
-    from recorder.devices.configs import registered_types
-
-    lines = []
-    try:
-        from recorder.devices.opencv_camera import list_opencv_cameras
-
-        cams = list_opencv_cameras()
-        lines += [f"opencv camera: source = {c['source']!r}  modes: "
-                  + ", ".join(f"{m['width']}x{m['height']}" for m in c.get("modes", [])) for c in cams]
-    except Exception as err:  # noqa: BLE001 - a listing must never fail the dialog
-        lines.append(f"opencv cameras: not listed ({err})")
-    try:
-        from recorder.devices.realsense import list_realsense
-
-        lines += [f"realsense: serial = {d['serial']!r}  {d['name']}" for d in list_realsense()]
-    except Exception as err:  # noqa: BLE001
-        lines.append(f"realsense: not listed ({err})")
-    try:
-        from serial.tools import list_ports
-
-        lines += [f"serial port: port = {p.device!r}  {p.description}" for p in list_ports.comports()]
-    except Exception as err:  # noqa: BLE001
-        lines.append(f"serial ports: not listed ({err})")
-    if not lines:
-        lines.append("no cameras or serial ports found (the sim rig and test_pattern cameras need none)")
-    for kind in ("robot", "teleop", "camera"):
-        lines.append(f"{kind} types: {', '.join(registered_types(kind))}")
-    return "\n".join(lines)
-
-
-def default_rig_factory(spec: str, home: Path):
-    """Build (not connect) the rig named by ``spec``: 'sim', 'sim:push' or a rig.toml path."""
-    from recorder.devices.rig import load_rig
-
-    return load_rig(spec, home=home)
-
-
-class RigEditorDialog(QDialog):
-    """Edits a rig as TOML (robot, teleop, cameras), checks it, and writes rig.toml."""
-
-    def __init__(self, text: str, path: Path | None, parent=None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Edit rig")
-        self.resize(560, 520)
-        self.path = path
-        self.editor = QPlainTextEdit(text)
-        self.editor.setFont(QFont("monospace"))
-        self.error = QLabel("")
-        self.error.setStyleSheet("color: #c00")
-        self.error.setWordWrap(True)
-        self.devices = QPlainTextEdit()
-        self.devices.setReadOnly(True)
-        self.devices.setMaximumHeight(130)
-        self.devices.setPlaceholderText("Detect devices lists cameras, RealSense serials and serial ports")
-        self.detect_btn = QPushButton("Detect devices")
-        self.detect_btn.clicked.connect(self._on_detect_clicked)
-        self._detect: CallThread | None = None
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self._on_save)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("rig.toml: [robot], [teleop], [cameras.<name>] (see `vla-studio devices`)"))
-        layout.addWidget(self.editor)
-        layout.addWidget(self.error)
-        row = QHBoxLayout()
-        row.addWidget(self.detect_btn)
-        row.addStretch(1)
-        layout.addLayout(row)
-        layout.addWidget(self.devices)
-        layout.addWidget(buttons)
-
-    def _on_detect_clicked(self) -> None:
-        if self._detect is not None:
-            return
-        self.detect_btn.setEnabled(False)
-        self.devices.setPlainText("detecting…")
-        self._detect = CallThread(detect_devices, self)  # opening cameras blocks: never on the GUI thread
-        self._detect.succeeded.connect(self.devices.setPlainText)
-        self._detect.failed.connect(self.devices.setPlainText)
-        self._detect.finished.connect(self._on_detect_finished)
-        self._detect.start()
-
-    def _on_detect_finished(self) -> None:
-        self.detect_btn.setEnabled(True)
-        if self._detect is not None:
-            self._detect.deleteLater()
-        self._detect = None
-
-    def done(self, result: int) -> None:
-        if self._detect is not None:
-            self._detect.wait(10000)
-        super().done(result)
-
-    @staticmethod
-    def text_for(spec: str) -> str:
-        import tomli_w
-
-        from recorder.devices.rig import read_rig_config, sim_rig_config
-
-        if spec == "sim" or spec.startswith("sim:"):
-            cfg = sim_rig_config(task=spec.split(":", 1)[1] if ":" in spec else "pick")
-        else:
-            cfg = read_rig_config(spec)
-        return tomli_w.dumps(cfg.to_dict())
-
-    def check(self):
-        import tomllib
-
-        from recorder.devices.rig import RigConfig
-
-        try:
-            data = tomllib.loads(self.editor.toPlainText())
-        except tomllib.TOMLDecodeError as err:
-            raise KnownError(f"rig: not valid TOML ({err})") from None
-        return RigConfig.from_dict(data, where="rig")
-
-    def _on_save(self) -> None:
-        from recorder.devices.rig import save_rig
-
-        try:
-            cfg = self.check()
-        except KnownError as err:
-            self.error.setText(str(err))
-            return
-        if self.path is None:
-            name, _ = QFileDialog.getSaveFileName(self, "Save rig", "rig.toml", "Rig files (*.toml)")
-            if not name:
-                return
-            self.path = Path(name)
-        save_rig(cfg, self.path)
-        self.accept()
+OWNER = "Record"
+CHART_HZ = 10.0  # strip chart redraws per second (the previews run at the camera rate)
 
 
 class RecordTab(QWidget):
@@ -200,12 +69,14 @@ class RecordTab(QWidget):
         self.rig = None
         self.session = None
         self.thread: SessionThread | None = None
-        self._call: CallThread | None = None
+        self._connecting = False
+        self._disconnecting = False
         self._phase = "disconnected"
         self._views: dict[str, CameraView] = {}
         self._meters: dict[str, RateMeter] = {}
         self._last_index: dict[str, int] = {}
         self._ticks_seen = 0
+        self._chart_drawn = 0.0
         self.last_status = None
         self.saved_episodes: list = []
         self.faults: list[str] = []
@@ -215,6 +86,12 @@ class RecordTab(QWidget):
         self._disk_timer.timeout.connect(self.disk.refresh)
         self._disk_timer.start(5000)
         self._set_phase_ui("disconnected")
+        rigs = ctx.rigs
+        rigs.rig_connected.connect(self._on_manager_connected)
+        rigs.rig_failed.connect(self._on_manager_failed)
+        rigs.rig_disconnected.connect(self._on_manager_disconnected)
+        rigs.lease_changed.connect(self._on_lease_changed)
+        self._on_lease_changed(rigs.holder)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -360,34 +237,57 @@ class RecordTab(QWidget):
             self.disconnect_rig()
 
     def connect_rig(self) -> None:
-        """Build and connect the rig on a worker thread; on success start a session."""
-        if self._call is not None or self.rig is not None:
+        """Take the rig's lease and connect it through ``ctx.rigs`` (a worker thread); on success start a session."""
+        if self._connecting or self.rig is not None:
+            return
+        rigs = self.ctx.rigs
+        if not rigs.acquire(OWNER):
+            msg = rigs.in_use_message(OWNER)
+            self.conn_label.setText(f"rig in use by {rigs.holder}")
+            self.message_label.setText(msg)
+            self.ctx.error_posted.emit(msg)
             return
         spec = self.rig_combo.currentText().strip() or "sim"
-        factory, home = self.rig_factory, self.ctx.home
-
-        def work():
-            rig = factory(spec, home)
-            rig.connect()
-            return rig
-
+        self._connecting = True
         self.conn_label.setText(f"connecting to {spec}…")
         self.connect_btn.setEnabled(False)
-        self._call = CallThread(work, self)
-        self._call.succeeded.connect(self._on_rig_connected)
-        self._call.failed.connect(self._on_connect_failed)
-        self._call.finished.connect(self._on_call_finished)
-        self._call.start()
+        rigs.connect_rig(spec, factory=self.rig_factory)
 
-    def _on_call_finished(self) -> None:
-        if self._call is not None:
-            self._call.deleteLater()
-        self._call = None
+    def _on_manager_connected(self, rig) -> None:
+        if not self._connecting:
+            return  # another tab connected it
+        self._connecting = False
         self.connect_btn.setEnabled(True)
+        self._on_rig_connected(rig)
 
-    def _on_connect_failed(self, msg: str) -> None:
-        self.conn_label.setText("not connected")
-        self.ctx.error_posted.emit(msg)
+    def _on_manager_failed(self, msg: str) -> None:
+        if self._connecting:
+            self._connecting = False
+            self.ctx.rigs.release_lease(OWNER)
+            self.connect_btn.setEnabled(True)
+            self.conn_label.setText("not connected")
+            self.ctx.error_posted.emit(msg)
+        elif self._disconnecting:
+            self.ctx.error_posted.emit(msg)
+            self._disconnecting = False
+            self._on_disconnected(None)
+
+    def _on_manager_disconnected(self) -> None:
+        if self._disconnecting:
+            self._disconnecting = False
+            self._on_disconnected(None)
+
+    def _on_lease_changed(self, holder: str) -> None:
+        if self.rig is not None or self._connecting or self._disconnecting:
+            return
+        if holder and holder != OWNER:
+            self.conn_label.setText(f"rig in use by {holder}")
+            self.connect_btn.setEnabled(False)
+            self.connect_btn.setToolTip(f"{holder} drives the arm now; stop it there to record")
+        else:
+            self.conn_label.setText("disconnected")
+            self.connect_btn.setEnabled(True)
+            self.connect_btn.setToolTip("")
 
     def _on_rig_connected(self, rig) -> None:
         from recorder.session import RecordSession, SessionConfig
@@ -425,7 +325,8 @@ class RecordTab(QWidget):
         self.setFocus()
 
     def disconnect_rig(self, wait: bool = False) -> None:
-        """Stop the session (keeping an open episode) and disconnect the rig off the GUI thread."""
+        """Stop the session (keeping an open episode), give the lease back and disconnect the rig off the
+        GUI thread (``wait``: now, at shutdown)."""
         if self.thread is not None:
             self.thread.stop()
             self.thread = None
@@ -433,23 +334,27 @@ class RecordTab(QWidget):
         rig, self.rig = self.rig, None
         if rig is None:
             return
+        rigs = self.ctx.rigs
         if wait:
-            rig.disconnect()
+            rigs.release_lease(OWNER)
+            try:
+                rigs.close_rig()
+            except Exception as err:  # noqa: BLE001 - shutting down: report, go on
+                self.ctx.error_posted.emit(f"{type(err).__name__}: {err}")
             self._on_disconnected(None)
             return
         self.connect_btn.setEnabled(False)
-        self._call = CallThread(rig.disconnect, self)
-        self._call.succeeded.connect(self._on_disconnected)
-        self._call.failed.connect(lambda m: (self.ctx.error_posted.emit(m), self._on_disconnected(None)))
-        self._call.finished.connect(self._on_call_finished)
-        self._call.start()
+        self._disconnecting = True
+        rigs.release(OWNER)
 
     def _on_disconnected(self, _result) -> None:
         self.conn_label.setText("disconnected")
         self.connect_btn.setText("Connect")
+        self.connect_btn.setEnabled(True)
         self.dataset_edit.setEnabled(True)
         self.rig_combo.setEnabled(True)
         self._set_phase_ui("disconnected")
+        self._on_lease_changed(self.ctx.rigs.holder)
 
     def _setup_views(self, cameras: list[str], joints: list[str]) -> None:
         for v in self._views.values():
@@ -465,6 +370,21 @@ class RecordTab(QWidget):
         self._last_index = {}
         self.stats.set_cameras(cameras)
         self.chart.set_names(joints)
+        self._setup_chart_axes()
+
+    def _setup_chart_axes(self) -> None:
+        """A fixed y range (the joint limits) and no x axis: pyqtgraph then does not re-lay out and re-render
+        its axes on each redraw (the axes cost most of the GUI thread's time while recording)."""
+        plot = self.chart.plot.getPlotItem()
+        plot.hideAxis("bottom")
+        try:
+            low, high = self.rig.robot.joint_limits
+            lo, hi = float(min(low)), float(max(high))
+        except Exception:  # noqa: BLE001 - a robot without limits: keep auto range
+            return
+        if lo < hi:
+            plot.enableAutoRange(y=False)
+            plot.setYRange(lo, hi, padding=0.02)
 
     # ------------------------------------------------------------------ session signals
     def _on_ticked(self, info, status) -> None:
@@ -481,7 +401,10 @@ class RecordTab(QWidget):
             self._ticks_seen += 1
             state = info.observation.get("observation.state")
             if state is not None:
-                self.chart.append(state, redraw=self._ticks_seen % 3 == 0)
+                redraw = now - self._chart_drawn >= 1.0 / CHART_HZ
+                self.chart.append(state, redraw=redraw)
+                if redraw:
+                    self._chart_drawn = now
             if self._ticks_seen % 5 == 0:
                 for name in self._views:
                     self.stats.update_camera(name, self._meters[name].rate(), info.stale.get(name, 0),
@@ -616,8 +539,6 @@ class RecordTab(QWidget):
     def shutdown(self) -> None:
         self._disk_timer.stop()
         self.disconnect_rig(wait=True)
-        if self._call is not None:
-            self._call.wait(5000)
 
 
 __all__ = ["RecordTab", "RigEditorDialog", "default_rig_factory"]

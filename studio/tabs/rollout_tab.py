@@ -1,7 +1,8 @@
 """The Rollout tab: run a tuned policy on the rig with overlays (Live), review rollouts (Review).
 
 The policy is loaded and run on a ``RolloutThread``; the GUI thread only shows frames and overlays
-and sets the control events (stop, E-STOP, takeover).
+and sets the control events (stop, E-STOP, takeover). The rig is connected through the window's one
+``RigManager`` (``ctx.rigs``) under its lease: while the Record tab holds the rig, Start is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from recorder.errors import KnownError
+from studio.rollout_calibration import load_calibrations
 from studio.rollout_overlay import RateMeter, overlay_from_live
 from studio.rollout_review import JOINTS, RolloutReviewWidget
 from studio.rollout_worker import EvaluationThread, PolicySpec, RolloutThread
@@ -44,6 +47,8 @@ TELEOP_KEYS = {
     Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down", Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right",
     Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
 }
+
+OWNER = "Rollout"
 
 OVERLAY_LABELS = {"path": "future path", "gripper": "gripper", "bars": "action bars", "timing": "latency / rate",
                   "confidence": "confidence", "safety": "safety"}
@@ -152,6 +157,23 @@ class RolloutTab(QWidget):
         rf.addRow("execute n", self.execute_spin)
         rf.addRow(self.async_check)
         rf.addRow("max joint step", self.max_delta_spin)
+        calib_row = QHBoxLayout()
+        self.calib_edit = QLineEdit()
+        self.calib_edit.setPlaceholderText("real cameras: calibration .json/.toml (sim: none)")
+        self.calib_edit.setToolTip("{camera: {intrinsics: 3x3, world_to_camera: 4x4}}: draws the predicted "
+                                   "path on real cameras")
+        calib_browse = QPushButton("…")
+        calib_browse.setToolTip("pick a camera calibration file")
+        calib_browse.clicked.connect(self._on_calib_browse_clicked)
+        calib_row.addWidget(self.calib_edit, 1)
+        calib_row.addWidget(calib_browse)
+        rf.addRow("calibration", calib_row)
+        self.calib_error = QLabel("")
+        self.calib_error.setStyleSheet("color: #c00")
+        self.calib_error.setWordWrap(True)
+        self.calib_error.setVisible(False)
+        rf.addRow(self.calib_error)
+        self.calib_edit.editingFinished.connect(self._on_calib_edited)
         pl.addWidget(run)
 
         # --- controls
@@ -164,6 +186,10 @@ class RolloutTab(QWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
         pl.addLayout(buttons)
+        self.rig_label = QLabel("")
+        self.rig_label.setWordWrap(True)
+        self.rig_label.setStyleSheet("color: #b60; font-weight: bold")
+        pl.addWidget(self.rig_label)
         self.takeover_button = QPushButton("Take over (teleoperator drives)")
         self.takeover_button.setCheckable(True)
         self.takeover_button.toggled.connect(self._on_takeover_toggled)
@@ -217,6 +243,8 @@ class RolloutTab(QWidget):
         right.addWidget(self.bars)
         lay.addLayout(right, 1)
 
+        ctx.rigs.lease_changed.connect(self._on_lease_changed)
+        self._on_lease_changed(ctx.rigs.holder)
         ctx.checkpoint_opened.connect(self._on_checkpoint_opened)
         ctx.store_changed.connect(self.refresh_checkpoints)
         self.refresh_checkpoints()
@@ -265,15 +293,55 @@ class RolloutTab(QWidget):
             return PolicySpec(url=self.url_edit.text().strip() or None, token=self.token_edit.text() or None)
         return PolicySpec(checkpoint=self.checkpoint_combo.currentData())
 
+    # ------------------------------------------------------------------ calibration
+    def _on_calib_browse_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Camera calibration", str(self.ctx.home),
+                                              "Calibration (*.json *.toml)")
+        if path:
+            self.calib_edit.setText(path)
+            self._on_calib_edited()
+
+    def _on_calib_edited(self) -> None:
+        try:
+            calibs = self.calibrations()
+        except KnownError:
+            return
+        self.status_label.setText(f"calibration: {', '.join(calibs)}" if calibs else "no calibration")
+
+    def calibrations(self) -> dict:
+        """camera -> PinholeCalibration from the calibration field; a bad file is shown under the field and
+        raised (KnownError)."""
+        try:
+            calibs = load_calibrations(self.calib_edit.text())
+        except KnownError as err:
+            self.calib_error.setText(str(err))
+            self.calib_error.setVisible(True)
+            raise
+        self.calib_error.setText("")
+        self.calib_error.setVisible(False)
+        return calibs
+
+    # ------------------------------------------------------------------ the rig's lease
+    def _on_lease_changed(self, holder: str) -> None:
+        if holder and holder != OWNER:
+            self.rig_label.setText(f"rig in use by {holder}: disconnect it there to roll out")
+            self.start_button.setEnabled(False)
+            self.start_button.setToolTip(f"{holder} drives the arm now")
+        else:
+            self.rig_label.setText("")
+            self.start_button.setEnabled(not self.running)
+            self.start_button.setToolTip("")
+
     # ------------------------------------------------------------------ running
-    def rollout_config(self):
+    def rollout_config(self, calibrations: dict | None = None):
         from recorder.rollout import ChunkConfig, RolloutConfig
 
         ensemble = self.mode_combo.currentIndex() == 1
         return RolloutConfig(instruction=self.task_edit.text().strip(), episodes=self.episodes_spin.value(),
                              fps=self.fps_spin.value(), max_seconds=self.max_s_spin.value(),
                              chunk=ChunkConfig(execute=self.execute_spin.value() or None, ensemble=ensemble,
-                                               asynchronous=self.async_check.isChecked()))
+                                               asynchronous=self.async_check.isChecked()),
+                             calibrations=calibrations or {})
 
     @property
     def running(self) -> bool:
@@ -286,12 +354,25 @@ class RolloutTab(QWidget):
         if self.policy_object is None and not spec.url and not spec.checkpoint:
             self.ctx.error_posted.emit("rollout: pick a checkpoint (fine-tune one first) or a policy server URL")
             return
+        try:
+            calibs = self.calibrations()
+        except KnownError as err:
+            self.status_label.setText(f"failed: {err}")
+            self.ctx.error_posted.emit(str(err))
+            return
+        rigs = self.ctx.rigs
+        if not rigs.acquire(OWNER):
+            msg = rigs.in_use_message(OWNER)
+            self.status_label.setText(msg)
+            self.rig_label.setText(f"rig in use by {rigs.holder}: disconnect it there to roll out")
+            self.ctx.error_posted.emit(msg)
+            return
         self.successes = self.episodes_done = 0
         self._update_success_label()
         self._rate.reset()
-        th = RolloutThread(store=self.ctx.store, rig_spec=self.rig_spec, policy=spec, config=self.rollout_config(),
-                           home=self.ctx.home, max_delta=self.max_delta_spin.value(),
-                           policy_object=self.policy_object, parent=self)
+        th = RolloutThread(store=self.ctx.store, rig_spec=self.rig_spec, policy=spec,
+                           config=self.rollout_config(calibs), home=self.ctx.home, max_delta=self.max_delta_spin.value(),
+                           policy_object=self.policy_object, rigs=rigs, parent=self)
         th.status_posted.connect(self._on_status_posted)
         th.rig_ready.connect(self._on_rig_ready)
         th.ticked.connect(self._on_ticked)
@@ -430,6 +511,7 @@ class RolloutTab(QWidget):
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.takeover_button.setChecked(False)
+        self.ctx.rigs.release_lease(OWNER)
 
     # ------------------------------------------------------------------ review
     def _on_inner_tab_changed(self, index: int) -> None:
@@ -461,6 +543,7 @@ class RolloutTab(QWidget):
         if self.thread is not None and self.thread.isRunning():
             self.thread.emergency_stop()
             self.thread.wait(10000)
+        self.ctx.rigs.release_lease(OWNER)
         if self.eval_thread is not None and self.eval_thread.isRunning():
             self.eval_thread.stop_event.set()
             self.eval_thread.wait(30000)

@@ -147,3 +147,35 @@ def test_openvla_7b_architecture_matches_the_published_parameter_count(tiny):
     assert sd["vision_backbone.fused_featurizer.pos_embed"].shape == (1, 256, 1152)
     assert sd["projector.fc1.weight"].shape == (8704, 2176)
     assert m.action_tokenizer.vocab_size == 32000
+
+
+def test_generic_image_text_to_text_vlm_with_both_heads(tmp_path):
+    """A tiny random Idefics3 (the SmolVLM family) through AutoModelForImageTextToText + our action heads."""
+    from transformers import AutoModelForImageTextToText, Idefics3Config
+
+    from finetune.models.tiny import build_tiny_tokenizer
+
+    cfg = Idefics3Config(
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=56, patch_size=14),
+        text_config=dict(model_type="llama", vocab_size=704, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=640, tie_word_embeddings=False),
+        scale_factor=2, image_token_id=600)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(tmp_path / "vlm")
+    build_tiny_tokenizer(tmp_path / "vlm")
+    black = np.zeros((240, 320, 3), np.uint8)  # an all-black frame is a real frame, not padding
+    tok = load_vla(tmp_path / "vlm", device="cpu", action_dim=6)
+    assert type(tok).__name__ == "GenericVLA" and tok.image_size == 56
+    assert not any("vision_model" in t for t in tok.lora_target_modules())
+    b = tok.collate([tok.prepare([black], "pick", np.zeros((1, 6), np.float32))])
+    assert tok(**b).loss.item() > 0
+    p = tok.collate([tok.prepare([black], "pick", None)])
+    acts, conf = tok.predict(p)
+    assert acts.shape == (1, 1, 6) and torch.equal(acts, tok.predict(p, reference=True)[0])
+    chunk = load_vla(tmp_path / "vlm", device="cpu", action_head="chunk", chunk_size=2, action_dim=6)
+    pc = chunk.collate([chunk.prepare([black], "pick", None)])
+    a1, _ = chunk.predict(pc)
+    chunk.save_pretrained(tmp_path / "out")
+    back = load_vla(tmp_path / "out", device="cpu")
+    assert back.action_head == "chunk" and torch.equal(a1, back.predict(back.collate([back.prepare([black], "pick", None)]))[0])

@@ -163,3 +163,31 @@ def test_4bit_on_cpu_is_a_clear_error(two_episodes):
 def _cleanup_runs(two_episodes):
     yield
     shutil.rmtree(two_episodes / "runs", ignore_errors=True)
+
+
+@pytest.mark.parametrize("checkpointing, batch, measured_gib", [
+    (False, 1, 18.7), (False, 4, 28.3), (False, 16, 66.8), (True, 8, 22.9), (True, 16, 30.4)])
+def test_memory_estimate_matches_the_measured_openvla_7b_numbers(checkpointing, batch, measured_gib):
+    """OpenVLA-7B-shaped, LoRA r=32 all-linear, 224 px, bf16 on an H100 (../shared/ENVIRONMENT.md)."""
+    from finetune.presets import ModelShape, estimate_memory, llama_lora_params_per_rank
+
+    shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, int(llama_lora_params_per_rank(4096, 11008, 32) * 1.4))
+    est = estimate_memory(shape, batch_size=batch, lora_rank=32, dtype="bf16", quantize_4bit=False,
+                          activation_checkpointing=checkpointing)
+    assert measured_gib <= est.total_gib <= measured_gib * 1.1  # errs on the safe side, by little
+    assert 100e6 < est.lora_params < 130e6  # ~114M trainable were measured
+
+
+def test_presets_follow_gpu_memory_and_an_oversized_batch_is_refused_before_training():
+    from finetune.presets import GpuInfo, ModelShape, check_fits, estimate_memory, preset_for
+    from recorder.errors import ConfigError
+
+    assert preset_for(None).name == "cpu"
+    assert preset_for(GpuInfo("RTX 4090", 23.6)).name == "gpu-24gb"
+    assert preset_for(GpuInfo("RTX 3060", 11.8)).name == "gpu-12gb"
+    assert preset_for(GpuInfo("H100", 79.2)).name == "gpu-80gb"
+    shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, 2_500_000)
+    est = estimate_memory(shape, batch_size=16, lora_rank=32, dtype="bf16", quantize_4bit=False,
+                          activation_checkpointing=True)
+    with pytest.raises(ConfigError, match=r"batch 16 needs ~\d+\.\d GiB but GPU RTX 4090 has 23.6 GiB: use --batch [4-8] "):
+        check_fits(est, 23.6, "GPU RTX 4090")

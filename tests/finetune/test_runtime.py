@@ -71,3 +71,19 @@ def test_policy_errors_are_actionable(tmp_path, base):
         load_policy(tmp_path / "nothing")
     with pytest.raises(ModelError, match="norm_stats"):
         load_policy(base)  # a base model has no statistics for real units
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head,K", [("tokens", 1), ("chunk", 4)])
+def test_policy_on_cuda_uses_the_fast_path_and_matches_cpu(tmp_path, base, head, K):
+    ckpt, _, _ = _make_checkpoint(tmp_path, base, head, K)
+    cpu = load_policy(ckpt, device="cpu")
+    gpu = load_policy(ckpt, device="cuda", dtype=torch.float32)
+    assert gpu.vla.use_cuda_graphs and gpu.vla.compile_decode
+    img = np.random.default_rng(5).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    want = cpu.predict({"front": img}, None, "pick up the red cube")
+    first = gpu.predict({"front": img}, None, "pick up the red cube")  # compiles + captures
+    again = gpu.predict({"front": img}, None, "pick up the red cube")  # replays
+    assert np.allclose(first.normalized, want.normalized, atol=1e-4)
+    assert np.allclose(again.normalized, want.normalized, atol=1e-4)
+    assert again.latency_s < first.latency_s

@@ -109,3 +109,39 @@ def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qt
     assert [c.step for c in cks] == [3] and (cks[0].path / "adapter").is_dir()
     assert str(cks[0].path).startswith(str(local))
     ctx.close()
+
+
+@pytest.mark.slow
+def test_cancelling_a_remote_run_checkpoints_there_and_brings_it_back(sshd, tmp_path):
+    import json
+    import signal
+
+    local, remote = tmp_path / "laptop", tmp_path / "workstation"
+    write_dataset(local, "toy", episodes=2, frames=6)
+    cmd = [VLA_STUDIO, "--home", str(local), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", "100000",
+           "--batch", "2", "--eval-every", "0", "--save-every", "0", "--val-fraction", "0", "--run-id", "far",
+           "--remote", sshd["target"], "--remote-home", str(remote), "--remote-cmd", f"OMP_NUM_THREADS=1 {VLA_STUDIO}",
+           "--ssh-key", sshd["key"]]
+    for opt in sshd["options"]:
+        cmd += ["--ssh-option", opt]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **CHILD_ENV))
+    try:
+        for line in proc.stdout:
+            if '"event":"train"' in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    last = json.loads(rest.strip().splitlines()[-1])
+    assert last["event"] == "cancelled" and last["checkpoint"].startswith(str(remote))
+    step = int(last["step"])
+    from recorder.store import Store
+
+    with Store.open(local) as store:
+        assert store.run("far").status == "cancelled"
+        cks = store.checkpoints(run_id="far")
+        assert [c.step for c in cks] == [step] and (cks[0].path / "training_state.pt").is_file()

@@ -162,6 +162,7 @@ def test_rig_editor_writes_a_rig_file_that_loads(qtbot, tmp_path):
     path = tmp_path / "rig.toml"
     dlg = RigEditorDialog(RigEditorDialog.text_for("sim"), path)
     qtbot.addWidget(dlg)
+    dlg.raw_check.setChecked(True)  # the TOML editor (the form is tested in test_rig_form.py)
     dlg.editor.setPlainText(dlg.editor.toPlainText().replace("width = 320", "width = 640"))
     dlg.editor.setPlainText(dlg.editor.toPlainText() + "\n[cameras.bogus]\ntype = \"nope\"\n")
     dlg._on_save()
