@@ -21,6 +21,7 @@ from PyQt6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGraphicsItem,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -385,6 +386,8 @@ class RecordTab(QWidget):
         if lo < hi:
             plot.enableAutoRange(y=False)
             plot.setYRange(lo, hi, padding=0.02)
+            # the y axis no longer changes: keep it as a cached pixmap instead of re-playing its text each paint
+            plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     # ------------------------------------------------------------------ session signals
     def _on_ticked(self, info, status) -> None:
