@@ -25,8 +25,14 @@ GiB = 1024**3
 # bytes of activations per (token x hidden x layer) per sample, from the measurements above
 ACT_BYTES = 91.6
 ACT_BYTES_CHECKPOINTED = 26.9
+# the lean recipe (finetune/recipe.py default: bf16 adapters, no autocast, towers frozen under no_grad, logits only
+# at the label positions), measured on the same model with bench/finetune_gpu.py: batch 8 without checkpointing
+# 26.6 GiB; all 32 layers checkpointed: batch 8 15.7 GiB, batch 32 19.2 GiB (allocated; 20.8 reserved)
+LEAN_ACT_BYTES = 42.0
+LEAN_ACT_BYTES_CHECKPOINTED = 5.2
 RUNTIME_OVERHEAD_GIB = 0.6  # CUDA context, allocator slack
 TRAINABLE_BYTES = 16  # fp32 LoRA weight + grad + AdamW m and v
+LEAN_TRAINABLE_BYTES = 8  # bf16 LoRA weight + grad + AdamW m and v
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,11 @@ PRESETS: dict[str, Preset] = {
     "gpu-80gb": Preset("gpu-80gb", "80 GB GPU: 7B bf16 LoRA, batch 16", "openvla/openvla-7b",
                        {"dtype": "bf16", "batch_size": 16, "grad_accum": 1, "activation_checkpointing": False,
                         "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4, "num_workers": 4}),
-    "gpu-24gb": Preset("gpu-24gb", "24 GB GPU: 7B bf16 LoRA + activation checkpointing", "openvla/openvla-7b",
-                       {"dtype": "bf16", "batch_size": 4, "grad_accum": 4, "activation_checkpointing": True,
-                        "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4, "num_workers": 4}),
+    # measured on an H100 (bench/finetune_gpu.py, docs/benchmarks.md): batch 32 with every LLM layer checkpointed,
+    # bf16 adapters on the LLM + projector, frozen towers: 29.8 samples/s at 19.2 GiB allocated / 20.8 reserved
+    "gpu-24gb": Preset("gpu-24gb", "24 GB GPU: 7B bf16 LoRA, batch 32, all LLM layers checkpointed", "openvla/openvla-7b",
+                       {"dtype": "bf16", "batch_size": 32, "grad_accum": 1, "activation_checkpointing": True,
+                        "checkpoint_layers": 0, "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4, "num_workers": 4}),
     "gpu-12gb": Preset("gpu-12gb", "12 GB GPU: 4-bit base (QLoRA) + checkpointing", "openvla/openvla-7b",
                        {"dtype": "bf16", "quantize_4bit": True, "batch_size": 2, "grad_accum": 8,
                         "activation_checkpointing": True, "lora_rank": 32, "lora_alpha": 16, "lr": 5e-4,
@@ -148,16 +156,24 @@ class MemoryEstimate:
 
 
 def estimate_memory(shape: ModelShape, *, batch_size: int, lora_rank: int, dtype: str, quantize_4bit: bool,
-                    activation_checkpointing: bool, on_gpu: bool = True) -> MemoryEstimate:
+                    activation_checkpointing: bool, on_gpu: bool = True, lean: bool = False) -> MemoryEstimate:
+    """``lean``: the recipe's default path (bf16 adapters, no autocast, frozen towers under no_grad; LoRA on the
+    LLM + projector, so ``shape.lora_params_per_rank`` should count those only); otherwise plain transformers +
+    peft (fp32 adapters under autocast, towers with autograd)."""
     bytes_per_param = 0.56 if quantize_4bit else (2 if dtype == "bf16" else 4)
     lora = shape.lora_params_per_rank * lora_rank
     trainable = lora + shape.extra_trainable
-    per_tok = ACT_BYTES_CHECKPOINTED if activation_checkpointing else ACT_BYTES
+    if lean:
+        per_tok = LEAN_ACT_BYTES_CHECKPOINTED if activation_checkpointing else LEAN_ACT_BYTES
+    else:
+        per_tok = ACT_BYTES_CHECKPOINTED if activation_checkpointing else ACT_BYTES
     act = per_tok * shape.tokens * shape.hidden * shape.layers
     if dtype == "fp32" and not quantize_4bit:
         act *= 2
+    lean_adapters = lean and dtype == "bf16" and not quantize_4bit
+    per_trainable = LEAN_TRAINABLE_BYTES if lean_adapters else TRAINABLE_BYTES
     return MemoryEstimate(params=shape.n_params, lora_params=lora, weights_gib=shape.n_params * bytes_per_param / GiB,
-                          trainable_gib=trainable * TRAINABLE_BYTES / GiB, activations_per_sample_gib=act / GiB,
+                          trainable_gib=trainable * per_trainable / GiB, activations_per_sample_gib=act / GiB,
                           overhead_gib=RUNTIME_OVERHEAD_GIB if on_gpu else 0.2, batch_size=batch_size)
 
 

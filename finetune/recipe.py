@@ -668,15 +668,20 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
     norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
+    # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras
+    head = info.get("action_head", cfg.action_head)
+    use_state = info.get("use_state", cfg.use_state)
     state_dim = None
-    if info.get("use_state") and info.get("action_head") == "chunk":
-        prop = norm_stats.get(info.get("unnorm_key") or cfg.dataset, {}).get("proprio")
+    if use_state and head == "chunk":
+        key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
+        prop = norm_stats.get(key, {}).get("proprio")
         state_dim = len(prop["q01"]) if prop else None
     torch.manual_seed(cfg.seed)
-    vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=info.get("action_head", cfg.action_head),
-                   chunk_size=info.get("chunk_size", cfg.chunk_size), action_dim=info.get("action_dim"),
-                   n_images=len(cams) if cams else None, state_dim=state_dim)
+    vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=head,
+                   chunk_size=int(info.get("chunk_size") or cfg.chunk_size), action_dim=info.get("action_dim"),
+                   n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
     if hasattr(merged, "norm_stats"):

@@ -55,11 +55,14 @@ class FinetuneConfig:
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp32"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     activation_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
+    checkpoint_layers: int = 0  # with activation_checkpointing: checkpoint the first N LLM layers (0 = all of them)
     # -- LoRA
     lora_rank: int = 32  # r
     lora_alpha: int = 16  # scaling numerator (OpenVLA: min(r, 16))
     lora_dropout: float = 0.0  # dropout on the LoRA input
     lora_targets: str = "all-linear"  # peft target_modules ("all-linear" or comma-separated names)
+    lora_include_vision: bool = False  # all-linear also adapts the vision towers (OpenVLA's exact targets; slower,
+    #                                    more memory); False: LLM + projector, towers frozen and run under no_grad
     # -- optimisation
     steps: int = 1000  # optimizer steps in total
     batch_size: int = 8  # samples per micro-batch (per process)
@@ -97,12 +100,14 @@ class FinetuneConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
+        if self.checkpoint_layers < 0:
+            raise ConfigError(f"checkpoint_layers must be 0 (all) or a positive layer count (got {self.checkpoint_layers})")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"dtype {self.dtype!r} is not known: use auto, bf16 or fp32")
 
 
 # Fields whose change on resume changes what is trained: they produce a drift notice.
-RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset"}
+RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset", "checkpoint_layers"}
 
 
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

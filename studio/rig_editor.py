@@ -99,6 +99,9 @@ def form_problems(data: dict, camera_names: list[str] | None = None) -> None:
             raise ConfigError(f"{WHERE}: camera name '{n}' is used twice: camera names must differ")
         seen.add(n)
     for name, cam in data.get("cameras", {}).items():
+        if cam.get("type") == "sim" and robot.get("type") != "sim":
+            raise ConfigError(f"{WHERE}: [cameras.{name}] type 'sim' needs the sim robot: pick opencv, realsense "
+                              f"or test_pattern")
         if cam.get("type") == "opencv" and cam.get("index_or_path") in ("", None):
             raise ConfigError(f"{WHERE}: [cameras.{name}] source is empty: give a camera index, /dev/videoN or a file")
 

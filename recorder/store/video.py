@@ -24,6 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from recorder.errors import StoreError
 from recorder.store.types import CameraSpec
@@ -225,6 +226,9 @@ class VideoDecoder:
             raise StoreError(f"{self.path} holds no complete frame ({why}); see 'vla-studio store check'")
         self._fd = os.open(self.path, os.O_RDONLY)
         self._ctx = self._new_context()
+        # one colour converter for every frame: a frame's own to_ndarray(format=...) builds a fresh swscale
+        # context each time (same result, ~2-10x the cost of the conversion itself)
+        self._rgb = VideoReformatter()
         self._next_packet = None  # index of the next packet the decoder expects (None: needs a keyframe)
         self._last: tuple[int, np.ndarray] | None = None  # (packet index, rgb)
 
@@ -244,15 +248,15 @@ class VideoDecoder:
         j = int(np.searchsorted(self.index.ticks, tick, side="right")) - 1
         return max(j, 0)
 
-    def _decode_packet(self, j: int) -> np.ndarray | None:
+    def _decode_packet(self, j: int):
+        """Decode packet ``j`` and return the decoder's newest frame (an ``av.VideoFrame``, still YUV)
+        or None. Frames skipped on the way to a target are never converted to RGB."""
         data = os.pread(self._fd, int(self.index.size[j]), int(self.index.pos[j]))
         packet = av.Packet(data)
         packet.pts = int(self.index.ticks[j])
         frames = self._ctx.decode(packet)
         self._next_packet = j + 1
-        if frames:
-            return frames[-1].to_ndarray(format="rgb24")
-        return None
+        return frames[-1] if frames else None
 
     def _goto(self, j: int) -> np.ndarray:
         if self._last is not None and self._last[0] == j:
@@ -264,10 +268,10 @@ class VideoDecoder:
         else:
             self._ctx = self._new_context()
             start = k
-        img = None
+        frame = None
         for q in range(start, j + 1):
-            img = self._decode_packet(q)
-        if img is None:  # a decoder that holds frames back: drain it
+            frame = self._decode_packet(q)  # decode only: no RGB conversion of skipped frames
+        if frame is None:  # a decoder that holds frames back: drain it
             out = self._ctx.decode(None)
             self._ctx = self._new_context()
             self._next_packet = None
@@ -276,7 +280,8 @@ class VideoDecoder:
                     f"{self.path}: frame at tick {int(self.index.ticks[j])} does not decode; "
                     "run 'vla-studio store check --repair'"
                 )
-            img = out[-1].to_ndarray(format="rgb24")
+            frame = out[-1]
+        img = self._rgb.reformat(frame, format="rgb24").to_ndarray()  # the target frame only
         self._last = (j, img)
         return img
 

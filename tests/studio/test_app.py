@@ -1,6 +1,6 @@
 import pytest
 
-from studio.cli import build_parser, main
+from studio.cli import main
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -105,6 +105,9 @@ def test_bad_fields_are_named_and_nothing_is_written(qtbot, dialog, tmp_path):
     dlg._on_save()
     assert not path.exists() and "'front' is used twice" in dlg.error.text()
     dlg.form.table.item(1, 0).setText("wrist")
+    dlg._on_save()  # the sim scene cameras stayed on a real arm
+    assert not path.exists() and "[cameras.front] type 'sim' needs the sim robot" in dlg.error.text()
+    dlg.form.camera_widgets(1)["type"].setCurrentText("test_pattern")
     # an OpenCV camera with no source is named by its table name
     dlg.form.camera_widgets(0)["type"].setCurrentText("opencv")
     dlg.form.camera_widgets(0)["source"].setEditText("")
