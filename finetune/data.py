@@ -30,6 +30,10 @@ from recorder.errors import DatasetError
 ACTION_KEY = "action"
 STATE_KEY = "observation.state"
 CROP_AREA = 0.9  # OpenVLA: random_resized_crop scale (0.9, 0.9), ratio 1 (relative to the image)
+# decoded frames kept per process (DataLoader worker): a seek decodes from the keyframe to its target, and the
+# frames passed on the way serve later samples of the same ticks. 640x480 YUV is 0.46 MB a frame.
+FRAME_CACHE_MB = 256
+_INHERITED: list = []  # handles a forked DataLoader worker got from its parent: kept, never closed (see _reader)
 
 
 # ----------------------------------------------------------------------------- episodes and split
@@ -302,7 +306,7 @@ class EpisodeDataset:
     def __init__(self, home: Path | str, episodes: list[EpisodeData], cameras: list[str], image_size: int,
                  chunk_size: int, norm_stats: dict, dataset: str, *, augment: bool = False, seed: int = 0,
                  transform: Callable[[dict], Any] | None = None, max_open_readers: int = 32,
-                 crop: bool | None = None) -> None:
+                 crop: bool | None = None, frame_cache_mb: float = FRAME_CACHE_MB) -> None:
         from finetune import norm
 
         self.home = Path(home)
@@ -315,6 +319,8 @@ class EpisodeDataset:
         self.seed = seed
         self.transform = transform
         self.max_open_readers = max_open_readers
+        self.frame_cache_mb = frame_cache_mb
+        self._frame_cache = None  # one per process (each DataLoader worker builds its own)
         stats = norm_stats[dataset]
         # normalized arrays, computed once here (in the parent: workers inherit them)
         self._actions = [np.asarray(norm.normalize(e.actions, stats["action"]), dtype=np.float32) for e in episodes]
@@ -343,7 +349,18 @@ class EpisodeDataset:
     def _reader(self, episode_id: int, tick: int = 0):
         """An open reader for the episode, preferably one whose decoders sit just before ``tick``."""
         if self._pid != os.getpid():  # a fresh worker process (or first use): open our own store
+            if self._pid is not None:
+                # a forked worker inherits the parent's open store and readers: never close or free them here.
+                # Dropping the inherited readers (their FFmpeg decoder contexts) blocked the worker forever
+                # (tests/finetune/test_data.py::test_dataloader_workers_decode_the_same_samples); the OS
+                # closes the handles when the worker exits.
+                _INHERITED.append((self._store, self._readers, self._frame_cache))
             self._store, self._readers, self._pid = None, OrderedDict(), os.getpid()
+            self._frame_cache = None
+        if self._frame_cache is None and self.frame_cache_mb > 0:
+            from recorder.store.video import FrameCache
+
+            self._frame_cache = FrameCache(int(self.frame_cache_mb * 2**20))
         if self._store is None:
             from recorder.store import Store
 
@@ -360,7 +377,9 @@ class EpisodeDataset:
             key = (episode_id, 0)
         entry = self._readers.get(key)
         if entry is None:
-            entry = (self._store.open_episode(episode_id), tick)
+            reader = self._store.open_episode(episode_id)
+            reader.frame_cache = self._frame_cache
+            entry = (reader, tick)
             while len(self._readers) >= self.max_open_readers:
                 _, (old, _last) = self._readers.popitem(last=False)
                 old.close()
@@ -392,13 +411,15 @@ class EpisodeDataset:
         for reader, _last in self._readers.values():
             reader.close()
         self._readers.clear()
+        if self._frame_cache is not None:
+            self._frame_cache.clear()
         if self._store is not None:
             self._store.close()
             self._store = None
 
     def __getstate__(self):  # spawn-started workers: do not pickle open handles
         state = self.__dict__.copy()
-        state["_store"], state["_readers"], state["_pid"] = None, OrderedDict(), None
+        state["_store"], state["_readers"], state["_pid"], state["_frame_cache"] = None, OrderedDict(), None, None
         return state
 
 

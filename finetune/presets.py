@@ -6,7 +6,9 @@ torch only when torch is already imported.
 The activation term is calibrated on measurements of an OpenVLA-7B-shaped model (LoRA r=32
 all-linear, 224 px, ~30 text tokens) on an H100 (see ../shared/ENVIRONMENT.md): without activation
 checkpointing ~3.2 GiB per sample, with it ~0.94 GiB per sample, over 286 LLM tokens x 4096 hidden
-x 32 layers. The estimate errs on the high side; it is a guide, not a promise.
+x 32 layers. That is plain transformers + peft (``lean=False``); the recipe's own path (``lean=True``, the
+default: bf16 adapters, frozen towers under no_grad) is calibrated on bench/finetune_gpu.py's "ours" rows.
+The estimate errs on the high side; it is a guide, not a promise.
 """
 
 from __future__ import annotations
@@ -156,17 +158,18 @@ class MemoryEstimate:
 
 
 def estimate_memory(shape: ModelShape, *, batch_size: int, lora_rank: int, dtype: str, quantize_4bit: bool,
-                    activation_checkpointing: bool, on_gpu: bool = True, lean: bool = False) -> MemoryEstimate:
-    """``lean``: the recipe's default path (bf16 adapters, no autocast, frozen towers under no_grad; LoRA on the
+                    activation_checkpointing: bool, on_gpu: bool = True, lean: bool = True,
+                    checkpointed_fraction: float = 1.0) -> MemoryEstimate:
+    """``lean`` (default): the recipe's default path (bf16 adapters, no autocast, frozen towers under no_grad; LoRA on the
     LLM + projector, so ``shape.lora_params_per_rank`` should count those only); otherwise plain transformers +
-    peft (fp32 adapters under autocast, towers with autograd)."""
+    peft (fp32 adapters under autocast, towers with autograd). ``checkpointed_fraction``: the share of LLM layers
+    checkpointed when ``activation_checkpointing`` (the first N of L layers: N / L)."""
     bytes_per_param = 0.56 if quantize_4bit else (2 if dtype == "bf16" else 4)
     lora = shape.lora_params_per_rank * lora_rank
     trainable = lora + shape.extra_trainable
-    if lean:
-        per_tok = LEAN_ACT_BYTES_CHECKPOINTED if activation_checkpointing else LEAN_ACT_BYTES
-    else:
-        per_tok = ACT_BYTES_CHECKPOINTED if activation_checkpointing else ACT_BYTES
+    full, ckpt = (LEAN_ACT_BYTES, LEAN_ACT_BYTES_CHECKPOINTED) if lean else (ACT_BYTES, ACT_BYTES_CHECKPOINTED)
+    f = min(1.0, max(0.0, float(checkpointed_fraction))) if activation_checkpointing else 0.0
+    per_tok = f * ckpt + (1.0 - f) * full
     act = per_tok * shape.tokens * shape.hidden * shape.layers
     if dtype == "fp32" and not quantize_4bit:
         act *= 2

@@ -10,7 +10,7 @@ from recorder.errors import StoreError
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
 from recorder.store.types import CameraSpec, EpisodeInfo
-from recorder.store.video import VideoDecoder
+from recorder.store.video import FrameCache, VideoDecoder
 
 
 class EpisodeReader:
@@ -26,6 +26,9 @@ class EpisodeReader:
         self.fps: float = info.fps
         self.cameras: dict[str, CameraSpec] = dict(info.cameras)
         self._decoders: dict[str, VideoDecoder] = {}
+        # a recorder.store.video.FrameCache shared with other readers of this process (set before reading;
+        # None: no cache). Decoded frames are kept and reused for later reads of the same ticks.
+        self.frame_cache: FrameCache | None = None
         self._lowdim: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -39,7 +42,7 @@ class EpisodeReader:
                     f"episode {self.info.id} has no camera {camera!r} (has {sorted(self.cameras)})"
                 )
             path = self.info.path / "video" / f"{camera}.mp4"
-            dec = VideoDecoder(path, self.fps)
+            dec = VideoDecoder(path, self.fps, cache=self.frame_cache)
             needed = self._last_needed_tick(camera)
             if dec.last_tick < needed:
                 dec.close()

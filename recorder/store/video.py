@@ -215,11 +215,64 @@ def scan_video(path: Path, fps: float) -> PacketIndex:
     )
 
 
-class VideoDecoder:
-    """Exact frame access by tick index over a PacketIndex; a missing tick gives the last held frame."""
+class FrameCache:
+    """Decoded frames (still YUV: ``av.VideoFrame`` references, no copy, no colour conversion) shared by the
+    decoders of one process, least recently used first out once ``max_bytes`` is exceeded.
 
-    def __init__(self, path: Path, fps: float, index: PacketIndex | None = None) -> None:
+    A random seek decodes every frame from the keyframe up to its target; with a cache those frames serve later
+    requests for the same ticks (neighbouring training samples, another reader of the episode) without decoding.
+    Entries are keyed by (file, tick) and hold exactly the frame decoded for that tick, so cached reads are as
+    exact as decoded ones. Not thread-safe (one per process or thread, like the readers)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._frames: OrderedDict = OrderedDict()  # (path, tick) -> (frame, nbytes)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def get(self, key):
+        item = self._frames.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self._frames.move_to_end(key)
+        self.hits += 1
+        return item[0]
+
+    def put(self, key, frame) -> None:
+        if self.max_bytes <= 0 or key in self._frames:
+            return
+        nbytes = sum(p.buffer_size for p in frame.planes)
+        if nbytes > self.max_bytes:
+            return
+        self._frames[key] = (frame, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes:
+            _, (_f, n) = self._frames.popitem(last=False)
+            self.bytes -= n
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self.bytes = 0
+
+
+class VideoDecoder:
+    """Exact frame access by tick index over a PacketIndex; a missing tick gives the last held frame.
+
+    ``cache`` (optional, shared): keeps every frame this decoder decodes, including those passed on the way
+    from a keyframe to a target, and answers from it before decoding."""
+
+    def __init__(self, path: Path, fps: float, index: PacketIndex | None = None,
+                 cache: FrameCache | None = None) -> None:
         self.path = Path(path)
+        self.cache = cache
+        self._key = str(self.path)
         self.index = index if index is not None else scan_video(self.path, fps)
         if len(self.index.ticks) == 0:
             why = "it was cut short" if self.index.truncated else "the camera delivered none"
@@ -256,11 +309,21 @@ class VideoDecoder:
         packet.pts = int(self.index.ticks[j])
         frames = self._ctx.decode(packet)
         self._next_packet = j + 1
+        if self.cache is not None:
+            for f in frames:  # keyed by the tick the frame carries (pts = tick), exact even with a delay
+                if f.pts is not None:
+                    self.cache.put((self._key, int(f.pts)), f)
         return frames[-1] if frames else None
 
     def _goto(self, j: int) -> np.ndarray:
         if self._last is not None and self._last[0] == j:
             return self._last[1]
+        if self.cache is not None:
+            cached = self.cache.get((self._key, int(self.index.ticks[j])))
+            if cached is not None:  # decoded before (here or by another reader): convert, keep decoder state
+                img = self._rgb.reformat(cached, format="rgb24").to_ndarray()
+                self._last = (j, img)
+                return img
         keys = np.flatnonzero(self.index.key[: j + 1])
         k = int(keys[-1]) if len(keys) else 0
         if self._next_packet is not None and k < self._next_packet <= j:

@@ -1,6 +1,7 @@
 """The tiny OpenVLA on CPU: published layout, strict loading, both heads, save -> load, LoRA."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,26 @@ def test_generic_image_text_to_text_vlm_with_both_heads(tmp_path):
     chunk.save_pretrained(tmp_path / "out")
     back = load_vla(tmp_path / "out", device="cpu")
     assert back.action_head == "chunk" and torch.equal(a1, back.predict(back.collate([back.prepare([black], "pick", None)]))[0])
+
+
+def test_tiny_is_built_once_per_seed_into_a_cache_keyed_by_its_version(tmp_path, monkeypatch):
+    from finetune.models import tiny as tiny_mod
+
+    monkeypatch.setenv("VLA_STUDIO_CACHE", str(tmp_path / "cache"))
+    built = []
+    real_build = tiny_mod.build_tiny_openvla
+
+    def counting_build(out, *, seed=0):
+        built.append(seed)
+        return real_build(out, seed=seed)
+
+    monkeypatch.setattr(tiny_mod, "build_tiny_openvla", counting_build)
+    first = tiny_mod.tiny_dir(0)
+    assert tiny_mod.tiny_version() in first.name and built == [0]
+    vla = load_vla("tiny", device="cpu")  # a later load (any process) finds the folder: no rebuild
+    assert tiny_mod.tiny_dir(0) == first and Path(vla.model_dir) == first and built == [0]
+    assert tiny_mod.tiny_dir(1) != first and built == [0, 1]
+    # a changed architecture gets a new key instead of loading the stale folder
+    real_config = tiny_mod.tiny_config
+    monkeypatch.setattr(tiny_mod, "tiny_config", lambda: {**real_config(), "llm_max_length": 1024})
+    assert tiny_mod.tiny_dir(0) != first and built == [0, 1, 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,7 +174,7 @@ def test_memory_estimate_matches_the_measured_openvla_7b_numbers(checkpointing, 
 
     shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, int(llama_lora_params_per_rank(4096, 11008, 32) * 1.4))
     est = estimate_memory(shape, batch_size=batch, lora_rank=32, dtype="bf16", quantize_4bit=False,
-                          activation_checkpointing=checkpointing)
+                          activation_checkpointing=checkpointing, lean=False)  # plain transformers + peft
     assert measured_gib <= est.total_gib <= measured_gib * 1.1  # errs on the safe side, by little
     assert 100e6 < est.lora_params < 130e6  # ~114M trainable were measured
 
@@ -188,6 +189,93 @@ def test_presets_follow_gpu_memory_and_an_oversized_batch_is_refused_before_trai
     assert preset_for(GpuInfo("H100", 79.2)).name == "gpu-80gb"
     shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, 2_500_000)
     est = estimate_memory(shape, batch_size=16, lora_rank=32, dtype="bf16", quantize_4bit=False,
-                          activation_checkpointing=True)
+                          activation_checkpointing=True, lean=False)
     with pytest.raises(ConfigError, match=r"batch 16 needs ~\d+\.\d GiB but GPU RTX 4090 has 23.6 GiB: use --batch [4-8] "):
         check_fits(est, 23.6, "GPU RTX 4090")
+
+
+def _lora_params(model):
+    return {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_default_lora_adapts_llm_and_projector_with_frozen_towers_and_include_vision_adds_them(two_episodes):
+    recipe = FinetuneRecipe(_cfg(dtype="bf16", activation_checkpointing=True, checkpoint_layers=1), two_episodes,
+                            logger=ListLogger(), install_signal_handlers=False)
+    try:
+        recipe.setup()
+        lora = _lora_params(recipe.model)
+        assert lora and not any("vision_backbone" in n for n in lora)
+        assert any("projector" in n for n in lora) and any("language_model" in n for n in lora)
+        # adapters stay in the base weights' dtype (no fp32 upcast), and so does every trainable tensor
+        assert {p.dtype for p in recipe.model.parameters() if p.requires_grad} == {torch.bfloat16}
+        towers = list(recipe.vla.vision_backbone.parameters())
+        assert not any(p.requires_grad for p in towers)
+        assert recipe.vla.checkpoint_layers == 1  # the first LLM layer, as configured
+        assert recipe.estimate.lora_params == sum(p.numel() for p in lora.values())
+        batch, _ = next(iter(recipe.train_loader))
+        recipe.train_model.train()
+        loss = recipe.train_model(**batch).loss
+        loss.backward()  # towers run under no_grad: nothing of theirs gets a gradient
+        assert loss.dtype in (torch.bfloat16, torch.float32) and torch.isfinite(loss)
+        assert all(p.grad is None for p in towers)
+        assert all(p.grad is not None for p in lora.values())
+    finally:
+        recipe.cleanup()
+        shutil.rmtree(recipe.path, ignore_errors=True)
+
+    wide = FinetuneRecipe(_cfg(lora_include_vision=True), two_episodes, logger=ListLogger(),
+                          install_signal_handlers=False)
+    try:
+        wide.setup()
+        lora = _lora_params(wide.model)
+        assert any("vision_backbone" in n for n in lora)
+        assert {p.dtype for p in lora.values()} == {torch.float32}  # the CPU stays fp32
+        assert wide.estimate.lora_params == sum(p.numel() for p in lora.values())
+        assert wide.estimate.lora_params > recipe.estimate.lora_params
+    finally:
+        wide.cleanup()
+        shutil.rmtree(wide.path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("checkpointing, batch, measured_gib", [(False, 8, 26.6), (True, 8, 15.7), (True, 32, 19.2)])
+def test_lean_memory_estimate_matches_the_measured_recipe_on_openvla_7b(checkpointing, batch, measured_gib):
+    """bench/finetune_gpu.py "ours" rows (H100, docs/benchmarks.md): 81.0M LoRA params on LLM + projector."""
+    from finetune.presets import ModelShape, estimate_memory
+
+    shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, 81_000_000 // 32)
+    est = estimate_memory(shape, batch_size=batch, lora_rank=32, dtype="bf16", quantize_4bit=False,
+                          activation_checkpointing=checkpointing, lean=True)
+    assert measured_gib <= est.total_gib <= measured_gib * 1.1
+
+
+def test_24gb_preset_is_batch_32_with_every_layer_checkpointed_and_fits_a_4090():
+    from finetune.presets import PRESETS, ModelShape, check_fits, estimate_memory
+
+    s = PRESETS["gpu-24gb"].settings
+    assert (s["batch_size"], s["grad_accum"], s["activation_checkpointing"], s["checkpoint_layers"]) == (32, 1, True, 0)
+    shape = ModelShape(7_541_000_000, 4096, 32, 11008, 286, 81_000_000 // 32)
+    est = estimate_memory(shape, batch_size=32, lora_rank=32, dtype="bf16", quantize_4bit=False,
+                          activation_checkpointing=True, lean=True)
+    check_fits(est, 23.6, "GPU RTX 4090")  # does not raise
+    assert est.total_gib <= 22.0
+
+
+@pytest.mark.gpu
+def test_recipe_on_cuda_trains_bf16_adapters_with_fused_adamw_and_checkpointing(two_episodes):
+    """The GPU path: bf16 base and adapters, fused AdamW, every LLM layer checkpointed, towers frozen."""
+    cfg = _cfg(device="cuda", dtype="auto", steps=4, activation_checkpointing=True, lr=1e-2)
+    recipe = FinetuneRecipe(cfg, two_episodes, logger=ListLogger(), install_signal_handlers=False,
+                            run_id="gpu-run")
+    try:
+        recipe.setup()
+        assert recipe.dtype == torch.bfloat16 and recipe.vla.checkpoint_layers == "all"
+        lora = _lora_params(recipe.model)
+        assert {p.dtype for p in lora.values()} == {torch.bfloat16} and all(p.is_cuda for p in lora.values())
+        assert not any("vision_backbone" in n for n in lora)
+        assert recipe.optimizer.defaults.get("fused") is True
+        result = recipe.train()
+    finally:
+        recipe.cleanup()
+    losses = [e["loss"] for e in recipe.logger.of("train")]
+    assert result.status == "done" and len(losses) == 4 and all(np.isfinite(losses))
+    assert all(e["gpu_mem_gb"] > 0 for e in recipe.logger.of("train"))
