@@ -30,6 +30,7 @@ OPTION_FIELDS = {
     "dtype": "dtype", "num_workers": "num_workers", "warmup": "warmup_steps", "weight_decay": "weight_decay",
     "activation_checkpointing": "activation_checkpointing", "augment": "augment", "use_state": "use_state",
     "log_every": "log_every", "gpus": "gpus", "max_grad_norm": "max_grad_norm", "decode_block": "decode_block",
+    "checkpoint_layers": "checkpoint_layers", "lora_include_vision": "lora_include_vision",
 }
 
 
@@ -59,6 +60,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="fraction of episodes held out")
     p.add_argument("--4bit", dest="quantize_4bit", action="store_const", const=True, help="QLoRA (CUDA only)")
     p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--checkpoint-layers", type=int,
+                   help="with activation checkpointing: checkpoint the first N LLM layers (0 = all)")
+    p.add_argument("--lora-include-vision", action=argparse.BooleanOptionalAction, default=None,
+                   help="also adapt the vision towers (OpenVLA's exact all-linear targets; slower, more memory)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--use-state", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--seed", type=int)
