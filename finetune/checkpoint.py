@@ -57,8 +57,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, samples_seen: int,
-                    norm_stats: dict, config: dict, model_info: dict, extra: dict | None = None) -> Path:
-    """Write one complete checkpoint folder and point ``last`` at it. Returns the folder."""
+                    norm_stats: dict, config: dict, model_info: dict, extra: dict | None = None,
+                    adapter_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write one complete checkpoint folder and point ``last`` at it. Returns the folder.
+
+    ``adapter_state`` / ``optimizer_state``: the whole trainable weights / optimizer state gathered from
+    sharded ranks (FSDP), written in place of the module's and optimizer's own (sharded) state."""
     ckpts = Path(run_path) / CHECKPOINTS_DIR
     ckpts.mkdir(parents=True, exist_ok=True)
     final = ckpts / f"{step:07d}"
@@ -66,8 +70,10 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
-    state = {"step": int(step), "samples_seen": int(samples_seen), "optimizer": optimizer.state_dict(),
+    kw = {} if adapter_state is None else {"state_dict": adapter_state}
+    model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True, **kw)
+    opt_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+    state = {"step": int(step), "samples_seen": int(samples_seen), "optimizer": opt_state,
              "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
              "extra": extra or {}}
     torch.save(state, tmp / STATE_FILE)

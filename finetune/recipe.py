@@ -204,6 +204,16 @@ class FinetuneRecipe:
                                   "start a new run instead")
             saved = read_checkpoint_config(resume_ckpt).get("config", {})
             drift = config_drift(saved, cfg.to_dict())
+            # a change of rank count: the per-rank batch / accumulation may change with it (the CLI rescales them);
+            # what changes training is the global batch, so report that instead of its factors
+            saved_global, now_global = dist_util.global_batch(saved), dist_util.global_batch(cfg.to_dict())
+            if int(saved.get("gpus", 1)) != cfg.gpus:
+                if saved_global == now_global:
+                    drift.pop("batch_size", None)
+                    drift.pop("grad_accum", None)
+                else:
+                    drift["global_batch"] = (saved_global, now_global)
+            self.resumed_world = int(saved.get("gpus", 1))
             if drift:
                 self.emit({"event": "config_drift", "checkpoint": str(resume_ckpt),
                            "fields": {k: {"saved": a, "now": b} for k, (a, b) in drift.items()}})
@@ -249,7 +259,10 @@ class FinetuneRecipe:
         if resume_ckpt is not None:
             load_adapter_weights(self.model, resume_ckpt)
         self.train_model = self.model
-        if self.dist.enabled:
+        self.sharding = getattr(cfg, "sharding", "ddp")
+        if self.sharding == "fsdp" and self.dist.enabled:
+            self.fsdp_units = dist_util.shard_fsdp(self.model)  # in place: self.model's params become shards
+        elif self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -264,7 +277,10 @@ class FinetuneRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.lr_min_ratio))
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self._sharded():
+                dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             if state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
@@ -282,7 +298,9 @@ class FinetuneRecipe:
                     {"config": cfg.to_dict(), "run_id": self.run_id, "model": self.model_info()}, indent=2))
         self.emit({"event": "start", "run_id": self.run_id, "path": str(self.path), "dataset": cfg.dataset,
                    "model": cfg.model, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                   "world": self.dist.world, "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
+                   "world": self.dist.world, "sharding": self.sharding if self.dist.enabled else None,
+                   "global_batch": cfg.batch_size * self.dist.world * cfg.grad_accum,
+                   "resumed_world": getattr(self, "resumed_world", None), "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
                    "train_episodes": len(data.train_episode_ids), "val_episodes": len(data.val_episode_ids),
                    "train_samples": len(data.train), "cameras": data.cameras, "trainable_params": self.n_trainable,
                    "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary()}, step=self.step)
@@ -386,7 +404,7 @@ class FinetuneRecipe:
         cfg = self.cfg
         collate = _PairCollate(self.vla.collate)
         sampler = StreamSampler(len(self.data.train), cfg.seed, start=self.samples_seen, block=cfg.decode_block,
-                                interleave=cfg.batch_size, lanes=max(1, cfg.num_workers))
+                                interleave=cfg.batch_size * self.dist.world, lanes=max(1, cfg.num_workers))
         batch_sampler = StreamBatchSampler(sampler, cfg.batch_size, rank=self.dist.rank, world=self.dist.world)
         kw: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collate,
                               "pin_memory": self.device.type == "cuda"}
@@ -487,7 +505,7 @@ class FinetuneRecipe:
                 batch, _targets = next(it)
                 batch = _to_device(batch, self.device)
                 sync = (micro == cfg.grad_accum - 1) or not self.dist.enabled
-                ctx = model.no_sync() if (self.dist.enabled and not sync) else _nullctx()
+                ctx = dist_util.no_sync(model, self.dist) if (self.dist.enabled and not sync) else _nullctx()
                 with ctx:
                     out = model(**batch)
                     loss = out.loss
@@ -544,7 +562,10 @@ class FinetuneRecipe:
         """Every rank must hold the same trainable weights; emit the largest difference seen."""
         import torch.distributed as dist
 
-        flat = torch.cat([p.detach().float().reshape(-1) for p in self.model.parameters() if p.requires_grad])
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self._sharded():  # each rank holds a shard: compare the gathered weights
+            params = [p.full_tensor() for p in params]
+        flat = torch.cat([p.detach().float().reshape(-1) for p in params])
         hi, lo = flat.clone(), flat.clone()
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
@@ -607,7 +628,14 @@ class FinetuneRecipe:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _sharded(self) -> bool:
+        return getattr(self, "sharding", "ddp") == "fsdp" and self.dist.enabled
+
     def save_checkpoint(self) -> Path | None:
+        gathered = {}
+        if self._sharded():  # collective: every rank sends its shards, rank 0 writes the usual layout
+            gathered = {"adapter_state": dist_util.full_trainable_state(self.model),
+                        "optimizer_state": dist_util.full_optimizer_state(self.model, self.optimizer)}
         if not self.dist.is_main:
             dist_util.barrier(self.dist)
             return None
@@ -616,7 +644,7 @@ class FinetuneRecipe:
         path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
                                scheduler=self.scheduler, samples_seen=self.samples_seen, norm_stats=self.norm_stats,
                                config=self.cfg.to_dict(), model_info=self.model_info(),
-                               extra={"best_val": self.best_val})
+                               extra={"best_val": self.best_val}, **gathered)
         self.last_checkpoint = path
         try:
             self._open_store().add_checkpoint(self.run_id, self.step, path, metrics)

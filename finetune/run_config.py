@@ -80,6 +80,7 @@ class FinetuneConfig:
     log_every: int = 1  # print a train event every N steps
     # -- distribution
     gpus: int = 1  # processes launched by torchrun (1 = plain single process)
+    sharding: str = "ddp"  # with gpus > 1: ddp (a full model per GPU) or fsdp (decoder layers sharded across GPUs)
     preset: str = ""  # name of the preset this config came from (informational)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,12 +103,15 @@ class FinetuneConfig:
             raise ConfigError(f"--val-fraction must be in [0, 1) (got {self.val_fraction})")
         if self.checkpoint_layers < 0:
             raise ConfigError(f"checkpoint_layers must be 0 (all) or a positive layer count (got {self.checkpoint_layers})")
+        if self.sharding not in ("ddp", "fsdp"):
+            raise ConfigError(f"--sharding {self.sharding!r} is not known: use ddp or fsdp")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"dtype {self.dtype!r} is not known: use auto, bf16 or fp32")
 
 
 # Fields whose change on resume changes what is trained: they produce a drift notice.
-RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset", "checkpoint_layers"}
+RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset", "checkpoint_layers",
+                  "sharding"}
 
 
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -14,7 +14,7 @@ Keyboard keys (lower-case names; the GUI or terminal calls ``press(key)`` / ``re
     t / g   gripper pitch down / up             4 / r  wrist_flex    + / -
     q / e   wrist roll + / -                    5 / t  wrist_roll    + / -
     o / c   open / close the gripper            6 / y  gripper       + / -
-    space   toggle gripper open/closed   (both modes)       tab  switch mode
+    space   toggle gripper open/closed   (both modes)       tab or m  switch mode
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ JOINT_KEYS = {
     "6": (5, +1),
     "y": (5, -1),
 }
+
+
+# other names the GUI or a terminal may send for the same keys: a Qt key event's text is " " for the
+# space bar and "\t" for tab; "m" switches mode where Tab is taken by focus navigation (the GUI)
+KEY_ALIASES = {" ": "space", "\t": "tab", "m": "tab", "pageup": "page_up", "pagedown": "page_down"}
+
+
+def _key_name(key: str) -> str:
+    key = key.lower()
+    return KEY_ALIASES.get(key, key)
 
 
 class EEIntegrator:
@@ -130,7 +140,7 @@ class KeyboardTeleop(SimpleTeleoperator):
 
     # key events (any thread)
     def press(self, key: str) -> None:
-        key = key.lower()
+        key = _key_name(key)
         with self._lock:
             if key in ("space", "tab"):
                 self._toggles.append(key)
@@ -139,7 +149,7 @@ class KeyboardTeleop(SimpleTeleoperator):
 
     def release(self, key: str) -> None:
         with self._lock:
-            self._held.discard(key.lower())
+            self._held.discard(_key_name(key))
 
     def release_all(self) -> None:
         with self._lock:
@@ -210,8 +220,15 @@ class KeyboardTeleop(SimpleTeleoperator):
 
 
 class GamepadTeleop(Teleoperator):
-    """A game controller through SDL (pygame): left stick x/y, right stick z / roll, triggers gripper,
-    shoulder buttons pitch. Needs ``pip install pygame``."""
+    """A game controller through SDL (pygame), in end-effector mode. Needs ``pip install pygame``.
+
+    Left stick: tool x (push forward = +x) and y (push left = +y); right stick: z (push up = +z) and
+    wrist roll; d-pad up/down: z as well (for pads whose right stick is missing or mapped elsewhere);
+    shoulder buttons (4 / 5): gripper pitch up / down; right / left trigger: close / open the gripper,
+    and buttons 0 / 1 (A / B on an Xbox layout) close / open it on pads without analog triggers.
+    """
+
+    TRIGGERS = (2, 5)  # SDL axes of the left / right analog trigger (rest at -1)
 
     def __init__(self, cfg: GamepadTeleopConfig | None = None, robot: Robot | None = None) -> None:
         self.cfg = cfg or GamepadTeleopConfig()
@@ -220,6 +237,7 @@ class GamepadTeleop(Teleoperator):
         self._int = EEIntegrator(robot, self.cfg.fps)
         self._pg = None
         self._joy = None
+        self._trigger_moved: set[int] = set()
 
     @property
     def is_connected(self) -> bool:
@@ -240,16 +258,27 @@ class GamepadTeleop(Teleoperator):
         pygame.joystick.init()
         n = pygame.joystick.get_count()
         if self.cfg.index >= n:
-            raise DeviceError(f"gamepad {self.cfg.index} not found ({n} connected): plug one in or set index")
+            raise DeviceError(
+                f"gamepad {self.cfg.index} not found (SDL sees {n} game controller(s)): plug one in, "
+                "or set the teleop index in the rig file"
+            )
         self._pg = pygame
         self._joy = pygame.joystick.Joystick(self.cfg.index)
         self._joy.init()
+        self._trigger_moved = set()
         self._int.reset()
 
     def disconnect(self) -> None:
-        if self._joy is not None:
-            self._joy.quit()
-            self._joy = None
+        joy, self._joy = self._joy, None
+        if joy is not None:
+            try:
+                joy.quit()
+            except Exception:  # the pad may already be gone; disconnect must not fail
+                pass
+
+    def reset(self) -> None:
+        """Forget the goal: the next get_action starts from the measured joints."""
+        self._int.reset()
 
     def _axis(self, i: int) -> float:
         if i >= self._joy.get_numaxes():
@@ -257,29 +286,56 @@ class GamepadTeleop(Teleoperator):
         v = float(self._joy.get_axis(i))
         return 0.0 if abs(v) < self.cfg.deadzone else v
 
+    def _trigger(self, i: int) -> float:
+        """0 released .. 1 fully pressed. SDL reports 0 (half-pressed) for a trigger that has not moved
+        since the pad was opened, so an untouched trigger counts as released."""
+        if i >= self._joy.get_numaxes():
+            return 0.0
+        raw = float(self._joy.get_axis(i))
+        if raw != 0.0:
+            self._trigger_moved.add(i)
+        if i not in self._trigger_moved:
+            return 0.0
+        v = (raw + 1.0) / 2.0
+        return 0.0 if v < self.cfg.deadzone else v
+
+    def _button(self, i: int) -> float:
+        return float(bool(self._joy.get_button(i))) if i < self._joy.get_numbuttons() else 0.0
+
     def get_action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         self._require_connected()
-        self._pg.event.pump()
-        self._int.start(observation)
-        c = self.cfg
-        vx, vy = -self._axis(1), -self._axis(0)
-        vz, roll = -self._axis(4), self._axis(3)
-        trig = (self._axis(5) + 1) / 2 - (self._axis(2) + 1) / 2 if self._joy.get_numaxes() > 5 else 0.0
-        nb = self._joy.get_numbuttons()
-        pitch = (float(self._joy.get_button(5)) if nb > 5 else 0.0) - (
-            float(self._joy.get_button(4)) if nb > 4 else 0.0
-        )
+        pg = self._pg
+        try:
+            pg.event.pump()
+            if pg.joystick.get_count() <= self.cfg.index:
+                raise DeviceError(
+                    f"gamepad {self.cfg.index} was unplugged: plug it back in and reconnect the teleoperator"
+                )
+            self._int.start(observation)
+            c = self.cfg
+            hat_y = float(self._joy.get_hat(0)[1]) if self._joy.get_numhats() > 0 else 0.0
+            vx, vy = -self._axis(1), -self._axis(0)
+            vz = float(np.clip(-self._axis(4) + hat_y, -1.0, 1.0))
+            roll = self._axis(3)
+            close = self._trigger(self.TRIGGERS[1]) - self._trigger(self.TRIGGERS[0])
+            close = float(np.clip(close + self._button(0) - self._button(1), -1.0, 1.0))
+            pitch = self._button(5) - self._button(4)
+        except pg.error as e:
+            raise DeviceError(
+                f"gamepad {self.cfg.index} stopped answering ({e}): check its cable and reconnect"
+            ) from e
         return self._int.ee_step(
             np.array([vx, vy, vz]) * c.linear_speed,
             pitch * c.angular_speed,
             roll * c.angular_speed,
-            -trig * c.gripper_speed,
+            -close * c.gripper_speed,
         )
 
 
 class SpaceMouseTeleop(Teleoperator):
-    """A 3Dconnexion SpaceMouse (pyspacemouse): translation -> tool velocity, pitch/roll -> wrist, left
-    button closes and right button opens the gripper. Needs ``pip install pyspacemouse``."""
+    """A 3Dconnexion SpaceMouse (pyspacemouse 1.x or 2.x): push forward / left / up -> tool +x / +y / +z,
+    tilt forward -> gripper pitch down, tilt sideways -> wrist roll; the left button closes and the right
+    button opens the gripper. Needs ``pip install pyspacemouse``."""
 
     def __init__(self, cfg: SpaceMouseTeleopConfig | None = None, robot: Robot | None = None) -> None:
         self.cfg = cfg or SpaceMouseTeleopConfig()
@@ -297,22 +353,44 @@ class SpaceMouseTeleop(Teleoperator):
             import pyspacemouse
         except ImportError:
             raise ConfigError("SpaceMouse teleop needs pyspacemouse: pip install pyspacemouse") from None
-        if not pyspacemouse.open():
-            raise DeviceError("SpaceMouse not found: plug it in and check udev permissions for hidraw")
-        self._sm = pyspacemouse
+        hint = "plug it in, and on Linux give your user access to /dev/hidraw* (udev rule)"
+        try:
+            # 1.x returns a device (or True) / None and keeps module-level read(); 2.x returns a device
+            # object with read() / read_latest() and raises RuntimeError when none is found.
+            dev = pyspacemouse.open()
+        except (RuntimeError, OSError, ValueError) as e:
+            raise DeviceError(f"SpaceMouse not found ({e}): {hint}") from None
+        if not dev:
+            raise DeviceError(f"SpaceMouse not found: {hint}")
+        self._sm = dev if hasattr(dev, "read") else pyspacemouse
         self._int.reset()
 
     def disconnect(self) -> None:
-        if self._sm is not None:
+        sm, self._sm = self._sm, None
+        if sm is not None and hasattr(sm, "close"):
             try:
-                self._sm.close()
-            finally:
-                self._sm = None
+                sm.close()
+            except Exception:  # already unplugged; disconnect must not fail
+                pass
+
+    def reset(self) -> None:
+        """Forget the goal: the next get_action starts from the measured joints."""
+        self._int.reset()
+
+    def _read(self):
+        latest = getattr(self._sm, "read_latest", None)  # 2.x: newest report, no backlog at 30 Hz
+        try:
+            s = latest(block=False) if latest is not None else self._sm.read()
+        except OSError as e:
+            raise DeviceError(f"SpaceMouse stopped answering ({e}): check its cable and reconnect") from e
+        if s is None:
+            raise DeviceError("SpaceMouse returned no state: it was unplugged or closed; reconnect it")
+        return s
 
     def get_action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         self._require_connected()
         self._int.start(observation)
-        s = self._sm.read()
+        s = self._read()
         c = self.cfg
 
         def dz(v):

@@ -30,7 +30,7 @@ OPTION_FIELDS = {
     "dtype": "dtype", "num_workers": "num_workers", "warmup": "warmup_steps", "weight_decay": "weight_decay",
     "activation_checkpointing": "activation_checkpointing", "augment": "augment", "use_state": "use_state",
     "log_every": "log_every", "gpus": "gpus", "max_grad_norm": "max_grad_norm", "decode_block": "decode_block",
-    "checkpoint_layers": "checkpoint_layers", "lora_include_vision": "lora_include_vision",
+    "checkpoint_layers": "checkpoint_layers", "lora_include_vision": "lora_include_vision", "sharding": "sharding",
 }
 
 
@@ -72,6 +72,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     p.add_argument("--decode-block", type=int, help="shuffle blocks of K consecutive ticks (faster decoding; 1 = full shuffle)")
     p.add_argument("--gpus", type=int, help="GPUs on this host (N > 1 launches torchrun)")
+    p.add_argument("--sharding", choices=["ddp", "fsdp"],
+                   help="with --gpus N: ddp (default; a whole model per GPU) or fsdp (shard the LLM layers)")
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
     p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
     p.add_argument("--config-file", help=argparse.SUPPRESS)  # torchrun ranks: the launcher's resolved config
@@ -173,7 +175,17 @@ def _run_train(args) -> int:
         if not (folder / "config.json").is_file():
             raise ConfigError(f"run {args.resume!r} not found ({folder}/config.json is missing): "
                               "see `vla-studio finetune list`")
+        saved = read_config(folder / "config.json").to_dict()
+        from finetune.run_config import last_checkpoint
+
+        ckpt = last_checkpoint(folder)
+        if ckpt is not None and (ckpt / "config.json").is_file():  # the config of the step resumed from
+            saved = read_config(ckpt / "config.json").to_dict()
         cfg = build_config(args, base=read_config(folder / "config.json"))
+        if args.batch is None and args.grad_accum is None:  # --gpus changed: keep the run's global batch
+            from finetune.distributed import keep_global_batch
+
+            keep_global_batch(cfg, saved)
     else:
         if not args.dataset:
             raise ConfigError("pass --dataset NAME (or --resume RUN); `vla-studio datasets list` shows the names")

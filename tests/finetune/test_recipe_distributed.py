@@ -1,4 +1,5 @@
-"""`--gpus N` on the CPU: torchrun + DDP on the gloo backend matches one process with the same global batch."""
+"""`--gpus N` on the CPU: torchrun + DDP / FSDP2 on the gloo backend match one process with the same global batch,
+a run resumes across a change of N, and only rank 0 writes metrics and checkpoints."""
 
 from __future__ import annotations
 
@@ -11,32 +12,143 @@ from studio.cli import main
 from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
 
 
+def _events(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return lines, [json.loads(line) for line in lines]
+
+
 def _train_losses(run):
-    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    _, events = _events(run)
     return [e["loss"] for e in events if e["event"] == "train"], events
 
 
+def _adapter(home, run, step):
+    from safetensors.torch import load_file
+
+    return load_file(str(home / "runs" / run / "checkpoints" / f"{step:07d}" / "adapter" / "adapter_model.safetensors"))
+
+
+def _assert_same_adapter(a, b, atol=1e-5):
+    assert a.keys() == b.keys() and len(a) > 0
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= atol, f"adapters differ by {worst:g}"
+
+
+def _common(home, steps=3):
+    return ["--home", str(home), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", str(steps),
+            "--lr", "0.03", "--lora-rank", "4", "--val-fraction", "0", "--eval-every", "0", "--device", "cpu",
+            "--no-augment"]
+
+
+def _assert_rank0_only(home, run, capfd_text, steps):
+    """One writer: every line of metrics.jsonl is unique, one start/done, one train event per step, and the
+    children's stdout carries each train line once (rank 1 prints nothing)."""
+    lines, events = _events(home / "runs" / run)
+    assert len(lines) == len(set(lines)), "metrics.jsonl has duplicated lines (more than one writer)"
+    kinds = [e["event"] for e in events]
+    assert kinds.count("start") == 1 and kinds.count("done") == 1
+    assert [e["step"] for e in events if e["event"] == "train"] == list(range(1, steps + 1))
+    printed = [json.loads(ln) for ln in capfd_text.splitlines() if ln.startswith("{")]
+    mine = [e for e in printed if e.get("event") == "start" and e.get("run_id") == run]
+    assert len(mine) == 1  # the launcher's ranks printed one start line: rank 1 has no logger
+    for line in (ln for ln in lines if '"train"' in ln):
+        assert capfd_text.count(line) == 1
+    assert sorted(p.name for p in (home / "runs" / run).rglob("metrics.jsonl")) == ["metrics.jsonl"]
+
+
 @pytest.mark.slow
-def test_two_gloo_ranks_match_a_single_process_with_the_same_global_batch(home, capsys):
+def test_two_gloo_ranks_match_a_single_process_with_the_same_global_batch(home, capfd):
     write_dataset(home, "toy", episodes=2, frames=6)
-    common = ["--home", str(home), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", "3",
-              "--lr", "0.03", "--lora-rank", "4", "--val-fraction", "0", "--eval-every", "0", "--device", "cpu",
-              "--no-augment"]
+    common = _common(home)
     assert main([*common, "--batch", "2", "--run-id", "single"]) == 0
     assert main([*common, "--batch", "1", "--gpus", "2", "--run-id", "ddp"]) == 0
-    capsys.readouterr()
+    out = capfd.readouterr().out
     single, _ = _train_losses(home / "runs" / "single")
     ddp, events = _train_losses(home / "runs" / "ddp")
     assert len(ddp) == 3 and ddp == pytest.approx(single, rel=1e-4, abs=1e-5)
     start = next(e for e in events if e["event"] == "start")
-    assert start["world"] == 2
+    assert start["world"] == 2 and start["sharding"] == "ddp" and start["global_batch"] == 2
     sync = next(e for e in events if e["event"] == "ranks_in_sync")
     assert sync["max_param_diff"] == 0.0
-    # one set of metrics and checkpoints (rank 0 only)
-    assert sum(1 for e in events if e["event"] == "done") == 1
-    from safetensors.torch import load_file
+    _assert_rank0_only(home, "ddp", out, 3)
+    _assert_same_adapter(_adapter(home, "single", 3), _adapter(home, "ddp", 3))
 
-    a = load_file(str(home / "runs" / "single" / "checkpoints" / "0000003" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(home / "runs" / "ddp" / "checkpoints" / "0000003" / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+
+def _resume_across_n(home, capfd, first: list[str], then: list[str]):
+    """Train 2 of 4 steps with ``first``, resume with ``then`` (no --batch: the CLI keeps the global batch);
+    compare with one uninterrupted single-process run of the same global batch."""
+    write_dataset(home, "toy", episodes=2, frames=6)
+    common = _common(home, steps=4)
+    assert main([*common, "--batch", "4", "--run-id", "ref"]) == 0
+    assert main([*common, *first, "--run-id", "split", "--stop-at-step", "2"]) == 0
+    assert main(["--home", str(home), "finetune", "--resume", "split", *then]) == 0
+    capfd.readouterr()
+    ref, _ = _train_losses(home / "runs" / "ref")
+    split, events = _train_losses(home / "runs" / "split")
+    starts = [e for e in events if e["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed_from"].endswith("0000002")
+    assert starts[1]["global_batch"] == starts[0]["global_batch"] == 4
+    assert not [e for e in events if e["event"] == "config_drift"]  # the split changed, the global batch did not
+    # the step count continues (1, 2 | 3, 4), the loss sequence is the uninterrupted run's and keeps falling
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4]
+    assert split == pytest.approx(ref, rel=1e-4, abs=1e-5)
+    assert max(split[2:]) < min(split[:2])
+    # the same adapter after resume + 2 steps: AdamW's moments and the schedule were restored (a fresh optimizer
+    # would take a different step 3 with lr 0.03) and the data stream went on at sample 4
+    _assert_same_adapter(_adapter(home, "ref", 4), _adapter(home, "split", 4))
+    return starts
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_resumes_on_one_process_with_the_same_global_batch(home, capfd):
+    starts = _resume_across_n(home, capfd, ["--batch", "2", "--gpus", "2"], ["--gpus", "1"])
+    assert (starts[0]["world"], starts[1]["world"], starts[1]["resumed_world"]) == (2, 1, 2)
+
+
+@pytest.mark.slow
+def test_a_single_process_run_resumes_on_two_ranks_with_the_same_global_batch(home, capfd):
+    starts = _resume_across_n(home, capfd, ["--batch", "4"], ["--gpus", "2"])
+    assert (starts[0]["world"], starts[1]["world"], starts[1]["resumed_world"]) == (1, 2, 1)
+
+
+def test_a_change_of_n_that_cannot_keep_the_global_batch_is_reported_as_drift():
+    from finetune.distributed import global_batch, keep_global_batch
+    from finetune.run_config import FinetuneConfig, config_drift
+
+    saved = FinetuneConfig(dataset="toy", batch_size=3, gpus=1, grad_accum=1).to_dict()
+    cfg = FinetuneConfig.from_dict({**saved, "gpus": 2})
+    assert not keep_global_batch(cfg, saved) and cfg.batch_size == 3  # 3 samples do not split over 2 ranks
+    assert global_batch(cfg.to_dict()) == 6 != global_batch(saved)
+    ok = FinetuneConfig.from_dict({**saved, "batch_size": 4, "grad_accum": 2, "gpus": 4})
+    assert keep_global_batch(ok, {**saved, "batch_size": 4, "grad_accum": 2})  # 8 = 4 ranks x 1 x 2 accumulations
+    assert (ok.batch_size, ok.grad_accum) == (1, 2)
+    odd = FinetuneConfig.from_dict({**saved, "batch_size": 4, "grad_accum": 3, "gpus": 3})
+    assert keep_global_batch(odd, {**saved, "batch_size": 4, "grad_accum": 3})  # 12 = 3 ranks x 4, accumulation 1
+    assert (odd.batch_size, odd.grad_accum) == (4, 1)
+    assert "gpus" not in config_drift(saved, cfg.to_dict())  # N alone is neutral; the recipe adds global_batch
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_gloo_ranks_matches_ddp_and_writes_the_usual_checkpoint(home, capfd):
+    write_dataset(home, "toy", episodes=2, frames=6)
+    common = _common(home, steps=4)
+    assert main([*common, "--batch", "4", "--run-id", "ref"]) == 0
+    assert main([*common, "--batch", "2", "--gpus", "2", "--sharding", "fsdp", "--run-id", "fsdp",
+                 "--stop-at-step", "2"]) == 0
+    # resume the sharded checkpoint on one plain process: the layout is the single-process one
+    assert main(["--home", str(home), "finetune", "--resume", "fsdp", "--gpus", "1"]) == 0
+    out = capfd.readouterr().out
+    ref, _ = _train_losses(home / "runs" / "ref")
+    got, events = _train_losses(home / "runs" / "fsdp")
+    start = next(e for e in events if e["event"] == "start")
+    assert start["sharding"] == "fsdp" and start["world"] == 2
+    assert got == pytest.approx(ref, rel=1e-4, abs=1e-5)
+    state = torch.load(home / "runs" / "fsdp" / "checkpoints" / "0000002" / "training_state.pt", weights_only=False)
+    assert isinstance(next(iter(state["optimizer"]["state"])), int)  # plain optimizer.state_dict() form
+    ref2 = _adapter(home, "ref", 2) if (home / "runs" / "ref" / "checkpoints" / "0000002").exists() else None
+    sharded2 = _adapter(home, "fsdp", 2)
+    assert all(v.dim() and v.numel() for v in sharded2.values())  # whole tensors, not rank 0's shard
+    if ref2 is not None:
+        _assert_same_adapter(ref2, sharded2)
+    _assert_same_adapter(_adapter(home, "ref", 4), _adapter(home, "fsdp", 4))
+    assert out.count('"event": "cancelled"') + out.count('"event":"cancelled"') <= 1
