@@ -299,6 +299,7 @@ class FinetuneRecipe:
         self.emit({"event": "start", "run_id": self.run_id, "path": str(self.path), "dataset": cfg.dataset,
                    "model": cfg.model, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                    "world": self.dist.world, "sharding": self.sharding if self.dist.enabled else None,
+                   "fsdp_units": getattr(self, "fsdp_units", None),
                    "global_batch": cfg.batch_size * self.dist.world * cfg.grad_accum,
                    "resumed_world": getattr(self, "resumed_world", None), "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
                    "train_episodes": len(data.train_episode_ids), "val_episodes": len(data.val_episode_ids),

@@ -4,8 +4,10 @@ Controller only: the rig is connected through the window's one ``RigManager`` (`
 thread) under its lease, so the Rollout tab cannot drive the same arm meanwhile; the record session runs
 on its own thread (``SessionThread``), and this tab only reacts to their signals.
 Hotkeys: Space start/stop, S save, D discard, R re-record, F/G success/failure label, Esc e-stop.
-Other keys go to the rig's keyboard teleoperator when it has one (arrows, PageUp/PageDown, Q/E, O/C, ...);
-hold Shift to send a letter that is also a hotkey to the teleoperator instead (Shift+S = tool -x).
+When the rig is driven by the keyboard teleoperator every plain letter, Space and Tab steer the arm, so the
+session hotkeys move to Enter start/stop, Ctrl+S save, Ctrl+D discard, Ctrl+R re-record, Ctrl+F/Ctrl+G
+success/failure (Esc stays the e-stop); the buttons show the keys in force. Held keys are released when the
+tab loses focus, so the arm never keeps moving on a key whose release went elsewhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PyQt6.QtCore import QSignalBlocker, Qt, QTimer
+from PyQt6.QtCore import QEvent, QSignalBlocker, Qt, QTimer
 from PyQt6.QtGui import QKeyEvent
 from PyQt6.QtWidgets import (
     QCheckBox,
@@ -52,6 +54,22 @@ _TELEOP_KEYS = {
     Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
 }
 
+
+_PLAIN = Qt.KeyboardModifier.NoModifier
+_CTRL = Qt.KeyboardModifier.ControlModifier
+# session hotkeys: name -> ((key, modifiers), label); letters only when no keyboard teleoperator needs them
+HOTKEYS_PLAIN = {
+    "start_stop": ((Qt.Key.Key_Space, _PLAIN), "Space"), "save": ((Qt.Key.Key_S, _PLAIN), "S"),
+    "discard": ((Qt.Key.Key_D, _PLAIN), "D"), "rerecord": ((Qt.Key.Key_R, _PLAIN), "R"),
+    "success": ((Qt.Key.Key_F, _PLAIN), "F"), "failure": ((Qt.Key.Key_G, _PLAIN), "G"),
+}
+HOTKEYS_KEYBOARD_TELEOP = {
+    "start_stop": ((Qt.Key.Key_Return, _PLAIN), "Enter"), "save": ((Qt.Key.Key_S, _CTRL), "Ctrl+S"),
+    "discard": ((Qt.Key.Key_D, _CTRL), "Ctrl+D"), "rerecord": ((Qt.Key.Key_R, _CTRL), "Ctrl+R"),
+    "success": ((Qt.Key.Key_F, _CTRL), "Ctrl+F"), "failure": ((Qt.Key.Key_G, _CTRL), "Ctrl+G"),
+}
+BUTTON_TEXT = {"start_stop": "Start", "save": "Save", "discard": "Discard", "rerecord": "Re-record",
+               "success": "Success", "failure": "Failure"}
 
 OWNER = "Record"
 CHART_HZ = 10.0  # strip chart redraws per second (the previews run at the camera rate)
@@ -323,6 +341,7 @@ class RecordTab(QWidget):
         self.dataset_edit.setEnabled(False)
         self.rig_combo.setEnabled(False)
         self.ctx.status_posted.emit(f"rig connected; recording into dataset '{cfg.dataset}'")
+        self._update_hotkey_labels()
         self.setFocus()
 
     def disconnect_rig(self, wait: bool = False) -> None:
@@ -350,6 +369,7 @@ class RecordTab(QWidget):
 
     def _on_disconnected(self, _result) -> None:
         self.conn_label.setText("disconnected")
+        self._update_hotkey_labels()
         self.connect_btn.setText("Connect")
         self.connect_btn.setEnabled(True)
         self.dataset_edit.setEnabled(True)
@@ -463,7 +483,8 @@ class RecordTab(QWidget):
             f"font-size: 18px; font-weight: bold; color: white; padding: 4px; background: {color}")
         connected = phase != "disconnected"
         open_episode = phase in ("recording", "review")
-        self.start_btn.setText("Stop (Space)" if phase == "recording" else "Start (Space)")
+        key = (HOTKEYS_KEYBOARD_TELEOP if self._keyboard_teleop() else HOTKEYS_PLAIN)["start_stop"][1]
+        self.start_btn.setText(f"{'Stop' if phase == 'recording' else 'Start'} ({key})")
         self.start_btn.setEnabled(connected and phase != "review")
         for b in (self.save_btn, self.discard_btn, self.rerecord_btn):
             b.setEnabled(open_episode)
@@ -506,34 +527,80 @@ class RecordTab(QWidget):
         fn(name)
         return True
 
+    def _keyboard_teleop(self) -> bool:
+        """Whether the connected rig is steered by key presses (then letters belong to the teleoperator)."""
+        return callable(getattr(getattr(self.rig, "teleop", None), "press", None))
+
+    def _update_hotkey_labels(self) -> None:
+        keyboard = self._keyboard_teleop()
+        keys = HOTKEYS_KEYBOARD_TELEOP if keyboard else HOTKEYS_PLAIN
+        for name, btn in (("start_stop", self.start_btn), ("save", self.save_btn), ("discard", self.discard_btn),
+                          ("rerecord", self.rerecord_btn), ("success", self.success_btn),
+                          ("failure", self.failure_btn)):
+            btn.setText(f"{BUTTON_TEXT[name]} ({keys[name][1]})")
+
+    def _hotkey(self, event: QKeyEvent) -> str | None:
+        mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        keys = HOTKEYS_KEYBOARD_TELEOP if self._keyboard_teleop() else HOTKEYS_PLAIN
+        for name, ((key, mod), _label) in keys.items():
+            if event.key() == key and mods == mod:
+                return name
+        return None
+
+    def event(self, event) -> bool:  # noqa: D401 (Qt name)
+        # Tab would move the focus into the task field (and letters typed after it would land there):
+        # with a keyboard teleoperator it is a teleop key (mode switch) instead.
+        if (event.type() in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease)
+                and event.key() in (Qt.Key.Key_Tab, Qt.Key.Key_Backtab) and self._keyboard_teleop()):
+            if event.type() == QEvent.Type.KeyPress:
+                self.keyPressEvent(event)
+            else:
+                self.keyReleaseEvent(event)
+            return True
+        return super().event(event)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
         key = event.key()
         if key == Qt.Key.Key_Escape:
             self.estop()
             return
-        if event.isAutoRepeat() and key in (Qt.Key.Key_Space, Qt.Key.Key_S, Qt.Key.Key_D, Qt.Key.Key_R):
-            return
-        actions = {
-            Qt.Key.Key_Space: lambda: self._command("start_stop"),
-            Qt.Key.Key_S: lambda: self._command("save"),
-            Qt.Key.Key_D: lambda: self._command("discard"),
-            Qt.Key.Key_R: lambda: self._command("rerecord"),
-            Qt.Key.Key_F: lambda: self._label(True),
-            Qt.Key.Key_G: lambda: self._label(False),
-        }
-        act = actions.get(Qt.Key(key))
-        mods = event.modifiers()
-        if act is not None and not (mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)):
-            act()
+        name = self._hotkey(event)
+        if name is not None:
+            if not event.isAutoRepeat():
+                self._run_hotkey(name)
             return
         if not event.isAutoRepeat() and self._teleop_key(event, True):
             return
         super().keyPressEvent(event)
 
+    def _run_hotkey(self, name: str) -> None:
+        if name == "success":
+            self._label(True)
+        elif name == "failure":
+            self._label(False)
+        else:
+            self._command(name)
+
     def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
+        if self._hotkey(event) is not None:
+            return  # the press was a session hotkey: the teleoperator never saw it
         if not event.isAutoRepeat() and self._teleop_key(event, False):
             return
         super().keyReleaseEvent(event)
+
+    def _release_teleop_keys(self) -> None:
+        release_all = getattr(getattr(self.rig, "teleop", None), "release_all", None)
+        if callable(release_all):
+            release_all()
+
+    def focusOutEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        self._release_teleop_keys()
+        super().focusOutEvent(event)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.ActivationChange and not self.isActiveWindow():
+            self._release_teleop_keys()
+        super().changeEvent(event)
 
     # ------------------------------------------------------------------ app shell hooks
     def confirm_close(self) -> bool:

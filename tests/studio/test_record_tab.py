@@ -118,7 +118,7 @@ def test_camera_lost_mid_episode_keeps_recording_and_app_runs(qtbot, make_tab, h
     assert tab.connect_btn.text() == "Connect"
 
 
-def test_keys_reach_a_keyboard_teleop_and_shift_bypasses_hotkeys(qtbot, make_tab):
+def test_keys_reach_a_keyboard_teleop_and_session_hotkeys_move_to_ctrl(qtbot, make_tab):
     class KeyTeleop:
         is_connected = True
 
@@ -151,8 +151,22 @@ def test_keys_reach_a_keyboard_teleop_and_shift_bypasses_hotkeys(qtbot, make_tab
     assert ("press", "up") in rig.teleop.events and ("release", "up") in rig.teleop.events
     assert ("press", "o") in rig.teleop.events
     assert ("press", "s") in rig.teleop.events
-    _key(qtbot, tab, Qt.Key.Key_S)  # plain S is the save hotkey, not a teleop key
-    assert rig.teleop.events.count(("press", "s")) == 1
+    # with a keyboard teleoperator plain letters steer the arm: S is "tool -x", not save
+    _key(qtbot, tab, Qt.Key.Key_S)
+    _key(qtbot, tab, Qt.Key.Key_D)
+    assert rig.teleop.events.count(("press", "s")) == 2 and ("press", "d") in rig.teleop.events
+    assert tab.save_btn.text() == "Save (Ctrl+S)" and tab.start_btn.text() == "Start (Enter)"
+    assert tab.phase == "idle"  # neither key touched the session
+    # the session hotkeys moved to Enter / Ctrl+letter and never reach the teleoperator
+    n_events = len(rig.teleop.events)
+    _key(qtbot, tab, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: tab.phase == "recording", timeout=10000)
+    _key(qtbot, tab, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: tab.phase != "recording", timeout=10000)
+    assert len(rig.teleop.events) == n_events
+    # Tab is a teleop key (mode switch), not a focus move into the task field
+    _key(qtbot, tab, Qt.Key.Key_Tab)
+    assert ("press", "tab") in rig.teleop.events
 
 
 def test_rig_editor_writes_a_rig_file_that_loads(qtbot, tmp_path):
