@@ -289,6 +289,8 @@ def _mean_trajectory(home: Path, max_ticks: int) -> np.ndarray:
             acts.append(np.concatenate([a, pad])[:max_ticks])
     finally:
         store.close()
+    if not acts:
+        raise SystemExit(f"no demonstrations of {DATASET!r} in {home}: record them (or copy mean_traj.npy here)")
     return np.mean(acts, axis=0)
 
 

@@ -123,15 +123,20 @@ def decoder_layers(model) -> list:
     return [layer for layers in found for layer in layers]
 
 
-def shard_fsdp(model) -> int:
+def shard_fsdp(model, device: torch.device) -> int:
     """FSDP2 (``fully_shard``) over every decoder layer, then the rest as the root unit. The module is changed
-    in place (its parameters become sharded DTensors). Returns the number of layer units."""
+    in place (its parameters become sharded DTensors). A model loaded on the CPU moves to ``device`` one unit
+    at a time as it is sharded, so no GPU ever holds it whole. Returns the number of layer units."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     layers = decoder_layers(model)
     for layer in layers:
-        fully_shard(layer)
-    fully_shard(model)
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    if any(p.device.type != device.type for p in model.parameters()):
+        model.to(device)
     return len(layers)
 
 

@@ -181,6 +181,9 @@ class FinetuneRecipe:
         self.dist = dist_util.init_from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        self.fsdp = cfg.sharding == "fsdp" and self.dist.enabled
+        if cfg.quantize_4bit and self.fsdp:
+            raise ConfigError("--4bit and --sharding fsdp do not go together: drop --4bit or use --sharding ddp")
         if cfg.quantize_4bit:
             if self.device.type != "cuda":
                 raise ConfigError("--4bit (QLoRA) needs a CUDA GPU and this run is on the CPU: drop --4bit")
@@ -229,7 +232,9 @@ class FinetuneRecipe:
         torch.manual_seed(cfg.seed)
         quantize = "4bit" if cfg.quantize_4bit else None
         try:
-            vla = load_vla(cfg.model, dtype=self.dtype, device=self.device, quantize=quantize,
+            # FSDP: load on the CPU; sharding moves one decoder layer at a time to the GPU (the model need not fit one)
+            load_device = torch.device("cpu") if self.fsdp else self.device
+            vla = load_vla(cfg.model, dtype=self.dtype, device=load_device, quantize=quantize,
                            action_head=cfg.action_head, chunk_size=cfg.chunk_size, action_dim=action_dim,
                            n_images=len(cfg.cameras) or None,
                            state_dim=state_dim if (cfg.use_state and cfg.action_head == "chunk") else None)
@@ -259,9 +264,9 @@ class FinetuneRecipe:
         if resume_ckpt is not None:
             load_adapter_weights(self.model, resume_ckpt)
         self.train_model = self.model
-        self.sharding = getattr(cfg, "sharding", "ddp")
-        if self.sharding == "fsdp" and self.dist.enabled:
-            self.fsdp_units = dist_util.shard_fsdp(self.model)  # in place: self.model's params become shards
+        self.sharding = cfg.sharding
+        if self.fsdp:
+            self.fsdp_units = dist_util.shard_fsdp(self.model, self.device)  # in place: self.model's params become shards
         elif self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -355,6 +360,10 @@ class FinetuneRecipe:
         est = estimate_memory(shape, batch_size=cfg.batch_size, lora_rank=cfg.lora_rank, dtype=dtype,
                               quantize_4bit=cfg.quantize_4bit, activation_checkpointing=cfg.activation_checkpointing,
                               on_gpu=self.device.type == "cuda", lean=lean, checkpointed_fraction=fraction)
+        if self.fsdp:  # each GPU keeps 1/N of the weights and LoRA state plus ~2 gathered layers
+            w = est.weights_gib
+            est = dataclasses.replace(est, weights_gib=w / self.dist.world + (2 * w / n_layers if n_layers else 0.0),
+                                      trainable_gib=est.trainable_gib / self.dist.world)
         if self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory / GiB
             check_fits(est, total, f"GPU {torch.cuda.get_device_name(self.device)}")
@@ -630,7 +639,7 @@ class FinetuneRecipe:
     # ------------------------------------------------------------------ checkpoints
 
     def _sharded(self) -> bool:
-        return getattr(self, "sharding", "ddp") == "fsdp" and self.dist.enabled
+        return bool(getattr(self, "fsdp", False))
 
     def save_checkpoint(self) -> Path | None:
         gathered = {}
