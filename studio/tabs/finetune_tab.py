@@ -167,12 +167,22 @@ class FinetuneTab(QWidget):
         self.val_spin.setValue(0.1)
         self.gpus_spin = QSpinBox()
         self.gpus_spin.setRange(1, 16)
+        self.sharding_combo = QComboBox()
+        self.sharding_combo.addItems(["ddp", "fsdp"])
+        self.sharding_combo.setToolTip("with several GPUs: ddp keeps a whole model per GPU; fsdp shards the decoder layers")
+        self.vision_lora_check = QCheckBox("LoRA on the vision towers too (OpenVLA's exact targets; slower)")
         for label, w in [("LoRA rank", self.rank_spin), ("LoRA alpha", self.alpha_spin), ("Learning rate", self.lr_spin),
                          ("Batch", self.batch_spin), ("Grad accumulation", self.accum_spin), ("", self.quant_check),
                          ("", self.ckpt_check), ("Cameras", self.cameras_edit), ("Action head", self.head_combo),
                          ("Chunk size", self.chunk_spin), ("Eval every", self.eval_spin), ("Save every", self.save_spin),
-                         ("Val fraction", self.val_spin), ("GPUs", self.gpus_spin)]:
+                         ("Val fraction", self.val_spin), ("GPUs", self.gpus_spin),
+                         ("Multi-GPU", self.sharding_combo), ("", self.vision_lora_check)]:
             adv.addRow(label, w)
+        # the memory estimate follows every option it depends on, not only the preset
+        for spin in (self.batch_spin, self.rank_spin):
+            spin.valueChanged.connect(self._on_options_changed)
+        for check in (self.quant_check, self.ckpt_check, self.vision_lora_check):
+            check.toggled.connect(self._on_options_changed)
         self.remote_check = QCheckBox("run on a remote GPU host over SSH")
         self.remote_host_edit = QLineEdit()
         self.remote_host_edit.setPlaceholderText("user@host[:port]")
@@ -280,6 +290,9 @@ class FinetuneTab(QWidget):
             self.model_edit.setCurrentText("tiny")
         self.estimate_label.setText(self._estimate_text())
 
+    def _on_options_changed(self, *_):
+        self.estimate_label.setText(self._estimate_text())
+
     def _estimate_text(self) -> str:
         from finetune.presets import estimate_memory, shape_from_folder
 
@@ -292,7 +305,8 @@ class FinetuneTab(QWidget):
             return f"{preset.title}. Memory estimate: shown when the run starts (model not local)."
         est = estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
                               dtype="bf16" if self._gpu else "fp32", quantize_4bit=self.quant_check.isChecked(),
-                              activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None)
+                              activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None,
+                              lean=not self.vision_lora_check.isChecked())
         budget = f" of {self._gpu.total_gib:.0f} GiB" if self._gpu else ""
         return f"{preset.title}. Estimate: {est.summary()}{budget}"
 
@@ -318,7 +332,8 @@ class FinetuneTab(QWidget):
             quantize_4bit=self.quant_check.isChecked(), activation_checkpointing=self.ckpt_check.isChecked(),
             cameras=cameras, action_head=self.head_combo.currentText(), chunk_size=self.chunk_spin.value(),
             eval_every=self.eval_spin.value(), save_every=self.save_spin.value(), val_fraction=self.val_spin.value(),
-            gpus=self.gpus_spin.value(), preset=self._preset().name)
+            gpus=self.gpus_spin.value(), sharding=self.sharding_combo.currentText(),
+            lora_include_vision=self.vision_lora_check.isChecked(), preset=self._preset().name)
 
     def build_args(self, cfg: FinetuneConfig, run_id: str) -> list[str]:
         args = ["--home", str(self.home), "finetune", "--dataset", cfg.dataset, "--model", cfg.model,
@@ -333,7 +348,9 @@ class FinetuneTab(QWidget):
         if cfg.cameras:
             args += ["--cameras", ",".join(cfg.cameras)]
         if cfg.gpus > 1:
-            args += ["--gpus", str(cfg.gpus)]
+            args += ["--gpus", str(cfg.gpus), "--sharding", cfg.sharding]
+        if cfg.lora_include_vision:
+            args.append("--lora-include-vision")
         if self.remote_check.isChecked():
             args += self._remote_args()
         return args

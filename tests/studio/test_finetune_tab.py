@@ -136,3 +136,24 @@ def test_cancel_leave_running_on_close_reattach_and_resume(ctx, qtbot, home):
     tab2.shutdown()
     assert not tab2.process.is_running
     assert tab2.process.final_event["event"] == "cancelled"
+
+
+def test_memory_estimate_follows_the_options_and_multi_gpu_choices_reach_the_command(ctx, qtbot, tmp_path):
+    from finetune.models import build_tiny_openvla
+
+    model_dir = build_tiny_openvla(tmp_path / "model")  # a local folder: its config gives the shape
+    tab = _tab(ctx, qtbot)
+    tab.preset_combo.setCurrentIndex(tab.preset_combo.findData("gpu-24gb"))
+    tab.model_edit.setCurrentText(str(model_dir))
+    tab.batch_spin.setValue(2)
+    small = tab.estimate_label.text()
+    tab.batch_spin.setValue(64)
+    assert "Estimate" in small
+    assert tab.estimate_label.text() != small  # a bigger batch needs more memory, shown before starting
+    tab.gpus_spin.setValue(2)
+    tab.sharding_combo.setCurrentText("fsdp")
+    tab.vision_lora_check.setChecked(True)
+    tab.dataset_combo.setCurrentText("toy")
+    args = tab.build_args(tab.build_config(), "run-x")
+    assert args[args.index("--gpus") + 1] == "2" and args[args.index("--sharding") + 1] == "fsdp"
+    assert "--lora-include-vision" in args
