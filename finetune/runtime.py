@@ -13,7 +13,6 @@ CUDA graph and replayed on later calls.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,15 +68,13 @@ class Policy:
     def action_head(self) -> str:
         return self.vla.action_head
 
-    def _crop(self, img: np.ndarray) -> np.ndarray:
-        if not self.center_crop:
-            return img
-        # OpenVLA's test-time counterpart of the 0.9-area random resized crop: a centred crop of 0.9 area
-        h, w = img.shape[:2]
-        s = math.sqrt(0.9)
-        ch, cw = int(round(h * s)), int(round(w * s))
-        y, x = (h - ch) // 2, (w - cw) // 2
-        return img[y : y + ch, x : x + cw]
+    def _preprocess(self, img: np.ndarray) -> np.ndarray:
+        """The evaluation twin of the training pipeline (finetune.data.prepare_image): a centred 0.9-area crop
+        when the run trained with random crops, then the same cv2 resize to the model's input size, so the
+        policy sees at rollout exactly what it saw in training (no resize-kernel skew)."""
+        from finetune.data import prepare_image
+
+        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop)
 
     def predict(self, images: dict[str, np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyOutput:
         import torch
@@ -86,7 +83,7 @@ class Policy:
         missing = [c for c in self.camera_names if c not in images]
         if missing:
             raise ModelError(f"policy {self.source}: no image for camera(s) {missing}; it needs {self.camera_names}")
-        imgs = [self._crop(np.asarray(images[c])) for c in self.camera_names]
+        imgs = [self._preprocess(np.asarray(images[c])) for c in self.camera_names]
         st = None
         if state is not None and self.state_normalizer is not None:
             st = self.state_normalizer.normalize(np.asarray(state, dtype=np.float32))

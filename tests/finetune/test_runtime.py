@@ -51,8 +51,11 @@ def test_policy_predicts_real_units_from_a_training_checkpoint(tmp_path, base, h
     assert out.latency_s > 0
     if head == "tokens":
         assert out.confidence.shape == (K,) and 0 < out.confidence.min() <= 1
-    # the merged runtime model gives the adapter's own predictions (LoRA applied, not dropped)
-    crop = policy._crop(img)
+    # the merged runtime model gives the adapter's own predictions (LoRA applied, not dropped), on exactly
+    # the image the training pipeline makes of this frame at evaluation (same crop, same resize kernel)
+    from finetune.data import prepare_image
+
+    crop = prepare_image(img, policy.vla.image_size, None, augment=False, crop=True)
     batch = trained.collate([trained.prepare([crop], "pick up the red cube", None)])
     trained.eval()
     ref, _ = trained.predict(batch)
