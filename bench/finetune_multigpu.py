@@ -6,7 +6,8 @@ the LLM + projector Linears, activation checkpointing of all LLM layers, fused A
 One torchrun launch measures both: first the 1-GPU baseline (rank 0 trains the plain, un-wrapped model exactly
 as ``vla-studio finetune --gpus 1`` does, the other ranks wait at a barrier), then every rank trains through
 DDP as ``finetune/recipe.py`` wraps it (``DDP(model, device_ids=[i])``) and, optionally, a tuned DDP
-(``static_graph``, ``gradient_as_bucket_view``, bucket size). Only one model is built per process.
+(``gradient_as_bucket_view``, bucket size; ``static_graph`` left out: with our checkpointed layer loop the
+adapters drifted apart across ranks in the CPU/gloo check). Only one model is built per process.
 
     torchrun --standalone --nproc_per_node 2 bench/finetune_multigpu.py --batch 32 --steps 5
     torchrun --standalone --nproc_per_node 2 bench/finetune_multigpu.py --tiny --steps 2   # CPU, gloo check
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="the tiny OpenVLA on the CPU (gloo): a quick check")
     ap.add_argument("--ddp", default="recipe,tuned", help="DDP setups to measure: recipe (our recipe's "
-                    "DDP(model, device_ids)), tuned (static_graph + gradient_as_bucket_view + --bucket-mb)")
+                    "DDP(model, device_ids)), tuned (gradient_as_bucket_view + --bucket-mb); static (static_graph too: "
+                    "on the CPU check its adapters drifted apart across ranks, so it is not in tuned)")
     ap.add_argument("--bucket-mb", type=int, default=50)
     ap.add_argument("--md-out", default=None, help="also write the markdown section to this file")
     ap.add_argument("--append", action="store_true", help="append the section to docs/benchmarks.md")
@@ -176,22 +177,25 @@ def main(argv=None) -> int:
         for kind in args.ddp.split(","):
             if kind == "recipe":
                 ddp = DDP(model, device_ids=ids)
-            elif kind == "tuned":
-                ddp = DDP(model, device_ids=ids, static_graph=True, gradient_as_bucket_view=True,
-                          bucket_cap_mb=args.bucket_mb)
+            elif kind in ("tuned", "static", "view"):
+                ddp = DDP(model, device_ids=ids, static_graph=kind == "static",
+                          gradient_as_bucket_view=kind in ("tuned", "view"), bucket_cap_mb=args.bucket_mb)
             else:
-                raise SystemExit(f"--ddp: unknown setup {kind!r} (recipe, tuned)")
+                raise SystemExit(f"--ddp: unknown setup {kind!r} (recipe, tuned, static, view)")
             r = train_steps(ddp, params, batches, device, args.warmup, args.steps)
             del ddp  # its reducer removes its gradient hooks, so the next wrapper starts clean
             gc.collect()
             res = summarize(f"{info.world} GPUs, DDP {kind}", info.world, bs, gather(r, info))
+            # the adapters must stay identical on every rank (gradients averaged once, the same steps applied)
+            sums = gather(float(sum(p.detach().double().sum() for p in params)), info)
+            res["ranks_agree"] = max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0]))
             results.append(res)
             log(res)
             dist_util.barrier(info)
         del batches
 
     if main_rank:
-        body = report(results, info.world, args, n_params, n_train, build_s)
+        body = report(results, info.world, args, n_params, n_train, build_s, int(vla.image_size))
         print(body, flush=True)
         if args.md_out:
             Path(args.md_out).write_text(body)
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def report(results: list[dict], world: int, args, n_params: int, n_train: int, build_s: float) -> str:
+def report(results: list[dict], world: int, args, n_params: int, n_train: int, build_s: float, px: int) -> str:
     from bench._gpu_common import table
 
     rows, lines = [], []
@@ -216,11 +220,11 @@ def report(results: list[dict], world: int, args, n_params: int, n_train: int, b
         b = base.get(r["batch"])
         peaks = "/".join(f"{p:.1f}" for p in r["peaks"])
         if "err" in r:
-            rows.append([r["name"], r["batch"], r["world"] * r["batch"], r["err"], "-", "-", peaks])
+            rows.append([r["name"], r["batch"], r["world"] * r["batch"], r["err"], "-", "-", peaks, "-"])
             continue
         ratio = f"{r['sps'] / b['sps']:.2f}x" if b else "-"
         rows.append([r["name"], r["batch"], r["world"] * r["batch"], f"{r['step_s']:.3f}", f"{r['sps']:.1f}",
-                     ratio, peaks])
+                     ratio, peaks, {True: "yes", False: "NO"}.get(r.get("ranks_agree"), "-")])
         if r["world"] > 1 and b:
             eff = r["sps"] / (b["sps"] * r["world"])
             lines.append(f"- batch {r['batch']}/GPU, {r['name']}: {r['sps'] / b['sps']:.2f}x the 1-GPU samples/s "
@@ -229,14 +233,15 @@ def report(results: list[dict], world: int, args, n_params: int, n_train: int, b
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.tiny else "CPU (gloo)"
     body = (f"Model: {'tiny OpenVLA' if args.tiny else 'OpenVLA-7B architecture'}, random weights, "
             f"{n_params / 1e9:.2f}B params, built on each rank in {build_s:.0f} s; LoRA r=32 on LLM + projector "
-            f"({n_train / 1e6:.1f}M trainable, bf16 adapters), frozen towers under no_grad, activation checkpointing "
-            f"of all LLM layers, fused AdamW; synthetic batches (224 px, 30 text + 256 image tokens); device "
+            f"({n_train / 1e6:.1f}M trainable, {'fp32' if args.tiny else 'bf16'} adapters), frozen towers under no_grad, activation checkpointing "
+            f"of all LLM layers, fused AdamW; synthetic batches ({px} px, 30 text + 256 image tokens); device "
             f"{dev} x {world}; median of {args.steps} steps (slowest rank per step) after {args.warmup} warm-up. "
             f"The 1-GPU row is rank 0 alone on the plain model in the same launch. DDP recipe = "
-            f"`DDP(model, device_ids=[i])` as finetune/recipe.py wraps it; tuned = static_graph, "
-            f"gradient_as_bucket_view, bucket_cap_mb={args.bucket_mb}.\n\n"
+            f"`DDP(model, device_ids=[i])` as finetune/recipe.py wraps it; tuned = "
+            f"gradient_as_bucket_view, bucket_cap_mb={args.bucket_mb} (no static_graph: with it the adapters drifted "
+            f"apart across ranks in the CPU check).\n\n"
             + table(["setup", "batch/GPU", "global batch", "s/step", "samples/s (global)", "vs 1 GPU",
-                     "peak alloc GiB per rank"], rows)
+                     "peak alloc GiB per rank", "adapters equal on all ranks"], rows)
             + "\n\n" + "\n".join(lines) + "\n")
     return body
 
