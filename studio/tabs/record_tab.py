@@ -39,6 +39,7 @@ from recorder.errors import KnownError
 from studio.loop_thread import SessionThread
 from studio.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
 from studio.rig_manager import default_rig_factory
+from studio.teleop_keys import forward_teleop_key
 from widgets.camera_view import CameraView
 from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter
 from widgets.strip_chart import StripChartWidget
@@ -48,11 +49,6 @@ PHASE_COLORS = {
     "fault": "#a0a", "done": "#080", "closed": "#555", "disconnected": "#555",
 }
 
-# Qt keys forwarded to a keyboard teleoperator, by the names it understands
-_TELEOP_KEYS = {
-    Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down", Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right",
-    Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
-}
 
 
 _PLAIN = Qt.KeyboardModifier.NoModifier
@@ -517,15 +513,7 @@ class RecordTab(QWidget):
         self.setFocus()
 
     def _teleop_key(self, event: QKeyEvent, pressed: bool) -> bool:
-        teleop = getattr(self.rig, "teleop", None)
-        fn = getattr(teleop, "press" if pressed else "release", None)
-        if fn is None:
-            return False
-        name = _TELEOP_KEYS.get(Qt.Key(event.key())) or (event.text().lower() or None)
-        if name is None:
-            return False
-        fn(name)
-        return True
+        return forward_teleop_key(getattr(self.rig, "teleop", None), event, pressed)
 
     def _keyboard_teleop(self) -> bool:
         """Whether the connected rig is steered by key presses (then letters belong to the teleoperator)."""

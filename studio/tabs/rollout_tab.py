@@ -38,15 +38,10 @@ from studio.rollout_calibration import load_calibrations
 from studio.rollout_overlay import RateMeter, overlay_from_live
 from studio.rollout_review import JOINTS, RolloutReviewWidget
 from studio.rollout_worker import EvaluationThread, PolicySpec, RolloutThread
+from studio.teleop_keys import forward_teleop_key
 from widgets.action_bars import ActionBarsWidget
 from widgets.camera_view import CameraView
 from widgets.overlays import OVERLAYS, install_overlays
-
-# Qt keys forwarded to a keyboard teleoperator during a takeover, by the names it understands
-TELEOP_KEYS = {
-    Qt.Key.Key_Up: "up", Qt.Key.Key_Down: "down", Qt.Key.Key_Left: "left", Qt.Key.Key_Right: "right",
-    Qt.Key.Key_PageUp: "page_up", Qt.Key.Key_PageDown: "page_down", Qt.Key.Key_Tab: "tab",
-}
 
 OWNER = "Rollout"
 
@@ -411,14 +406,7 @@ class RolloutTab(QWidget):
         """While taken over, keys drive the rig's keyboard teleoperator (arrows, PageUp/Down, letters)."""
         if not self.takeover_button.isChecked() or event.isAutoRepeat():
             return False
-        fn = getattr(getattr(self._rig, "teleop", None), "press" if pressed else "release", None)
-        if fn is None:
-            return False
-        name = TELEOP_KEYS.get(Qt.Key(event.key())) or (event.text().lower() or None)
-        if name is None:
-            return False
-        fn(name)
-        return True
+        return forward_teleop_key(getattr(self._rig, "teleop", None), event, pressed)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt name)
         if event.key() == Qt.Key.Key_Escape:
