@@ -40,7 +40,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 DEFAULT_WORK = ".devcarry/sim_learning"  # relative to the repo root: git-ignored, carried to the device
 DATASET = "sim-pick"
 TRAIN_SEED0 = 1_000  # demo i uses seed TRAIN_SEED0 + i
-EVAL_SEED0 = 900_000  # eval seed j is EVAL_SEED0 + j: never a demo seed
+EVAL_SEED0 = 900_000  # test seed j is EVAL_SEED0 + j: never a demo seed
+VAL_SEED0 = 800_000  # validation seeds (choose rollout/training settings here, never on the test seeds)
 
 
 # ----------------------------------------------------------------------------- sim episode driver
@@ -319,11 +320,11 @@ def stage_eval(args) -> dict:
     ckpt = _find_checkpoint(args)
     device = args.eval_device if args.eval_device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        torch.set_num_threads(args.threads or max(1, min(4, os.cpu_count() or 1)))
     policy = load_policy(ckpt, device=device)
     cams = policy.camera_names
     sim = SimEpisodes("pick", cams, args.image_size, args.fps)
-    seeds = [EVAL_SEED0 + j for j in range(args.eval_seeds)]
+    seeds = [args.seed0 + j for j in range(args.eval_seeds)]
     cache = work / "mean_traj.npy"  # lets the eval run where the store's packages are not installed
     if cache.exists() and len(np.load(cache)) >= args.max_ticks:
         mean_traj = np.load(cache)
@@ -335,28 +336,42 @@ def stage_eval(args) -> dict:
     t0 = time.perf_counter()
     try:
         # 1) the tuned policy, closed loop: execute `--execute` actions of each predicted chunk, then re-plan
+        # chunks are executed by the rollout tab's own scheduler (recorder/rollout.py): execute n of K, or ACT
+        # temporal ensembling (a chunk every tick, overlapping predictions averaged)
+        from recorder.rollout import ChunkConfig, ChunkScheduler
+
+        chunk_cfg = ChunkConfig(execute=None if args.ensemble else args.execute, ensemble=args.ensemble,
+                                ensemble_decay=args.ensemble_decay)
         rows = []
         for s in seeds:
-            plan: list[np.ndarray] = []
+            box: dict = {}
 
-            def policy_source(t, state, render, _plan=plan):
-                if not _plan:
+            def policy_source(t, state, render, _box=box):
+                sched = _box.get("sched")
+                if sched is None or sched.needs_chunk(t):
                     out = policy.predict(render(), state, sim.instruction)
                     latencies.append(out.latency_s)
-                    _plan.extend(out.actions[: args.execute])
-                return _plan.pop(0)
+                    if sched is None:
+                        sched = _box["sched"] = ChunkScheduler(chunk_cfg, len(out.actions))
+                    sched.add(t, out.actions, now=t)
+                a, _row = sched.action(t)
+                if a is None:  # nothing to execute (cannot happen without latency): hold the last action
+                    a = _box.get("last", state)
+                _box["last"] = a
+                return a
 
             rows.append(run_episode(sim, s, policy_source, max_ticks=args.max_ticks, hold=args.hold))
         results["tuned policy"] = rows
         t_policy = time.perf_counter() - t0
         # 2) the scripted expert on the same seeds
-        results["scripted expert"] = [
-            run_episode(sim, s, lambda t, st, r: sim.expert.get_action({"observation.state": st}),
-                        max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
-        # 3) open-loop replay of the mean demonstration (no perception)
-        results["mean demo, open loop"] = [
-            run_episode(sim, s, lambda t, st, r: mean_traj[min(t, len(mean_traj) - 1)],
-                        max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
+        if not args.policy_only:
+            results["scripted expert"] = [
+                run_episode(sim, s, lambda t, st, r: sim.expert.get_action({"observation.state": st}),
+                            max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
+            # 3) open-loop replay of the mean demonstration (no perception)
+            results["mean demo, open loop"] = [
+                run_episode(sim, s, lambda t, st, r: mean_traj[min(t, len(mean_traj) - 1)],
+                            max_ticks=args.max_ticks, hold=args.hold) for s in seeds]
     finally:
         sim.close()
     summary = {}
@@ -365,11 +380,13 @@ def stage_eval(args) -> dict:
         summary[name] = {"success": len(ok), "n": len(rows), "rate": len(ok) / max(1, len(rows)),
                          "mean_ticks_success": float(np.mean([r["ticks"] for r in ok])) if ok else None,
                          "failed_seeds": [r["seed"] for r in rows if not r["success"]][:10]}
+    mode = f"ensemble m={args.ensemble_decay:g}" if args.ensemble else f"execute {args.execute} of K"
     out = {"checkpoint": str(ckpt), "device": device, "seeds": [seeds[0], seeds[-1]], "summary": summary,
+           "mode": mode,
            "policy_latency_ms_median": 1000 * float(np.median(latencies)) if latencies else None,
            "policy_calls": len(latencies), "policy_rollout_s": t_policy, "seconds": time.perf_counter() - t0}
     print(json.dumps({"event": "evaluated", **out}), flush=True)
-    (work / "eval.json").write_text(json.dumps(out, indent=2))
+    (work / (args.eval_name or "eval.json")).write_text(json.dumps(out, indent=2))
     print()
     print(_table(summary))
     return out
@@ -412,7 +429,14 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default=None, help="eval: checkpoint folder (default: the last trained one)")
     p.add_argument("--eval-seeds", type=int, default=50)
     p.add_argument("--execute", type=int, default=4, help="actions of each predicted chunk executed before re-planning")
+    p.add_argument("--ensemble", action="store_true", help="eval: ACT temporal ensembling instead of execute n of K")
+    p.add_argument("--ensemble-decay", type=float, default=0.01, help="eval: ACT's m (oldest prediction weighs most)")
+    p.add_argument("--seed0", type=int, default=EVAL_SEED0,
+                   help=f"eval: first seed ({EVAL_SEED0} = the test seeds; pick settings on {VAL_SEED0}.. instead)")
+    p.add_argument("--policy-only", action="store_true", help="eval: skip the expert and mean-demo baselines")
+    p.add_argument("--eval-name", default=None, help="eval: result file name in --work (default eval.json)")
     p.add_argument("--eval-device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="eval: torch CPU threads (0: up to 4)")
     p.add_argument("--write-doc", action="store_true", help="append a section to docs/benchmarks.md")
     args = p.parse_args(argv)
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]

@@ -116,6 +116,21 @@ class ThreadedCamera(Camera):
     def _close(self) -> None:
         pass
 
+    def _pace(self) -> None:
+        """Sleep until the next frame is due at ``fps`` (synthetic cameras pace themselves; in small slices
+        so that disconnect() is prompt). A camera that fell behind skips ahead instead of bursting."""
+        next_t = getattr(self, "_next_t", None)
+        if next_t is None:
+            next_t = self._next_t = time.monotonic()
+        while True:
+            left = self._next_t - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                break
+            time.sleep(min(left, 0.02))
+        now = time.monotonic()
+        period = 1.0 / self.fps
+        self._next_t = max(self._next_t + period, now - period)
+
     # -- public --
     @property
     def is_connected(self) -> bool:

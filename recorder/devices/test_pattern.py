@@ -40,15 +40,7 @@ class TestPatternCamera(ThreadedCamera):
         self._n = 0
 
     def _grab(self):
-        # pace to fps (sleep in small slices so disconnect() is prompt)
-        while True:
-            left = self._next_t - time.monotonic()
-            if left <= 0 or self._stop.is_set():
-                break
-            time.sleep(min(left, 0.02))
-        now = time.monotonic()
-        period = 1.0 / self.fps
-        self._next_t = max(self._next_t + period, now - period)
+        self._pace()
         img = render_test_pattern(self._base, self._n)
         self._n += 1
         return img, None

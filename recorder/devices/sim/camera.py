@@ -174,14 +174,7 @@ class SimCamera(ThreadedCamera):
         self._next_t = time.monotonic()
 
     def _grab(self):
-        while True:
-            left = self._next_t - time.monotonic()
-            if left <= 0 or self._stop.is_set():
-                break
-            time.sleep(min(left, 0.02))
-        now = time.monotonic()
-        period = 1.0 / self.fps
-        self._next_t = max(self._next_t + period, now - period)
+        self._pace()
         r = self.robot
         r.sync()
         with r._lock:
