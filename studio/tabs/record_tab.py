@@ -64,6 +64,9 @@ HOTKEYS_KEYBOARD_TELEOP = {
     "discard": ((Qt.Key.Key_D, _CTRL), "Ctrl+D"), "rerecord": ((Qt.Key.Key_R, _CTRL), "Ctrl+R"),
     "success": ((Qt.Key.Key_F, _CTRL), "Ctrl+F"), "failure": ((Qt.Key.Key_G, _CTRL), "Ctrl+G"),
 }
+TELEOP_HELP = ("Keyboard teleop: W/S or Up/Down forward/back, A/D or Left/Right left/right, "
+               "R/F or PageUp/PageDown up/down, T/G pitch, Q/E roll, O/C open/close gripper, Space toggle "
+               "gripper, M or Tab joint mode (1-6 / Q-Y move joints). Shift+letter also reaches the arm.")
 BUTTON_TEXT = {"start_stop": "Start", "save": "Save", "discard": "Discard", "rerecord": "Re-record",
                "success": "Success", "failure": "Failure"}
 
@@ -199,6 +202,10 @@ class RecordTab(QWidget):
         side.addWidget(self.message_label)
         side.addWidget(self.stats)
         side.addWidget(self.disk)
+        self.teleop_help = QLabel("")  # the keyboard teleoperator's keys, shown while it drives the arm
+        self.teleop_help.setWordWrap(True)
+        self.teleop_help.setStyleSheet("color: #444;")
+        side.addWidget(self.teleop_help)
         side.addStretch(1)
 
         center = QVBoxLayout()
@@ -521,6 +528,7 @@ class RecordTab(QWidget):
 
     def _update_hotkey_labels(self) -> None:
         keyboard = self._keyboard_teleop()
+        self.teleop_help.setText(TELEOP_HELP if keyboard else "")
         keys = HOTKEYS_KEYBOARD_TELEOP if keyboard else HOTKEYS_PLAIN
         for name, btn in (("start_stop", self.start_btn), ("save", self.save_btn), ("discard", self.discard_btn),
                           ("rerecord", self.rerecord_btn), ("success", self.success_btn),

@@ -156,6 +156,7 @@ def test_keys_reach_a_keyboard_teleop_and_session_hotkeys_move_to_ctrl(qtbot, ma
     _key(qtbot, tab, Qt.Key.Key_D)
     assert rig.teleop.events.count(("press", "s")) == 2 and ("press", "d") in rig.teleop.events
     assert tab.save_btn.text() == "Save (Ctrl+S)" and tab.start_btn.text() == "Start (Enter)"
+    assert "O/C open/close gripper" in tab.teleop_help.text()  # the person sees which keys steer the arm
     assert tab.phase == "idle"  # neither key touched the session
     # the session hotkeys moved to Enter / Ctrl+letter and never reach the teleoperator
     n_events = len(rig.teleop.events)
