@@ -7,7 +7,6 @@ decoder), only wider, deeper and at a larger input size, written with the same d
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 # (image px, vision width, vision depth, vision heads, llm hidden, llm layers, llm heads)
@@ -36,31 +35,12 @@ def small_config(size: str = "small") -> dict:
 
 def build_small_openvla(out_dir: str | Path, size: str = "small", seed: int = 0) -> Path:
     """Write config.json + model.safetensors + tokenizer of the scaled tiny model (random init) to ``out_dir``."""
-    import torch
-
-    from finetune.models.loader import load_tokenizer
-    from finetune.models.openvla import OpenVLA
-    from finetune.models.tiny import build_tiny_tokenizer, init_random_
+    from finetune.models.tiny import write_random_openvla
 
     out = Path(out_dir)
     if (out / "model.safetensors").exists() and (out / "config.json").exists():
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    build_tiny_tokenizer(out)
-    tok = load_tokenizer(out)
-    cfg = small_config(size)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = OpenVLA(cfg, tok)
-    finally:
-        torch.random.set_rng_state(state)
-    init_random_(model, seed)
-    model.save_pretrained(out)
-    config = json.loads((out / "config.json").read_text())
-    config["vla_studio"] = cfg["vla_studio"]
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    return out
+    return write_random_openvla(out, small_config(size), seed=seed)
 
 
 def count_params(model_dir: str | Path) -> int:

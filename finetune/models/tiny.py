@@ -105,7 +105,9 @@ def init_random_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> No
             p.normal_(0.0, std, generator=gen)
 
 
-def build_tiny_openvla(out_dir: str | Path, *, seed: int = 0) -> Path:
+def write_random_openvla(out_dir: str | Path, cfg: dict, *, seed: int = 0) -> Path:
+    """Write a random-init OpenVLA of config ``cfg`` in the published layout (config.json + safetensors +
+    our offline tokenizer); deterministic per seed. The tiny model and benchmark-sized variants use it."""
     from ..models.openvla import OpenVLA
     from .loader import load_tokenizer
 
@@ -113,7 +115,6 @@ def build_tiny_openvla(out_dir: str | Path, *, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     build_tiny_tokenizer(out)
     tok = load_tokenizer(out)
-    cfg = tiny_config()
     torch_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -127,6 +128,10 @@ def build_tiny_openvla(out_dir: str | Path, *, seed: int = 0) -> Path:
     config["vla_studio"] = cfg["vla_studio"]
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def build_tiny_openvla(out_dir: str | Path, *, seed: int = 0) -> Path:
+    return write_random_openvla(out_dir, tiny_config(), seed=seed)
 
 
 TINY_BUILDER_VERSION = "3"  # bump when build_tiny_openvla / init_random_ / the tokenizer builder change
