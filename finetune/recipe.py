@@ -191,6 +191,9 @@ class FinetuneRecipe:
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise ConfigError("--4bit needs bitsandbytes: pip install bitsandbytes") from None
+        from finetune.head_setup import prepare_head, preflight
+
+        preflight(cfg, self.home, self.path, self.resume)  # the head's bad input, before the run folder exists
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,7 @@ class FinetuneRecipe:
             vla = load_vla(cfg.model, dtype=self.dtype, device=load_device, quantize=quantize,
                            action_head=cfg.action_head, chunk_size=cfg.chunk_size, action_dim=action_dim,
                            n_images=len(cfg.cameras) or None,
-                           state_dim=state_dim if (cfg.use_state and cfg.action_head == "chunk") else None)
+                           state_dim=state_dim if (cfg.use_state and cfg.action_head in ("chunk", "flow")) else None)
         except KnownError:
             raise
         except (OSError, ValueError) as err:
@@ -253,6 +256,7 @@ class FinetuneRecipe:
         self.data = data
         self.norm_stats = data.norm_stats
         self.action_stats = data.norm_stats[cfg.dataset]["action"]
+        self.head_summary = prepare_head(vla, data, cfg, resume_ckpt)  # FAST: fit (or reload) the tokenizer
 
         # -- memory estimate, before anything big happens
         self.estimate = self._estimate_memory(vla)
@@ -309,7 +313,8 @@ class FinetuneRecipe:
                    "resumed_world": getattr(self, "resumed_world", None), "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
                    "train_episodes": len(data.train_episode_ids), "val_episodes": len(data.val_episode_ids),
                    "train_samples": len(data.train), "cameras": data.cameras, "trainable_params": self.n_trainable,
-                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary()}, step=self.step)
+                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary(),
+                   "action_head": cfg.action_head, "head": self.head_summary}, step=self.step)
 
     def _peek_dims(self) -> tuple[int, int | None]:
         from finetune.data import list_episodes
@@ -433,7 +438,8 @@ class FinetuneRecipe:
                 "chunk_size": int(getattr(vla, "chunk_size", self.cfg.chunk_size)), "action_dim": int(vla.action_dim),
                 "image_size": int(vla.image_size), "cameras": list(self.data.cameras), "dataset": self.cfg.dataset,
                 "unnorm_key": self.cfg.dataset, "center_crop": bool(self.cfg.augment), "use_state": self.cfg.use_state,
-                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha}
+                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha,
+                "head_config": {k: v for k, v in vla.head_config().items() if k.startswith(("flow_", "fast_"))}}
 
     # ------------------------------------------------------------------ store index
 
@@ -654,7 +660,7 @@ class FinetuneRecipe:
         path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
                                scheduler=self.scheduler, samples_seen=self.samples_seen, norm_stats=self.norm_stats,
                                config=self.cfg.to_dict(), model_info=self.model_info(),
-                               extra={"best_val": self.best_val}, **gathered)
+                               extra={"best_val": self.best_val}, extra_files=self.vla.head.files(), **gathered)
         self.last_checkpoint = path
         try:
             self._open_store().add_checkpoint(self.run_id, self.step, path, metrics)
@@ -718,7 +724,7 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     """Merge a run's LoRA adapter into its base model and save a standalone model folder."""
     from peft import PeftModel
 
-    from finetune.checkpoint import ADAPTER_DIR, resolve_checkpoint
+    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim, resolve_checkpoint
     from finetune.models import load_vla
 
     src = Path(run_id_or_path)
@@ -738,16 +744,13 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras
     head = info.get("action_head", cfg.action_head)
-    use_state = info.get("use_state", cfg.use_state)
-    state_dim = None
-    if use_state and head == "chunk":
-        key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
-        prop = norm_stats.get(key, {}).get("proprio")
-        state_dim = len(prop["q01"]) if prop else None
+    info.setdefault("use_state", cfg.use_state)
+    key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
     torch.manual_seed(cfg.seed)
     vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=head,
                    chunk_size=int(info.get("chunk_size") or cfg.chunk_size), action_dim=info.get("action_dim"),
-                   n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+                   n_images=len(cams) if cams else None, state_dim=checkpoint_state_dim(info, norm_stats, key),
+                   norm_stats=norm_stats, head_config=info.get("head_config"), head_dir=ckpt if head == "fast" else None)
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
     if hasattr(merged, "norm_stats"):

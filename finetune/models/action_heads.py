@@ -372,8 +372,11 @@ class FlowHead(ActionHead):
         caches, key, plen = self.prefix_kv(vla, pixel_values, input_ids, attention_mask)
         kv, mask, cos, sin = self._expert_inputs(vla, caches, key, plen)
         a = actions.to(key.device, torch.float32)
-        noise = torch.randn(a.shape).to(a.device)  # the seeded CPU RNG: same draws on any device / on resume
-        t = sample_time(a.shape[0], a.device)
+        # training: the seeded CPU RNG (same draws on any device / on resume); evaluation: fixed draws, so the
+        # validation loss of one run is comparable from one evaluation to the next
+        gen = None if vla.training else torch.Generator().manual_seed(0)
+        noise = torch.randn(a.shape, generator=gen).to(a.device)
+        t = sample_time(a.shape[0], a.device, gen)
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * a
         u_t = noise - a
         st = state.to(a.device) if state is not None else None

@@ -183,7 +183,7 @@ def quantize_llm(model: VLA, mode: str) -> None:
 def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str | None = None,
              action_head: str | None = None, chunk_size: int = 8, action_dim: int | None = None,
              n_images: int | None = None, state_dim: int | None = None, head_hidden: int | None = None,
-             norm_stats: dict | None = None, head_dir: str | Path | None = None,
+             norm_stats: dict | None = None, head_dir: str | Path | None = None, head_config: dict | None = None,
              require_trained_head: bool = False) -> VLA:
     """Load an OpenVLA-layout folder (published or ours), a generic transformers image-text-to-text VLM folder,
     a hub id, or ``"tiny"``.
@@ -227,6 +227,7 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
         raise ModelError(f"{folder}: this model has no trained {head} head (it was saved with "
                          f"{saved_head or 'the tokens'} head); use a checkpoint fine-tuned with --action-head {head}")
     flow_kw = {k: v for k, v in ours.items() if k.startswith("flow_")} if saved_head == head == "flow" else {}
+    flow_kw.update({k: v for k, v in (head_config or {}).items() if k.startswith("flow_")})
     n_img = int(n_images or ours.get("n_images") or 1)
     model_type = config.get("model_type", "")
     if model_type in ("openvla", "prismatic"):
