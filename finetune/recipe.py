@@ -35,7 +35,7 @@ from finetune.checkpoint import (
     set_rng_state,
 )
 from finetune.metrics import JsonlLogger, MetricLogger
-from finetune.presets import GiB, check_fits, estimate_memory, shape_from_folder, shape_from_module
+from finetune.presets import GiB, check_fits, estimate_memory, head_shape, shape_from_folder, shape_from_module
 from finetune.run_config import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -349,6 +349,11 @@ class FinetuneRecipe:
                 patches = (int(vla.image_size) // 14) ** 2 * n_images
                 tokens = patches + 30 + int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
             shape = shape_from_module(vla, tokens=int(tokens))
+            base_tokens = int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
+        else:
+            base_tokens = 7  # shape_from_folder counts 7 action tokens
+        shape = head_shape(shape, cfg.action_head, int(getattr(vla, "chunk_size", 1)), int(vla.action_dim),
+                           base_action_tokens=base_tokens)
         lean = not cfg.lora_include_vision
         if cfg.lora_targets == "all-linear" and hasattr(vla, "lora_target_modules"):
             # the exact LoRA size of the targets this run will adapt (the towers only with lora_include_vision)

@@ -177,3 +177,16 @@ def test_fast_run_stores_its_tokenizer_and_an_undecodable_output_holds_still(hom
     merged = export_merged(home, str(result.checkpoint.parent.parent), tmp_path / "fast_export")
     assert (merged / FAST_FILE).is_file()
     assert load_policy(merged).vla.head.tokenizer.encode(chunk) == saved.encode(chunk)
+
+
+def test_cli_takes_every_head_and_fast_on_too_few_chunks_exits_2_with_one_line(home, capsys):
+    from studio.cli import main
+
+    rc = main(["--home", str(home), "finetune", "--dataset", "few", "--model", "tiny", "--preset", "cpu",
+               "--action-head", "fast", "--chunk", "4", "--steps", "2", "--run-id", "fast-too-few"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "FAST tokenizer needs at least 50" in err[0], err
+    assert not (home / "runs" / "fast-too-few").exists()  # nothing half-written
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check
+        main(["--home", str(home), "finetune", "--dataset", "few", "--model", "tiny", "--action-head", "diffusion"])
+    assert exit_info.value.code == 2 and "'tokens', 'chunk', 'flow', 'fast'" in capsys.readouterr().err
