@@ -198,7 +198,7 @@ class PolicyServer:
         conf = getattr(out, "confidence", None)
         return {"ok": True, "actions": np.asarray(out.actions, np.float32),
                 "confidence": None if conf is None else np.asarray(conf, np.float32),
-                "latency_s": float(out.latency_s)}
+                "latency_s": float(out.latency_s), "held": bool(getattr(out, "held", False))}
 
     async def _handler(self, ws) -> None:
         import websockets
@@ -276,6 +276,7 @@ class RemoteOutput:
     confidence: np.ndarray | None
     latency_s: float
     server_latency_s: float = 0.0
+    held: bool = False  # the server's head gave no valid chunk (FAST): a hold-still chunk
 
 
 class RemotePolicy:
@@ -332,7 +333,8 @@ class RemotePolicy:
         conf = reply.get("confidence")
         return RemoteOutput(actions=np.array(reply["actions"], np.float32),
                             confidence=None if conf is None else np.array(conf, np.float32),
-                            latency_s=time.monotonic() - t0, server_latency_s=float(reply.get("latency_s", 0.0)))
+                            latency_s=time.monotonic() - t0, server_latency_s=float(reply.get("latency_s", 0.0)),
+                            held=bool(reply.get("held", False)))
 
     def close(self) -> None:
         try:

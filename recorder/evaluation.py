@@ -61,6 +61,7 @@ class OpenLoopResult:
     mae_per_joint: np.ndarray | None = None  # (D,) pooled over all evaluated ticks
     mae_by_horizon: np.ndarray | None = None  # (K,) error of chunk row j vs the action recorded j ticks later
     mean_latency_s: float = 0.0
+    held_chunks: int = 0  # predictions that were not a valid chunk (FAST) and were replaced by a hold-still chunk
 
     @property
     def mae(self) -> float:
@@ -73,6 +74,8 @@ class OpenLoopResult:
         for name, v in zip(self.joint_names, self.mae_per_joint if self.mae_per_joint is not None else []):
             lines.append(f"{name:<16}{v:>10.3f}")
         lines.append(f"{'mean':<16}{self.mae:>10.3f}")
+        if self.held_chunks:
+            lines.append(f"held still (undecodable chunks): {self.held_chunks}")
         return "\n".join(lines)
 
 
@@ -131,6 +134,7 @@ def evaluate_open_loop(policy, store, *, dataset: str | None = None, episode_ids
                 k = min(K, a.shape[0])
                 chunks[j, :k] = a[:k]
                 lat[j] = float(out.latency_s)
+                result.held_chunks += int(bool(getattr(out, "held", False)))
                 for h in range(k):
                     if t + h < T:
                         horizon_err[h] += np.abs(a[h] - actions[t + h])
