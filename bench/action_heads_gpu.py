@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dims", type=int, default=7)
     ap.add_argument("--prompt-tokens", type=int, default=23)
     ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only for a dry run of the script (--size tiny)")
     ap.add_argument("--out", default=None, help="append the section to this file instead of docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
     def add(task, path, res, n_actions):
         med, mn = res
         rows.append([task, path, f"{med * 1e3:.1f}", f"{mn * 1e3:.1f}", f"{n_actions / med:.0f} actions/s"])
+        print(" | ".join(rows[-1]), flush=True)  # partial results survive a time limit
         return med
 
     with torch.inference_mode():
@@ -159,6 +161,30 @@ def main(argv=None) -> int:
             cuda_time(lambda: vla._fast_decode(batch["pixel_values"], batch["input_ids"], typical + 1, L), args.iters), K)
         add(f"fast, {K}x{D}: head predict, up to {tok.max_tokens} tokens + EOS", "static cache + CUDA graph",
             cuda_time(lambda: vla.predict(batch), args.iters), K)
+        # --- the same heads with torch.compile of the per-layer functions, as load_policy runs them on a GPU
+        compiled = {}
+        if args.compile and dev == "cuda":
+            import time as _time
+
+            vla.compile_decode = True
+            for head, chunk, label, fn in [
+                    ("tokens", 1, "tokens (bins), 1 action = 7 tokens", lambda: vla.predict(batch)),
+                    ("chunk", K, f"chunk (L1), {K}x{D}", lambda: vla.predict(cb)),
+                    ("flow", K, f"flow, {K}x{D}, {expert.steps} Euler steps, 1 draw(s)",
+                     lambda: vla.head.predict(vla, fb, samples=1)),
+                    ("flow", K, f"flow, {K}x{D}, {expert.steps} Euler steps, {expert.samples} draw(s)",
+                     lambda: vla.head.predict(vla, fb, samples=expert.samples)),
+                    ("fast", K, f"fast, {K}x{D}: {typical} tokens (typical) + EOS",
+                     lambda: vla._fast_decode(batch["pixel_values"], batch["input_ids"], typical + 1, L))]:
+                if vla.action_head != head or vla.chunk_size != chunk:
+                    use(head, chunk)
+                    if head == "fast":
+                        vla.head.set_tokenizer(tok)
+                t0 = _time.perf_counter()
+                fn()
+                first = _time.perf_counter() - t0
+                compiled[label] = add(label, f"+ torch.compile of layer functions (first call {first:.0f} s)",
+                                      cuda_time(fn, args.iters), K if "1 action" not in label else 1)
         notes.append(f"FAST tokenizer fitted on 4000 smooth synthetic {K}x{D} chunks: vocabulary {tok.vocab_size}, "
                      f"{tok.mean_tokens:.1f} tokens per chunk on average (max {tok.max_tokens}) vs {K * D} bins; "
                      f"random weights decode garbage, so the head's predict held still "
@@ -166,12 +192,16 @@ def main(argv=None) -> int:
 
     body = (f"Model: OpenVLA-7B architecture, random weights, bf16, {n_params / 1e9:.2f}B params (+ the head); batch 1; "
             f"fused q/k/v and gate/up; {n_text} text tokens + 256 image patches. Median of {args.iters} calls after "
-            "warm-up (CUDA-graph capture happens in warm-up); no torch.compile for any head (like for like).\n\n"
+            "warm-up (CUDA-graph capture happens in warm-up); first rows without torch.compile, then the same heads with "
+            "torch.compile of the per-layer functions (decode step, prefill layer, ViT block, flow expert layer), as "
+            "finetune.runtime.load_policy runs them (it also autotunes; not here).\n\n"
             + table(["task", "path", "median ms", "min ms", "rate"], rows)
             + "\n\n" + "\n".join(f"- {n}" for n in notes)
             + f"\n\nBins baseline in this run: 1 action {t_bins1 * 1e3:.1f} ms, a chunk of {K} {t_binsK * 1e3:.1f} ms. "
             f"Goal: flow chunk of {K} <= 25 ms on an H200: {t_flow[1] * 1e3:.1f} ms (1 draw), "
-            f"{t_flow[expert.samples] * 1e3:.1f} ms ({expert.samples} draws, with confidence).\n")
+            f"{t_flow[expert.samples] * 1e3:.1f} ms ({expert.samples} draws, with confidence) without compile"
+            + "".join(f"; compiled, {k}: {v * 1e3:.1f} ms" for k, v in compiled.items() if k.startswith(("flow", "tokens")))
+            + ".\n")
     print(body)
     if not args.no_append:
         append_section("Chunk latency per action head (bench/action_heads_gpu.py)",

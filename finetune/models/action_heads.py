@@ -398,10 +398,26 @@ class FlowHead(ActionHead):
         st = state.repeat_interleave(n_rep, 0) if state is not None else None
         x = noise
         dt = -1.0 / expert.steps
+        times = 1.0 + dt * torch.arange(expert.steps, device=x.device, dtype=torch.float32)
+        tprojs = expert.time_projection(times)  # (steps, 1, width): every step's time term at once
+        layer_fn = self._layer_fn(vla)
         for i in range(expert.steps):
-            t = torch.full((x.shape[0],), 1.0 + i * dt, device=x.device)
-            x = x + dt * expert(x, t, kv, mask, cos, sin, st)
+            t = times[i].expand(x.shape[0])
+            x = x + dt * expert(x, t, kv, mask, cos, sin, st, tproj=tprojs[i : i + 1], layer_fn=layer_fn)
         return x
+
+    @staticmethod
+    def _layer_fn(vla):
+        """The expert layer function: torch.compiled (once, every layer and step share it) with compile_decode."""
+        from .flow import expert_layer_fn
+
+        if not vla.compile_decode:
+            return expert_layer_fn
+        fn = getattr(vla, "_compiled_expert", None)
+        if fn is None:
+            fn = torch.compile(expert_layer_fn, dynamic=False, fullgraph=True)
+            object.__setattr__(vla, "_compiled_expert", fn)
+        return fn
 
     def predict(self, vla, batch, *, reference=False, samples: int | None = None):
         expert = vla.flow_head

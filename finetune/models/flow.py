@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vla import _rms
+
 __all__ = ["FlowExpert", "sample_time", "posemb_sincos", "default_layer_map"]
 
 MAX_EXPERT_LAYERS = 8  # more expert layers than this cost latency (one kernel chain per layer per Euler step)
@@ -59,8 +61,29 @@ class _RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return _rms(x, self.weight, self.eps)
+
+
+def expert_layer_fn(x, cos, sin, pk, pv, key_mask, ln1, eps1: float, wqkv, wo, ln2, eps2: float, wgu, wd,
+                    n_heads: int, head_dim: int):
+    """One expert layer as a pure function of its weights (static shapes): the eager path, and the function
+    ``torch.compile`` fuses once for every layer and Euler step (``FlowHead`` with ``compile_decode``)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    B, S, _ = x.shape
+    h = _rms(x, ln1, eps1)
+    q, k, v = F.linear(h, wqkv).view(B, S, 3, n_heads, head_dim).unbind(2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    rep = n_heads // pk.shape[1]
+    if rep > 1:
+        pk, pv = pk.repeat_interleave(rep, dim=1), pv.repeat_interleave(rep, dim=1)
+    K = torch.cat([pk.to(k.dtype), k], dim=2)
+    V = torch.cat([pv.to(v.dtype), v], dim=2)
+    o = F.scaled_dot_product_attention(q, K, V, attn_mask=key_mask)
+    x = x + F.linear(o.transpose(1, 2).reshape(B, S, -1), wo)
+    g, u = F.linear(_rms(x, ln2, eps2), wgu).chunk(2, dim=-1)
+    return x + F.linear(F.silu(g) * u, wd)
 
 
 class _ExpertLayer(nn.Module):
@@ -74,23 +97,10 @@ class _ExpertLayer(nn.Module):
         self.gate_up = nn.Linear(width, 2 * mlp, bias=False)
         self.down = nn.Linear(mlp, width, bias=False)
 
-    def forward(self, x, cos, sin, pk, pv, key_mask):
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        B, S, _ = x.shape
-        h = self.ln1(x)
-        q, k, v = self.qkv(h).view(B, S, 3, self.n_heads, self.head_dim).unbind(2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        rep = self.n_heads // pk.shape[1]
-        if rep > 1:
-            pk, pv = pk.repeat_interleave(rep, dim=1), pv.repeat_interleave(rep, dim=1)
-        K = torch.cat([pk.to(k.dtype), k], dim=2)
-        V = torch.cat([pv.to(v.dtype), v], dim=2)
-        o = F.scaled_dot_product_attention(q, K, V, attn_mask=key_mask)
-        x = x + self.o(o.transpose(1, 2).reshape(B, S, -1))
-        g, u = self.gate_up(self.ln2(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(g) * u)
+    def forward(self, x, cos, sin, pk, pv, key_mask, fn=expert_layer_fn):
+        return fn(x, cos, sin, pk, pv, key_mask, self.ln1.weight, float(self.ln1.eps), self.qkv.weight, self.o.weight,
+                  self.ln2.weight, float(self.ln2.eps), self.gate_up.weight, self.down.weight, self.n_heads,
+                  self.head_dim)
 
 
 class FlowExpert(nn.Module):
@@ -136,16 +146,26 @@ class FlowExpert(nn.Module):
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
-    def forward(self, x_t, t, prefix_kv, key_mask, cos, sin, state=None):
+    def time_projection(self, t: torch.Tensor) -> torch.Tensor:
+        """The time half of ``time_mlp_in`` (+ its bias) for times ``t`` (B,) -> (B, 1, width). It does not
+        depend on the noisy chunk, so sampling computes it once for all Euler steps."""
+        dt = self.action_in.weight.dtype
+        w_t = self.time_mlp_in.weight[:, self.width:]
+        return F.linear(posemb_sincos(t, self.width).to(dt), w_t, self.time_mlp_in.bias)[:, None, :]
+
+    def forward(self, x_t, t, prefix_kv, key_mask, cos, sin, state=None, *, tproj=None, layer_fn=None):
         """``x_t`` (B, K, D); ``t`` (B,); ``prefix_kv``: per expert layer (K, V) each (B, n_kv, T, hd);
-        ``key_mask`` (B, 1, 1, T + S) bool; ``cos``/``sin`` rotary tables at the expert tokens' positions."""
+        ``key_mask`` (B, 1, 1, T + S) bool; ``cos``/``sin`` rotary tables at the expert tokens' positions.
+        ``tproj``: :meth:`time_projection` of ``t`` when precomputed; ``layer_fn``: a compiled
+        :func:`expert_layer_fn`. pi0's action-time MLP: ``W [a; temb] + b`` computed as ``W_a a + (W_t temb + b)``."""
         dt = self.action_in.weight.dtype
         a = self.action_in(x_t.to(dt))
-        temb = posemb_sincos(t, self.width).to(dt)[:, None, :].expand(-1, a.shape[1], -1)
-        h = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([a, temb], dim=-1))))
+        if tproj is None:
+            tproj = self.time_projection(t)
+        h = self.time_mlp_out(F.silu(F.linear(a, self.time_mlp_in.weight[:, : self.width]) + tproj))
         if self.state_in is not None:
             h = torch.cat([self.state_in(state.to(dt))[:, None, :], h], dim=1)
         for layer, (pk, pv) in zip(self.layers, prefix_kv):
-            h = layer(h, cos, sin, pk, pv, key_mask)
+            h = layer(h, cos, sin, pk, pv, key_mask, layer_fn or expert_layer_fn)
         out = self.action_out(self.norm(h[:, -self.chunk_size:]))
         return out.float()
