@@ -161,6 +161,7 @@ def main(argv=None) -> int:
             cuda_time(lambda: vla._fast_decode(batch["pixel_values"], batch["input_ids"], typical + 1, L), args.iters), K)
         add(f"fast, {K}x{D}: head predict, up to {tok.max_tokens} tokens + EOS", "static cache + CUDA graph",
             cuda_time(lambda: vla.predict(batch), args.iters), K)
+        held_uncompiled = vla.head.undecodable
         # --- the same heads with torch.compile of the per-layer functions, as load_policy runs them on a GPU
         compiled = {}
         if args.compile and dev == "cuda":
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
         notes.append(f"FAST tokenizer fitted on 4000 smooth synthetic {K}x{D} chunks: vocabulary {tok.vocab_size}, "
                      f"{tok.mean_tokens:.1f} tokens per chunk on average (max {tok.max_tokens}) vs {K * D} bins; "
                      f"random weights decode garbage, so the head's predict held still "
-                     f"{vla.head.undecodable} times (the latency is what counts here)")
+                     f"{held_uncompiled} of its uncompiled calls (the latency is what counts here)")
 
     body = (f"Model: OpenVLA-7B architecture, random weights, bf16, {n_params / 1e9:.2f}B params (+ the head); batch 1; "
             f"fused q/k/v and gate/up; {n_text} text tokens + 256 image patches. Median of {args.iters} calls after "

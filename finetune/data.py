@@ -65,6 +65,22 @@ def list_episodes(store, dataset: str) -> list:
     return sorted(episodes, key=lambda e: e.id)
 
 
+def first_episode_lowdim(home, dataset: str) -> tuple[list, dict]:
+    """(the dataset's usable episodes, the first one's low-dim streams): the dims a run will see, cheaply."""
+    from recorder.store import Store
+
+    store = Store.open(Path(home))
+    try:
+        infos = list_episodes(store, dataset)
+        reader = store.open_episode(infos[0].id)
+        try:
+            return infos, reader.lowdim()
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
 def store_root(store) -> str:
     for attr in ("root", "home", "path"):
         value = getattr(store, attr, None)

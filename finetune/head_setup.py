@@ -20,9 +20,8 @@ FAST_MAX_FIT_CHUNKS = 20000
 
 
 def preflight(cfg, home: Path, run_path: Path, resume: bool) -> None:
-    from finetune.data import list_episodes, split_episodes
+    from finetune.data import first_episode_lowdim, split_episodes
     from finetune.fast_tokenizer import MIN_FAST_CHUNKS
-    from recorder.store import Store
 
     if resume and (run_path / "config.json").is_file():
         try:
@@ -33,18 +32,9 @@ def preflight(cfg, home: Path, run_path: Path, resume: bool) -> None:
         if was != cfg.action_head:
             raise ConfigError(f"run {run_path.name} was trained with the {was} head, so its checkpoint has no "
                               f"{cfg.action_head} head to resume: drop --action-head or start a new run")
-    store = Store.open(home)
-    try:
-        infos = list_episodes(store, cfg.dataset)
-        train_ids, _ = split_episodes([e.id for e in infos], cfg.val_fraction, cfg.seed)
-        n_chunks = sum(int(e.num_frames) for e in infos if e.id in set(train_ids))
-        reader = store.open_episode(infos[0].id)
-        try:
-            low = reader.lowdim()
-        finally:
-            reader.close()
-    finally:
-        store.close()
+    infos, low = first_episode_lowdim(home, cfg.dataset)
+    train_ids = set(split_episodes([e.id for e in infos], cfg.val_fraction, cfg.seed)[0])
+    n_chunks = sum(int(e.num_frames) for e in infos if e.id in train_ids)
     if cfg.action_head == "fast" and not resume and n_chunks < MIN_FAST_CHUNKS:
         raise ConfigError(f"--action-head fast: dataset {cfg.dataset!r} gives {n_chunks} training chunks, the FAST "
                           f"tokenizer needs at least {MIN_FAST_CHUNKS} to fit its BPE vocabulary; record more "

@@ -317,19 +317,9 @@ class FinetuneRecipe:
                    "action_head": cfg.action_head, "head": self.head_summary}, step=self.step)
 
     def _peek_dims(self) -> tuple[int, int | None]:
-        from finetune.data import list_episodes
-        from recorder.store import Store
+        from finetune.data import first_episode_lowdim
 
-        store = Store.open(self.home)
-        try:
-            infos = list_episodes(store, self.cfg.dataset)
-            reader = store.open_episode(infos[0].id)
-            try:
-                low = reader.lowdim()
-            finally:
-                reader.close()
-        finally:
-            store.close()
+        infos, low = first_episode_lowdim(self.home, self.cfg.dataset)
         if "action" not in low:
             raise ModelError(f"episode {infos[0].id} of {self.cfg.dataset!r} has no action stream")
         actions = np.asarray(low["action"])

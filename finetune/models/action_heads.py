@@ -132,10 +132,14 @@ def greedy_decode(vla, batch: dict, n_new: int, reference: bool):
 class TokenHead(ActionHead):
     name = "tokens"
 
+    def action_ids(self, vla, actions: np.ndarray) -> list[int]:
+        """A normalized (K, D) chunk -> its LLM token ids (the labels after the prompt, before EOS)."""
+        return vla.action_tokenizer.encode(actions).reshape(-1).tolist()
+
     def prepare(self, vla, ids, out, state):
         labels = [IGNORE_INDEX] * len(ids)
         if "actions" in out:
-            toks = vla.action_tokenizer.encode(out["actions"].numpy()).reshape(-1).tolist()
+            toks = self.action_ids(vla, out["actions"].numpy())
             ids = ids + toks + [vla.eos_token_id]
             labels = labels + toks + [vla.eos_token_id]
         out["labels"] = torch.tensor(labels, dtype=torch.long)
@@ -171,7 +175,7 @@ class TokenHead(ActionHead):
         return HeadPrediction(torch.cat(acts), torch.cat(confs))
 
 
-class FastHead(ActionHead):
+class FastHead(TokenHead):
     """FAST tokens on the vocabulary tail: BPE id ``b`` is LLM token ``vocab_size - 1 - b`` (like the bins)."""
 
     name = "fast"
@@ -197,14 +201,8 @@ class FastHead(ActionHead):
     def to_llm(self, bpe_ids):
         return [self.tail - 1 - int(b) for b in bpe_ids]
 
-    def prepare(self, vla, ids, out, state):
-        labels = [IGNORE_INDEX] * len(ids)
-        if "actions" in out:
-            toks = self.to_llm(self._need().encode(out["actions"].numpy()))
-            ids = ids + toks + [vla.eos_token_id]
-            labels = labels + toks + [vla.eos_token_id]
-        out["labels"] = torch.tensor(labels, dtype=torch.long)
-        return ids
+    def action_ids(self, vla, actions):
+        return self.to_llm(self._need().encode(actions))
 
     def loss(self, vla, pixel_values=None, input_ids=None, labels=None, **_):
         from .vla import VLAOutput

@@ -16,20 +16,7 @@ from finetune.run_config import FinetuneConfig
 from finetune.runtime import load_policy
 from recorder.errors import ConfigError, ModelError
 from tests.finetune.synth_store import one_torch_thread, write_dataset  # noqa: F401
-
-
-class ListLogger:
-    def __init__(self):
-        self.events = []
-
-    def log_dict(self, payload, step=None):
-        self.events.append({**payload, "step": step})
-
-    def close(self):
-        pass
-
-    def of(self, kind):
-        return [e for e in self.events if e["event"] == kind]
+from tests.finetune.test_recipe import ListLogger
 
 
 @pytest.fixture(scope="module")
