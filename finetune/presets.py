@@ -14,7 +14,6 @@ The estimate errs on the high side; it is a guide, not a promise.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import shutil
 import struct

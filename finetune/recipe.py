@@ -35,7 +35,14 @@ from finetune.checkpoint import (
     set_rng_state,
 )
 from finetune.metrics import JsonlLogger, MetricLogger
-from finetune.presets import GiB, check_fits, estimate_memory, head_shape, shape_from_folder, shape_from_module
+from finetune.presets import (
+    GiB,
+    check_fits,
+    estimate_memory,
+    head_shape,
+    shape_from_folder,
+    shape_from_module,
+)
 from finetune.run_config import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -191,7 +198,7 @@ class FinetuneRecipe:
                 import bitsandbytes  # noqa: F401
             except ImportError:
                 raise ConfigError("--4bit needs bitsandbytes: pip install bitsandbytes") from None
-        from finetune.head_setup import prepare_head, preflight
+        from finetune.head_setup import preflight, prepare_head
 
         preflight(cfg, self.home, self.path, self.resume)  # the head's bad input, before the run folder exists
 
