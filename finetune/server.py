@@ -139,7 +139,8 @@ class PolicyServer:
         return {"ok": True, "camera_names": list(p.camera_names), "action_dim": int(p.action_dim),
                 "chunk_size": int(p.chunk_size),
                 "checkpoint_id": None if p.checkpoint_id is None else str(p.checkpoint_id),
-                "checkpoint_label": getattr(p, "checkpoint_label", None)}
+                "checkpoint_label": getattr(p, "checkpoint_label", None),
+                "action_head": getattr(p, "action_head", None)}
 
     def _parse(self, data) -> tuple[dict | None, dict | None]:
         """(request, None) or (None, error reply)."""
@@ -305,6 +306,7 @@ class RemotePolicy:
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])
         self.checkpoint_id = info.get("checkpoint_id")
+        self.action_head = info.get("action_head")  # the served checkpoint's head (None: not said)
         label = info.get("checkpoint_label") or self.checkpoint_id
         self.checkpoint_label = f"{label}@{url}" if label else url
 

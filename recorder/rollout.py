@@ -585,7 +585,7 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
         writer = store.begin_episode(dataset=cfg.dataset, task=cfg.instruction, fps=cfg.fps, rig=rig.snapshot(),
                                      source="policy", cameras=cameras, lowdim=lowdim,
                                      checkpoint_id=store_checkpoint_id(store, policy),
-                                     tags=[checkpoint_tag(policy)])
+                                     tags=[checkpoint_tag(policy)] + head_tags(policy))
 
         def tick_cb(info, _i=i, _source=source):
             if on_tick is not None:
@@ -656,6 +656,12 @@ def checkpoint_name(policy) -> str:
 def checkpoint_tag(policy) -> str:
     """The tag that groups rollouts by checkpoint (also for remote policies the store does not know)."""
     return f"ckpt:{checkpoint_name(policy)}"
+
+
+def head_tags(policy) -> list[str]:
+    """``head:<name>`` when the policy says which action head it runs (the review compares heads by it)."""
+    head = getattr(policy, "action_head", None)
+    return [f"head:{head}"] if head else []
 
 
 def store_checkpoint_id(store, policy) -> int | None:
