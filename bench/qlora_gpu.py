@@ -36,8 +36,8 @@ from bench._gpu_common import append_section, cuda_time, table  # noqa: E402
 
 GiB = 1024**3
 CARDS = {"gpu-8gb": 8, "gpu-12gb": 12, "gpu-16gb": 16, "gpu-24gb": 24}  # card GiB; 1 GiB left to the desktop
-TRAIN = ("4bit:4:all,4bit:8:all,4bit:12:all,4bit:16:all,4bit:24:all,4bit:32:all,4bit:8:16,4bit:16:16,4bit:8:none,"
-         "bf16:8:all,bf16:16:all,bf16:24:all,bf16:32:all")
+TRAIN = ("4bit:4:all,4bit:6:all,4bit:8:all,4bit:12:all,4bit:16:all,4bit:24:all,4bit:32:all,4bit:16:24,4bit:24:28,"
+         "4bit:24:20,4bit:16:16,4bit:8:none,bf16:16:all,bf16:32:all,bf16:16:28")
 INSTR = "pick up the red cube"
 
 
@@ -187,6 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--loads", default="bf16,4bit,old-4bit,8bit", help="load probes to run")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: load,train,infer")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None, help="write the raw rows here")
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
     sections = []
     if "load" not in skip:
         loads = []
-        for mode in ("bf16", "4bit", "old-4bit", "8bit"):
+        for mode in args.loads.split(","):
             p = subprocess.run([sys.executable, __file__, "--dir", str(folder), "--probe", mode], capture_output=True,
                                text=True, timeout=600)
             if p.returncode != 0:

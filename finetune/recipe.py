@@ -755,7 +755,6 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         from finetune.models.quant import dequantize_llm
 
         dequantize_llm(vla)
-        vla.quantized = None
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
     if hasattr(merged, "norm_stats"):

@@ -169,7 +169,12 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         if q and q == ("4bit" if trained_4bit else None):
             vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
         else:
-            vla = peft_model.merge_and_unload()  # on quantized layers peft merges layer by layer (dequantize-add-requantize)
+            import warnings
+
+            with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
+                warnings.filterwarnings("ignore", message="Merge lora module to")
+                # on quantized layers peft merges layer by layer (dequantize, add, requantize)
+                vla = peft_model.merge_and_unload()
         unnorm_key = unnorm_key or info.get("unnorm_key")
         center_crop = bool(info.get("center_crop", False))
         source = str(ckpt)

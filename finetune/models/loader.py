@@ -249,7 +249,9 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
             quantize_llm(model, quantize)
     model.source = str(path_or_id)
     model.model_dir = folder
-    model.quantized = quantize
+    from .quant import mark_quantized
+
+    mark_quantized(model, quantize)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -56,10 +56,17 @@ def make_quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None, mode:
                               device="meta")
         q.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True,
                                      module=q).to(device)
-    else:
+    else:  # row-wise int8 on the GPU (Int8Params.to() quantizes only on a move from the CPU)
+        import logging
+
+        # LLM.int8 computes in fp16 and logs so on every call with bf16 inputs (documented in docs/INTERFACES.md)
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         q = bnb.nn.Linear8bitLt(in_f, out_f, bias=bias is not None, has_fp16_weights=False, threshold=6.0,
                                 device="meta")
-        q.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False).to(device)
+        cb, scb, _ = bnb.functional.int8_vectorwise_quant(w)
+        p = bnb.nn.Int8Params(cb, requires_grad=False, has_fp16_weights=False)
+        p.CB, p.SCB = cb, scb
+        q.weight = p
     if bias is not None:
         q.bias = nn.Parameter(bias.to(device=device, dtype=compute_dtype), requires_grad=False)
     del w
@@ -151,6 +158,7 @@ def quantize_in_place(model, mode: str) -> int:
         setattr(parent, attr, q)
         del lin
         n += 1
+    mark_quantized(model, mode)
     torch.cuda.empty_cache()
     return n
 
@@ -190,13 +198,22 @@ def dequantize_llm(model, dtype: torch.dtype | None = None) -> int:
             continue
         if kind == "Linear4bit":
             w = bnb.functional.dequantize_4bit(q.weight.data, q.weight.quant_state).to(dtype)
-        else:
-            cb, scb = q.weight.CB if q.weight.CB is not None else q.weight.data, q.weight.SCB
-            w = (cb.float() * scb.float().unsqueeze(1) / 127.0).to(dtype)
+        else:  # the scales move to the layer's state on its first forward
+            scb = q.weight.SCB if q.weight.SCB is not None else q.state.SCB
+            w = (q.weight.data.float() * scb.float().unsqueeze(1) / 127.0).to(dtype)
         lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, device=w.device, dtype=dtype)
         lin.weight = nn.Parameter(w, requires_grad=False)
         if q.bias is not None:
             lin.bias = nn.Parameter(q.bias.data.to(dtype), requires_grad=False)
         setattr(parent, attr, lin)
         n += 1
+    mark_quantized(model, None)
     return n
+
+
+def mark_quantized(model, mode: str | None) -> None:
+    """Tell peft (``is_loaded_in_4bit`` / ``_8bit``) and our runtime (``quantized``) what the LLM holds: peft then
+    wraps bitsandbytes layers with its own LoRA layers, which can merge (dequantize, add, requantize)."""
+    model.quantized = mode
+    model.is_loaded_in_4bit = mode == "4bit"
+    model.is_loaded_in_8bit = mode == "8bit"
