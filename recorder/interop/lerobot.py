@@ -64,7 +64,7 @@ SIM_ROBOT_TYPE = "so101_follower"
 _CODECS = {
     # our name -> (PyAV encoder, canonical codec name written to info.json, encoder options)
     "h264": ("libx264", "h264", {"crf": "18", "preset": "veryfast"}),
-    "av1": ("libsvtav1", "av1", {"crf": "30", "preset": "10"}),
+    "av1": ("libsvtav1", "av1", {"crf": "30", "preset": "12"}),  # lerobot 0.6's defaults
 }
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames in all)
