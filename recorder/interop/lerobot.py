@@ -942,7 +942,7 @@ class LeRobotSource:
                                    "fix 'fps' (or the feature's video.fps) to the rate the videos were recorded at")
         seen: set[Path] = set()
         for ep in self.episodes:
-            for key, (path, _) in ep.videos.items():
+            for path, _ in ep.videos.values():
                 if path in seen:
                     continue
                 seen.add(path)
