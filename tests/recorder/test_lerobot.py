@@ -438,3 +438,15 @@ def test_import_refuses_an_fps_its_videos_disagree_with(store, tmp_path, fps, ke
     # the untouched folder imports (30 fps, what its videos say)
     eps = import_lerobot(store, SO101, "good")
     assert [e.fps for e in eps] == [30.0, 30.0]
+
+
+def test_import_without_videos_checks_fps_against_the_timestamps(store, tmp_path):
+    e, _, _ = make_episode(store, n=6, cameras=())
+    out = tmp_path / "novideo"
+    export_lerobot(store, out, [e])
+    info = _info(out)
+    info["fps"] = 30
+    (out / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="disagrees with the frame timestamps"):
+        import_lerobot(store, out, "bad")
+    assert [d.name for d in store.datasets()] == ["demo"]
