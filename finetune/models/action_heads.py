@@ -327,20 +327,31 @@ class FlowHead(ActionHead):
     def prefix_kv(vla, pixel_values, input_ids, attention_mask):
         """The LLM over the prefix -> (per-LLM-layer (K, V) caches, key mask of the prefix (B, T), prefix
         lengths (B,)). Inference on a fused model uses the same fused prefill as the token decode."""
-        from .vla import _cached_pass, _fused_prefill
+        from .vla import _fused_prefill, _prefix_layer
 
         embeds, P = vla._assemble(pixel_values, input_ids)
         dec, cfg = vla.decoder, vla.llm_config
         B, T, _ = embeds.shape
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        caches = [(embeds.new_zeros(B, n_kv, T, hd), embeds.new_zeros(B, n_kv, T, hd)) for _ in dec.layers]
         pos = torch.arange(T, device=embeds.device)[None]
         step_fn = None if torch.is_grad_enabled() else vla._decode_step_fn()
-        if step_fn is not None:
+        if step_fn is not None:  # inference on a fused model: the token decode's fused prefill into static caches
+            caches = [(embeds.new_zeros(B, n_kv, T, hd), embeds.new_zeros(B, n_kv, T, hd)) for _ in dec.layers]
             _fused_prefill(dec, embeds, pos, caches, vla._prefill_fn())
-        else:
-            _cached_pass(dec, embeds, pos, caches, 0)
+        else:  # training (LoRA gradients, activation checkpointing per layer as the recipe asks) and eager use
+            cos, sin = dec.rotary_emb(embeds, pos)
+            last = max(vla.flow_head.layer_map)  # deeper layers feed no expert layer: not computed
+            h, caches = embeds, []
+            for i, layer in enumerate(dec.layers):
+                if i > last:
+                    break
+                if vla._ckpt(i):
+                    h, k, v = torch.utils.checkpoint.checkpoint(_prefix_layer, layer, h, cos, sin, hd,
+                                                                use_reentrant=False)
+                else:
+                    h, k, v = _prefix_layer(layer, h, cos, sin, hd)
+                caches.append((k, v))
         att = attention_mask.to(embeds.device).bool() if attention_mask is not None else \
             torch.ones(B, input_ids.shape[1], dtype=torch.bool, device=embeds.device)
         key = torch.cat([att[:, :1], torch.ones(B, P, dtype=torch.bool, device=att.device), att[:, 1:]], dim=1)

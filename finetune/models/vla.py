@@ -575,41 +575,59 @@ def _fused_decode_step(dec, h, pos, caches, fn, prefill: bool = False, mv: bool 
     return dec.norm(h)
 
 
-def _cached_pass(dec, h, pos, caches, start: int):
-    """Run every decoder layer over ``h`` (positions ``start..start+T-1``), writing K/V into ``caches``."""
+def _layer_qkv(layer, h, cos, sin, hd: int):
+    """A decoder layer's input norm, q/k/v projections (fused or not) and RoPE -> q, k, v (B, heads, T, hd)."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    cos, sin = dec.rotary_emb(h, pos)
+    attn = layer.self_attn
     B, T, _ = h.shape
+    x = layer.input_layernorm(h)
+    fused = getattr(attn, "_fused_qkv", None)
+    if fused is not None:
+        w, b, sizes = fused
+        q, k, v = F.linear(x, w, b).split(sizes, dim=-1)
+    else:
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    q = q.view(B, T, -1, hd).transpose(1, 2)
+    k = k.view(B, T, -1, hd).transpose(1, 2)
+    v = v.view(B, T, -1, hd).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    return q, k, v
+
+
+def _layer_rest(layer, h, q, K, V, causal: bool):
+    """Attention of ``q`` over ``K``/``V`` (grouped heads repeated), o_proj, residual, MLP (fused or not)."""
+    attn = layer.self_attn
+    B, T, _ = h.shape
+    rep = q.shape[1] // K.shape[1]
+    if rep > 1:
+        K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
+    o = F.scaled_dot_product_attention(q, K, V, is_causal=causal)
+    h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+    mlp = layer.mlp
+    fused = getattr(mlp, "_fused_gu", None)
+    x = layer.post_attention_layernorm(h)
+    if fused is not None:
+        w, b, sizes = fused
+        g, u = F.linear(x, w, b).split(sizes, dim=-1)
+        return h + mlp.down_proj(mlp.act_fn(g) * u)
+    return h + mlp(x)
+
+
+def _prefix_layer(layer, h, cos, sin, hd: int):
+    """One decoder layer over a whole prefix (causal) -> (hidden, k, v): the flow head's prefix K/V,
+    with gradients (LoRA) and under activation checkpointing when training."""
+    q, k, v = _layer_qkv(layer, h, cos, sin, hd)
+    return _layer_rest(layer, h, q, k, v, causal=h.shape[1] > 1), k, v
+
+
+def _cached_pass(dec, h, pos, caches, start: int):
+    """Run every decoder layer over ``h`` (positions ``start..start+T-1``), writing K/V into ``caches``."""
+    cos, sin = dec.rotary_emb(h, pos)
+    T = h.shape[1]
     for layer, (kc, vc) in zip(dec.layers, caches):
-        attn = layer.self_attn
-        x = layer.input_layernorm(h)
-        hd = kc.shape[-1]
-        fused = getattr(attn, "_fused_qkv", None)
-        if fused is not None:
-            w, b, sizes = fused
-            q, k, v = F.linear(x, w, b).split(sizes, dim=-1)
-        else:
-            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-        q = q.view(B, T, -1, hd).transpose(1, 2)
-        k = k.view(B, T, -1, hd).transpose(1, 2)
-        v = v.view(B, T, -1, hd).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        q, k, v = _layer_qkv(layer, h, cos, sin, kc.shape[-1])
         kc[:, :, start : start + T] = k
         vc[:, :, start : start + T] = v
-        K, V = kc[:, :, : start + T], vc[:, :, : start + T]
-        rep = q.shape[1] // K.shape[1]
-        if rep > 1:
-            K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
-        o = F.scaled_dot_product_attention(q, K, V, is_causal=(T > 1 and start == 0))
-        h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-        mlp = layer.mlp
-        fused = getattr(mlp, "_fused_gu", None)
-        x = layer.post_attention_layernorm(h)
-        if fused is not None:
-            w, b, sizes = fused
-            g, u = F.linear(x, w, b).split(sizes, dim=-1)
-            h = h + mlp.down_proj(mlp.act_fn(g) * u)
-        else:
-            h = h + mlp(x)
+        h = _layer_rest(layer, h, q, kc[:, :, : start + T], vc[:, :, : start + T], causal=(T > 1 and start == 0))
     return dec.norm(h)

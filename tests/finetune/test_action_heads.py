@@ -84,12 +84,13 @@ def test_flow_head_trains_and_the_policy_reuses_one_prefix_for_ten_euler_steps(h
     from finetune.models import vla as vla_mod
 
     calls = []
-    real = vla_mod._cached_pass
-    monkeypatch.setattr(vla_mod, "_cached_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = vla_mod._prefix_layer
+    monkeypatch.setattr(vla_mod, "_prefix_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
     expert_calls = []
     policy.vla.flow_head.register_forward_hook(lambda *a: expert_calls.append(1))
     out = policy.predict({"front": _obs()}, np.zeros(6, np.float32), "pick up the red cube")
-    assert len(calls) == 1 and len(expert_calls) == 10  # the prefix once, the expert once per Euler step
+    n_layers = len(policy.vla.decoder.layers)
+    assert len(calls) == n_layers and len(expert_calls) == 10  # each LLM layer once (the prefix), then 10 Euler steps
     assert out.actions.shape == (4, 6) and out.confidence.shape == (4,)
     assert ((out.confidence >= 0) & (out.confidence <= 1)).all()
     stats = json.loads((result.checkpoint / "norm_stats.json").read_text())["many"]["action"]
@@ -114,6 +115,40 @@ def test_flow_head_trains_and_the_policy_reuses_one_prefix_for_ten_euler_steps(h
     # bad input: a policy caller expecting a flow head on a chunk-less / flow-less checkpoint
     with pytest.raises(ModelError, match="has no fast head"):
         load_policy(result.checkpoint, action_head="fast")
+
+
+def test_flow_loss_and_gradients_are_the_same_with_activation_checkpointing(monkeypatch):
+    import torch.utils.checkpoint as ckpt_mod
+
+    from finetune.models import load_vla
+
+    used = []
+    real = ckpt_mod.checkpoint
+    monkeypatch.setattr(ckpt_mod, "checkpoint", lambda *a, **k: used.append(1) or real(*a, **k))
+
+    vla = load_vla("tiny", device="cpu", action_head="flow", chunk_size=4, action_dim=3)
+    names = [n for n, _ in vla.named_parameters() if n.startswith("flow_head.") or
+             (n.startswith("language_model.") and "layers.0.self_attn.q_proj" in n)]
+    params = [dict(vla.named_parameters())[n] for n in names]
+    for p in params:
+        p.requires_grad_(True)
+    rng = np.random.default_rng(0)
+    batch = vla.collate([vla.prepare([_obs(i)], "pick it up", rng.uniform(-1, 1, (4, 3))) for i in range(2)])
+    vla.train()
+    results = []
+    for layers in (None, "all"):
+        vla.checkpoint_layers = layers
+        torch.manual_seed(0)
+        loss = vla(**batch).loss
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        results.append((loss.detach(), grads))
+    (l0, g0), (l1, g1) = results
+    assert len(used) == len(vla.decoder.layers)  # the prefix layers were recomputed in backward, not stored
+    assert torch.equal(l0, l1)
+    assert all((a is None and b is None) or torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+    learn = {k: any(g is not None and float(g.abs().sum()) > 0 for n, g in zip(names, g0) if n.startswith(k))
+             for k in ("flow_head", "language_model")}
+    assert learn == {"flow_head": True, "language_model": True}  # the loss reaches the expert and the VLM
 
 
 def test_resuming_a_tokens_run_as_flow_is_refused_before_any_step(home):
