@@ -16,7 +16,7 @@ from finetune.run_config import FinetuneConfig
 from finetune.runtime import load_policy
 from recorder.errors import ConfigError, ModelError
 from tests.finetune.synth_store import one_torch_thread, write_dataset  # noqa: F401
-from tests.finetune.test_recipe import ListLogger
+from tests.finetune.test_recipe import ListLogger, _run
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,6 @@ def _cfg(**kw):
                 save_every=0, val_fraction=0.0, augment=False, seed=3, chunk_size=4)
     base.update(kw)
     return FinetuneConfig(**base)
-
-
-def _run(home, cfg, **kw):
-    log = ListLogger()
-    result = FinetuneRecipe(cfg, home, logger=log, install_signal_handlers=False, **kw).run()
-    return result, log
 
 
 def _obs(seed=0):
