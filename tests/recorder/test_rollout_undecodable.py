@@ -53,3 +53,28 @@ def test_undecodable_chunks_are_counted_stored_in_the_notes_and_shown_on_the_ove
     finally:
         store.close()
         rig.disconnect()
+
+
+def test_open_loop_evaluation_and_the_policy_server_report_held_chunks(home):
+    from finetune.server import PolicyServer, RemotePolicy
+    from recorder.evaluation import evaluate_open_loop
+    from tests.finetune.synth_store import write_dataset
+
+    write_dataset(home, "demos", episodes=1, frames=6)
+    store = Store.open(home)
+    try:
+        policy = SometimesUndecodable(chunk_size=4, step=0.5)
+        policy.action_head = "fast"
+        result = evaluate_open_loop(policy, store, dataset="demos")
+        assert result.held_chunks == 3 and "held still (undecodable chunks): 3" in result.table()
+    finally:
+        store.close()
+    srv = PolicyServer(policy, port=0).start()
+    try:
+        with RemotePolicy(srv.url) as remote:
+            assert remote.action_head == "fast"
+            img = np.zeros((24, 32, 3), np.uint8)
+            held = [remote.predict({"front": img}, np.zeros(6, np.float32), "pick").held for _ in range(2)]
+        assert sorted(held) == [False, True]  # every second prediction of the double is a hold-still chunk
+    finally:
+        srv.stop()
