@@ -206,3 +206,20 @@ def test_cli_takes_every_head_and_fast_on_too_few_chunks_exits_2_with_one_line(h
     with pytest.raises(SystemExit) as exit_info:  # argparse's own choice check
         main(["--home", str(home), "finetune", "--dataset", "few", "--model", "tiny", "--action-head", "diffusion"])
     assert exit_info.value.code == 2 and "'tokens', 'chunk', 'flow', 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", ["tokens", "chunk"])
+def test_checkpoints_written_before_the_head_interface_predict_the_same_actions(head, tmp_path):
+    """tests/finetune/pre_heads_fixture: written by the code before issue 15 (its make_fixture.py says how)."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "pre_heads_fixture"
+    run = tmp_path / head
+    shutil.copytree(fixture / head, run)
+    expected = np.load(fixture / "expected.npz")
+    policy = load_policy(run)  # the run folder, through checkpoints/last, as a user points at it
+    assert policy.action_head == head
+    out = policy.predict({"front": expected["image"]}, expected["state"], "pick up the red cube")
+    np.testing.assert_allclose(out.actions, expected[f"{head}_actions"], rtol=1e-5, atol=1e-4)
+    if head == "tokens":
+        np.testing.assert_allclose(out.confidence, expected["tokens_confidence"], rtol=1e-5, atol=1e-6)
