@@ -223,3 +223,15 @@ def test_checkpoints_written_before_the_head_interface_predict_the_same_actions(
     np.testing.assert_allclose(out.actions, expected[f"{head}_actions"], rtol=1e-5, atol=1e-4)
     if head == "tokens":
         np.testing.assert_allclose(out.confidence, expected["tokens_confidence"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_fast_run_keeps_the_tokenizer_it_started_with(tmp_path):
+    home = tmp_path / "home"
+    write_dataset(home, "grow", episodes=4, frames=16, seed=5)
+    first, _ = _run(home, _cfg(dataset="grow", action_head="fast", steps=6), stop_at_step=3)
+    assert first.status == "cancelled"
+    saved = (first.checkpoint / FAST_FILE).read_text()
+    write_dataset(home, "grow", episodes=3, frames=16, seed=9)  # new demos: a refit would give another vocabulary
+    done, _ = _run(home, _cfg(dataset="grow", action_head="fast", steps=6), run_id=first.run_id, resume=True)
+    assert done.status == "done" and done.step == 6
+    assert (done.checkpoint / FAST_FILE).read_text() == saved  # encoded with one tokenizer from step 1 to the end
