@@ -21,6 +21,8 @@ from sqlalchemy import select
 
 from recorder.errors import StoreError
 from recorder.store import models as m
+from recorder.store.backups import Backup, list_backups
+from recorder.store.faults import MIN_FREE_BYTES, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
 from recorder.store.paths import resolve_home
@@ -39,7 +41,7 @@ from recorder.store.store import (
 )
 from recorder.store.types import DELETING, CameraSpec, LowdimSpec
 from recorder.store.video import scan_video
-from recorder.store.writer import META_FILE, release_lock, try_lock, write_json_atomic
+from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock, write_json_atomic
 
 
 @dataclass
@@ -61,11 +63,15 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not any(i.fixable and not i.fixed for i in self.issues if i.kind not in ("live", "schema-old"))
+        return not any(i.fixable and not i.fixed for i in self.issues if i.kind not in NOTES)
 
     @property
     def problems(self) -> list[Issue]:
-        return [i for i in self.issues if i.kind not in ("live", "schema-old")]
+        return [i for i in self.issues if i.kind not in NOTES]
+
+
+#: issue kinds that are notes, not problems
+NOTES = ("live", "schema-old", "backup")
 
 
 def _episode_problems(
@@ -80,6 +86,12 @@ def _episode_problems(
                 "meta-missing", f"episode {ep_id}: {folder / META_FILE} is missing", ep_id, folder / META_FILE
             )
         )
+    else:
+        try:
+            read_meta(folder)
+        except StoreError as err:
+            out.append(Issue("meta-bad", f"episode {ep_id}: {err}; repair rewrites it from the index", ep_id,
+                             folder / META_FILE))
     try:
         data, _ = read_lowdim(folder / LOWDIM_FILE)
     except StoreError as err:
@@ -139,7 +151,7 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
         try:
             try:
                 uv, rev, tables = probe_index(index)
-            except StoreError as err:
+            except IndexCorruptError as err:  # a full disk, a lock, an I/O error: raised as they are
                 report.issues.append(Issue("index-corrupt", str(err), path=index))
                 engine.dispose()
                 engine = None
@@ -165,18 +177,65 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
                 if _meta_status(folder) == DELETING:
                     report.issues.append(_leftover_issue(folder))
                     continue
-                meta_ok = (folder / META_FILE).is_file()
+                try:
+                    read_meta(folder)
+                    why = ""
+                except StoreError as err:
+                    why = f" and cannot be rebuilt: {err}"
                 report.issues.append(
-                    Issue(
-                        "orphan-folder",
-                        f"{folder} is not in the index" + ("" if meta_ok else " and has no meta.json"),
-                        path=folder,
-                        fixable=meta_ok,
-                    )
+                    Issue("orphan-folder", f"{folder} is not in the index{why}", path=folder, fixable=not why)
                 )
-    if repair:
+    if eps_dir.is_dir():
+        report.issues.extend(_stray_files(eps_dir))
+    for b in list_backups(root):
+        report.issues.append(
+            Issue(
+                "backup",
+                f"backup {b['name']}: originals of {', '.join(b.get('files') or [])} of episode "
+                f"{b.get('episode_id')} ({b.get('reason')}); undo with "
+                f"'vla-studio --home {root} store restore {b['name']}'",
+                b.get("episode_id"),
+                Path(b["path"]),
+                fixable=False,
+            )
+        )
+    if repair and report.problems:
+        require_free(root, _repair_needs(root, report), f"'vla-studio --home {root} store check --repair' again")
         _repair(root, report)
     return report
+
+
+#: left behind by a writer or a repair that was interrupted (the real file is written, then renamed over)
+_STRAY_SUFFIXES = (META_FILE + ".tmp", ".arrows.tmp", ".salvage.mp4")
+
+
+def _stray_files(eps_dir: Path) -> list[Issue]:
+    out = []
+    for folder in sorted(eps_dir.iterdir()):
+        if not folder.is_dir():
+            continue
+        if (folder / LOCK_FILE).exists():
+            fd = try_lock(folder)
+            if fd is None:
+                continue  # a live writer: its temp files are about to be renamed
+            release_lock(fd)
+        for p in [*folder.iterdir(), *((folder / "video").iterdir() if (folder / "video").is_dir() else [])]:
+            if p.is_file() and p.name.endswith(_STRAY_SUFFIXES):
+                out.append(Issue("stray-temp", f"{p} is left over from an interrupted write; repair removes it",
+                                 path=p))
+    return out
+
+
+def _repair_needs(root: Path, report: CheckReport) -> int:
+    """Bytes a repair may write: the index (rebuilt or migrated) and a copy of every file it rewrites."""
+    need = MIN_FREE_BYTES
+    index = root / INDEX_FILE
+    if index.is_file():
+        need += index.stat().st_size
+    for issue in report.issues:
+        if issue.kind in ("video-truncated", "lowdim-truncated") and issue.path is not None and issue.path.is_file():
+            need += issue.path.stat().st_size
+    return need
 
 
 def _meta_status(folder: Path) -> str | None:
@@ -281,9 +340,16 @@ def _repair(root: Path, report: CheckReport) -> None:
                 if new is not None:
                     salvaged_now.add(issue.episode_id)
                     issue.message += f" -> {new.status}, {new.num_frames} ticks"
-            elif issue.kind == "meta-missing":
+            elif issue.kind in ("meta-missing", "meta-bad"):
                 info = store.episode(issue.episode_id)
+                if issue.kind == "meta-bad":
+                    backup = Backup(root, info.path, episode_id=info.id, num_frames=info.num_frames,
+                                    status=info.status, reason=f"unreadable meta.json of episode {info.id}")
+                    backup.keep(info.path / META_FILE)
                 write_json_atomic(info.path / META_FILE, _meta_from_info(info))
+                issue.fixed = True
+            elif issue.kind == "stray-temp":
+                issue.path.unlink(missing_ok=True)
                 issue.fixed = True
         orphans = [i for i in report.issues if i.kind == "orphan-folder" and i.fixable]
         if rebuild:
@@ -347,14 +413,37 @@ def _meta_from_info(info) -> dict:
     }
 
 
+def read_meta(folder: Path) -> tuple[dict, dict[str, CameraSpec], dict[str, LowdimSpec], float]:
+    """meta.json of an episode folder with what a rebuild needs from it; StoreError saying what is wrong."""
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing") from None
+    except OSError as err:
+        raise StoreError(f"{path} cannot be read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StoreError(f"{path} is not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError(f"a {type(meta).__name__}, not an object")
+        cams = {str(c): CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
+        low = {str(k): LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
+        fps = float(meta["fps"])
+        if not fps > 0 or fps != fps or fps == float("inf"):
+            raise ValueError(f"fps {meta['fps']!r}")
+    except KeyError as err:
+        raise StoreError(f"{path} lacks {err} (needed to rebuild the episode's index row)") from None
+    except (AttributeError, TypeError, ValueError) as err:
+        raise StoreError(f"{path} is not an episode's meta.json ({str(err)[:80]})") from None
+    return meta, cams, low, fps
+
+
 def import_folder(store: Store, folder: Path):
     """Add an episode folder that the index does not know, from its meta.json, then salvage-check it."""
     try:
-        meta = json.loads((folder / META_FILE).read_text())
-        cams = {c: CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
-        low = {k: LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
-        fps = float(meta["fps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta, cams, low, fps = read_meta(folder)
+    except StoreError:
         return None
     try:
         start = datetime.fromisoformat(meta.get("start_time"))
