@@ -30,6 +30,7 @@ from recorder.store.recovery import usable_ticks
 from recorder.store.store import (
     EPISODES_DIR,
     INDEX_FILE,
+    RUNS_DIR,
     Store,
     _refuse_foreign,
     _stream_rows,
@@ -146,6 +147,7 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
     if not root.is_dir():
         raise StoreError(f"{root} does not exist; pass the store folder with --home")
     known_uuids: set[str] = set()
+    known_runs: set[str] = set()
     if index.is_file():
         engine = make_engine(index, read_only=True)
         try:
@@ -167,6 +169,7 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
                     )
                 if rev is not None:
                     _check_rows(engine, root, report, known_uuids)
+                    known_runs |= _run_ids(engine)
         finally:
             if engine is not None:
                 engine.dispose()
@@ -187,6 +190,8 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
                 )
     if eps_dir.is_dir():
         report.issues.extend(_stray_files(eps_dir))
+    if not any(i.kind == "index-corrupt" for i in report.issues):
+        report.issues.extend(_missing_runs(root, index, known_runs))
     for b in list_backups(root):
         report.issues.append(
             Issue(
@@ -207,6 +212,26 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
 
 #: left behind by a writer or a repair that was interrupted (the real file is written, then renamed over)
 _STRAY_SUFFIXES = (META_FILE + ".tmp", ".arrows.tmp", ".salvage.mp4")
+
+
+def _run_ids(engine) -> set[str]:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s:
+        return set(s.scalars(select(m.FinetuneRun.run_id)))
+
+
+def _missing_runs(root: Path, index: Path, known: set[str]) -> list[Issue]:
+    """Run folders (``runs/<id>/config.json``) the index does not list; the fine-tune side re-indexes them."""
+    runs = root / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    return [
+        Issue("run-missing", f"fine-tune run {p.name} ({p}) is not in {index}; repair re-indexes it and its "
+                             "checkpoints", path=p)
+        for p in sorted(runs.iterdir())
+        if p.is_dir() and p.name not in known and (p / "config.json").is_file()
+    ]
 
 
 def _stray_files(eps_dir: Path) -> list[Issue]:
@@ -504,3 +529,27 @@ def import_folder(store: Store, folder: Path):
     if info is not None and trashed and info.status in ("complete", "recovered"):
         info = store.update_episode(eid, status="trashed")  # back in the trash, remembering its status
     return info
+
+
+def restore_backup(root: str | os.PathLike[str] | None, name: str):
+    """Undo a repair: put the originals kept in backup ``name`` back and the episode's index row as it was."""
+    from recorder.store.backups import find_backup, put_back
+
+    root = resolve_home(root).absolute()
+    backup = find_backup(root, name)
+    with Store.open(root, recover=False) as store:
+        info = store.episode(str(backup["uuid"]))
+        put_back(backup, info.path)
+        with store._write() as s:
+            ep = s.get(m.Episode, info.id)
+            if backup.get("num_frames"):
+                ep.num_frames = int(backup["num_frames"])
+                ep.duration_s = ep.num_frames / ep.fps
+                for st in ep.streams:
+                    st.num_frames = ep.num_frames
+            if backup.get("status") in ("complete", "recovered"):
+                ep.status = backup["status"]
+            ep.dataset.version += 1
+        info = store.episode(info.id)
+        store._update_meta(info)
+        return info

@@ -18,6 +18,9 @@ def register(sub) -> None:
         help="fix what can be fixed: salvage cut files, re-index folders, rebuild a bad index",
     )
     check.set_defaults(func=_check)
+    restore = ssub.add_parser("restore", help="undo a repair: put back the originals kept in a backup")
+    restore.add_argument("backup", help="backup name, as 'store check' lists it")
+    restore.set_defaults(func=_restore)
     p.set_defaults(func=_info)
 
 
@@ -68,14 +71,16 @@ def _info(args) -> int:
 
 
 def _check(args) -> int:
-    from recorder.store.check import check_store
+    from recorder.store.check import NOTES, check_store
 
     report = check_store(args.home, repair=args.repair)
+    if args.repair and report.problems:
+        _reindex_runs(args.home, report)
     print(f"store {report.root}: {report.episodes_checked} episodes checked")
     for issue in report.issues:
         if issue.fixed:
             mark = "fixed"
-        elif issue.kind in ("live", "schema-old"):
+        elif issue.kind in NOTES:
             mark = "note"
         else:
             mark = "problem" if issue.fixable else "problem (not fixable)"
@@ -86,3 +91,30 @@ def _check(args) -> int:
     if not args.repair:
         print("  run 'vla-studio store check --repair' to fix what can be fixed")
     return 1
+
+
+def _reindex_runs(home, report) -> None:
+    """After a repair: runs/ folders the index lacks (all of them when it was rebuilt) go back in."""
+    from finetune.run_config import reindex_runs
+    from recorder.store import Store
+    from recorder.store.check import Issue
+
+    with Store.open(home, recover=False) as store:
+        added = reindex_runs(store)
+        listed = {i.path.name: i for i in report.issues if i.kind == "run-missing"}
+        for run_id in added:
+            run = store.run(run_id)
+            issue = listed.get(run_id) or Issue("run-missing", f"fine-tune run {run_id} ({run.path}) was not in the index",
+                                                path=run.path)
+            issue.fixed = True
+            issue.message += f" -> re-indexed ({run.status}, {run.num_checkpoints} checkpoints)"
+            if run_id not in listed:
+                report.issues.append(issue)
+
+
+def _restore(args) -> int:
+    from recorder.store.check import restore_backup
+
+    info = restore_backup(args.home, args.backup)
+    print(f"restored backup {args.backup}: episode {info.id} back to {info.status}, {info.num_frames} ticks")
+    return 0

@@ -1,0 +1,207 @@
+"""A full disk under the store (issue 13 items 1-3): one line, nothing lost, never called corruption.
+
+Each case runs on a real 30 MB tmpfs where the machine allows mounting one, and again with ENOSPC (or a
+SQLite I/O error) injected at the write call, which always runs."""
+
+import errno
+import hashlib
+import sqlite3
+
+import av
+import numpy as np
+import pytest
+
+from recorder.store import Store
+from recorder.store import faults
+from recorder.store.check import check_store
+from recorder.store.faults import DiskFullError
+from recorder.store.recovery import remux_prefix
+from recorder.store.video import VideoEncoder
+from studio.cli import main
+from tests.diskfull import fill, small_disk  # noqa: F401 - a fixture
+
+from .helpers import CAMERAS, LOWDIM, record, smooth_image, state, action
+
+
+def _sha(p):
+    return hashlib.sha1(p.read_bytes()).hexdigest()
+
+
+def _record_until_full(store, max_ticks=2000):
+    """Record noise frames (large after encoding) until the writer says the disk is full."""
+    rng = np.random.default_rng(0)
+    w = store.begin_episode(dataset="d", task="t", fps=30.0, cameras=CAMERAS, lowdim=LOWDIM, flush_s=0.05)
+    err = None
+    for i in range(max_ticks):
+        frames = {c: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for c in CAMERAS}
+        try:
+            w.add_tick(t=i / 30, frames=frames, values={"observation.state": state(i), "action": action(i)})
+        except DiskFullError as e:
+            err = e
+            break
+    assert err is not None, "the disk never filled"
+    with pytest.raises(DiskFullError) as fin:
+        w.finish(success=True)
+    return w, str(err), str(fin.value)
+
+
+def _assert_kept_recovered(store, msg):
+    assert "disk full at" in msg and "MB needed" in msg and "free space and run" in msg
+    assert "\n" not in msg and "Errno" not in msg
+    (ep,) = store.episodes(dataset="d", status=None)
+    assert ep.status == "recovered" and ep.num_frames > 0
+    assert f"kept as 'recovered' with {ep.num_frames} ticks" in msg
+    with store.open_episode(ep.id) as r:  # every kept tick reads back
+        assert r.frames("front", range(ep.num_frames)).shape == (ep.num_frames, 120, 160, 3)
+        assert len(r.lowdim()["action"]) == ep.num_frames
+    return ep
+
+
+def test_recording_into_a_full_tmpfs_keeps_the_episode(small_disk):
+    home = small_disk / "home"
+    with Store.open(home) as store:
+        fill(small_disk, leave=faults.RESERVE_BYTES + faults.MIN_FREE_BYTES + 1_500_000)
+        _w, first, last = _record_until_full(store)
+        assert first.startswith(f"disk full at {home}")
+        _assert_kept_recovered(store, last)
+        assert check_store(home).ok
+
+
+def test_recording_with_injected_enospc_keeps_the_episode(home, monkeypatch):
+    real = VideoEncoder._encode_one
+
+    def encode(self, tick, image):
+        if tick >= 20:
+            raise av.error.OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real(self, tick, image)
+
+    monkeypatch.setattr(VideoEncoder, "_encode_one", encode)
+    with Store.open(home) as store:
+        _w, first, last = _record_until_full(store)
+        ep = _assert_kept_recovered(store, last)
+        assert 0 < ep.num_frames <= 20
+
+
+def test_a_recording_does_not_start_without_room(small_disk):
+    home = small_disk / "home"
+    with Store.open(home) as store:
+        fill(small_disk, leave=1_000_000)
+        with pytest.raises(DiskFullError, match=rf"disk full at {home}: .* MB needed .*free space and run"):
+            record(store, n=5)
+        assert store.episodes(status=None) == [] or all(e.status == "discarded" for e in store.episodes(status=None))
+
+
+def test_a_new_store_on_a_full_disk_is_one_line(small_disk, capsys):
+    fill(small_disk, leave=0)
+    assert main(["--home", str(small_disk / "new"), "datasets", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full at" in err and "sqlalche" not in err and "SQL" not in err
+
+
+def _full_index(small_disk):
+    home = small_disk / "home"
+    with Store.open(home) as store:
+        record(store, n=10)
+    filler = fill(small_disk, leave=0)
+    return home, filler
+
+
+def test_index_on_a_full_disk_is_not_called_corrupt_and_repair_refuses(small_disk, capsys):
+    home, filler = _full_index(small_disk)
+    before = _sha(home / "index.sqlite")
+    for argv in (["datasets", "list"], ["store", "check"], ["store", "check", "--repair"]):
+        assert main(["--home", str(home), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert "disk full at" in err and "corrupt" not in err and "not a readable" not in err, err
+    assert _sha(home / "index.sqlite") == before
+    assert not list(home.glob("index.sqlite.corrupt-*"))  # nothing moved aside
+    filler.unlink()
+    assert main(["--home", str(home), "datasets", "list"]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_injected_sqlite_io_error_on_a_full_disk_is_not_corrupt(home, monkeypatch, capsys):
+    with Store.open(home) as store:
+        record(store, n=5)
+    real = sqlite3.connect
+
+    def connect(*a, **kw):
+        err = sqlite3.OperationalError("disk I/O error")
+        err.sqlite_errorcode = 10 | (23 << 8)  # SQLITE_IOERR_SHMOPEN
+        raise err
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(faults, "free_bytes", lambda _p: 0)
+    assert main(["--home", str(home), "store", "check", "--repair"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full at" in err and "not a readable" not in err
+    monkeypatch.setattr(sqlite3, "connect", real)
+    assert not list(home.glob("index.sqlite.corrupt-*"))
+
+
+def test_a_locked_index_is_one_line_naming_the_store(home):
+    from recorder.store.faults import known_sqlite_error
+
+    with Store.open(home) as store:
+        record(store, n=3)
+    holder = sqlite3.connect(home / "index.sqlite")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        other = sqlite3.connect(home / "index.sqlite", timeout=0)
+        with pytest.raises(sqlite3.OperationalError) as info:
+            other.execute("INSERT INTO datasets(name, version) VALUES ('x', 0)")
+        other.close()
+    finally:
+        holder.rollback()
+        holder.close()
+    err = known_sqlite_error(info.value, home / "index.sqlite")
+    assert err is not None and "locked by another process" in str(err) and str(home) in str(err)
+
+
+def _cut_video(tmp, home=None):
+    src = tmp / "front.mp4"
+    with Store.open(tmp / "h") as store:
+        info = record(store, n=40)
+    path = info.path / "video" / "front.mp4"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size * 2 // 3)
+    return path, src
+
+
+class _FullDst:
+    """An output container whose writes fail with ENOSPC, as FFmpeg's do on a full disk."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __enter__(self):
+        self._real.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._real.__exit__(*exc)
+
+    def add_stream_from_template(self, s):
+        return self._real.add_stream_from_template(s)
+
+    def mux(self, packet):
+        raise av.error.OSError(errno.ENOSPC, "No space left on device", "dst.mp4")
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "injected"])
+def test_remux_on_a_full_disk_never_empties_the_video(how, tmp_path, request, monkeypatch):
+    if how == "tmpfs":
+        disk = request.getfixturevalue("small_disk")
+        path, _ = _cut_video(disk)
+        fill(disk, leave=0)
+    else:
+        path, _ = _cut_video(tmp_path)
+        real_open = av.open
+        monkeypatch.setattr(av, "open", lambda f, mode="r", **kw: _FullDst(real_open(f, mode, **kw))
+                            if mode == "w" else real_open(f, mode, **kw))
+    before, size = _sha(path), path.stat().st_size
+    with pytest.raises(DiskFullError, match="disk full at"):
+        remux_prefix(path, 30.0, 40)
+    assert path.stat().st_size == size and _sha(path) == before
+    assert not list(path.parent.glob("*.salvage.mp4"))
