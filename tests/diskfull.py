@@ -1,4 +1,6 @@
-"""A small real disk for disk-full tests: a 30 MB tmpfs (skips cleanly where mounting is not allowed)."""
+"""A small real disk for disk-full tests: a 30 MB tmpfs (skips cleanly where mounting is not allowed).
+
+``small_disk`` (the fixture, in tests/conftest.py) calls :func:`mount_small_disk`; :func:`fill` leaves N bytes."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import pytest
 SIZE_MB = 30
 
 
-@pytest.fixture
-def small_disk(tmp_path):
+def mount_small_disk(tmp_path):
     """A fresh 30 MB tmpfs folder; the test is skipped where this machine does not allow mounting one."""
     mnt = tmp_path / "disk"
     mnt.mkdir()

@@ -52,10 +52,15 @@ class Backup:
         except OSError:
             shutil.copy2(path, dest)
         self.manifest["files"].append(str(rel))
+        self.save()
+        return dest
+
+    def save(self) -> None:
+        """Write the manifest (also with no file kept: the index row before a cut is worth keeping)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=1))
         os.replace(tmp, self.folder / MANIFEST)
-        return dest
 
     @property
     def used(self) -> bool:

@@ -196,8 +196,10 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
         report.issues.append(
             Issue(
                 "backup",
-                f"backup {b['name']}: originals of {', '.join(b.get('files') or [])} of episode "
-                f"{b.get('episode_id')} ({b.get('reason')}); undo with "
+                f"backup {b['name']}: episode {b.get('episode_id')} as it was before a repair "
+                f"({b.get('num_frames')} ticks, {b.get('status')}"
+                + (f"; originals of {', '.join(b['files'])}" if b.get("files") else "")
+                + f"); undo with "
                 f"'vla-studio --home {root} store restore {b['name']}'",
                 b.get("episode_id"),
                 Path(b["path"]),

@@ -24,16 +24,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
 from recorder.store import models as m
+from recorder.store.backups import BACKUPS_DIR, Backup
 from recorder.store.faults import (
-    MIN_FREE_BYTES,
     IndexCorruptError,
     SpaceReserve,
     disk_full_error,
     is_disk_full,
     known_sqlite_error,
-    require_free,
 )
-from recorder.store.backups import BACKUPS_DIR, Backup
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.paths import resolve_home
 from recorder.store.reader import EpisodeReader
@@ -967,12 +965,14 @@ class Store:
                 return None  # a live writer holds it
         backup = Backup(self.root, folder, episode_id=info.id, num_frames=info.num_frames, status=info.status,
                         reason=f"salvage of episode {info.id} ({info.status})")
-        try:
-            result = salvage_episode(info, backup=backup)
+        try:  # a crashed recording loses only a cut tail: no backup; a stored episode keeps its originals
+            result = salvage_episode(info, backup=None if info.status == "recording" else backup)
         finally:
             release_lock(fd)
-        if backup.used:
-            log.warning("episode %s: originals of rewritten files kept in %s", info.id, backup.folder)
+        if not backup.used and info.status in ("complete", "recovered") and result.num_frames < info.num_frames:
+            backup.save()  # no file rewritten, but the cut of the index row can be undone too
+        if backup.folder.is_dir():
+            log.info("episode %s: what the repair changed can be undone from %s", info.id, backup.folder)
         if result.num_frames == 0:
             self._set_discarded(episode_id, note=f"nothing usable after a crash: {result.reason}")
             info = self.episode(episode_id)

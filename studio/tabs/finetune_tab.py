@@ -40,7 +40,14 @@ from PyQt6.QtWidgets import (
 )
 
 from finetune.presets import PRESETS, detect_gpu, preset_for
-from finetune.run_config import FinetuneConfig, effective_status, last_checkpoint, make_run_id, pid_alive, run_dir
+from finetune.run_config import (
+    FinetuneConfig,
+    effective_status,
+    last_checkpoint,
+    make_run_id,
+    pid_alive,
+    run_dir,
+)
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 

@@ -6,11 +6,9 @@ import errno
 import json
 import shutil
 
-import pytest
-
 from recorder.store import Store
 from studio.cli import main
-from tests.diskfull import fill, small_disk  # noqa: F401 - a fixture
+from tests.diskfull import fill
 from tests.finetune.synth_store import one_torch_thread, write_dataset  # noqa: F401
 
 TRAIN = ["--model", "tiny", "--steps", "3", "--batch", "2", "--lora-rank", "4", "--save-every", "1",

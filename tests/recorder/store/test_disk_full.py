@@ -11,16 +11,15 @@ import av
 import numpy as np
 import pytest
 
-from recorder.store import Store
-from recorder.store import faults
+from recorder.store import Store, faults
 from recorder.store.check import check_store
 from recorder.store.faults import DiskFullError
 from recorder.store.recovery import remux_prefix
 from recorder.store.video import VideoEncoder
 from studio.cli import main
-from tests.diskfull import fill, small_disk  # noqa: F401 - a fixture
+from tests.diskfull import fill
 
-from .helpers import CAMERAS, LOWDIM, record, smooth_image, state, action
+from .helpers import CAMERAS, LOWDIM, action, record, state
 
 
 def _sha(p):

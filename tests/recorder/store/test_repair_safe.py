@@ -9,6 +9,7 @@ import pytest
 from recorder.errors import StoreError
 from recorder.store import Store
 from recorder.store.check import check_store
+from recorder.store.video import scan_video
 from studio.cli import main
 
 from .helpers import record
@@ -23,8 +24,10 @@ def test_repair_of_one_cut_stream_keeps_the_others_and_can_be_undone(home, capsy
         info = record(store, n=75)
     front, wrist, low = (info.path / "video" / "front.mp4", info.path / "video" / "wrist.mp4",
                          info.path / "lowdim.arrows")
-    with open(front, "r+b") as f:
-        f.truncate(front.stat().st_size // 2)
+    idx = scan_video(front, 30.0)
+    j = len(idx.pos) // 2
+    with open(front, "r+b") as f:  # cut inside a packet half-way through the video
+        f.truncate(int(idx.pos[j] + idx.size[j] // 2))
     cut, intact = _sha(front), {p: _sha(p) for p in (wrist, low)}
 
     assert main(["--home", str(home), "store", "check", "--repair"]) == 0
