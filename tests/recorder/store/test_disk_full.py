@@ -204,3 +204,16 @@ def test_remux_on_a_full_disk_never_empties_the_video(how, tmp_path, request, mo
         remux_prefix(path, 30.0, 40)
     assert path.stat().st_size == size and _sha(path) == before
     assert not list(path.parent.glob("*.salvage.mp4"))
+
+
+def test_a_store_write_on_a_full_disk_is_one_line(small_disk):
+    home = small_disk / "home"
+    with Store.open(home) as store:
+        infos = [record(store, n=3) for _ in range(3)]
+        filler = fill(small_disk, leave=0)
+        with pytest.raises(DiskFullError, match=rf"^disk full at {home}: .*free space and run"):
+            for i in range(200):  # the WAL grows until SQLite finds no room
+                store.update_episode(infos[i % 3].id, notes="x" * 4000 + str(i))
+        filler.unlink()
+        store.update_episode(infos[0].id, notes="fine again")
+        assert store.episode(infos[0].id).notes == "fine again"
