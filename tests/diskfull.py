@@ -45,3 +45,22 @@ def fill(disk, leave: int = 0) -> os.PathLike:
                 break
             free = shutil.disk_usage(disk).free - leave
     return path
+
+
+def encoder_enospc_from(monkeypatch, first_tick: int) -> None:
+    """Inject a full disk at the video write: every camera's encoder fails with ENOSPC (as FFmpeg reports it)
+    from ``first_tick`` on."""
+    import errno
+
+    import av
+
+    from recorder.store.video import VideoEncoder
+
+    real = VideoEncoder._encode_one
+
+    def encode(self, tick, image):
+        if tick >= first_tick:
+            raise av.error.OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real(self, tick, image)
+
+    monkeypatch.setattr(VideoEncoder, "_encode_one", encode)

@@ -57,10 +57,10 @@ class Backup:
 
     def save(self) -> None:
         """Write the manifest (also with no file kept: the index row before a cut is worth keeping)."""
+        from recorder.store.writer import write_json_atomic
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        os.replace(tmp, self.folder / MANIFEST)
+        write_json_atomic(self.folder / MANIFEST, self.manifest)
 
     @property
     def used(self) -> bool:

@@ -1,14 +1,10 @@
 """`vla-studio record` into a full disk (issue 13 item 1): one line, exit 2, the episode kept as recovered."""
 
-import errno
 
-import av
-import pytest
 
 from recorder.store import Store, faults
-from recorder.store.video import VideoEncoder
 from studio.cli import main
-from tests.diskfull import fill
+from tests.diskfull import encoder_enospc_from, fill
 
 ARGS = ["record", "--rig", "sim", "--dataset", "d", "--scripted", "--episodes", "1", "--episode-time", "5",
         "--size", "160x120"]
@@ -31,14 +27,7 @@ def _one_line_and_kept(home, capsys, rc, size=(120, 160)):
 
 
 def test_record_with_injected_enospc(home, capsys, monkeypatch):
-    real = VideoEncoder._encode_one
-
-    def encode(self, tick, image):
-        if tick >= 10:
-            raise av.error.OSError(errno.ENOSPC, "No space left on device", str(self.path))
-        real(self, tick, image)
-
-    monkeypatch.setattr(VideoEncoder, "_encode_one", encode)
+    encoder_enospc_from(monkeypatch, 10)
     ep = _one_line_and_kept(home, capsys, main(["--home", str(home), *ARGS]))
     assert ep.num_frames <= 10
 

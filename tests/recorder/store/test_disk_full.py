@@ -15,9 +15,8 @@ from recorder.store import Store, faults
 from recorder.store.check import check_store
 from recorder.store.faults import DiskFullError
 from recorder.store.recovery import remux_prefix
-from recorder.store.video import VideoEncoder
 from studio.cli import main
-from tests.diskfull import fill
+from tests.diskfull import encoder_enospc_from, fill
 
 from .helpers import CAMERAS, LOWDIM, action, record, state
 
@@ -67,14 +66,7 @@ def test_recording_into_a_full_tmpfs_keeps_the_episode(small_disk):
 
 
 def test_recording_with_injected_enospc_keeps_the_episode(home, monkeypatch):
-    real = VideoEncoder._encode_one
-
-    def encode(self, tick, image):
-        if tick >= 20:
-            raise av.error.OSError(errno.ENOSPC, "No space left on device", str(self.path))
-        real(self, tick, image)
-
-    monkeypatch.setattr(VideoEncoder, "_encode_one", encode)
+    encoder_enospc_from(monkeypatch, 20)
     with Store.open(home) as store:
         _w, first, last = _record_until_full(store)
         ep = _assert_kept_recovered(store, last)

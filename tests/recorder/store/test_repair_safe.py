@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import sqlite3
 
 import pytest
 
@@ -12,7 +11,7 @@ from recorder.store.check import check_store
 from recorder.store.video import scan_video
 from studio.cli import main
 
-from .helpers import record
+from .helpers import drop_index_row, record
 
 
 def _sha(p):
@@ -107,11 +106,7 @@ def test_garbage_meta_json_is_caught_by_check_and_rewritten_by_repair(home, caps
 def test_an_orphan_folder_with_garbage_meta_is_named_not_fixable(home):
     with Store.open(home) as store:
         info = record(store, n=4)
-    con = sqlite3.connect(home / "index.sqlite")
-    con.execute("PRAGMA foreign_keys=ON")
-    con.execute("DELETE FROM episodes WHERE id = ?", (info.id,))
-    con.commit()
-    con.close()
+    drop_index_row(home, info.id)
     (info.path / "meta.json").write_text("[1, 2")
     (issue,) = check_store(home).problems
     assert issue.kind == "orphan-folder" and not issue.fixable and "not valid JSON" in issue.message
