@@ -22,7 +22,7 @@ from sqlalchemy import select
 from recorder.errors import StoreError
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
-from recorder.store.faults import MIN_FREE_BYTES, IndexCorruptError, require_free
+from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
 from recorder.store.paths import resolve_home
@@ -95,6 +95,8 @@ def _episode_problems(
                              folder / META_FILE))
     try:
         data, _ = read_lowdim(folder / LOWDIM_FILE)
+    except DiskReadError:
+        raise  # the disk failed, not the file: nothing to repair
     except StoreError as err:
         return out + [Issue("lowdim-truncated", f"episode {ep_id}: {err}", ep_id, folder / LOWDIM_FILE)]
     n_rows = len(data["index"])
@@ -112,6 +114,8 @@ def _episode_problems(
         path = folder / "video" / f"{cam}.mp4"
         try:
             idx = scan_video(path, fps)
+        except DiskReadError:
+            raise
         except StoreError as err:
             out.append(Issue("video-missing", f"episode {ep_id}: {err}", ep_id, path))
             continue

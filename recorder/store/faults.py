@@ -39,6 +39,26 @@ class DiskFullError(StoreError):
     """The disk holding the store (or a run, an export) has no room for the write asked for."""
 
 
+class DiskReadError(StoreError):
+    """Reading a file failed at the disk (EIO, a stale network mount): the file may be fine; nothing is repaired."""
+
+
+#: errno values of a read that failed at the disk, not because the file's bytes are bad
+_IO_ERRNOS = {errno.EIO, errno.ENXIO, errno.ENODEV, errno.ESTALE, errno.ETIMEDOUT}
+
+
+def read_fault(err: BaseException, path: str | os.PathLike[str]) -> DiskReadError | None:
+    """A DiskReadError for an I/O error (EIO and the like) while reading ``path``, else None."""
+    code = getattr(err, "errno", None)
+    if code in _IO_ERRNOS:
+        why = getattr(err, "strerror", None) or os.strerror(code)
+        return DiskReadError(
+            f"I/O error reading {path} ({why}); the file is not judged damaged and nothing is changed: check the "
+            "disk (dmesg, a network mount that went away) and retry"
+        )
+    return None
+
+
 class IndexCorruptError(StoreError):
     """index.sqlite is damaged (not a SQLite file, failed integrity check): repair rebuilds it."""
 

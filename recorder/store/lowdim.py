@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.errors import StoreError
-from recorder.store.faults import MIN_FREE_BYTES, free_bytes
+from recorder.store.faults import MIN_FREE_BYTES, free_bytes, read_fault
 from recorder.store.types import LowdimSpec
 
 FILENAME = "lowdim.arrows"
@@ -139,6 +139,9 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
         try:
             reader = pa.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:
+            fault = read_fault(err, path)
+            if fault is not None:
+                raise fault from None
             raise StoreError(
                 f"{path} is not a readable Arrow stream ({err}); run 'vla-studio store check --repair'"
             ) from None
@@ -148,7 +151,10 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
                 batches.append(reader.read_next_batch())
             except StopIteration:
                 break
-            except (pa.ArrowInvalid, OSError):
+            except (pa.ArrowInvalid, OSError) as err:
+                fault = read_fault(err, path)
+                if fault is not None:
+                    raise fault from None
                 truncated = True
                 break
     table = pa.Table.from_batches(batches, schema=schema)
@@ -188,6 +194,10 @@ def write_lowdim_table(
                 w.prepare({k: data[k][i] for k in lowdim}),
             )
         w.close()
+        back, cut = read_lowdim(tmp)
+        if cut or len(back["index"]) != n:
+            raise StoreError(f"{tmp}: the rewritten table reads back {len(back['index'])} of {n} rows; "
+                             f"{path} is left as it was")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ import numpy as np
 
 from recorder.errors import StoreError
 from recorder.store.backups import Backup
-from recorder.store.faults import disk_full_error, is_disk_full
+from recorder.store.faults import DiskReadError, disk_full_error, is_disk_full
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim, write_lowdim_table
 from recorder.store.types import EpisodeInfo
@@ -126,6 +126,8 @@ def salvage_episode(info: EpisodeInfo, backup: Backup | None = None) -> SalvageR
         meta, segments = None, None
     try:
         data, ld_truncated = read_lowdim(folder / LOWDIM_FILE)
+    except DiskReadError:
+        raise  # an I/O error says nothing about the file: salvage nothing, change nothing
     except StoreError as err:
         return SalvageResult(0, reason=str(err))
     n_rows = len(data["index"])
@@ -135,6 +137,8 @@ def salvage_episode(info: EpisodeInfo, backup: Backup | None = None) -> SalvageR
         path = folder / "video" / f"{cam}.mp4"
         try:
             idx = scan_video(path, info.fps)
+        except DiskReadError:
+            raise
         except StoreError as err:
             return SalvageResult(0, reason=str(err))
         indexes[cam] = idx

@@ -27,7 +27,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from recorder.errors import StoreError
-from recorder.store.faults import is_disk_full
+from recorder.store.faults import is_disk_full, read_fault
 from recorder.store.types import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,9 @@ def scan_video(path: Path, fps: float) -> PacketIndex:
     try:
         container = av.open(str(path), "r")
     except av.error.FFmpegError as err:
+        fault = read_fault(err, path)
+        if fault is not None:
+            raise fault from None
         why = getattr(err, "strerror", None) or err
         raise StoreError(
             f"{path} is truncated or not a video ({why}); run 'vla-studio store check --repair'"

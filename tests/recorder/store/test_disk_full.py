@@ -209,3 +209,25 @@ def test_a_store_write_on_a_full_disk_is_one_line(small_disk):
         filler.unlink()
         store.update_episode(infos[0].id, notes="fine again")
         assert store.episode(infos[0].id).notes == "fine again"
+
+
+def test_an_io_error_reading_a_stream_is_not_called_damage(home, monkeypatch, capsys):
+    import pyarrow as pa
+
+    with Store.open(home) as store:
+        info = record(store, n=8)
+    real = pa.ipc.open_stream
+
+    def eio(*a, **kw):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(pa.ipc, "open_stream", eio)
+    for argv in (["store", "check"], ["store", "check", "--repair"]):
+        assert main(["--home", str(home), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "I/O error reading" in err and "lowdim.arrows" in err and "nothing is changed" in err
+    monkeypatch.setattr(pa.ipc, "open_stream", real)
+    with Store.open(home) as store:
+        ep = store.episode(info.id)
+        assert ep.status == "complete" and ep.num_frames == 8
+    assert not (home / "backups").exists()
