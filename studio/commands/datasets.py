@@ -165,13 +165,27 @@ def _export(args) -> int:
     store = _open(args)
     try:
         eps = select(store, args.name, args.task, _success_arg(args.success), args.source, args.tag)
-        res = export_lerobot(store, args.out, eps, codec=args.codec, overwrite=args.force,
-                             robot_type=args.robot_type, progress=_progress)
+        try:
+            res = export_lerobot(store, args.out, eps, codec=args.codec, overwrite=args.force,
+                                 robot_type=args.robot_type, progress=_progress)
+        except OSError as err:  # the half-written export is removed by export_lerobot
+            _raise_if_disk_full(err, args.out, eps)
+            raise
         print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
               f"({res.frames_per_s:.0f} frames/s)")
     finally:
         store.close()
     return 0
+
+
+def _raise_if_disk_full(err: OSError, out: Path, eps) -> None:
+    """DiskFullError (one line: where, how much) when ``err`` is the disk holding ``out`` running full."""
+    from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
+
+    target = Path(out).absolute().parent
+    if is_disk_full(err, target) or free_bytes(target) < MIN_FREE_BYTES:
+        need = sum(p.stat().st_size for e in eps for p in e.path.rglob("*") if p.is_file())
+        raise disk_full_error(target, need, "the export again") from None
 
 
 def _import(args) -> int:

@@ -231,3 +231,21 @@ def test_an_io_error_reading_a_stream_is_not_called_damage(home, monkeypatch, ca
         ep = store.episode(info.id)
         assert ep.status == "complete" and ep.num_frames == 8
     assert not (home / "backups").exists()
+
+
+def test_an_export_into_a_full_disk_is_one_line_and_leaves_nothing(home, small_disk, capsys):
+    with Store.open(home) as store:
+        rng = np.random.default_rng(1)
+        w = store.begin_episode(dataset="d", task="t", fps=30.0, cameras=CAMERAS, lowdim=LOWDIM)
+        for i in range(30):  # noise: the export's videos are large
+            w.add_tick(t=i / 30, frames={c: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for c in CAMERAS},
+                       values={"observation.state": state(i), "action": action(i)})
+        w.finish(success=True)
+    fill(small_disk, leave=100_000)
+    out = small_disk / "export"
+    assert main(["--home", str(home), "datasets", "export", "d", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("export", "  "))]
+    assert any(x.startswith(f"vla-studio: error: disk full at {small_disk}") and "MB needed" in x for x in lines), err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(small_disk.glob("export*"))
