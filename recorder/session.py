@@ -554,7 +554,7 @@ class RecordSession:
             msg = f"internal error: {type(err).__name__}: {err}"
         else:
             msg = str(err)
-        if left_for_recovery:
+        if left_for_recovery and not isinstance(err, DiskFullError):  # that one says what was kept
             msg += "; the episode will be recovered when the store is next opened"
         self.fault_is_bug = bug
         kept = self._close_open_episode(f"stopped by a fault: {err}")

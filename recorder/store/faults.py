@@ -35,8 +35,15 @@ SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 3, 5, 6, 8
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
 
 
-class DiskFullError(StoreError):
-    """The disk holding the store (or a run, an export) has no room for the write asked for."""
+class DiskFullError(StoreError, OSError):
+    """The disk holding the store (or a run, an export) has no room for the write asked for.
+
+    Also an ``OSError`` with errno ENOSPC, so that code keeping what was written on a disk fault (the record
+    loop) treats it like the raw error; ``str()`` is the one line for the person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
 
 
 class DiskReadError(StoreError):
