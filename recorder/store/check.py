@@ -132,7 +132,12 @@ def _episode_problems(
     return out
 
 
-def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> CheckReport:
+def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reindex_runs=None) -> CheckReport:
+    """Compare the index with the files; ``repair`` fixes what it can.
+
+    ``reindex_runs(store) -> list[run_id]`` (the fine-tune side's ``finetune.run_config.reindex_runs``) puts
+    ``runs/`` folders the index lacks back in; a repair calls it before re-importing episode folders so that
+    rollout episodes find their checkpoints again."""
     root = resolve_home(root).absolute()
     index = root / INDEX_FILE
     report = CheckReport(root)
@@ -212,12 +217,24 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
         )
     if repair and report.problems:
         require_free(root, _repair_needs(root, report), f"'vla-studio --home {root} store check --repair' again")
-        _repair(root, report)
+        _repair(root, report, reindex_runs)
     return report
 
 
 #: left behind by a writer or a repair that was interrupted (the real file is written, then renamed over)
 _STRAY_SUFFIXES = (META_FILE + ".tmp", ".arrows.tmp", ".salvage.mp4")
+
+
+def _mark_runs(store: Store, report: CheckReport, added: list[str]) -> None:
+    listed = {i.path.name: i for i in report.issues if i.kind == "run-missing"}
+    for run_id in added:
+        run = store.run(run_id)
+        issue = listed.get(run_id)
+        if issue is None:
+            issue = Issue("run-missing", f"fine-tune run {run_id} ({run.path}) was not in the index", path=run.path)
+            report.issues.append(issue)
+        issue.fixed = True
+        issue.message += f" -> re-indexed ({run.status}, {run.num_checkpoints} checkpoints)"
 
 
 def _run_ids(engine) -> set[str]:
@@ -337,7 +354,7 @@ def _move_aside(index: Path) -> Path:
     return dest
 
 
-def _repair(root: Path, report: CheckReport) -> None:
+def _repair(root: Path, report: CheckReport, reindex_runs=None) -> None:
     index = root / INDEX_FILE
     for issue in report.issues:
         if issue.kind == "index-corrupt":
@@ -347,6 +364,8 @@ def _repair(root: Path, report: CheckReport) -> None:
     rebuild = any(i.kind in ("index-corrupt", "index-missing") for i in report.issues)
     store = Store._open_unchecked(root) if rebuild else Store.open(root)
     try:
+        if reindex_runs is not None:
+            _mark_runs(store, report, reindex_runs(store))
         salvaged = {info.id for info in store.recovered}
         known = {e.uuid for e in store.episodes(status=None)}
         salvaged_now: set[int] = set()
@@ -498,7 +517,9 @@ def import_folder(store: Store, folder: Path):
             )
             s.add(ds)
         ck = meta.get("checkpoint_id")
-        if ck is not None and s.get(m.Checkpoint, ck) is None:
+        if meta.get("checkpoint_path"):  # ids change when an index is rebuilt; the folder does not
+            ck = s.scalar(select(m.Checkpoint.id).where(m.Checkpoint.path == str(meta["checkpoint_path"])))
+        elif ck is not None and s.get(m.Checkpoint, ck) is None:
             ck = None
         ep = m.Episode(
             uuid=folder.name,

@@ -470,7 +470,8 @@ class Store:
                 ds.features = features
             else:
                 _check_features(dataset, ds.features, features)
-            if checkpoint_id is not None and s.get(m.Checkpoint, checkpoint_id) is None:
+            ck = s.get(m.Checkpoint, checkpoint_id) if checkpoint_id is not None else None
+            if checkpoint_id is not None and ck is None:
                 raise StoreError(
                     f"checkpoint id {checkpoint_id} is not in {self.index_path}; "
                     "register it with add_checkpoint first"
@@ -489,6 +490,8 @@ class Store:
                 "cameras": {c: sp.to_dict() for c, sp in cams.items()},
                 "lowdim": {k: v.to_dict() for k, v in low.items()},
                 "checkpoint_id": checkpoint_id,
+                # the checkpoint's folder (store-relative): links the episode again when the index is rebuilt
+                "checkpoint_path": ck.path if ck is not None else None,
                 "status": "recording",
                 "tags": list(tags),
             }

@@ -25,6 +25,7 @@ def register(sub) -> None:
 
 
 def _info(args) -> int:
+    from finetune.run_config import effective_status
     from recorder.store import Store
 
     with Store.open(args.home) as store:
@@ -45,7 +46,8 @@ def _info(args) -> int:
                             for d in datasets
                         ],
                         "runs": [
-                            {"run_id": r.run_id, "status": r.status, "checkpoints": r.num_checkpoints}
+                            {"run_id": r.run_id, "status": effective_status(r.status, r.path),
+                             "checkpoints": r.num_checkpoints}
                             for r in runs
                         ],
                     }
@@ -66,16 +68,15 @@ def _info(args) -> int:
                 + (f" ({other})" if other else "")
             )
         for r in runs:
-            print(f"  run {r.run_id}: {r.status}, {r.num_checkpoints} checkpoints")
+            print(f"  run {r.run_id}: {effective_status(r.status, r.path)}, {r.num_checkpoints} checkpoints")
     return 0
 
 
 def _check(args) -> int:
+    from finetune.run_config import reindex_runs
     from recorder.store.check import NOTES, check_store
 
-    report = check_store(args.home, repair=args.repair)
-    if args.repair and report.problems:
-        _reindex_runs(args.home, report)
+    report = check_store(args.home, repair=args.repair, reindex_runs=reindex_runs)
     print(f"store {report.root}: {report.episodes_checked} episodes checked")
     for issue in report.issues:
         if issue.fixed:
@@ -91,25 +92,6 @@ def _check(args) -> int:
     if not args.repair:
         print("  run 'vla-studio store check --repair' to fix what can be fixed")
     return 1
-
-
-def _reindex_runs(home, report) -> None:
-    """After a repair: runs/ folders the index lacks (all of them when it was rebuilt) go back in."""
-    from finetune.run_config import reindex_runs
-    from recorder.store import Store
-    from recorder.store.check import Issue
-
-    with Store.open(home, recover=False) as store:
-        added = reindex_runs(store)
-        listed = {i.path.name: i for i in report.issues if i.kind == "run-missing"}
-        for run_id in added:
-            run = store.run(run_id)
-            issue = listed.get(run_id) or Issue("run-missing", f"fine-tune run {run_id} ({run.path}) was not in the index",
-                                                path=run.path)
-            issue.fixed = True
-            issue.message += f" -> re-indexed ({run.status}, {run.num_checkpoints} checkpoints)"
-            if run_id not in listed:
-                report.issues.append(issue)
 
 
 def _restore(args) -> int:
