@@ -33,6 +33,7 @@ from recorder.store.store import (
     RUNS_DIR,
     Store,
     _refuse_foreign,
+    _rel,
     _stream_rows,
     check_schema_version,
     make_engine,
@@ -396,7 +397,10 @@ def _repair(root: Path, report: CheckReport, reindex_runs=None) -> None:
                     backup = Backup(root, info.path, episode_id=info.id, num_frames=info.num_frames,
                                     status=info.status, reason=f"unreadable meta.json of episode {info.id}")
                     backup.keep(info.path / META_FILE)
-                write_json_atomic(info.path / META_FILE, _meta_from_info(info))
+                meta = _meta_from_info(info)
+                if info.checkpoint_id is not None:
+                    meta["checkpoint_path"] = _rel(store.checkpoint(info.checkpoint_id).path, root)
+                write_json_atomic(info.path / META_FILE, meta)
                 issue.fixed = True
             elif issue.kind == "stray-temp":
                 issue.path.unlink(missing_ok=True)
