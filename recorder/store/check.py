@@ -39,6 +39,7 @@ from recorder.store.store import (
     make_engine,
     probe_index,
     remove_episode_folder,
+    sql_errors,
     validate_root,
 )
 from recorder.store.types import DELETING, CameraSpec, LowdimSpec
@@ -159,30 +160,8 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reind
     known_uuids: set[str] = set()
     known_runs: set[str] = set()
     if index.is_file():
-        engine = make_engine(index, read_only=True)
-        try:
-            try:
-                uv, rev, tables = probe_index(index)
-            except IndexCorruptError as err:  # a full disk, a lock, an I/O error: raised as they are
-                report.issues.append(Issue("index-corrupt", str(err), path=index))
-                engine.dispose()
-                engine = None
-            if engine is not None:
-                _refuse_foreign(index, uv, rev, tables)
-                if check_schema_version(index, uv, rev):
-                    report.issues.append(
-                        Issue(
-                            "schema-old",
-                            f"{index} has an older schema; it is migrated on the next open",
-                            path=index,
-                        )
-                    )
-                if rev is not None:
-                    _check_rows(engine, root, report, known_uuids)
-                    known_runs |= _run_ids(engine)
-        finally:
-            if engine is not None:
-                engine.dispose()
+        with sql_errors(root, f"'vla-studio --home {root} store check' again"):
+            _check_index(root, index, report, known_uuids, known_runs)
     eps_dir = root / EPISODES_DIR
     if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
         for folder in sorted(eps_dir.iterdir()):
@@ -285,6 +264,26 @@ def _repair_needs(root: Path, report: CheckReport) -> int:
         if issue.kind in ("video-truncated", "lowdim-truncated") and issue.path is not None and issue.path.is_file():
             need += issue.path.stat().st_size
     return need
+
+
+def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[str], known_runs: set[str]) -> None:
+    engine = make_engine(index, read_only=True)
+    try:
+        try:
+            uv, rev, tables = probe_index(index)
+        except IndexCorruptError as err:  # a full disk, a lock, an I/O error: raised as they are
+            report.issues.append(Issue("index-corrupt", str(err), path=index))
+            return
+        _refuse_foreign(index, uv, rev, tables)
+        if check_schema_version(index, uv, rev):
+            report.issues.append(
+                Issue("schema-old", f"{index} has an older schema; it is migrated on the next open", path=index)
+            )
+        if rev is not None:
+            _check_rows(engine, root, report, known_uuids)
+            known_runs |= _run_ids(engine)
+    finally:
+        engine.dispose()
 
 
 def _meta_status(folder: Path) -> str | None:
