@@ -249,3 +249,19 @@ def test_an_export_into_a_full_disk_is_one_line_and_leaves_nothing(home, small_d
     assert any(x.startswith(f"vla-studio: error: disk full at {small_disk}") and "MB needed" in x for x in lines), err
     assert "Traceback" not in err
     assert not out.exists() and not list(small_disk.glob("export*"))
+
+
+def test_repair_refuses_to_start_without_room_for_what_it_rewrites(home, monkeypatch, capsys):
+    with Store.open(home) as store:
+        info = record(store, n=30)
+    video = info.path / "video" / "front.mp4"
+    with open(video, "r+b") as f:
+        f.truncate(video.stat().st_size * 2 // 3)
+    before = _sha(video)
+    monkeypatch.setattr(faults, "free_bytes", lambda _p: 100_000)  # readable, but almost no room left
+    assert main(["--home", str(home), "store", "check", "--repair"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full at" in err and "store check --repair' again" in err
+    assert _sha(video) == before
+    with Store.open(home) as store:
+        assert store.episode(info.id).status == "complete" and store.episode(info.id).num_frames == 30
