@@ -38,7 +38,7 @@ def test_record_into_a_full_tmpfs(small_disk, capsys, monkeypatch):
 
     def begin_then_fill(self, **kw):
         writer = real(self, **kw)
-        fill(small_disk, leave=faults.MIN_FREE_BYTES + 80_000)  # a second or two of video, then the disk is full
+        fill(small_disk, leave=faults.MIN_FREE_BYTES + 30_000)  # the first second of video, then the disk is full
         return writer
 
     monkeypatch.setattr(Store, "begin_episode", begin_then_fill)

@@ -265,3 +265,15 @@ def test_repair_refuses_to_start_without_room_for_what_it_rewrites(home, monkeyp
     assert _sha(video) == before
     with Store.open(home) as store:
         assert store.episode(info.id).status == "complete" and store.episode(info.id).num_frames == 30
+
+
+def test_a_sqlite_error_that_is_a_bug_is_not_disguised(home):
+    import sqlalchemy as sa
+
+    from recorder.store import models as m
+
+    with Store.open(home) as store:
+        store.get_or_create_dataset("d")
+        with pytest.raises(sa.exc.IntegrityError):  # a broken invariant of ours: raised as it is, with its trace
+            with store._write() as s:
+                s.add(m.Dataset(name="d", version=0))
