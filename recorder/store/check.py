@@ -32,6 +32,7 @@ from recorder.store.store import (
     INDEX_FILE,
     RUNS_DIR,
     Store,
+    _has_store_data,
     _refuse_foreign,
     _rel,
     _stream_rows,
@@ -146,12 +147,12 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reind
     try:
         validate_root(root)
     except StoreError:
-        if not (root / EPISODES_DIR).is_dir() or index.exists():
+        if not _has_store_data(root) or index.exists():
             raise
         report.issues.append(
             Issue(
                 "index-missing",
-                f"{index} is missing; repair rebuilds it from {root / EPISODES_DIR}",
+                f"{index} is missing; repair rebuilds it from {root / EPISODES_DIR} and {root / RUNS_DIR}",
                 path=index,
             )
         )

@@ -145,16 +145,22 @@ def probe_index(index: Path) -> tuple[int, str | None, set[str]]:
     return uv, rev, tables
 
 
+def _has_runs(root: Path) -> bool:
+    """True when ``runs/`` holds a fine-tune run folder (one with its config.json)."""
+    try:
+        return any((p / "config.json").is_file() for p in (root / RUNS_DIR).iterdir())
+    except OSError:
+        return False
+
+
 def _has_store_data(root: Path) -> bool:
     """True when episode or run folders exist under ``root`` (an index there cannot be a new one)."""
-    for sub in (EPISODES_DIR, RUNS_DIR):
-        d = root / sub
-        try:
-            if d.is_dir() and any(p.is_dir() for p in d.iterdir()):
-                return True
-        except OSError:
-            continue
-    return False
+    try:
+        if any(p.is_dir() for p in (root / EPISODES_DIR).iterdir()):
+            return True
+    except OSError:
+        pass
+    return _has_runs(root)
 
 
 def sql_errors(root: Path, then: str = "retry"):
@@ -1049,6 +1055,11 @@ def validate_root(root: Path) -> None:
     if episodes.is_dir() and any(episodes.iterdir()):
         raise StoreError(
             f"{index} is missing but {episodes} holds episodes; run "
+            f"'{_fix_hint(root)}' to rebuild the index from them"
+        )
+    if _has_runs(root):
+        raise StoreError(
+            f"{index} is missing but {root / RUNS_DIR} holds fine-tune runs; run "
             f"'{_fix_hint(root)}' to rebuild the index from them"
         )
     if entries - _STORE_ENTRIES:

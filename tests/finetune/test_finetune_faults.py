@@ -121,3 +121,19 @@ def test_a_rebuilt_index_keeps_runs_and_checkpoints(home, capsys):
         assert {(c.step, c.path) for c in store.checkpoints("kept")} == before
         ep = store.episode(rollout.uuid)  # the rollout episode links to the same checkpoint folder again
         assert ep.checkpoint_id is not None and store.checkpoint(ep.checkpoint_id).path == linked.path
+
+
+def test_a_lost_index_beside_runs_only_is_refused_then_rebuilt(home, capsys):
+    write_dataset(home, "toy", episodes=2, frames=6)
+    assert main(["--home", str(home), "finetune", "--dataset", "toy", *TRAIN, "--run-id", "only",
+                 "--stop-at-step", "1"]) == 0
+    import shutil
+
+    shutil.rmtree(home / "episodes")
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (home / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["--home", str(home), "finetune", "list"]) == 2  # not a silent new, empty store
+    assert "holds fine-tune runs" in capsys.readouterr().err
+    assert main(["--home", str(home), "store", "check", "--repair"]) == 0
+    assert _list(home, capsys)["only"]["status"] == "cancelled"
