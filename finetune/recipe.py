@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -37,6 +38,7 @@ from finetune.checkpoint import (
 from finetune.metrics import JsonlLogger, MetricLogger
 from finetune.presets import GiB, check_fits, estimate_memory, shape_from_folder, shape_from_module
 from finetune.run_config import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     NORM_STATS_FILE,
@@ -49,6 +51,7 @@ from finetune.run_config import (
     run_dir,
 )
 from recorder.errors import ConfigError, KnownError, ModelError
+from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
 
 
 class TrainingError(KnownError):
@@ -466,7 +469,19 @@ class FinetuneRecipe:
 
     def emit(self, payload: dict, step: int | None = None) -> None:
         if self.logger is not None:
-            self.logger.log_dict(payload, self.step if step is None else step)
+            try:
+                self.logger.log_dict(payload, self.step if step is None else step)
+            except OSError as err:
+                if not is_disk_full(err, self.path):
+                    raise
+                if getattr(self, "_disk_full", False):
+                    return  # reported once already; the events that follow (error, warning) cannot be written
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+
+    def _disk_full_error(self, _err: BaseException | None = None):
+        need = sum(p.stat().st_size for p in (self.last_checkpoint or self.path).rglob("*") if p.is_file())
+        return disk_full_error(self.path, need, f"'vla-studio --home {self.home} finetune --resume {self.run_id}'")
 
     def _write_pid(self) -> None:
         start = process_start_time(os.getpid()) or time.time()
@@ -646,10 +661,18 @@ class FinetuneRecipe:
             return None
         metrics = {"step": self.step, "best_val": self.best_val}
         metrics.update({k: v for k, v in (getattr(self, "last_eval", None) or {}).items() if v is not None})
-        path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, samples_seen=self.samples_seen, norm_stats=self.norm_stats,
-                               config=self.cfg.to_dict(), model_info=self.model_info(),
-                               extra={"best_val": self.best_val}, **gathered)
+        try:
+            path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
+                                   scheduler=self.scheduler, samples_seen=self.samples_seen,
+                                   norm_stats=self.norm_stats, config=self.cfg.to_dict(),
+                                   model_info=self.model_info(), extra={"best_val": self.best_val}, **gathered)
+        except BaseException as err:
+            for partial in (self.path / CHECKPOINTS_DIR).glob(".*.partial"):  # a half-written step folder
+                shutil.rmtree(partial, ignore_errors=True)
+            if is_disk_full(err, self.path) or free_bytes(self.path) < MIN_FREE_BYTES:
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+            raise
         self.last_checkpoint = path
         try:
             self._open_store().add_checkpoint(self.run_id, self.step, path, metrics)
@@ -675,7 +698,10 @@ class FinetuneRecipe:
             self._store.close()
             self._store = None
         if self.logger is not None and self._external_logger is None:
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError:  # a full disk: the lines that could be written are in the file
+                pass
         if hasattr(self, "dist"):
             dist_util.destroy(self.dist)
 

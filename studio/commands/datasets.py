@@ -186,8 +186,12 @@ def _export(args) -> int:
         if eps and not chosen:
             raise DatasetError(f"every selected episode of {args.name!r} is marked failed: add --include-failed "
                                "to export them anyway")
-        res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
-                             robot_type=args.robot_type, gop=args.gop, progress=_progress)
+        try:
+            res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
+                                 robot_type=args.robot_type, gop=args.gop, progress=_progress)
+        except OSError as err:  # the half-written export is removed by export_lerobot
+            _raise_if_disk_full(err, args.out, chosen)
+            raise
         skipped = len(eps) - len(chosen)
         note = f" (left out {skipped} failed episodes: --include-failed exports them)" if skipped else ""
         print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
@@ -195,6 +199,16 @@ def _export(args) -> int:
     finally:
         store.close()
     return 0
+
+
+def _raise_if_disk_full(err: OSError, out: Path, eps) -> None:
+    """DiskFullError (one line: where, how much) when ``err`` is the disk holding ``out`` running full."""
+    from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
+
+    target = Path(out).absolute().parent
+    if is_disk_full(err, target) or free_bytes(target) < MIN_FREE_BYTES:
+        need = sum(p.stat().st_size for e in eps for p in e.path.rglob("*") if p.is_file())
+        raise disk_full_error(target, need, "the export again") from None
 
 
 def _import(args) -> int:

@@ -260,6 +260,7 @@ def _run_export(args) -> int:
 
 
 def _run_list(args) -> int:
+    from finetune.run_config import effective_status
     from recorder.store import Store
 
     store = Store.open(args.home)
@@ -268,7 +269,7 @@ def _run_list(args) -> int:
         rows = []
         for r in runs:
             cks = store.checkpoints(run_id=r.run_id)
-            rows.append({"run_id": r.run_id, "status": r.status, "dataset": r.dataset, "model": r.model,
+            rows.append({"run_id": r.run_id, "status": effective_status(r.status, r.path), "dataset": r.dataset, "model": r.model,
                          "best_val": r.best_metric, "checkpoints": len(cks),
                          "last_step": max((c.step for c in cks), default=None),
                          "created": r.created_at.isoformat() if r.created_at else None, "path": str(r.path)})

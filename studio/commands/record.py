@@ -196,8 +196,8 @@ def run_record(
 
     def on_fault(msg: str) -> None:
         print(f"vla-studio: fault: {msg}", file=sys.stderr, flush=True)
-        if not interactive:
-            exit_code["rc"] = 1
+        if not interactive:  # a fault a person can fix (disk full, device lost) exits 2 like any KnownError
+            exit_code["rc"] = 1 if session is None or session.fault_is_bug else 2
             done.set()
 
     try:

@@ -40,7 +40,14 @@ from PyQt6.QtWidgets import (
 )
 
 from finetune.presets import PRESETS, detect_gpu, preset_for, preset_reason
-from finetune.run_config import FinetuneConfig, last_checkpoint, make_run_id, pid_alive, run_dir
+from finetune.run_config import (
+    FinetuneConfig,
+    effective_status,
+    last_checkpoint,
+    make_run_id,
+    pid_alive,
+    run_dir,
+)
 from recorder.errors import KnownError
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
@@ -569,9 +576,7 @@ class FinetuneTab(QWidget):
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None
-            status = run.status
-            if status == "running" and pid_alive(run.path) is None:
-                status = "interrupted"  # the index says running but no process trains it (killed, power loss)
+            status = effective_status(run.status, run.path)  # "running" with no live process: interrupted
             values = [run.run_id, status, run.dataset or "-", run.model, _fmt_duration(duration),
                       "-" if run.best_metric is None else f"{run.best_metric:.4f}", str(run.num_checkpoints)]
             for col, value in enumerate(values):
