@@ -1,4 +1,5 @@
-"""`vla-studio serve --checkpoint CKPT`: serve a tuned policy over a websocket for a remote rollout."""
+"""`vla-studio serve --checkpoint CKPT`: serve a tuned policy over a websocket for a remote rollout, or with
+``--api openvla`` over OpenVLA's REST endpoint (``POST /act``, as its vla-scripts/deploy.py) for OpenVLA clients."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ def register(sub) -> None:
                                    "--host says otherwise; any other address needs --token.")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (runs/<id>/checkpoints/<step>) or run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8765)")
+    p.add_argument("--api", choices=["websocket", "openvla"], default="websocket",
+                   help="websocket: for `vla-studio rollout --policy-url` (default); openvla: OpenVLA's POST /act "
+                        "(deploy.py's JSON + json_numpy), for existing OpenVLA clients")
+    p.add_argument("--port", type=int, default=None, help="port (default 8765; 8000 with --api openvla)")
     p.add_argument("--token", default=None, help="shared secret clients must send (required off loopback)")
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if present)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
@@ -32,11 +36,29 @@ def _run(args) -> int:
 
     policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize)
     policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
+    if args.api == "openvla":
+        return _serve_openvla(policy, args)
     server = PolicyServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
                           max_message_size=int(args.max_message_mb * 1024 * 1024))
     server.start()
     print(f"serving {policy.checkpoint_label} on {server.url} (chunk {policy.chunk_size} x {policy.action_dim}); "
           "Ctrl-C stops", file=sys.stderr, flush=True)
+    try:
+        server._thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _serve_openvla(policy, args) -> int:
+    from finetune.openvla_api import DEFAULT_PORT, OpenVLAServer
+
+    server = OpenVLAServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
+                           max_body=int(args.max_message_mb * 1024 * 1024)).start()
+    print(f"serving {policy.checkpoint_label} on {server.url} (OpenVLA REST API, POST /act); Ctrl-C stops",
+          file=sys.stderr, flush=True)
     try:
         server._thread.join()
     except KeyboardInterrupt:
