@@ -203,3 +203,66 @@ def test_width_that_splits_into_no_heads_is_refused(tmp_path):
     with pytest.raises(ModelError, match="16 heads") as err:
         load_vla(d, device="cpu", dtype=torch.float32)
     assert "model.safetensors" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- fine-tuning
+
+
+def _write_frames_dataset(home: Path, name: str, w: int = 160, h: int = 120) -> list[np.ndarray]:
+    """Two short episodes of w x h frames (a camera's native size, not the model's) with 7-dim actions."""
+    from recorder.store import CameraSpec, Store
+
+    rng = np.random.default_rng(5)
+    frames = []
+    store = Store.open(home)
+    try:
+        for _ in range(2):
+            wr = store.begin_episode(dataset=name, task="pick up the red block", fps=10.0, source="scripted",
+                                     cameras={"front": CameraSpec(width=w, height=h, queue_size=64)},
+                                     lowdim={"observation.state": (7,), "action": (7,)})
+            for t in range(4):
+                img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                frames.append(img)
+                a = rng.uniform(-1, 1, 7).astype(np.float32)
+                wr.add_tick(t=t / 10.0, frames={"front": img}, timestamps={"front": t / 10.0},
+                            values={"observation.state": a, "action": a})
+            wr.finish(success=True)
+    finally:
+        store.close()
+    return frames
+
+
+@pytest.mark.slow  # ~10 s of CPU: a 2-step LoRA run from the 224 px fixture checkpoint
+def test_finetuning_a_published_base_trains_and_rolls_out_on_openvlas_pixels(tmp_path):
+    """Fine-tuning from the published checkpoint: the training samples are OpenVLA's processor pixels of the
+    stored frames (any size), and the tuned checkpoint's policy preprocesses a frame to the same pixels."""
+    from finetune.recipe import FinetuneRecipe
+    from finetune.run_config import FinetuneConfig
+    from finetune.runtime import load_policy
+    from tests.finetune.test_recipe import ListLogger
+
+    home = tmp_path / "home"
+    _write_frames_dataset(home, "cam160")
+    cfg = FinetuneConfig(dataset="cam160", model=str(FIX / "model"), steps=2, batch_size=2, lr=1e-3, lora_rank=4,
+                         eval_every=0, save_every=0, val_fraction=0.0, augment=False, seed=0)
+    recipe = FinetuneRecipe(cfg, home, logger=ListLogger(), install_signal_handlers=False)
+    result = recipe.run()
+    assert result.status == "done" and result.checkpoint is not None
+
+    sample = recipe.data.train.raw_sample(3)
+    from recorder.store import Store
+
+    store = Store.open(home)
+    try:
+        with store.open_episode(sample["episode_id"]) as reader:
+            reader_frame = reader.frame("front", sample["tick"])  # the stored 160x120 frame
+    finally:
+        store.close()
+    assert reader_frame.shape == (120, 160, 3)
+    transform = recipe.vla.image_transform
+    assert transform is not None and transform.strategy == "resize-naive"
+    np.testing.assert_array_equal(sample["images"][0], transform(reader_frame))
+
+    policy = load_policy(result.checkpoint, device="cpu", dtype=torch.float32)
+    assert policy.vla.image_transform == transform
+    np.testing.assert_array_equal(policy._preprocess(reader_frame), sample["images"][0])
