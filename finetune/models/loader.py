@@ -155,6 +155,11 @@ def load_tokenizer(folder: Path):
         if tj.exists():
             tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tj), **special)
         elif sp.exists():
+            try:
+                import sentencepiece  # noqa: F401
+            except ImportError:
+                raise ModelError(f"{sp}: reading a sentencepiece tokenizer needs sentencepiece "
+                                 "(pip install sentencepiece), or put the model's tokenizer.json beside it") from None
             tok = transformers.LlamaTokenizer.from_pretrained(str(folder), **special)
         else:
             raise ModelError(f"{folder}: no tokenizer (tokenizer.json or tokenizer.model); copy the base model's "

@@ -168,6 +168,16 @@ def test_folder_without_tokenizer_fails_naming_it_never_prompts(tmp_path):
     assert "\n" not in msg and str(d) in msg and "tokenizer" in msg
 
 
+def test_unreadable_sentencepiece_tokenizer_is_one_line_naming_it(tmp_path):
+    from finetune.models.loader import load_tokenizer
+
+    (tmp_path / "tokenizer.model").write_bytes(b"not a sentencepiece model")
+    with pytest.raises(ModelError) as err:
+        load_tokenizer(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "tokenizer.model") in msg
+
+
 def test_tower_sizes_come_from_the_weights(tmp_path):
     """A checkpoint whose towers are not the timm table's sizes loads (the fixture's are 64/96 wide, 3 deep),
     and weights that fit no tower are one line naming the weights file."""
