@@ -36,29 +36,21 @@ def _run(args) -> int:
 
     policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize)
     policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
+    max_bytes = int(args.max_message_mb * 1024 * 1024)
     if args.api == "openvla":
-        return _serve_openvla(policy, args)
-    server = PolicyServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
-                          max_message_size=int(args.max_message_mb * 1024 * 1024))
+        from finetune.openvla_api import DEFAULT_PORT as OPENVLA_PORT
+        from finetune.openvla_api import OpenVLAServer
+
+        server = OpenVLAServer(policy, host=args.host, port=args.port or OPENVLA_PORT, token=args.token,
+                               max_body=max_bytes)
+        what = "OpenVLA REST API, POST /act"
+    else:
+        server = PolicyServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
+                              max_message_size=max_bytes)
+        what = f"chunk {policy.chunk_size} x {policy.action_dim}"
     server.start()
-    print(f"serving {policy.checkpoint_label} on {server.url} (chunk {policy.chunk_size} x {policy.action_dim}); "
+    print(f"serving {policy.checkpoint_label} on {server.url} ({what}); "
           "Ctrl-C stops", file=sys.stderr, flush=True)
-    try:
-        server._thread.join()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-def _serve_openvla(policy, args) -> int:
-    from finetune.openvla_api import DEFAULT_PORT, OpenVLAServer
-
-    server = OpenVLAServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
-                           max_body=int(args.max_message_mb * 1024 * 1024)).start()
-    print(f"serving {policy.checkpoint_label} on {server.url} (OpenVLA REST API, POST /act); Ctrl-C stops",
-          file=sys.stderr, flush=True)
     try:
         server._thread.join()
     except KeyboardInterrupt:

@@ -143,6 +143,21 @@ def _copy(tmp_path: Path) -> Path:
     return d
 
 
+def _load_with_edited_weights(tmp_path: Path, edit) -> ModelError:
+    """Copy the fixture, change its state dict with ``edit``, load it: the ModelError it raises."""
+    from safetensors.torch import load_file, save_file
+
+    from finetune.models import load_vla
+
+    d = _copy(tmp_path)
+    sd = edit(load_file(str(d / "model.safetensors")))
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelError) as err:
+        load_vla(d, device="cpu", dtype=torch.float32)
+    assert "\n" not in str(err.value) and "model.safetensors" in str(err.value)
+    return err.value
+
+
 def test_unknown_resize_strategy_is_one_line_naming_the_file(tmp_path):
     from finetune.models import load_vla
 
@@ -181,8 +196,6 @@ def test_unreadable_sentencepiece_tokenizer_is_one_line_naming_it(tmp_path):
 def test_tower_sizes_come_from_the_weights(tmp_path):
     """A checkpoint whose towers are not the timm table's sizes loads (the fixture's are 64/96 wide, 3 deep),
     and weights that fit no tower are one line naming the weights file."""
-    from safetensors.torch import load_file, save_file
-
     from finetune.models import load_vla
 
     vla = load_vla(FIX / "model", device="cpu", dtype=torch.float32)
@@ -190,29 +203,18 @@ def test_tower_sizes_come_from_the_weights(tmp_path):
     assert (c0.embed_dim, c0.depth, c0.num_heads, c0.reg_tokens) == (64, 3, 16, 4)
     assert (c1.embed_dim, c1.depth, c1.num_heads, c1.mlp_hidden) == (96, 3, 16, 358)
 
-    d = _copy(tmp_path)
-    sd = load_file(str(d / "model.safetensors"))
-    sd = {k: v for k, v in sd.items() if not k.startswith("vision_backbone.fused_featurizer.patch_embed")}
-    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelError) as err:
-        load_vla(d, device="cpu", dtype=torch.float32)
-    msg = str(err.value)
-    assert "\n" not in msg and "model.safetensors" in msg and "fused_featurizer.patch_embed" in msg
+    err = _load_with_edited_weights(tmp_path, lambda sd: {
+        k: v for k, v in sd.items() if not k.startswith("vision_backbone.fused_featurizer.patch_embed")})
+    assert "fused_featurizer.patch_embed" in str(err)
 
 
 def test_width_that_splits_into_no_heads_is_refused(tmp_path):
-    from safetensors.torch import load_file, save_file
+    def narrow(sd):
+        k = "vision_backbone.featurizer.patch_embed.proj.weight"
+        sd[k] = torch.zeros((60, 3, 14, 14), dtype=sd[k].dtype)  # 60 is no multiple of DINOv2's 16 heads
+        return sd
 
-    from finetune.models import load_vla
-
-    d = _copy(tmp_path)
-    sd = load_file(str(d / "model.safetensors"))
-    k = "vision_backbone.featurizer.patch_embed.proj.weight"
-    sd[k] = torch.zeros((60, 3, 14, 14), dtype=sd[k].dtype)  # 60 is no multiple of DINOv2's 16 heads
-    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelError, match="16 heads") as err:
-        load_vla(d, device="cpu", dtype=torch.float32)
-    assert "model.safetensors" in str(err.value)
+    assert "16 heads" in str(_load_with_edited_weights(tmp_path, narrow))
 
 
 # ------------------------------------------------------------------------------------------- fine-tuning
