@@ -280,11 +280,11 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     n_img = int(n_images or ours.get("n_images") or 1)
     model_type = config.get("model_type", "")
     if model_type in ("openvla", "prismatic"):
-        from .openvla import vit_configs_from
+        from .openvla import tower_ids, vit_configs_from
         from .preprocess import read_preprocessor
 
         tok = load_tokenizer(folder)
-        n_towers = len(ours.get("vit_configs") or config.get("timm_model_ids") or [0, 0])
+        n_towers = len(ours["vit_configs"]) if ours.get("vit_configs") else len(tower_ids(config))
         transform = None if ours.get("image_pipeline") == "fast" else read_preprocessor(folder, n_towers)
         shapes, wname = weight_shapes(folder)
         vits = vit_configs_from(config, shapes, wname, image_transform=transform)

@@ -87,6 +87,14 @@ class PrismaticProjector(nn.Module):
         return self.fc2(self.act_fn1(self.fc1(x)))
 
 
+def tower_ids(config: dict) -> list[str]:
+    """The timm ids of a published config.json's vision towers (one, or two when fused)."""
+    ids = config.get("timm_model_ids") or BACKBONE_TO_TIMM.get(config.get("vision_backbone_id", ""))
+    if not ids:
+        raise ModelError(f"unsupported vision_backbone_id {config.get('vision_backbone_id')!r} in config.json")
+    return list(ids)
+
+
 def vit_configs_from(config: dict, shapes: dict[str, tuple] | None = None, weights: str = "",
                      image_transform=None) -> list[ViTConfig]:
     """The towers' configs. Ours: ``vla_studio.vit_configs``. Published: the timm ids in config.json give the
@@ -98,9 +106,7 @@ def vit_configs_from(config: dict, shapes: dict[str, tuple] | None = None, weigh
     if ours:
         out = [ViTConfig.from_dict(c) for c in ours]
     else:
-        ids = config.get("timm_model_ids") or BACKBONE_TO_TIMM.get(config.get("vision_backbone_id", ""))
-        if not ids:
-            raise ModelError(f"unsupported vision_backbone_id {config.get('vision_backbone_id')!r} in config.json")
+        ids = tower_ids(config)
         sizes = config.get("image_sizes") or [224] * len(ids)
         out = []
         for i, (tid, size) in enumerate(zip(ids, sizes)):
