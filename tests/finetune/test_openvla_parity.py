@@ -109,6 +109,18 @@ def test_actions_and_logits_match_openvla(policies, ref, strategy, name):
     np.testing.assert_allclose(torch.logsumexp(logits, -1).numpy(), ref[f"{key}/logsumexp"], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", IMAGES)
+def test_resize_crop_pixels_match_openvla_processor(ref, name):
+    import hashlib
+
+    from finetune.models.preprocess import read_preprocessor
+
+    transform = read_preprocessor(FIX / "resize-crop", 2)
+    out = transform(_frame(name)).transpose(2, 0, 1)
+    assert out.shape == (3, 224, 224)
+    assert hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest() == str(ref[f"resize-crop/{name}/image_sha256"])
+
+
 def test_the_fixture_discriminates(ref):
     """The fixture's greedy tokens depend on the frame and on the strategy (so the tests above pin them down)."""
     seqs = {tuple(ref[f"{s}/{n}/tokens"].tolist()) for s in STRATEGIES for n in IMAGES}
