@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--token", default=None, help="shared secret clients must send (required off loopback)")
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if present)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
+    p.add_argument("--unnorm-key", default=None,
+                   help="dataset statistics for real-unit actions when the model has several (e.g. bridge_orig for "
+                        "openvla-7b); OpenVLA clients may also send unnorm_key per request")
     p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
                    help="LLM weights in 4 or 8 bits for small GPUs (CUDA + bitsandbytes); default: as the run was trained (a --4bit run on its 4-bit base)")
     p.set_defaults(func=_run)
@@ -34,7 +37,8 @@ def _run(args) -> int:
         raise ConfigError("serve: --max-message-mb must be positive")
     from studio.rollout_policy import load_local_policy
 
-    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize)
+    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize,
+                               unnorm_key=args.unnorm_key)
     policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
     max_bytes = int(args.max_message_mb * 1024 * 1024)
     if args.api == "openvla":

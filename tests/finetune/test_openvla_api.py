@@ -167,3 +167,43 @@ def test_serve_command_offers_the_openvla_api(capsys):
     assert "--api" in capsys.readouterr().out
     assert main(["serve", "--api", "openvla", "--checkpoint", str(FIX / "model"), "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def _openvla_decode(tokens: np.ndarray, stats: dict) -> np.ndarray:
+    """OpenVLA's predict_action after generate, line for line (modeling_prismatic.py), for a 32064-row model."""
+    bins = np.linspace(-1, 1, 256)
+    bin_centers = (bins[:-1] + bins[1:]) / 2.0
+    discretized = (32064 - 64) - tokens
+    discretized = np.clip(discretized - 1, a_min=0, a_max=bin_centers.shape[0] - 1)
+    normalized = bin_centers[discretized]
+    mask = stats.get("mask", np.ones_like(stats["q01"], dtype=bool))
+    high, low = np.array(stats["q99"]), np.array(stats["q01"])
+    return np.where(mask, 0.5 * (normalized + 1) * (high - low) + low, normalized)
+
+
+def test_a_model_of_several_datasets_serves_the_default_key_and_per_request_keys(tmp_path, ref, capsys):
+    """openvla-7b's case: config.json norm_stats of several datasets, no dataset_statistics.json."""
+    import shutil
+
+    from finetune.openvla_api import OpenVLAServer
+    from finetune.runtime import load_policy
+    from studio.cli import main
+
+    d = tmp_path / "base"
+    shutil.copytree(FIX / "model", d)
+    (d / "dataset_statistics.json").unlink()
+    stats = json.loads((d / "config.json").read_text())["norm_stats"]
+    assert sorted(stats) == ["bridge_orig", "fractal"]
+
+    assert main(["serve", "--api", "openvla", "--checkpoint", str(d), "--device", "cpu"]) == 2
+    assert "several datasets" in capsys.readouterr().err
+
+    tokens = ref["resize-naive/224x224/tokens"]
+    policy = load_policy(d, device="cpu", dtype=torch.float32, unnorm_key="bridge_orig")
+    with OpenVLAServer(policy, port=0) as srv:
+        status, default = act(srv.url, {"image": _frame("224x224"), "instruction": INSTRUCTION})
+        assert status == 200
+        np.testing.assert_array_equal(default, _openvla_decode(tokens, stats["bridge_orig"]["action"]))
+        status, other = act(srv.url, {"image": _frame("224x224"), "instruction": INSTRUCTION, "unnorm_key": "fractal"})
+        assert status == 200
+        np.testing.assert_array_equal(other, _openvla_decode(tokens, stats["fractal"]["action"]))
