@@ -183,10 +183,16 @@ def test_unknown_resize_strategy_is_one_line_naming_the_file(tmp_path):
     assert "\n" not in msg and "preprocessor_config.json" in msg and "resize-fancy" in msg
 
 
-def test_folder_without_tokenizer_fails_naming_it_never_prompts(tmp_path):
+def test_folder_without_tokenizer_fails_naming_it_never_prompts(tmp_path, monkeypatch):
+    """The fixture's config.json has OpenVLA's auto_map (remote code): nothing may ask trust-remote-code."""
     from finetune.models import load_vla
 
+    def no_prompt(*a, **k):
+        raise AssertionError("prompted on the terminal")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
     d = _copy(tmp_path)
+    assert "auto_map" in json.loads((d / "config.json").read_text())
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (d / f).unlink()
     with pytest.raises(ModelError) as err:
