@@ -187,8 +187,11 @@ def test_folder_without_tokenizer_fails_naming_it_never_prompts(tmp_path, monkey
     """The fixture's config.json has OpenVLA's auto_map (remote code): nothing may ask trust-remote-code."""
     from finetune.models import load_vla
 
+    prompts = []
+
     def no_prompt(*a, **k):
-        raise AssertionError("prompted on the terminal")
+        prompts.append(a)
+        raise EOFError
 
     monkeypatch.setattr("builtins.input", no_prompt)
     d = _copy(tmp_path)
@@ -199,6 +202,7 @@ def test_folder_without_tokenizer_fails_naming_it_never_prompts(tmp_path, monkey
         load_vla(d, device="cpu", dtype=torch.float32)
     msg = str(err.value)
     assert "\n" not in msg and str(d) in msg and "tokenizer" in msg
+    assert prompts == []
 
 
 def test_unreadable_sentencepiece_tokenizer_is_one_line_naming_it(tmp_path):
