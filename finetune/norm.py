@@ -105,10 +105,11 @@ class Normalizer:
         n = np.clip(2.0 * (x - self.q01) / (self.q99 - self.q01 + _EPS) - 1.0, -1.0, 1.0)
         return np.where(self.mask, n, x).astype(np.float32)
 
-    def unnormalize(self, x: np.ndarray) -> np.ndarray:
+    def unnormalize(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """OpenVLA's formula, term for term (float64; ``dtype=np.float64`` keeps its exact result)."""
         x = np.asarray(x, dtype=np.float64)
         u = 0.5 * (x + 1.0) * (self.q99 - self.q01) + self.q01
-        return np.where(self.mask, u, x).astype(np.float32)
+        return np.where(self.mask, u, x).astype(dtype)
 
 
 def normalize(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:

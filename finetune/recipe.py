@@ -250,7 +250,8 @@ class FinetuneRecipe:
         data = build_datasets(self.home, cfg.dataset, cameras=cfg.cameras, n_images=int(getattr(vla, "n_images", 1)),
                               image_size=int(vla.image_size), chunk_size=int(getattr(vla, "chunk_size", cfg.chunk_size)),
                               val_fraction=cfg.val_fraction, seed=cfg.seed, augment=cfg.augment,
-                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats)
+                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats,
+                              image_transform=getattr(vla, "image_transform", None))
         self.data = data
         self.norm_stats = data.norm_stats
         self.action_stats = data.norm_stats[cfg.dataset]["action"]

@@ -38,9 +38,10 @@ def checkpoint_label(path: Path) -> str:
 
 
 def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None, store=None,
-                      quantize: str | None = None):
+                      quantize: str | None = None, unnorm_key: str | None = None):
     """Load a checkpoint with ``finetune.runtime``; the store's checkpoint id and a label go with it.
-    ``quantize``: None (as trained), "none", "4bit" or "8bit" (see ``finetune.runtime.load_policy``)."""
+    ``quantize``: None (as trained), "none", "4bit" or "8bit" (see ``finetune.runtime.load_policy``);
+    ``unnorm_key``: which dataset's statistics put actions in real units when the model has several."""
     path = resolve_checkpoint_arg(spec, home)
     try:
         from finetune.runtime import load_policy
@@ -56,7 +57,8 @@ def load_local_policy(spec: str | Path, device: str | None = None, home: Path | 
     ck = None
     if store is not None:
         ck = store.find_checkpoint(path)
-    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id), quantize=quantize)
+    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id), quantize=quantize,
+                         unnorm_key=unnorm_key)
     policy.checkpoint_label = f"{ck.run_id}/{ck.step}" if ck is not None else checkpoint_label(path)
     policy.checkpoint_dir = path
     return policy
