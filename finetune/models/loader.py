@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from recorder.errors import ModelError
+from recorder.errors import ModelError, one_line
 
 from .vla import VLA
 
@@ -101,6 +101,9 @@ def load_tokenizer(folder: Path):
     config.json as a transformers model config, which ``model_type: openvla`` is not)."""
     import transformers
 
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise ModelError(f"{folder}: no tokenizer (neither tokenizer.json nor tokenizer.model is there); "
+                         "copy the base model's tokenizer files into the folder")
     cls_name = ""
     tc = folder / "tokenizer_config.json"
     if tc.exists():
@@ -222,8 +225,10 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     if model_type in ("openvla", "prismatic"):
         try:
             tok = load_tokenizer(folder)
-        except Exception as exc:
-            raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
+        except ModelError:
+            raise
+        except Exception as exc:  # transformers' messages run over several lines: one line here
+            raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {one_line(exc)}); "
                              "copy the base model's tokenizer files into the folder") from None
         if head_hidden is None:
             head_hidden = 1024 if int(config.get("text_config", {}).get("hidden_size", 4096)) >= 1024 else 128

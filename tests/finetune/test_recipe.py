@@ -87,7 +87,8 @@ def test_resume_continues_bit_exact_against_an_uninterrupted_run(two_episodes):
         assert run.status == "done" and run.best_metric is not None
         assert [c.step for c in store.checkpoints(run_id="split")] == [4, 8]
     ck = last_checkpoint(two_episodes / "runs" / "split")
-    assert sorted(p.name for p in ck.iterdir()) == ["adapter", "config.json", "norm_stats.json", "training_state.pt"]
+    assert sorted(p.name for p in ck.iterdir()) == ["adapter", "config.json", "norm_stats.json",
+                                                 "training_state.json", "training_state.safetensors"]
     stats = json.loads((ck / "norm_stats.json").read_text())
     assert set(stats["three"]["action"]) >= {"q01", "q99", "mask"}
 
