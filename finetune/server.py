@@ -58,7 +58,7 @@ from recorder.errors import ConfigError, ModelError, StudioWarning, one_line
 
 DEFAULT_PORT = 8765
 DEFAULT_MAX_MESSAGE = RequestLimits.max_message_bytes
-DEFAULT_MAX_QUEUE = 32  # predicts waiting for (or on) the model; one more is answered "busy"
+DEFAULT_MAX_QUEUE = 64  # predicts waiting for (or on) the model; one more is answered "busy"
 _ALLOWED_KINDS = "biuf"  # bool, int, unsigned, float
 _UNAUTHORIZED = "unauthorized: missing or wrong token"
 
@@ -456,7 +456,7 @@ class RemotePolicy:
             if isinstance(reply, dict) and reply.get("busy") and time.monotonic() + delay < deadline:
                 retries += 1
                 time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+                delay = min(delay * 2, 0.05)
                 continue
             break
         if not isinstance(reply, dict) or not reply.get("ok"):

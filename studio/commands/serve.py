@@ -30,8 +30,8 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if present)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
     p.add_argument("--max-instruction", type=int, default=1000, help="longest instruction accepted, characters")
-    p.add_argument("--max-queue", type=int, default=32,
-                   help="requests that may wait for the model; one more is answered 'busy' (default 32)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait for the model; one more is answered 'busy' (default 64)")
     p.set_defaults(func=_run)
 
 
