@@ -217,10 +217,14 @@ class FinetuneRecipe:
                 else:
                     drift["global_batch"] = (saved_global, now_global)
             self.resumed_world = int(saved.get("gpus", 1))
+            state = load_training_state(resume_ckpt)
+            # the steps after the checkpoint will run again: their old lines go, so each step is logged once
+            rewind = getattr(self.logger, "rewind", None)
+            if callable(rewind):
+                rewind(int(state["step"]))
             if drift:
                 self.emit({"event": "config_drift", "checkpoint": str(resume_ckpt),
                            "fields": {k: {"saved": a, "now": b} for k, (a, b) in drift.items()}})
-            state = load_training_state(resume_ckpt)
 
         # -- data first (the action size decides the model's head)
         from finetune.data import build_datasets
