@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._doc import report  # noqa: E402
 from finetune.server import PolicyServer, RemotePolicy  # noqa: E402
 
 TOKEN = "bench-token"
@@ -145,11 +146,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['n']} | {r['max_queue']} | {r['per_s']:.0f} | {r['p50_med']:.1f} / {r['p50_max']:.1f} | "
                      f"{r['p99_med']:.1f} / {r['p99_max']:.1f} | {r['spread']:.1f} | {r['calls_min']} / "
                      f"{r['calls_max']} | {r['busy']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not a.no_append:
-        with open(ROOT / "docs" / "benchmarks.md", "a") as f:
-            f.write(text)
+    report(lines, append=not a.no_append)
     return 0
 
 

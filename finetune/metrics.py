@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-
 REPLAYED_EVENTS = ("train", "eval", "checkpoint")  # what a resumed run logs again for the steps it replays
 REWOUND_EVENT = "rewound"  # {"event": "rewound", "step": N}: the events after step N were dropped (a resume)
 

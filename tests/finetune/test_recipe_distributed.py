@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from studio.cli import main
 from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401

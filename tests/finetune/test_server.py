@@ -168,17 +168,26 @@ def test_the_server_instruction_limit_follows_the_checkpoint_input_size():
     assert RequestLimits(max_image_side=300).for_policy(Pol()).max_image_side == 300
 
 
+class GatedPolicy(FixedChunkPolicy):
+    """Holds every call until ``gate`` is set (so a test can fill the server's queue)."""
+
+    def __init__(self, **kw):
+        import threading
+
+        super().__init__(**kw)
+        self.gate = threading.Event()
+
+    def predict(self, images, state, instruction):
+        self.gate.wait(10)
+        return super().predict(images, state, instruction)
+
+
 def test_a_full_queue_answers_busy_at_once_and_the_client_retries():
     import threading
 
-    gate = threading.Event()
-
-    class Gated(FixedChunkPolicy):
-        def predict(self, images, state, instruction):
-            gate.wait(10)
-            return super().predict(images, state, instruction)
-
-    srv = PolicyServer(Gated(chunk_size=5), port=0, max_queue=1).start()
+    policy = GatedPolicy(chunk_size=5)
+    gate = policy.gate
+    srv = PolicyServer(policy, port=0, max_queue=1).start()
     try:
         first = {}
         t = threading.Thread(target=lambda: first.setdefault(
@@ -209,14 +218,9 @@ def test_requests_are_served_first_come_first_served():
     """The model thread takes requests in arrival order: a client that waits is never overtaken."""
     import threading
 
-    gate = threading.Event()
-
-    class Gated(FixedChunkPolicy):
-        def predict(self, images, state, instruction):
-            gate.wait(10)
-            return super().predict(images, state, instruction)
-
-    srv = PolicyServer(Gated(), port=0).start()
+    policy = GatedPolicy()
+    gate = policy.gate
+    srv = PolicyServer(policy, port=0).start()
     clients = [_raw(srv.url, token=None) for _ in range(6)]
     try:
         req = {"type": "predict", "images": {"front": np.zeros((4, 4, 3), np.uint8)}, "state": None}
