@@ -388,12 +388,14 @@ class RemotePolicy:
 
     The token travels in the handshake (``Authorization: Bearer``); ``None`` takes ``$VLA_STUDIO_TOKEN``.
     ``wss://`` URLs are verified against ``ca_file`` (default ``$VLA_STUDIO_TLS_CA``, else the system's
-    CAs). A "busy" reply is retried with a short backoff until ``timeout``. ``latency_s`` of each output is
-    the whole round trip (encode, network, queue, model, decode).
+    CAs); a token sent in clear off loopback is a ``StudioWarning`` (or a line given to ``warn``). A "busy"
+    reply is retried with a short backoff until ``timeout``. ``latency_s`` of each output is the whole round
+    trip (encode, network, queue, model, decode).
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE, ca_file: str | os.PathLike | None = None) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE, ca_file: str | os.PathLike | None = None,
+                 warn=None) -> None:
         from urllib.parse import urlsplit
 
         from websockets.exceptions import InvalidStatus
@@ -408,8 +410,12 @@ class RemotePolicy:
         if parts.scheme == "wss":
             kw["ssl"] = client_tls_context(ca_file or os.environ.get(TLS_CA_ENV) or None)
         elif self.token and parts.hostname and not is_loopback(parts.hostname):
-            warnings.warn(f"policy server {url}: the token travels in clear (ws://); serve with --tls-cert/--tls-key "
-                          "and connect with wss://", StudioWarning, stacklevel=2)
+            line = (f"warning: policy server {url}: the token travels in clear (ws://); serve with "
+                    "--tls-cert/--tls-key and connect with wss://")
+            if warn is not None:
+                warn(line)
+            else:
+                warnings.warn(line, StudioWarning, stacklevel=2)
         if self.token:
             kw["additional_headers"] = {"Authorization": f"Bearer {self.token}"}
         try:

@@ -89,13 +89,16 @@ def _run(args) -> int:
     store = Store.open(args.home)
     try:
         token = None
+
+        def warn(line):
+            print(line, file=sys.stderr, flush=True)
+
         if args.policy_url:
             from finetune.server_limits import resolve_token
 
-            token = resolve_token(args.token, args.token_file,
-                                  warn=lambda line: print(line, file=sys.stderr, flush=True))
+            token = resolve_token(args.token, args.token_file, warn=warn)
         policy = open_policy(args.checkpoint, url=args.policy_url, token=token, device=args.device,
-                             home=args.home, store=store, ca_file=args.tls_ca)
+                             home=args.home, store=store, ca_file=args.tls_ca, warn=warn)
         rig = None if args.open_loop else load_rig(rig_spec, home=args.home)
     except BaseException:
         store.close()

@@ -320,6 +320,33 @@ def test_a_token_in_clear_off_loopback_is_said_plainly():
         RemotePolicy("ws://192.0.2.1:9", token=TOKEN, timeout=0.5)  # TEST-NET: nothing answers
 
 
+def _own_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    from finetune.server import is_loopback
+
+    return None if is_loopback(addr) else addr
+
+
+def test_a_client_off_loopback_without_tls_says_its_token_travels_in_clear():
+    addr = _own_address()
+    if addr is None:
+        pytest.skip("no non-loopback address on this machine")
+    said = []
+    with PolicyServer(FixedChunkPolicy(), host="0.0.0.0", port=0, token=TOKEN) as srv:
+        with RemotePolicy(f"ws://{addr}:{srv.port}", token=TOKEN, timeout=5, warn=said.append) as remote:
+            assert remote.predict({"front": np.zeros((4, 4, 3), np.uint8)}, None, "go").actions.shape == (4, 6)
+    assert said == [f"warning: policy server ws://{addr}:{srv.port}: the token travels in clear (ws://); serve "
+                    "with --tls-cert/--tls-key and connect with wss://"]
+
+
 def test_serve_cli_reads_the_token_file_and_warns_before_loading_the_model(tmp_path, capsys, monkeypatch):
     from studio.cli import main
 
