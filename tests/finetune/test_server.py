@@ -359,3 +359,48 @@ def test_serve_cli_reads_the_token_file_and_warns_before_loading_the_model(tmp_p
     rc = main(["--home", str(tmp_path / "home"), "serve", "--checkpoint", str(tmp_path / "none"), "--host", "0.0.0.0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--token-file FILE or the VLA_STUDIO_TOKEN variable" in err[0]
+
+
+def test_serve_cli_with_a_token_file_and_tls_serves_wss_with_its_limits(self_signed, tmp_path, capsys, monkeypatch):
+    import threading
+
+    import finetune.server as server_mod
+    import studio.rollout_policy
+    from studio.cli import main
+
+    key, cert = self_signed
+    secret = tmp_path / "token"
+    secret.write_text("file-secret\n")
+    secret.chmod(0o600)
+    monkeypatch.delenv("VLA_STUDIO_TOKEN", raising=False)
+    policy = FixedChunkPolicy(chunk_size=3)
+    policy.checkpoint_label = "run/0000003"  # what load_local_policy sets on a real checkpoint
+    monkeypatch.setattr(studio.rollout_policy, "load_local_policy", lambda *a, **k: policy)
+    started = []
+    real_start = server_mod.PolicyServer.start
+    monkeypatch.setattr(server_mod.PolicyServer, "start", lambda self, *a: started.append(real_start(self, *a)) or self)
+    result = {}
+    cli = threading.Thread(target=lambda: result.setdefault("rc", main(
+        ["--home", str(tmp_path / "home"), "serve", "--checkpoint", "x", "--port", "0", "--host", "127.0.0.1",
+         "--token-file", str(secret), "--tls-cert", str(cert), "--tls-key", str(key), "--max-instruction", "20",
+         "--max-queue", "2"])))
+    cli.start()
+    for _ in range(500):
+        if started:
+            break
+        threading.Event().wait(0.01)
+    srv = started[0]
+    try:
+        assert srv.url.startswith("wss://") and srv.max_queue == 2
+        with RemotePolicy(srv.url, token="file-secret", ca_file=cert, timeout=10) as remote:
+            assert remote.predict({"front": np.zeros((4, 4, 3), np.uint8)}, None, "go").actions.shape == (3, 6)
+            with pytest.raises(ModelError, match="instruction of 21 characters is over the limit of 20"):
+                remote.predict({"front": np.zeros((4, 4, 3), np.uint8)}, None, "x" * 21)
+        with pytest.raises(ModelError, match="unauthorized"):
+            RemotePolicy(srv.url, token="guess", ca_file=cert, timeout=10)
+    finally:
+        srv.stop()
+        cli.join(10)
+    assert result["rc"] == 0
+    err = capsys.readouterr().err
+    assert "serving" in err and "wss://127.0.0.1:" in err and "token required" in err and "warning" not in err
