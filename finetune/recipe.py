@@ -744,7 +744,9 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
-    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    from finetune.norm import load_norm_stats
+
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
     # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras

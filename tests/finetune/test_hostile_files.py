@@ -161,14 +161,16 @@ def test_load_training_state_names_a_missing_state():
 _NOT_UTF8 = b"\xff\xfe{\x00\"model\": \x00\xc3\x28}"
 
 
-@pytest.mark.parametrize("command", ["serve", "rollout"])
+@pytest.mark.parametrize("command", ["serve", "rollout", "export"])
 @pytest.mark.parametrize("name", ["config.json", "norm_stats.json"])
-def test_a_non_utf8_checkpoint_file_is_one_line_in_serve_and_rollout(trained, capsys, command, name):
+def test_a_non_utf8_checkpoint_file_is_one_line_in_serve_rollout_and_export(trained, capsys, tmp_path, command, name):
     run, ckpt = _copy_run(trained, f"binary-{command}-{name.split('.')[0]}")
     (ckpt / name).write_bytes(_NOT_UTF8)
     args = ["--home", str(trained), command, "--checkpoint", str(ckpt)]
     if command == "rollout":
         args += ["--rig", "sim", "--max-seconds", "1"]
+    if command == "export":
+        args = ["--home", str(trained), "finetune", "export", run.name, "--out", str(tmp_path / "merged")]
     line = _one_line_error(capsys, main(args))
     assert f"{ckpt}/{name}" in line and "UTF-8" in line, line
 
