@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--max-instruction", type=int, default=1000, help="longest instruction accepted, characters")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests that may wait for the model; one more is answered 'busy' (default 64)")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
+                   help="LLM weights in 4 or 8 bits for small GPUs (CUDA + bitsandbytes); default: as the run was trained (a --4bit run on its 4-bit base)")
     p.set_defaults(func=_run)
 
 
@@ -56,7 +58,7 @@ def _run(args) -> int:
         _warn(line)
     from studio.rollout_policy import load_local_policy
 
-    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home)
+    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize)
     policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
     limits = RequestLimits(max_message_bytes=int(args.max_message_mb * 1024 * 1024),
                            max_instruction_chars=args.max_instruction)
