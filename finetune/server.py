@@ -24,7 +24,8 @@ token; with ``tls=(cert, key)`` it speaks wss://. Every message is bounded befor
 the checkpoint's, state length); a message outside them gets an error reply, and the connection and
 the server live on. Inference runs on one model thread fed by a bounded FIFO queue (one request per
 connection at a time, so clients take turns); a request that finds the queue full is answered "busy" at
-once instead of waiting without bound.
+once instead of waiting without bound, and its client keeps its place for the retry (freed slots go to
+the clients turned away, oldest first), so no client starves under overload either.
 """
 
 from __future__ import annotations
@@ -189,13 +190,16 @@ class PolicyServer:
     ``start()`` runs the server on its own thread and event loop (``port=0`` picks a free port:
     read ``self.port`` after start); ``serve_forever()`` runs it on the calling thread. Inference
     runs on one model thread behind a FIFO queue of at most ``max_queue`` requests, so the event loop
-    keeps answering (errors, info, "busy") while the model works. ``stats`` counts requests, errors,
-    rejections and busy replies.
+    keeps answering (errors, info, "busy") while the model works. A client answered "busy" keeps its
+    place for ``busy_hold_s`` after each try: freed slots go to the waiting clients in the order they were
+    turned away (``RemotePolicy`` retries within 50 ms). ``stats`` counts requests, errors, rejections and
+    busy replies.
     """
 
     def __init__(self, policy, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
                  max_message_size: int = DEFAULT_MAX_MESSAGE, *, limits: RequestLimits | None = None,
-                 max_queue: int = DEFAULT_MAX_QUEUE, tls: tuple[str, str] | ssl.SSLContext | None = None) -> None:
+                 max_queue: int = DEFAULT_MAX_QUEUE, tls: tuple[str, str] | ssl.SSLContext | None = None,
+                 busy_hold_s: float = 0.25) -> None:
         check_bind(host, token)
         if max_queue < 1:
             raise ConfigError("serve: the request queue must hold at least 1 request")
@@ -220,6 +224,8 @@ class PolicyServer:
         self._start_error: BaseException | None = None
         self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-model")
         self._pending = 0  # predicts queued or running; touched on the event loop thread only
+        self._waiting: dict[int, float] = {}  # clients answered "busy", in that order -> time of their last try
+        self.busy_hold_s = float(busy_hold_s)
 
     # ---------------------------------------------------------------- request handling (pure)
     def _info(self) -> dict:
@@ -275,12 +281,21 @@ class PolicyServer:
                 "confidence": None if conf is None else np.asarray(conf, np.float32),
                 "latency_s": float(out.latency_s), "queued_s": t0 - queued_at}
 
-    async def _submit(self, req: dict) -> dict:
-        if self._pending >= self.max_queue:
+    async def _submit(self, req: dict, client: int) -> dict:
+        # A client told "busy" keeps its place: a slot that frees goes to the longest-waiting client's retry,
+        # not to whoever asks first (a client just served would otherwise take it back at once, every time).
+        now = time.monotonic()
+        for other, last in list(self._waiting.items()):
+            if now - last > self.busy_hold_s:  # stopped retrying: its place lapses
+                del self._waiting[other]
+        ahead = list(self._waiting).index(client) if client in self._waiting else len(self._waiting)
+        if ahead >= self.max_queue - self._pending:
+            self._waiting[client] = now  # a dict keeps the first-busy order
             self.stats["busy"] += 1
             return {"ok": False, "busy": True,
                     "error": f"busy: {self._pending} requests are waiting for the model (limit {self.max_queue}); "
                              "retry shortly"}
+        self._waiting.pop(client, None)
         self._pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._model, self._predict, req, time.monotonic())
@@ -303,10 +318,12 @@ class PolicyServer:
             async for data in ws:
                 req, reply = self._parse(data)
                 if reply is None:
-                    reply = self._info() if req["type"] == "info" else await self._submit(req)
+                    reply = self._info() if req["type"] == "info" else await self._submit(req, id(ws))
                 await ws.send(packb(reply))
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self._waiting.pop(id(ws), None)
 
     async def _serve(self) -> None:
         import websockets

@@ -404,3 +404,32 @@ def test_serve_cli_with_a_token_file_and_tls_serves_wss_with_its_limits(self_sig
     assert result["rc"] == 0
     err = capsys.readouterr().err
     assert "serving" in err and "wss://127.0.0.1:" in err and "token required" in err and "warning" not in err
+
+
+def test_a_client_told_busy_keeps_its_place_and_a_newcomer_cannot_jump_ahead():
+    import threading
+
+    policy = GatedPolicy()
+    srv = PolicyServer(policy, port=0, max_queue=1, busy_hold_s=30).start()
+    a, b, c = (_raw(srv.url, token=None) for _ in range(3))
+    try:
+        req = {"type": "predict", "images": {"front": np.zeros((4, 4, 3), np.uint8)}, "state": None}
+        a.send(packb({**req, "instruction": "a"}))  # holds the model
+        for _ in range(300):
+            if srv._pending == 1:
+                break
+            threading.Event().wait(0.01)
+        assert _predict_reply(b, instruction="b")["busy"] is True  # b waits first
+        policy.gate.set()
+        assert unpackb(a.recv(timeout=10))["ok"] is True  # the slot is free again ...
+        assert _predict_reply(c, instruction="c")["busy"] is True  # ... but kept for b, not for newcomer c
+        assert _predict_reply(a, instruction="a again")["busy"] is True  # nor for a, who was just served
+        assert _predict_reply(b, instruction="b")["ok"] is True  # b's retry gets it
+        assert _predict_reply(c, instruction="c")["ok"] is True  # then c (turned away before a)
+        assert _predict_reply(a, instruction="a again")["ok"] is True
+        assert [call[1] for call in policy.calls] == ["a", "b", "c", "a again"]
+    finally:
+        policy.gate.set()
+        for ws in (a, b, c):
+            ws.close()
+        srv.stop()
