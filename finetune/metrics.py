@@ -67,6 +67,9 @@ class JsonlLogger:
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
+        self._echo(line)
+
+    def _echo(self, line: str) -> None:
         if self._stream is not None:
             stream = sys.stdout if self._stream is JsonlLogger.STDOUT else self._stream
             try:
@@ -96,11 +99,12 @@ class JsonlLogger:
                 continue
             kept.append(line)
         dropped = len(lines) - len(kept)
+        marker = encode_event({"event": REWOUND_EVENT, "dropped": dropped}, step)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.write_text("".join(line + "\n" for line in [*kept, marker]))  # a reader sees the marker with the cut
         os.replace(tmp, self.path)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
-        self.log_dict({"event": REWOUND_EVENT, "dropped": dropped}, step)
+        self._echo(marker)
         return dropped
 
     def close(self) -> None:
