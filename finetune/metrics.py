@@ -158,7 +158,7 @@ def parse_event(line: str) -> dict | None:
 
 def read_events(path: Path) -> list[dict]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8", "replace")  # a damaged line is skipped, not a traceback
     except OSError:
         return []
     return [e for e in (parse_event(line) for line in text.splitlines()) if e is not None]

@@ -195,3 +195,14 @@ def test_a_base_model_with_a_broken_tokenizer_is_one_line(trained, capsys, tmp_p
     line = _one_line_error(capsys, main(["--home", str(trained), "finetune", "--dataset", "toy", "--model", str(base),
                                          "--steps", "1", "--run-id", f"tok-{len(message)}"]))
     assert str(base) in line and message in line and "tokenizer files" in line, line
+
+
+def test_a_metrics_file_with_binary_junk_still_replays_its_events(trained):
+    """What the Fine-tune tab reads to redraw a run's curves before resuming it."""
+    from finetune.metrics import read_events
+
+    run, _ = _copy_run(trained, "binary-metrics")
+    good = read_events(run / "metrics.jsonl")
+    with open(run / "metrics.jsonl", "ab") as fh:
+        fh.write(b"\xff\xfe\x00\x89 garbage \xc3\x28\n")
+    assert read_events(run / "metrics.jsonl") == good and any(e["event"] == "train" for e in good)
