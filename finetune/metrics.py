@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
+
+REPLAYED_EVENTS = ("train", "eval", "checkpoint")  # what a resumed run logs again for the steps it replays
+REWOUND_EVENT = "rewound"  # {"event": "rewound", "step": N}: the events after step N were dropped (a resume)
 
 
 @runtime_checkable
@@ -63,6 +67,9 @@ class JsonlLogger:
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
+        self._echo(line)
+
+    def _echo(self, line: str) -> None:
         if self._stream is not None:
             stream = sys.stdout if self._stream is JsonlLogger.STDOUT else self._stream
             try:
@@ -70,6 +77,35 @@ class JsonlLogger:
                 stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 self._stream = None  # the studio that read us went away: keep training, keep the file
+
+    def rewind(self, step: int) -> int:
+        """A resumed run replays the steps after its checkpoint: drop the file's progress events
+        (``REPLAYED_EVENTS``) after ``step``, so each step appears once, and log a ``rewound`` event (which
+        tells a follower of the file where the run went back to). The file is replaced atomically. Returns
+        the number of lines dropped."""
+        if self.path is None:
+            return 0
+        if self._file is not None:
+            self._file.close()
+        try:
+            lines = self.path.read_bytes().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        kept = []
+        for line in lines:
+            event = parse_event(line)
+            if (event is not None and event.get("event") in REPLAYED_EVENTS and isinstance(event.get("step"), int)
+                    and event["step"] > step):
+                continue
+            kept.append(line)
+        dropped = len(lines) - len(kept)
+        marker = encode_event({"event": REWOUND_EVENT, "dropped": dropped}, step)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in [*kept, marker]))  # a reader sees the marker with the cut
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self._echo(marker)
+        return dropped
 
     def close(self) -> None:
         if self._file is not None:
@@ -122,7 +158,7 @@ def parse_event(line: str) -> dict | None:
 
 def read_events(path: Path) -> list[dict]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8", "replace")  # a damaged line is skipped, not a traceback
     except OSError:
         return []
     return [e for e in (parse_event(line) for line in text.splitlines()) if e is not None]

@@ -127,13 +127,10 @@ def save_norm_stats(norm_stats: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def load_norm_stats(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: norm_stats.json is missing; re-save the checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc.msg}); re-save the checkpoint") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object of datasets")
+    from finetune.run_config import read_json_object
+
+    data = read_json_object(path, error=ModelError, fix="re-save the checkpoint or pick another one")
+    if not all(isinstance(v, dict) for v in data.values()):
+        raise ModelError(f"{path}: expected a JSON object of datasets, each an object of statistics; "
+                         "re-save the checkpoint or pick another one")
     return data

@@ -218,10 +218,14 @@ class FinetuneRecipe:
                 else:
                     drift["global_batch"] = (saved_global, now_global)
             self.resumed_world = int(saved.get("gpus", 1))
+            state = load_training_state(resume_ckpt)
+            # the steps after the checkpoint will run again: their old lines go, so each step is logged once
+            rewind = getattr(self.logger, "rewind", None)
+            if callable(rewind):
+                rewind(int(state["step"]))
             if drift:
                 self.emit({"event": "config_drift", "checkpoint": str(resume_ckpt),
                            "fields": {k: {"saved": a, "now": b} for k, (a, b) in drift.items()}})
-            state = load_training_state(resume_ckpt)
 
         # -- data first (the action size decides the model's head)
         from finetune.data import build_datasets
@@ -246,7 +250,9 @@ class FinetuneRecipe:
         self.vla = vla
         norm_stats = None
         if resume_ckpt is not None:
-            norm_stats = json.loads((resume_ckpt / NORM_STATS_FILE).read_text())
+            from finetune.norm import load_norm_stats
+
+            norm_stats = load_norm_stats(resume_ckpt / NORM_STATS_FILE)
         data = build_datasets(self.home, cfg.dataset, cameras=cfg.cameras, n_images=int(getattr(vla, "n_images", 1)),
                               image_size=int(vla.image_size), chunk_size=int(getattr(vla, "chunk_size", cfg.chunk_size)),
                               val_fraction=cfg.val_fraction, seed=cfg.seed, augment=cfg.augment,
@@ -284,16 +290,21 @@ class FinetuneRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.lr_min_ratio))
         if state is not None:
-            if self._sharded():
-                dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scheduler") is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                if self._sharded():
+                    dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+                else:
+                    self.optimizer.load_state_dict(state["optimizer"])
+                if state.get("scheduler") is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                self.best_val = (state.get("extra") or {}).get("best_val")
+                set_rng_state(state["rng"])
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+                raise ModelError(f"{resume_ckpt}: its training state does not fit this run "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}); "
+                                 "resume from an older checkpoint or start a new run") from None
             self.step = int(state["step"])
             self.samples_seen = int(state["samples_seen"])
-            self.best_val = state.get("extra", {}).get("best_val")
-            set_rng_state(state["rng"])
             self.last_checkpoint = resume_ckpt
 
         self._build_loaders()
@@ -755,7 +766,9 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
-    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    from finetune.norm import load_norm_stats
+
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
     # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras

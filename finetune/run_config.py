@@ -9,7 +9,7 @@ Run folder (``<store root>/runs/<run-id>/``)::
     norm_stats.json      OpenVLA-form statistics of the training episodes
     pid                  "<pid> <start-time>" while a process trains this run
     stdout.log / stderr.log   what the process printed (when the studio launched it detached)
-    checkpoints/<step>/{adapter/, training_state.pt, norm_stats.json, config.json}
+    checkpoints/<step>/{adapter/, training_state.{json,safetensors}, norm_stats.json, config.json}
     checkpoints/last     a text file naming the newest complete step folder
 """
 
@@ -155,12 +155,33 @@ def run_dir(home: Path, run_id: str) -> Path:
     return runs_root(home) / run_id
 
 
-def read_config(path: Path) -> FinetuneConfig:
+def read_json_object(path: Path, *, fix: str, error: type[Exception] = ConfigError) -> dict:
+    """A JSON file that must hold an object -> the dict; anything else (missing, unreadable, not UTF-8, not
+    JSON, not an object) -> one ``error`` line naming the file, what is wrong with it and ``fix``."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the run config ({err}); is this a run folder?") from None
-    return FinetuneConfig.from_dict(data.get("config", data))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing; {fix}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err}); {fix}") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a text (UTF-8) file (byte {err.start}); the file is damaged; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); {fix}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply; {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found a {type(data).__name__}; {fix}")
+    return data
+
+
+def read_config(path: Path) -> FinetuneConfig:
+    data = read_json_object(path, fix="is this a run folder?")
+    cfg = data.get("config", data)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: \"config\" is not a JSON object; is this a run folder?")
+    return FinetuneConfig.from_dict(cfg)
 
 
 def last_checkpoint(run_path: Path) -> Path | None:

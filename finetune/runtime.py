@@ -12,7 +12,6 @@ CUDA graph and replayed on later calls.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,12 +151,14 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
 
         ckpt = resolve_checkpoint(path)
     if (ckpt / "adapter").is_dir():
-        try:
-            meta = json.loads((ckpt / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{ckpt}/config.json: unreadable ({exc}); the checkpoint is incomplete") from None
-        info = dict(meta.get("model") or {})
-        run_cfg = dict(meta.get("config") or {})
+        from .checkpoint import read_checkpoint_config
+
+        meta = read_checkpoint_config(ckpt)
+        info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+        if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+            raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                             "the checkpoint is damaged, pick another one")
+        info, run_cfg = dict(info), dict(run_cfg)
         base = info.get("base_model") or run_cfg.get("model")
         if not base:
             raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
@@ -206,7 +207,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         cams, center_crop = None, False
         extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
         if extra is not None and extra.exists():
-            info = json.loads(extra.read_text()).get("model", {})
+            from .run_config import read_json_object
+
+            info = read_json_object(extra, error=ModelError, fix="re-export the model").get("model") or {}
+            if not isinstance(info, dict):
+                raise ModelError(f"{extra}: \"model\" is not a JSON object; re-export the model")
             cams, center_crop = info.get("cameras"), bool(info.get("center_crop", False))
             unnorm_key = unnorm_key or info.get("unnorm_key")
         if not norm_stats:

@@ -253,6 +253,9 @@ def _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, lo
             if event is None:
                 print(line.rstrip(), file=sys.stderr)
                 continue
+            if event["event"] == "rewound":  # the remote run dropped its replayed steps: so does our copy
+                log.rewind(int(event.get("step") or 0))
+                continue
             if event["event"] == "checkpoint":
                 checkpoints.append(event)
             if event["event"] in ("done", "cancelled", "error"):

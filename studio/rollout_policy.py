@@ -65,12 +65,15 @@ def load_local_policy(spec: str | Path, device: str | None = None, home: Path | 
 
 
 def open_policy(checkpoint: str | Path | None = None, *, url: str | None = None, token: str | None = None,
-                device: str | None = None, home: Path | None = None, store=None, quantize: str | None = None):
-    """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given."""
+                device: str | None = None, home: Path | None = None, store=None, ca_file: str | None = None,
+                warn=None, quantize: str | None = None):
+    """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given (``token`` None: from
+    ``$VLA_STUDIO_TOKEN``; ``ca_file``: a CA to trust for wss://, None: ``$VLA_STUDIO_TLS_CA``; ``warn``: gets
+    the line saying a token travels in clear, instead of a warning)."""
     if url:
         from finetune.server import RemotePolicy
 
-        return RemotePolicy(url, token=token)
+        return RemotePolicy(url, token=token, ca_file=ca_file, warn=warn)
     if checkpoint is None:
         raise ModelError("rollout: pick a checkpoint (--checkpoint) or a policy server (--policy-url)")
     return load_local_policy(checkpoint, device=device, home=home, store=store, quantize=quantize)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from recorder.errors import ModelError
+from recorder.errors import ModelError, one_line
 
 from .vla import VLA
 
@@ -168,7 +168,7 @@ def load_tokenizer(folder: Path):
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt file, a missing sentencepiece/protobuf
         f = tj if tj.exists() else sp
-        raise ModelError(f"{f}: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
+        raise ModelError(f"{f}: cannot load the tokenizer ({type(exc).__name__}: {one_line(exc)}); "
                          "re-download the base model's tokenizer files") from None
     tok.padding_side = "right"
     return tok

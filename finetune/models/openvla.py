@@ -286,11 +286,9 @@ class OpenVLA(VLA):
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    from finetune.run_config import read_json_object
+
     path = folder / "config.json"
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{folder}: no config.json; pick an OpenVLA model folder or a vla-studio checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc.msg}); re-download or re-export the model") from None
-    return cfg
+    if not path.exists():
+        raise ModelError(f"{folder}: no config.json; pick an OpenVLA model folder or a vla-studio checkpoint")
+    return read_json_object(path, error=ModelError, fix="re-download or re-export the model")

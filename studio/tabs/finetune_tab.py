@@ -523,6 +523,9 @@ class FinetuneTab(QWidget):
                     f"step {step}/{self.total_steps}   loss {event.get('loss', float('nan')):.4f}   "
                     f"lr {event.get('lr', 0):.2e}   {event.get('samples_per_s', 0):.1f} samples/s   "
                     f"ETA {_fmt_duration(event.get('eta_s'))}   {mem_text}")
+        elif kind == "rewound":  # a resume went back to its checkpoint: the steps after it are trained again
+            self.curves.drop_after(step)
+            self.progress.setValue(min(step, self.progress.maximum()))
         elif kind == "eval":
             self.curves.add_eval(step, event.get("val_loss"), event.get("action_accuracy"), event.get("l1"))
             if not replay:
