@@ -162,8 +162,8 @@ def load_tokenizer(folder: Path):
                                  "(pip install sentencepiece), or put the model's tokenizer.json beside it") from None
             tok = transformers.LlamaTokenizer.from_pretrained(str(folder), **special)
         else:
-            raise ModelError(f"{folder}: no tokenizer (tokenizer.json or tokenizer.model); copy the base model's "
-                             "tokenizer files into the folder")
+            raise ModelError(f"{folder}: no tokenizer (neither tokenizer.json nor tokenizer.model is there); "
+                             "copy the base model's tokenizer files into the folder")
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt file, a missing sentencepiece/protobuf
