@@ -1,0 +1,129 @@
+"""The CLI for people: progress bars and readable lines on a terminal (a pty), JSON lines everywhere else."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import struct
+import sys
+import termios
+import threading
+
+import pytest
+
+from studio.cli import main
+from tests.finetune.synth_store import one_torch_thread, write_dataset  # noqa: F401
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+@contextlib.contextmanager
+def terminal_stdout(columns: int = 160):
+    """sys.stdout is a pseudo-terminal (isatty() is true) while inside; yields a function giving what a person
+    saw (escape codes removed)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    chunks: list[bytes] = []
+
+    def pump():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    tty = os.fdopen(slave, "w", buffering=1, closefd=False)
+    old, sys.stdout = sys.stdout, tty
+    old_env = {k: os.environ.pop(k, None) for k in ("NO_COLOR", "TERM", "COLUMNS", "FORCE_COLOR")}
+    os.environ["TERM"] = "xterm-256color"
+    try:
+        yield lambda: ANSI.sub("", b"".join(chunks).decode(errors="replace")).replace("\r", "\n")
+    finally:
+        sys.stdout = old
+        tty.close()
+        os.close(slave)
+        reader.join(5)
+        os.close(master)
+        os.environ.pop("TERM", None)
+        for k, v in old_env.items():
+            if v is not None:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def toy_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("progress") / "home"
+    write_dataset(home, "toy", episodes=2, frames=6)
+    return home
+
+
+TRAIN = ["finetune", "--dataset", "toy", "--model", "tiny", "--steps", "3", "--batch", "2", "--eval-every", "2",
+         "--eval-batches", "1", "--val-fraction", "0.5", "--lora-rank", "4"]
+
+
+def test_finetune_on_a_terminal_shows_a_progress_bar_and_sentences(toy_home):
+    with terminal_stdout() as seen:
+        rc = main(["--home", str(toy_home), *TRAIN, "--run-id", "tty-run"])
+    text = seen()
+    assert rc == 0
+    assert '{"event"' not in text  # no raw JSON for a person
+    assert re.search(r"step\s+3/3", text), text
+    assert re.search(r"loss \d+\.\d{4}", text) and "samples/s" in text and "ETA 0:00:00" in text
+    assert re.search(r"eval at step 2: val loss \d+\.\d+", text), text
+    assert re.search(r"checkpoint at step 3 saved: .*tty-run", text), text
+    assert "done in 0:00:" in text and "fine-tune tty-run on cpu" in text
+    # the run folder still has every event as JSON lines (the studio re-attaches from it)
+    events = [json.loads(x) for x in (toy_home / "runs" / "tty-run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+
+
+def test_finetune_json_flag_on_a_terminal_prints_json_lines(toy_home):
+    with terminal_stdout() as seen:
+        rc = main(["--home", str(toy_home), *TRAIN, "--steps", "1", "--eval-every", "0", "--json",
+                   "--run-id", "tty-json"])
+    lines = [x for x in seen().splitlines() if x.strip()]
+    assert rc == 0
+    events = [json.loads(x) for x in lines]  # every line is one JSON object, nothing else
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    on_disk = (toy_home / "runs" / "tty-json" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in on_disk] == events  # byte-compatible with the file the studio reads
+
+
+def test_finetune_tensorboard_logger_writes_event_files_beside_metrics(toy_home, capsys):
+    rc = main(["--home", str(toy_home), *TRAIN, "--logger", "tensorboard", "--run-id", "tb-run"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.lstrip().startswith('{"event":"start"')  # not a terminal: JSON lines as before
+    run = toy_home / "runs" / "tb-run"
+    assert (run / "metrics.jsonl").is_file()
+    files = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert files
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "eval/val_loss" in tags
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3]
+    first = json.loads(out.splitlines()[1])
+    assert first["event"] == "train"
+    assert acc.Scalars("train/loss")[0].value == pytest.approx(first["loss"], rel=1e-5)
+
+
+def test_item_progress_without_a_terminal_prints_only_the_lines():
+    from studio.commands.progress import ItemProgress
+
+    buf = io.StringIO()
+    with ItemProgress("episodes", 2, stream=buf) as bar:
+        bar.update(1, note="saving")
+        bar.print("episode 1 saved")
+    assert buf.getvalue() == "episode 1 saved\n"
