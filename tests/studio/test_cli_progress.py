@@ -127,3 +127,42 @@ def test_item_progress_without_a_terminal_prints_only_the_lines():
         bar.update(1, note="saving")
         bar.print("episode 1 saved")
     assert buf.getvalue() == "episode 1 saved\n"
+
+
+def test_record_episodes_on_a_terminal_shows_episode_progress(tmp_path):
+    from recorder.store import Store
+    from studio.commands.record import run_record
+
+    home = tmp_path / "home"
+    with terminal_stdout() as seen:
+        rc = run_record(home, "sim", "bar", None, 2, fps=15.0, episode_time=0.7, reset_time=0.0, scripted=True,
+                        size="64x48", out=sys.stdout)
+    text = seen()
+    assert rc == 0
+    assert re.search(r"episodes\s+2/2", text), text
+    assert re.search(r"episode \d+ saved: \d+ frames", text)
+    with Store.open(home) as store:
+        assert len(store.episodes(dataset="bar", status=("complete",))) == 2
+
+
+def test_dataset_export_on_a_terminal_shows_frame_progress(toy_home, tmp_path):
+    with terminal_stdout() as seen:
+        rc = main(["--home", str(toy_home), "datasets", "export", "toy", "--out", str(tmp_path / "lr")])
+    text = seen()
+    assert rc == 0
+    assert re.search(r"frames\s+12/12", text), text
+    assert "exported 2 episodes, 12 frames" in text
+
+
+def test_rollout_on_a_terminal_shows_episode_progress(tmp_path):
+    from finetune.server import PolicyServer
+    from tests.rollout_doubles import FixedChunkPolicy
+
+    policy = FixedChunkPolicy(chunk_size=4, step=0.5, camera_names=("front",), checkpoint_id="7")
+    with PolicyServer(policy, port=0, token="t0k") as srv, terminal_stdout() as seen:
+        rc = main(["--home", str(tmp_path / "home"), "rollout", "--rig", "sim", "--policy-url", srv.url, "--token",
+                   "t0k", "--episodes", "2", "--max-seconds", "0.5", "--fps", "10"])
+    text = seen()
+    assert rc == 0
+    assert re.search(r"rollout episodes\s+2/2", text) and "0/2 successes" in text, text
+    assert "episode 2/2: failure" in text
