@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from studio.context import remember_splitter
 from studio.rollout_overlay import StoredRollout
 from widgets.camera_view import CameraView
 from widgets.overlays import install_overlays
@@ -132,6 +133,8 @@ class RolloutReviewWidget(QWidget):
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 3)
         split.setSizes([180, 560])
+        self.splitter = split
+        remember_splitter(ctx, split, "rollout.review")  # the person's pane sizes come back next launch
 
         # --- open-loop evaluation
         eval_box = QGroupBox("Open-loop evaluation: the checkpoint picked in Live over a dataset's recorded episodes")

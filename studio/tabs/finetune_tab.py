@@ -41,6 +41,7 @@ from PyQt6.QtWidgets import (
 
 from finetune.presets import PRESETS, detect_gpu, preset_for
 from finetune.run_config import FinetuneConfig, last_checkpoint, make_run_id, pid_alive, run_dir
+from studio.context import remember_splitter
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -257,6 +258,8 @@ class FinetuneTab(QWidget):
         hbox.addLayout(hb)
         right.addWidget(history)
         right.setSizes([450, 120, 200])
+        self.splitter = right
+        remember_splitter(self.ctx, right, "finetune.right")  # the person's pane sizes come back next launch
         root.addWidget(right, 1)
         self._on_preset_changed()
         self._on_history_selection_changed()
