@@ -10,6 +10,7 @@ is what it always was: one JSON object per line for ``finetune``, one plain line
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any, TextIO
 
 
@@ -150,32 +151,48 @@ class ItemProgress:
         self.total = total
         self._progress = None
         self._task = None
+        self._closed = False
+        self._lock = threading.Lock()  # callbacks arrive on worker threads
 
     def __enter__(self) -> ItemProgress:
-        if self.show:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(TextColumn(self.what), MofNCompleteColumn(), BarColumn(),
-                                      TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                                      TextColumn("ETA"), TimeRemainingColumn(),
-                                      console=_console(self.stream), refresh_per_second=4)
-            self._progress.start()
-            self._task = self._progress.add_task(self.what, total=self.total, note="")
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        self.close()
+
+    def start(self) -> None:
+        """Show the bar (once; ``update`` and ``print`` start it too)."""
+        with self._lock:
+            if self.show and self._progress is None and not self._closed:
+                self._start()
+
+    def _start(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(TextColumn(self.what), MofNCompleteColumn(), BarColumn(),
+                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                                  TextColumn("ETA"), TimeRemainingColumn(),
+                                  console=_console(self.stream), refresh_per_second=4)
+        self._progress.start()
+        self._task = self._progress.add_task(self.what, total=self.total, note="")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
 
     def update(self, done: int | None = None, total: int | None = None, note: str | None = None) -> None:
+        self.start()
         if self._progress is None:
             return
         kw: dict[str, Any] = {}
@@ -188,6 +205,7 @@ class ItemProgress:
         self._progress.update(self._task, **kw)
 
     def print(self, line: str) -> None:
+        self.start()
         if self._progress is not None:
             self._progress.console.print(line, markup=False, highlight=False)
         else:

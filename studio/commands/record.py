@@ -164,7 +164,6 @@ def run_record(
     """The body of `vla-studio record` (tests call it directly). Returns the exit status."""
     from recorder.session import Phase, RecordSession, SessionCallbacks, SessionConfig, summary_line
     from recorder.store import Store
-    from studio.commands.progress import ItemProgress
 
     out = out or sys.stdout
     if episodes < 1:
@@ -184,16 +183,19 @@ def run_record(
     done = threading.Event()
     exit_code = {"rc": 0}
 
-    bar = ItemProgress("episodes", episodes, stream=out)  # a bar on a terminal; the same lines without one
+    from studio.commands.progress import ItemProgress
+
+    # long unattended recordings show a bar on a terminal; a person at the keys (or no terminal) gets lines
+    bar = ItemProgress("episodes", episodes, stream=out, show=False if interactive else None)
 
     def on_state(st) -> None:
         bar.update(st.saved, note=f"{st.phase.value} episode {min(st.saved + 1, episodes)}")
         if st.phase is Phase.DONE:
             done.set()
         elif st.phase is Phase.RECORDING and interactive:
-            bar.print(f"recording episode {st.saved + 1}/{episodes} ...")
+            print(f"recording episode {st.saved + 1}/{episodes} ...", file=out, flush=True)
         elif st.phase is Phase.REVIEW and interactive:
-            bar.print("stopped: s save, d discard, r re-record")
+            print("stopped: s save, d discard, r re-record", file=out, flush=True)
 
     def on_saved(info) -> None:
         bar.print(summary_line(info))
@@ -219,11 +221,11 @@ def run_record(
         )
         session = RecordSession(store, rig, cfg, SessionCallbacks(on_state=on_state, on_saved=on_saved,
                                                                     on_fault=on_fault))
-        bar.__enter__()
         session.start_thread()
         if interactive:
-            bar.print(f"rig connected; dataset '{dataset}', task: {task}\n"
-                      "space start/stop, s save, d discard, r re-record, f/g success/failure, Esc/q e-stop+quit")
+            print(f"rig connected; dataset '{dataset}', task: {task}\n"
+                  "space start/stop, s save, d discard, r re-record, f/g success/failure, Esc/q e-stop+quit",
+                  file=out, flush=True)
 
             def on_key(ch: str) -> None:
                 action = {" ": session.start_stop, "s": session.save, "d": session.discard, "r": session.rerecord,
@@ -247,7 +249,7 @@ def run_record(
             keys.stop()
         if session is not None:
             session.close()
-        bar.__exit__(None, None, None)
+        bar.close()
         try:
             rig.disconnect()
         finally:
