@@ -52,6 +52,9 @@ class MainWindow(QMainWindow):
         for sig in (ctx.store_changed, ctx.rigs.rig_connected, ctx.rigs.rig_disconnected, ctx.rigs.lease_changed,
                     ctx.rigs.rig_failed):
             sig.connect(self.refresh_welcome)
+        record = self.tab_widgets.get("Record")
+        if hasattr(record, "rig_combo"):
+            record.rig_combo.currentTextChanged.connect(self.refresh_welcome)  # its keys follow the rig chosen
         self.refresh_welcome()
         self.statusBar().showMessage(f"store: {ctx.home}   rig: {ctx.rig}")
         if ctx.settings.data.load_warning:

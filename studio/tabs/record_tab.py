@@ -109,6 +109,7 @@ class RecordTab(QWidget):
         self._disk_timer.timeout.connect(self.disk.refresh)
         self._disk_timer.start(5000)
         self._set_phase_ui("disconnected")
+        self._update_hotkey_labels()
         rigs = ctx.rigs
         rigs.rig_connected.connect(self._on_manager_connected)
         rigs.rig_failed.connect(self._on_manager_failed)
@@ -252,6 +253,7 @@ class RecordTab(QWidget):
         self.failure_btn.clicked.connect(lambda: self._label(False))
         self.estop_btn.clicked.connect(self.estop)
         self.task_edit.editingFinished.connect(self._on_task_edited)
+        self.rig_combo.currentTextChanged.connect(self._update_hotkey_labels)  # the keys follow the rig chosen
 
     # ------------------------------------------------------------------ rig
     def _on_browse_clicked(self) -> None:
@@ -514,7 +516,7 @@ class RecordTab(QWidget):
             f"font-size: 18px; font-weight: bold; color: white; padding: 4px; background: {color}")
         connected = phase != "disconnected"
         open_episode = phase in ("recording", "review")
-        key = (HOTKEYS_KEYBOARD_TELEOP if self._keyboard_teleop() else HOTKEYS_PLAIN)["start_stop"][1]
+        key = self._keys_in_force()["start_stop"][1]
         self.start_btn.setText(f"{'Stop' if phase == 'recording' else 'Start'} ({key})")
         self.start_btn.setEnabled(connected and phase != "review")
         for b in (self.save_btn, self.discard_btn, self.rerecord_btn):
@@ -578,10 +580,9 @@ class RecordTab(QWidget):
             text += "; the letters steer the arm (W/S, A/D, R/F move the gripper, O/C open and close it)"
         return text
 
-    def _update_hotkey_labels(self) -> None:
-        keyboard = self._keyboard_teleop()
-        self.teleop_help.setText(TELEOP_HELP if keyboard else "")
-        keys = HOTKEYS_KEYBOARD_TELEOP if keyboard else HOTKEYS_PLAIN
+    def _update_hotkey_labels(self, *_args) -> None:
+        self.teleop_help.setText(TELEOP_HELP if self._keyboard_teleop() else "")
+        keys = self._keys_in_force()
         for name, btn in (("start_stop", self.start_btn), ("save", self.save_btn), ("discard", self.discard_btn),
                           ("rerecord", self.rerecord_btn), ("success", self.success_btn),
                           ("failure", self.failure_btn)):

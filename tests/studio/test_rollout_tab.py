@@ -47,6 +47,8 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     view = tab.views["front"]
     data = tab._overlay["front"]
     assert data.path_px is not None and np.isfinite(data.path_px).all()
+    # the path starts where the gripper is now (the sim's forward kinematics, projected like the path)
+    assert data.path_start_px is not None and np.isfinite(data.path_start_px).all()
     qtbot.wait(50)
     on = _pixels(view)
     tab.overlay_checks["path"].setChecked(False)
@@ -73,6 +75,13 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     assert review.tick_label.text().startswith("tick 6/")
     pb = review._overlay_data["front"]
     assert pb.path_px is not None and np.isfinite(pb.path_px).all() and pb.mode == "playback"
+    # Play toggles to Pause while it plays, and back
+    shown = review.tick_label.text()
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Pause"
+    qtbot.waitUntil(lambda: review.tick_label.text() != shown, timeout=3000)  # it plays
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Play" and not review._timer.isActive()
     review.close_reader()
 
 
