@@ -38,14 +38,19 @@ def _settle(app, seconds: float = 0.4) -> None:
         time.sleep(0.02)
 
 
+GRABBED: list[str] = []  # how each picture was taken: "screen" (X server pixels) or "widget"
+
+
 def _grab(app, window, path: Path) -> Path:
     """The window as the screen shows it (X server pixels); the widget's own rendering where the platform
     cannot read the screen (offscreen)."""
     _settle(app)
     screen = window.screen() or app.primaryScreen()
     pix = screen.grabWindow(int(window.winId())) if app.platformName() == "xcb" else None
+    GRABBED.append("screen")
     if pix is None or pix.isNull() or pix.width() < 100:
         pix = window.grab()
+        GRABBED[-1] = "widget"
     if not pix.save(str(path), "PNG"):
         raise OSError(f"screenshots: cannot write {path}")
     return path
@@ -83,6 +88,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
         tabs = window.tab_widgets
         # 1. a fresh store: what the studio says first
         paths.append(_grab(app, window, out / "first-launch.png"))
+        window.welcome.hide_button.click()  # the person has read the guide: the tabs get the whole window
 
         # 2. Record: the sim rig connected, cameras live
         record = tabs["Record"]
@@ -114,6 +120,9 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
         ft.dataset_combo.setCurrentIndex(max(0, ft.dataset_combo.findText("pick-demos")))
         ft.model_edit.setCurrentText("tiny")
         ft.steps_spin.setValue(steps)
+        ft.head_combo.setCurrentText("chunk")  # a chunk of 8 actions: the Rollout tab draws it as a path
+        ft.chunk_spin.setValue(8)
+        ft.lr_spin.setValue(3e-3)
         run_id = ft.start_run()
         if run_id is None:
             raise RuntimeError("screenshots: the Fine-tune tab refused to start the tiny run")
@@ -131,6 +140,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
         ro.episodes_spin.setValue(1)
         ro.fps_spin.setValue(15)
         ro.max_s_spin.setValue(6)
+        ro.execute_spin.setValue(4)
         ro.start_rollout()
         _wait(app, lambda: ro.ticks_shown > 30, 120, "the rollout's first ticks")
         paths.append(_grab(app, window, out / "rollout-live.png"))
@@ -158,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=24, help="steps of the tiny fine-tune (default 24)")
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from PyQt6.QtWidgets import QApplication
+
     for path in take(Path(args.out), Path(args.home) if args.home else None, steps=args.steps):
         print(path, flush=True)
+    print(f"platform {QApplication.instance().platformName()}; grabbed from: {', '.join(GRABBED)}", flush=True)
     return 0
 
 

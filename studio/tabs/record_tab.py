@@ -223,7 +223,7 @@ class RecordTab(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(side_panel.minimumSizeHint().width() + 16)
+        scroll.setMinimumWidth(side_panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
         self.center_splitter = QSplitter(Qt.Orientation.Vertical)
         self.center_splitter.addWidget(self.views)
         self.center_splitter.addWidget(self.chart)

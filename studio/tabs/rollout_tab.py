@@ -100,7 +100,6 @@ class RolloutTab(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMaximumWidth(440)
         lay.addWidget(scroll)
 
         # --- policy
@@ -244,6 +243,9 @@ class RolloutTab(QWidget):
         pl.addWidget(self.status_label)
         pl.addWidget(self.safety_label)
         pl.addStretch(1)
+
+        # the controls fit beside their scroll bar; the cameras get the rest
+        scroll.setFixedWidth(min(460, panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4))
 
         # --- views
         right = QVBoxLayout()
