@@ -79,7 +79,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="with --gpus N: ddp (default; a whole model per GPU) or fsdp (shard the LLM layers)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per event (the default whenever stdout is not a terminal)")
-    p.add_argument("--logger", choices=["jsonl", "tensorboard"], default="jsonl",
+    p.add_argument("--logger", choices=["jsonl", "tensorboard"], default=None,  # None: not forwarded to a remote
                    help="jsonl (default: metrics.jsonl only) or tensorboard (also TensorBoard event files)")
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
     p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
@@ -254,7 +254,7 @@ def _launch_torchrun(args, cfg, run_id: str) -> int:
         argv += ["--stop-at-step", str(args.stop_at_step)]
     if args.json:
         argv.append("--json")
-    if args.logger != "jsonl":
+    if args.logger:
         argv += ["--logger", args.logger]
     cmd = torchrun_command(cfg.gpus, argv)
     env = dict(os.environ)
