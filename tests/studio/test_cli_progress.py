@@ -73,7 +73,7 @@ TRAIN = ["finetune", "--dataset", "toy", "--model", "tiny", "--steps", "3", "--b
 
 def test_finetune_on_a_terminal_shows_a_progress_bar_and_sentences(toy_home):
     with terminal_stdout() as seen:
-        rc = main(["--home", str(toy_home), *TRAIN, "--run-id", "tty-run"])
+        rc = main(["--home", str(toy_home), *TRAIN, "--logger", "tensorboard", "--run-id", "tty-run"])
     text = seen()
     assert rc == 0
     assert '{"event"' not in text  # no raw JSON for a person
@@ -86,6 +86,19 @@ def test_finetune_on_a_terminal_shows_a_progress_bar_and_sentences(toy_home):
     events = [json.loads(x) for x in (toy_home / "runs" / "tty-run" / "metrics.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
 
+    # --logger tensorboard: event files beside metrics.jsonl, with the same numbers
+    run = toy_home / "runs" / "tty-run"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "eval/val_loss" in tags and "train/samples_per_s" in tags
+    train = [e for e in events if e["event"] == "train"]
+    assert [e.step for e in acc.Scalars("train/loss")] == [e["step"] for e in train] == [1, 2, 3]
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([e["loss"] for e in train], rel=1e-5)
+
 
 def test_finetune_json_flag_on_a_terminal_prints_json_lines(toy_home):
     with terminal_stdout() as seen:
@@ -97,26 +110,6 @@ def test_finetune_json_flag_on_a_terminal_prints_json_lines(toy_home):
     assert events[0]["event"] == "start" and events[-1]["event"] == "done"
     on_disk = (toy_home / "runs" / "tty-json" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in on_disk] == events  # byte-compatible with the file the studio reads
-
-
-def test_finetune_tensorboard_logger_writes_event_files_beside_metrics(toy_home, capsys):
-    rc = main(["--home", str(toy_home), *TRAIN, "--logger", "tensorboard", "--run-id", "tb-run"])
-    out = capsys.readouterr().out
-    assert rc == 0 and out.lstrip().startswith('{"event":"start"')  # not a terminal: JSON lines as before
-    run = toy_home / "runs" / "tb-run"
-    assert (run / "metrics.jsonl").is_file()
-    files = list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert files
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    tags = acc.Tags()["scalars"]
-    assert "train/loss" in tags and "eval/val_loss" in tags
-    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3]
-    first = json.loads(out.splitlines()[1])
-    assert first["event"] == "train"
-    assert acc.Scalars("train/loss")[0].value == pytest.approx(first["loss"], rel=1e-5)
 
 
 def test_item_progress_without_a_terminal_prints_only_the_lines():

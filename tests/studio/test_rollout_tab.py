@@ -165,3 +165,28 @@ def test_takeover_hands_the_arm_to_the_keyboard_and_marks_the_segment(qtbot, tab
     state = np.asarray(low["observation.state"])
     # the keyboard moved the arm while it had it (the policy alone holds still)
     assert np.abs(state[-1] - state[start]).max() > 0.5
+
+
+class _BreaksAfter(FixedChunkPolicy):
+    """Good chunks for a few calls, then actions of the wrong size (a broken model mid-rollout)."""
+
+    def predict(self, images, state, instruction):
+        out = super().predict(images, state, instruction)
+        if len(self.calls) > 4:
+            out.actions = out.actions[:, :3]
+        return out
+
+
+def test_a_failure_mid_rollout_clears_the_live_view(qtbot, tab):
+    tab.policy_object = _BreaksAfter(chunk_size=2, step=1.0)
+    tab.async_check.setChecked(False)
+    tab.max_s_spin.setValue(5.0)
+    tab.start_rollout()
+    qtbot.waitUntil(lambda: tab.ticks_shown > 0 and tab.views["front"].image_size() is not None, timeout=20000)
+    with qtbot.waitSignal(tab.thread.finished, timeout=30000):
+        pass
+    assert tab.status_label.text().startswith("failed:") and "dims" in tab.status_label.text()
+    # no frozen frame, overlay or action bars left on screen as if the arm were still running
+    assert all(v.image_size() is None for v in tab.views.values())
+    assert tab._overlay == {} and tab.safety_label.text() == ""
+    assert tab.start_button.isEnabled()
