@@ -30,6 +30,7 @@ from PyQt6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -37,6 +38,7 @@ from PyQt6.QtWidgets import (
 
 from recorder.errors import KnownError
 from recorder.safety import RULES as SAFETY_RULES
+from studio.context import remember_splitter
 from studio.rollout_calibration import load_calibrations
 from studio.rollout_overlay import RateMeter, overlay_from_live, path_start_projector
 from studio.rollout_review import JOINTS, RolloutReviewWidget
@@ -248,18 +250,25 @@ class RolloutTab(QWidget):
         scroll.setFixedWidth(min(460, panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4))
 
         # --- views
-        right = QVBoxLayout()
         self.views_grid = CameraGridWidget()  # the cameras as large as the space allows
         self.views_grid.set_placeholder(
             "Pick a checkpoint (fine-tune one in the Fine-tune tab) or a policy server, then press Start:\n"
             "the policy drives the rig and its cameras show here with the predicted path and the overlays.")
         self.views_grid.setToolTip(OVERLAY_TIPS)
-        right.addWidget(self.views_grid, 1)
         self.bars = ActionBarsWidget(self._names, self._low, self._high)
-        self.bars.setMaximumHeight(130)
-        right.addWidget(QLabel("predicted (blue) vs executed (orange) per joint"))
-        right.addWidget(self.bars)
-        lay.addLayout(right, 1)
+        bars_box = QWidget()
+        bl = QVBoxLayout(bars_box)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addWidget(QLabel("predicted (blue) vs executed (orange) per joint"))
+        bl.addWidget(self.bars, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)  # cameras above the action bars, sizes remembered
+        self.splitter.addWidget(self.views_grid)
+        self.splitter.addWidget(bars_box)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setSizes([560, 150])
+        remember_splitter(ctx, self.splitter, "rollout.live")
+        lay.addWidget(self.splitter, 1)
 
         ctx.rigs.lease_changed.connect(self._on_lease_changed)
         self._on_lease_changed(ctx.rigs.holder)
