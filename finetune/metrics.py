@@ -113,19 +113,39 @@ class JsonlLogger:
             self._file = None
 
 
+TENSORBOARD_DIR = "tensorboard"  # runs/<id>/tensorboard/, beside metrics.jsonl
+
+
 class TensorBoardLogger:
-    """Optional: scalars of each event to TensorBoard (needs the ``tensorboard`` package)."""
+    """Optional: scalars of each event to TensorBoard event files (needs the ``tensorboard`` package).
+
+    Tags are ``<event>/<field>`` (``train/loss``, ``eval/val_loss``, ...) at the event's step, so
+    ``tensorboard --logdir runs/<id>/tensorboard`` shows the curves the Fine-tune tab draws.
+    """
 
     def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from recorder.errors import ConfigError
+
+            raise ConfigError("--logger tensorboard needs the tensorboard package: pip install tensorboard "
+                              "(or install vla-studio's train extra)") from None
 
         self._writer = SummaryWriter(str(log_dir))
 
     def log_dict(self, payload: dict[str, Any], step: int | None = None) -> None:
         prefix = payload.get("event", "train")
+        step = payload.get("step", step)
+        if step is None:
+            return
         for key, value in payload.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and step is not None:
-                self._writer.add_scalar(f"{prefix}/{key}", value, step)
+            if key in ("step", "time"):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._writer.add_scalar(f"{prefix}/{key}", value, int(step))
+        if prefix in ("eval", "checkpoint", "done", "cancelled", "error"):
+            self._writer.flush()  # a person watching TensorBoard sees evals as they happen
 
     def close(self) -> None:
         self._writer.close()
@@ -142,6 +162,24 @@ class MultiLogger:
     def close(self) -> None:
         for lg in self.loggers:
             lg.close()
+
+
+def build_logger(run_path: Path, *, stdout: bool = True, tensorboard: bool = False,
+                 extra: tuple[MetricLogger, ...] = ()) -> MetricLogger:
+    """The logger of one run: ``metrics.jsonl`` always (echoed as JSON lines on stdout when ``stdout``),
+    TensorBoard event files in ``tensorboard/`` when asked, and any ``extra`` logger (a terminal display)."""
+    from finetune.run_config import METRICS_FILE
+
+    run_path = Path(run_path)
+    loggers: list[MetricLogger] = [JsonlLogger(run_path / METRICS_FILE, stream=JsonlLogger.STDOUT if stdout else None)]
+    if tensorboard:
+        try:
+            loggers.append(TensorBoardLogger(run_path / TENSORBOARD_DIR))
+        except BaseException:
+            loggers[0].close()
+            raise
+    loggers.extend(extra)
+    return loggers[0] if len(loggers) == 1 else MultiLogger(*loggers)
 
 
 def parse_event(line: str) -> dict | None:

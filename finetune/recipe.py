@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -155,7 +156,8 @@ class FinetuneRecipe:
 
     def __init__(self, cfg: FinetuneConfig, home: Path, *, run_id: str | None = None, resume: bool = False,
                  logger: MetricLogger | None = None, stop_at_step: int | None = None,
-                 install_signal_handlers: bool = True) -> None:
+                 install_signal_handlers: bool = True,
+                 logger_factory: Callable[[Path], MetricLogger] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.home = Path(home)
@@ -165,6 +167,7 @@ class FinetuneRecipe:
         self.stop_at_step = stop_at_step
         self.install_signal_handlers = install_signal_handlers
         self._external_logger = logger
+        self._logger_factory = logger_factory  # run folder -> the logger this run owns (built on rank 0 only)
         self.logger: MetricLogger | None = None
         self.step = 0
         self.samples_seen = 0  # position in the data stream (global samples)
@@ -195,7 +198,12 @@ class FinetuneRecipe:
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.logger = self._external_logger or JsonlLogger(self.path / METRICS_FILE)
+            if self._external_logger is not None:
+                self.logger = self._external_logger
+            elif self._logger_factory is not None:
+                self.logger = self._logger_factory(self.path)
+            else:
+                self.logger = JsonlLogger(self.path / METRICS_FILE)
             self._write_pid()
         self._install_signals()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from recorder.errors import DatasetError
@@ -170,9 +169,12 @@ def _show(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def _frames_bar():
+    """A progress bar over frames on a terminal (nothing without one); its ``update(done, total)`` is the
+    progress callback of export, import and merge."""
+    from studio.commands.progress import ItemProgress
+
+    return ItemProgress("frames", None)
 
 
 def _export(args) -> int:
@@ -187,8 +189,9 @@ def _export(args) -> int:
             raise DatasetError(f"every selected episode of {args.name!r} is marked failed: add --include-failed "
                                "to export them anyway")
         try:
-            res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
-                                 robot_type=args.robot_type, gop=args.gop, progress=_progress)
+            with _frames_bar() as bar:
+                res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
+                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update)
         except OSError as err:  # the half-written export is removed by export_lerobot
             _raise_if_disk_full(err, args.out, chosen)
             raise
@@ -216,7 +219,8 @@ def _import(args) -> int:
 
     store = _open(args)
     try:
-        eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=_progress)
+        with _frames_bar() as bar:
+            eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=bar.update)
         print(f"imported {len(eps)} episodes, {sum(e.num_frames for e in eps)} frames into "
               f"{eps[0].dataset!r}")
         if "depth videos" in (eps[0].notes or ""):
@@ -261,7 +265,8 @@ def _merge(args) -> int:
 
     store = _open(args)
     try:
-        eps = merge(store, args.sources, args.into, copy=args.copy, progress=_progress)
+        with _frames_bar() as bar:
+            eps = merge(store, args.sources, args.into, copy=args.copy, progress=bar.update)
         verb = "copied" if args.copy else "moved"
         print(f"{verb} {len(eps)} episodes from {', '.join(args.sources)} into {args.into!r}")
     finally:

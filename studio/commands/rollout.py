@@ -127,16 +127,24 @@ def _run(args) -> int:
                             chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble,
                                               asynchronous=not args.sync))
 
+        from studio.commands.progress import ItemProgress
+
+        bar = ItemProgress("rollout episodes", args.episodes)  # a bar on a terminal; the same lines without one
+        wins = []
+
         def on_episode(i, info):
             label = {True: "success", False: "failure", None: "unlabelled"}[info.success]
-            print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}", flush=True)
+            wins.append(bool(info.success))
+            bar.update(i + 1, note=f"{sum(wins)}/{len(wins)} successes")
+            bar.print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}")
 
         print(f"rollout of {checkpoint_name(policy)} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
               f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}", flush=True)
         try:
-            result = run_rollouts(rig, policy, store, cfg, stop=stop,
-                                  safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
-                                  on_episode=on_episode)
+            with bar:
+                result = run_rollouts(rig, policy, store, cfg, stop=stop,
+                                      safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
+                                      on_episode=on_episode)
         except KeyboardInterrupt:
             print("rollout: interrupted; the episode under way was discarded", file=sys.stderr)
             return 130

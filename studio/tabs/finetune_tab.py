@@ -49,6 +49,7 @@ from finetune.run_config import (
     run_dir,
 )
 from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -268,6 +269,8 @@ class FinetuneTab(QWidget):
         hbox.addLayout(hb)
         right.addWidget(history)
         right.setSizes([450, 120, 200])
+        self.splitter = right
+        remember_splitter(self.ctx, right, "finetune.right")  # the person's pane sizes come back next launch
         root.addWidget(right, 1)
         self._on_preset_changed()
         self._on_history_selection_changed()
