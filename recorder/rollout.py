@@ -28,6 +28,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -567,8 +568,10 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
     for i in range(int(cfg.episodes)):
         if stop.is_set() or estop.is_set():
             break
+        fresh_after = None
         if hasattr(robot, "reset"):
             robot.reset(None if cfg.seed is None else cfg.seed + i)
+            fresh_after = time.monotonic()  # frames captured before this show the scene before the reset
         if hasattr(safety, "reset_counts"):
             safety.reset_counts()
         ep_stop = threading.Event()
@@ -590,7 +593,8 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
                                     sum(bool(s) for s in result.successes), len(result.successes)))
 
         try:
-            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds),
+            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds,
+                                                                 fresh_after=fresh_after),
                               ep_stop, tick_cb, safety)
         except KnownError as err:
             # the policy failed (a lost policy server, a bad checkpoint output): keep what was recorded

@@ -49,7 +49,8 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 IMAGE_PREFIX = "observation.images."
 # Columns every LeRobot frame row has; not features of the robot.
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-# Low-dim columns of our store that are bookkeeping, not robot features.
+# Low-dim columns of our store that are bookkeeping, not robot features. (stale.<cam> is exported: a
+# per-frame 0/1 column "stale.<cam>", 1 where the video holds an older frame than the row's moment.)
 _STORE_BOOKKEEPING = ("index", "t")
 _STORE_BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
@@ -906,6 +907,10 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
     if len(cams) != len(src_ds.video_keys):
         raise DatasetError(f"{src_ds.path}: camera keys {src_ds.video_keys} collide once shortened")
     lowdim_shapes = {k: src_ds.lowdim_shape(k) for k in src_ds.lowdim_keys}
+    # our export's per-frame stale flags come back as the store's stale.<cam> column, not as a stream
+    stale_keys = {cam: f"stale.{cam}" for cam in cams if f"stale.{cam}" in lowdim_shapes}
+    for key in stale_keys.values():
+        del lowdim_shapes[key]
     total = sum(e.length for e in src_ds.episodes)
     done = 0
     imported = []
@@ -927,7 +932,8 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
                 t = float(values["timestamp"][i])
                 _wait_for_room(w)
                 w.add_tick(t=t, frames=frames, timestamps={cam: t for cam in frames},
-                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes})
+                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes},
+                           stale={cam: bool(values[k][i].reshape(-1)[0]) for cam, k in stale_keys.items()})
                 done += 1
                 if progress is not None and done % 32 == 0:
                     progress(done, total)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
 from recorder.store import models as m
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.lowdim import is_bookkeeping
 from recorder.store.paths import resolve_home
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
@@ -370,7 +371,7 @@ class Store:
         }
         low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
         for name in list(cams) + list(low):
-            if not name or "/" in name or name.startswith(("ts.", "dropped.")) or name in ("index", "t"):
+            if not name or "/" in name or is_bookkeeping(name):
                 raise ValueError(f"invalid stream name {name!r}")
         features = {
             "fps": float(fps),

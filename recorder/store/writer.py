@@ -122,8 +122,10 @@ class EpisodeWriter:
         frames: dict[str, Any] | None = None,
         timestamps: dict[str, float] | None = None,
         values: dict[str, np.ndarray] | None = None,
+        stale: dict[str, bool] | None = None,
     ) -> int:
-        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``)."""
+        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``).
+        ``stale[cam]`` True: that camera's image is not of this tick (stored as ``stale.<cam>``)."""
         if self._done:
             raise StoreError(f"episode {self.uuid} is already finished; begin a new episode to record more")
         frames = frames or {}
@@ -148,7 +150,7 @@ class EpisodeWriter:
             if not ok:
                 self._dropped[name] += 1
             dropped[name] = not ok
-        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared)
+        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared, stale)
         self._ticks += 1
         return tick
 

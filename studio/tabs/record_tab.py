@@ -312,21 +312,20 @@ class RecordTab(QWidget):
             self.connect_btn.setToolTip("")
 
     def _on_rig_connected(self, rig) -> None:
-        from recorder.session import RecordSession, SessionConfig
+        from recorder.session import make_record_session
 
         self.rig = rig
         n = self.num_episodes.value()
-        cfg = SessionConfig(
-            dataset=self.dataset_edit.text().strip() or "demos",
-            task=self.task_edit.text().strip() or "demonstration",
-            episode_time_s=self.episode_time.value(),
-            reset_time_s=self.reset_time.value(),
-            auto_advance=self.auto_advance.isChecked(),
-            num_episodes=n or None,
-        )
         self.thread = SessionThread(self)
         try:
-            self.session = RecordSession(self.ctx.store, rig, cfg, self.thread.callbacks())
+            # the same set-up as `vla-studio record` (sim reset before each episode, scripted expert, task)
+            self.session = make_record_session(
+                self.ctx.store, rig, dataset=self.dataset_edit.text().strip() or "demos",
+                task=self.task_edit.text().strip() or "demonstration", episode_time_s=self.episode_time.value(),
+                reset_time_s=self.reset_time.value(), auto_advance=self.auto_advance.isChecked(),
+                num_episodes=n or None, seed=None, callbacks=self.thread.callbacks(),
+            )
+            cfg = self.session.cfg
         except KnownError as err:
             self.thread = None
             self.ctx.error_posted.emit(str(err))
