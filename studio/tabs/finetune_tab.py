@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -40,7 +40,15 @@ from PyQt6.QtWidgets import (
 )
 
 from finetune.presets import PRESETS, detect_gpu, preset_for
-from finetune.run_config import FinetuneConfig, last_checkpoint, make_run_id, pid_alive, run_dir
+from finetune.run_config import (
+    FinetuneConfig,
+    check_model_spec,
+    last_checkpoint,
+    make_run_id,
+    pid_alive,
+    run_dir,
+)
+from recorder.errors import KnownError
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -96,7 +104,11 @@ class FinetuneTab(QWidget):
         basic = QGroupBox("New fine-tune")
         form = QFormLayout(basic)
         self.dataset_combo = QComboBox()
+        self.dataset_combo.currentIndexChanged.connect(self._on_dataset_changed)
         form.addRow("Dataset", self.dataset_combo)
+        self.dataset_info = QLabel()  # how many episodes the chosen dataset holds, or why it cannot be used
+        self.dataset_info.setWordWrap(True)
+        form.addRow("", self.dataset_info)
         model_row = QHBoxLayout()
         self.model_edit = QComboBox()
         self.model_edit.setEditable(True)
@@ -311,16 +323,48 @@ class FinetuneTab(QWidget):
         return f"{preset.title}. Estimate: {est.summary()}{budget}"
 
     def refresh_datasets(self) -> None:
+        """List every dataset (empty ones too, marked). The choice never moves on its own: a chosen dataset
+        that emptied or vanished stays chosen and says so; the first non-empty one is chosen only when none was."""
         current = self.dataset_combo.currentText()
         try:
-            names = [d.name for d in self.ctx.store.datasets() if d.num_episodes > 0]
+            self._dataset_sizes = {d.name: int(d.num_episodes) for d in self.ctx.store.datasets()}
         except Exception as err:  # noqa: BLE001 - a broken store is shown, not raised into Qt
             self.ctx.error_posted.emit(str(err))
-            names = []
-        self.dataset_combo.clear()
-        self.dataset_combo.addItems(names)
-        if current in names:
-            self.dataset_combo.setCurrentText(current)
+            self._dataset_sizes = {}
+        names = list(self._dataset_sizes)
+        if current and current not in names:
+            names.append(current)
+        with QSignalBlocker(self.dataset_combo):
+            self.dataset_combo.clear()
+            self.dataset_combo.addItems(names)
+            if current:
+                self.dataset_combo.setCurrentText(current)
+            else:
+                filled = [n for n in names if self._dataset_sizes.get(n)]
+                self.dataset_combo.setCurrentText(filled[0] if filled else (names[0] if names else ""))
+        self._on_dataset_changed()
+
+    def dataset_problem(self, name: str) -> str | None:
+        """Why ``name`` cannot be trained on (one line), or None."""
+        sizes = getattr(self, "_dataset_sizes", {})
+        if not name:
+            return "no dataset to train on: record episodes in the Record tab first"
+        if name not in sizes:
+            return f"dataset '{name}' is not in the store: pick another one or record it in the Record tab"
+        if not sizes[name]:
+            return f"dataset '{name}' is empty (0 episodes): record episodes into it in the Record tab first"
+        return None
+
+    def _on_dataset_changed(self, *_) -> None:
+        name = self.dataset_combo.currentText()
+        problem = self.dataset_problem(name) if name else None
+        if problem:
+            self.dataset_info.setText(problem)
+            self.dataset_info.setStyleSheet("color: #c0392b;")
+        else:
+            n = getattr(self, "_dataset_sizes", {}).get(name, 0)
+            self.dataset_info.setText(f"{n} episode{'s' if n != 1 else ''}" if name else "")
+            self.dataset_info.setStyleSheet("")
 
     def build_config(self) -> FinetuneConfig:
         """The FinetuneConfig the form describes (the child resolves the same values from its CLI args)."""
@@ -379,8 +423,15 @@ class FinetuneTab(QWidget):
             self.ctx.error_posted.emit("a fine-tune is already running here: cancel it or wait for it to finish")
             return None
         cfg = self.build_config()
-        if not cfg.dataset:
-            self.ctx.error_posted.emit("no dataset to train on: record episodes in the Record tab first")
+        self.refresh_datasets()  # the store may have changed since the list was drawn
+        problem = self.dataset_problem(cfg.dataset)
+        if problem is None and not self.remote_check.isChecked():  # a remote run resolves its own model
+            try:
+                check_model_spec(cfg.model)
+            except KnownError as err:
+                problem = f"base model: {err}"
+        if problem:
+            self._refuse(problem)
             return None
         if self.remote_check.isChecked() and not self.remote_host_edit.text().strip():
             self.ctx.error_posted.emit("remote run: enter the SSH host (user@host[:port])")
@@ -388,6 +439,12 @@ class FinetuneTab(QWidget):
         run_id = make_run_id(cfg)
         self._launch(self.build_args(cfg, run_id), run_id, cfg.steps, fresh=True)
         return run_id
+
+    def _refuse(self, message: str) -> None:
+        """A run that cannot start: say why where the person looks, start nothing."""
+        self.status_label.setText(f"Not started: {message}")
+        self.status_label.setStyleSheet("color: #c0392b;")
+        self.ctx.error_posted.emit(message)
 
     def resume_run(self, run_id: str) -> None:
         if self.is_running:
