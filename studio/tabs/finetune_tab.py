@@ -39,6 +39,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from finetune.learning import NOT_LEARNING
 from finetune.presets import PRESETS, detect_gpu, preset_for
 from finetune.run_config import (
     FinetuneConfig,
@@ -235,9 +236,15 @@ class FinetuneTab(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.stats_label = QLabel("")
+        # "not learning: ..." with the likely causes, when the run's loss / val L1 stays flat
+        self.learning_label = QLabel("")
+        self.learning_label.setWordWrap(True)
+        self.learning_label.setStyleSheet("color: #b35900;")
+        self.learning_label.hide()
         live_box.addWidget(self.status_label)
         live_box.addWidget(self.progress)
         live_box.addWidget(self.stats_label)
+        live_box.addWidget(self.learning_label)
         self.curves = CurvesWidget()
         live_box.addWidget(self.curves, 1)
         right.addWidget(live)
@@ -485,6 +492,8 @@ class FinetuneTab(QWidget):
         self._started_at = time.time()
         if clear:
             self.curves.clear()
+        self.learning_label.clear()
+        self.learning_label.hide()
         self.progress.setMaximum(max(1, steps))
         self.progress.setValue(0)
         self.status_label.setText(f"Starting {run_id} …")
@@ -555,6 +564,12 @@ class FinetuneTab(QWidget):
             self.refresh_history()
         elif kind == "config_drift" and not replay:
             self.log_view.appendPlainText(f"config changed since the checkpoint: {event.get('fields')}")
+        elif kind == "warning" and event.get("kind") == NOT_LEARNING:
+            self.learning_label.setText(f"Step {step}: {event.get('message')}")
+            self.learning_label.setToolTip("Likely causes:\n" + "\n".join(f"- {c}" for c in event.get("causes") or []))
+            self.learning_label.show()
+            if not replay:
+                self.log_view.appendPlainText(f"warning: {event.get('message')}")
         elif kind in ("error", "warning") and not replay:
             self.log_view.appendPlainText(f"{kind}: {event.get('message')}")
 

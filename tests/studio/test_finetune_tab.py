@@ -189,3 +189,17 @@ def test_memory_estimate_follows_the_options_and_multi_gpu_choices_reach_the_com
     args = tab.build_args(tab.build_config(), "run-x")
     assert args[args.index("--gpus") + 1] == "2" and args[args.index("--sharding") + 1] == "fsdp"
     assert "--lora-include-vision" in args
+
+
+def test_a_run_that_does_not_learn_is_flagged_in_the_tab(ctx, qtbot):
+    tab = _tab(ctx, qtbot)
+    _small_run(tab, steps=6, eval_every=2)
+    tab.lr_spin.setValue(1e-6)  # the smallest the tab allows: the predicted actions cannot move in 6 steps
+    assert tab.learning_label.isHidden()
+    with qtbot.waitSignal(tab.run_finished, timeout=180_000) as finished:
+        tab.start_button.click()
+    assert finished.args[1] == "done", tab.log_view.toPlainText()
+    assert not tab.learning_label.isHidden()
+    text = tab.learning_label.text()
+    assert "not learning" in text and "validation L1 stayed at" in text and "likely causes" in text
+    assert "learning rate" in tab.learning_label.toolTip()
