@@ -28,6 +28,12 @@ from recorder.errors import ConfigError, DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
 
 
+#: while the rig is idle (not recording) and a local training run needs the CPU (``set_yield``): the sim
+#: cameras render at this rate and the idle teleop loop runs at IDLE_YIELD_LOOP_FPS. Recording restores both.
+IDLE_YIELD_CAMERA_FPS = 2.0
+IDLE_YIELD_LOOP_FPS = 5.0
+
+
 class Phase(enum.StrEnum):
     IDLE = "idle"
     RECORDING = "recording"
@@ -159,6 +165,7 @@ class RecordSession:
         # episodes the arm holds still. A person teleoperates in every phase.
         self.idle_source = HoldSource() if cfg.source == "scripted" else source
         self._fresh_after: float | None = None  # time of the reset before the open episode
+        self._yield = False  # a local training run wants the CPU: slow the idle rig down
         self.safety = safety
         open_dataset(store, cfg.dataset, rig, cfg.fps, cfg.codec)  # DatasetError before anything moves
 
@@ -221,6 +228,17 @@ class RecordSession:
             raise DatasetError("the task instruction is empty: type what the demonstration does")
         self._post("task", text, wake=False)
 
+    def set_yield(self, on: bool) -> None:
+        """While ``on`` and no episode is being recorded, the rig's sim cameras render at
+        IDLE_YIELD_CAMERA_FPS and the idle loop runs at IDLE_YIELD_LOOP_FPS, so a local CPU training run is not
+        starved by an idle rig. Recording always runs at full rate."""
+        self._post("yield", bool(on), wake=False)
+
+    @property
+    def yielding(self) -> bool:
+        """The idle rig is slowed down now (set_yield on and not recording)."""
+        return self._yield and self._phase is not Phase.RECORDING
+
     def close(self, timeout: float = 10.0) -> None:
         self._post("close")
         t = self._thread
@@ -256,6 +274,7 @@ class RecordSession:
 
     def _set_phase(self, phase: Phase, message: str | None = None) -> None:
         self._phase = phase
+        self._apply_rates()
         if message is not None:
             self.message = message
         if phase not in (Phase.RECORDING, Phase.RESET):
@@ -300,6 +319,23 @@ class RecordSession:
             if self.cb.on_state is not None:
                 self.cb.on_state(self.status())
 
+    def _apply_rates(self) -> None:
+        cap = IDLE_YIELD_CAMERA_FPS if self.yielding else None
+        for cam in self.rig.cameras.values():
+            if hasattr(cam, "rate_cap"):
+                cam.rate_cap = cap
+
+    def _idle_fps(self) -> float:
+        return min(self.cfg.fps, IDLE_YIELD_LOOP_FPS) if self.yielding else self.cfg.fps
+
+    def _cmd_yield(self, on: bool) -> None:
+        if on == self._yield:
+            return
+        self._yield = on
+        self._apply_rates()
+        if self._phase in (Phase.IDLE, Phase.DONE, Phase.REVIEW, Phase.ESTOPPED):
+            self._wake.set()  # restart the idle loop at its new rate (never a recording or a countdown)
+
     def _loop_cfg(self, **kw) -> LoopConfig:
         return replace(LoopConfig(fps=self.cfg.fps, estop=self._estop, frame_timeout_s=self.cfg.frame_timeout_s), **kw)
 
@@ -328,7 +364,8 @@ class RecordSession:
         limit = self.cfg.reset_time_s
         if limit > 0:
             res = run_episode(
-                self.rig, self.idle_source, None, self._loop_cfg(max_duration_s=limit, record=False),
+                self.rig, self.idle_source, None,
+                self._loop_cfg(max_duration_s=limit, record=False, fps=self._idle_fps()),
                 self._wake, self._tick_cb(recording=False, limit=limit), self.safety,
             )
             if res.reason == "fault":
@@ -347,7 +384,7 @@ class RecordSession:
 
     def _drive(self, send: bool = True) -> None:
         res = run_episode(
-            self.rig, self.idle_source, None, self._loop_cfg(record=False, send_actions=send,
+            self.rig, self.idle_source, None, self._loop_cfg(record=False, send_actions=send, fps=self._idle_fps(),
                                                         estop=None if not send else self._estop),
             self._wake, self._tick_cb(recording=False, limit=None), self.safety,
         )

@@ -92,6 +92,9 @@ class FinetuneTab(QWidget):
         self.refresh_datasets()
         self.refresh_history()
         ctx.store_changed.connect(self._on_store_changed)
+        ctx.rigs.rig_connected.connect(self._update_load_note)
+        ctx.rigs.rig_disconnected.connect(self._update_load_note)
+        ctx.rigs.lease_changed.connect(self._update_load_note)
         self.reattach()
 
     # ------------------------------------------------------------------ UI
@@ -245,6 +248,11 @@ class FinetuneTab(QWidget):
         live_box.addWidget(self.progress)
         live_box.addWidget(self.stats_label)
         live_box.addWidget(self.learning_label)
+        # why a local run may be slower than expected (a connected rig shares the CPU)
+        self.load_label = QLabel("")
+        self.load_label.setWordWrap(True)
+        self.load_label.hide()
+        live_box.addWidget(self.load_label)
         self.curves = CurvesWidget()
         live_box.addWidget(self.curves, 1)
         right.addWidget(live)
@@ -478,6 +486,31 @@ class FinetuneTab(QWidget):
             for event in read_events(run_dir(self.home, run_id) / "metrics.jsonl"):
                 self._apply_event(event, replay=True)
         self.process.start_local(args, run_dir(self.home, run_id), program=self.child_program, env=self.child_env)
+        self._set_local_training("--remote" not in args)
+
+    def _set_local_training(self, on: bool) -> None:
+        self.ctx.set_local_training(on)
+        self._update_load_note()
+
+    def _update_load_note(self, *_) -> None:
+        """Say why a local run may be slow: a connected rig renders and runs its loop on the same CPU."""
+        from recorder.session import IDLE_YIELD_CAMERA_FPS
+
+        rigs = self.ctx.rigs
+        rig = rigs.rig
+        if not (self.ctx.local_training and rig is not None):
+            self.load_label.hide()
+            return
+        name = getattr(rig, "name", "rig")
+        if rigs.holder == "Rollout":
+            text = (f"The Rollout tab drives the rig ({name}) on this computer: its loop and cameras share the CPU "
+                    "with this run, so training is slower until the rollout ends.")
+        else:
+            text = (f"A rig is connected ({name}): while this run trains, its idle cameras render at "
+                    f"{IDLE_YIELD_CAMERA_FPS:g} fps so the training keeps the CPU. Recording meanwhile restores the "
+                    "full rate and slows the training; disconnect the rig for the fastest run.")
+        self.load_label.setText(text)
+        self.load_label.show()
 
     def _begin_following(self, run_id: str, steps: int, clear: bool) -> None:
         if self.process is not None:
@@ -518,6 +551,7 @@ class FinetuneTab(QWidget):
             self._begin_following(run.run_id, steps, clear=True)
             self.log_view.appendPlainText(f"re-attached to {run.run_id} (pid {pid})")
             self.process.attach(run.path, pid=pid, from_start=True)
+            self._set_local_training(not (run.config or {}).get("remote"))
             self.ctx.status_posted.emit(f"re-attached to the running fine-tune {run.run_id}")
             return run.run_id
         return None
@@ -578,6 +612,7 @@ class FinetuneTab(QWidget):
 
     def _on_process_finished(self, status: str, message: str) -> None:
         run_id = self.run_id or ""
+        self._set_local_training(False)
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if status == "done":

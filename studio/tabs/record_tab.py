@@ -110,6 +110,7 @@ class RecordTab(QWidget):
         rigs.rig_disconnected.connect(self._on_manager_disconnected)
         rigs.lease_changed.connect(self._on_lease_changed)
         self._on_lease_changed(rigs.holder)
+        ctx.local_training_changed.connect(self._on_local_training_changed)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -332,6 +333,7 @@ class RecordTab(QWidget):
             self.disconnect_rig()
             return
         self.thread.set_session(self.session)
+        self.session.set_yield(self.ctx.local_training)
         self.thread.ticked.connect(self._on_ticked)
         self.thread.state_changed.connect(self._on_state_changed)
         self.thread.episode_saved.connect(self._on_episode_saved)
@@ -345,6 +347,11 @@ class RecordTab(QWidget):
         self.ctx.status_posted.emit(f"rig connected; recording into dataset '{cfg.dataset}'")
         self._update_hotkey_labels()
         self.setFocus()
+
+    def _on_local_training_changed(self, on: bool) -> None:
+        """A local fine-tune wants the CPU: the idle rig renders and loops slower (recording is never slowed)."""
+        if self.session is not None:
+            self.session.set_yield(on)
 
     def disconnect_rig(self, wait: bool = False) -> None:
         """Stop the session (keeping an open episode), give the lease back and disconnect the rig off the
