@@ -185,13 +185,11 @@ class FinetuneRecipe:
         self.fsdp = cfg.sharding == "fsdp" and self.dist.enabled
         if cfg.quantize_4bit and self.fsdp:
             raise ConfigError("--4bit and --sharding fsdp do not go together: drop --4bit or use --sharding ddp")
-        if cfg.quantize_4bit:
-            if self.device.type != "cuda":
-                raise ConfigError("--4bit (QLoRA) needs a CUDA GPU and this run is on the CPU: drop --4bit")
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise ConfigError("--4bit needs bitsandbytes: pip install bitsandbytes") from None
+        if cfg.quantize_4bit:  # CPU, no bitsandbytes, an old GPU: one line before the run folder exists
+            from finetune.models.quant import check_quantize_supported
+
+            check_quantize_supported("4bit", self.device, option="--4bit (QLoRA)")
+            self.dtype = torch.bfloat16  # 4-bit layers compute in bf16; the rest of the model matches them
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -392,19 +390,16 @@ class FinetuneRecipe:
         modules_to_save = list(extra()) if callable(extra) else None
         lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, modules_to_save=modules_to_save or None)
-        if cfg.quantize_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            vla = prepare_model_for_kbit_training(vla, use_gradient_checkpointing=cfg.activation_checkpointing)
         # adapters in the base weights' dtype (bf16 on GPU), not peft's default fp32 upcast: with no autocast in the
         # training step, an fp32 adapter on a bf16 layer costs an fp32 copy of every adapted activation (the
-        # H100 benchmark's "ours" vs "plain"). fp32 bases (the CPU) are unaffected. QLoRA keeps peft's default.
-        model = get_peft_model(vla, lcfg, autocast_adapter_dtype=bool(cfg.quantize_4bit))
-        if not cfg.quantize_4bit:
-            base_dtype = self.dtype
-            for p in model.parameters():
-                if p.requires_grad and p.is_floating_point() and p.dtype != base_dtype:
-                    p.data = p.data.to(base_dtype)  # e.g. a chunk head built in fp32 next to a bf16 base
+        # H100 benchmark's "ours" vs "plain"). fp32 bases (the CPU) are unaffected. QLoRA the same: its 4-bit
+        # layers compute in bf16 (peft's prepare_model_for_kbit_training is not used: it would upcast the towers,
+        # embeddings and lm_head to fp32, +4 GiB on the 7B, and switch on transformers' checkpointing, not ours)
+        model = get_peft_model(vla, lcfg, autocast_adapter_dtype=False)
+        base_dtype = self.dtype
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point() and p.dtype != base_dtype:
+                p.data = p.data.to(base_dtype)  # e.g. a chunk head built in fp32 next to a bf16 base
         return model
 
     def _build_loaders(self) -> None:
@@ -755,9 +750,21 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         prop = norm_stats.get(key, {}).get("proprio")
         state_dim = len(prop["q01"]) if prop else None
     torch.manual_seed(cfg.seed)
-    vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=head,
-                   chunk_size=int(info.get("chunk_size") or cfg.chunk_size), action_dim=info.get("action_dim"),
-                   n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+    # a QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same way,
+    # on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
+    qlora = bool(cfg.quantize_4bit)
+    if qlora:
+        from finetune.models.quant import check_quantize_supported
+
+        check_quantize_supported("4bit", "cuda", option="exporting a --4bit (QLoRA) run")
+    vla = load_vla(cfg.model, dtype=torch.bfloat16 if qlora else torch.float32, device="cuda" if qlora else "cpu",
+                   action_head=head, chunk_size=int(info.get("chunk_size") or cfg.chunk_size),
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None, state_dim=state_dim,
+                   norm_stats=norm_stats, quantize="4bit" if qlora else None)
+    if qlora:
+        from finetune.models.quant import dequantize_llm
+
+        dequantize_llm(vla)
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
     if hasattr(merged, "norm_stats"):

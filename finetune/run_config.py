@@ -107,6 +107,9 @@ class FinetuneConfig:
             raise ConfigError(f"--sharding {self.sharding!r} is not known: use ddp or fsdp")
         if self.dtype not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"dtype {self.dtype!r} is not known: use auto, bf16 or fp32")
+        if self.quantize_4bit and self.sharding == "fsdp" and self.gpus > 1:
+            raise ConfigError("--4bit and --sharding fsdp do not go together (FSDP cannot shard 4-bit weights): "
+                              "drop --4bit or use --sharding ddp")
 
 
 # Fields whose change on resume changes what is trained: they produce a drift notice.

@@ -105,12 +105,17 @@ class Policy:
 
 
 def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True, compile_decode: bool = True,
-                unnorm_key: str | None = None, checkpoint_id: int | None = None) -> Policy:
+                unnorm_key: str | None = None, checkpoint_id: int | None = None, quantize: str | None = None) -> Policy:
     """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its
     config.json + ``adapter/`` + ``norm_stats.json``) or a merged model folder (config.json with norm_stats,
     model.safetensors) -> a ready Policy. ``fast`` (GPU only) fuses q/k/v and gate/up weights and captures each
     action step as a CUDA graph; ``compile_decode`` also torch.compiles the per-layer decode step (one-time
-    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails)."""
+    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails).
+
+    ``quantize`` (CUDA + bitsandbytes): "4bit" / "8bit" load the LLM quantized (small cards), "none" in the model
+    dtype; None (default) runs a checkpoint as it was trained: a QLoRA (--4bit) run on its 4-bit base with the
+    adapter kept beside it (the same function as in training), any other in the model dtype. A QLoRA run with
+    "none" gets its dequantized base (the values it was trained on) with the adapter merged."""
 
     from .models import load_vla
     from .norm import load_norm_stats
@@ -144,9 +149,16 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
             key = info.get("unnorm_key") or next(iter(norm_stats))
             prop = norm_stats.get(key, {}).get("proprio")
             state_dim = len(prop["q01"]) if prop else None
+        trained_4bit = bool(run_cfg.get("quantize_4bit"))
+        q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
         vla = load_vla(base, dtype=dtype, device=device, action_head=info.get("action_head"),
                        chunk_size=int(info.get("chunk_size") or 8), action_dim=info.get("action_dim"),
-                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats,
+                       quantize=q or ("4bit" if trained_4bit else None))
+        if trained_4bit and not q:
+            from .models.quant import dequantize_llm
+
+            dequantize_llm(vla)
         from peft import PeftModel
 
         try:
@@ -154,12 +166,20 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         except Exception as exc:
             raise ModelError(f"{ckpt}/adapter: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: {exc}); "
                              "is the base model the one the run used?") from None
-        vla = peft_model.merge_and_unload()
+        if q and q == ("4bit" if trained_4bit else None):
+            vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
+        else:
+            import warnings
+
+            with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
+                warnings.filterwarnings("ignore", message="Merge lora module to")
+                # on quantized layers peft merges layer by layer (dequantize, add, requantize)
+                vla = peft_model.merge_and_unload()
         unnorm_key = unnorm_key or info.get("unnorm_key")
         center_crop = bool(info.get("center_crop", False))
         source = str(ckpt)
     else:
-        vla = load_vla(ckpt, dtype=dtype, device=device)
+        vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize)
         norm_stats = vla.norm_stats
         sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
         if not norm_stats and sidecar is not None and sidecar.exists():
@@ -175,7 +195,8 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
                              "use a fine-tuned checkpoint")
         source = str(ckpt)
     vla.eval()
-    vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda"
+    # LLM.int8's outlier split has data-dependent shapes, so 8-bit layers cannot be captured in a CUDA graph
+    vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda" and getattr(vla, "quantized", None) != "8bit"
     if vla.use_cuda_graphs:
         vla.fuse_for_inference()
         vla.compile_decode = bool(compile_decode)

@@ -37,7 +37,9 @@ OPTION_FIELDS = {
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name in the store")
     p.add_argument("--model", help="base model: a local folder, a hub id, or 'tiny'")
-    p.add_argument("--preset", default=None, help="auto (from the detected GPU), gpu-80gb, gpu-24gb, gpu-12gb or cpu")
+    from finetune.presets import PRESETS
+
+    p.add_argument("--preset", default=None, help=f"auto (from the detected GPU's memory) or one of {', '.join(PRESETS)}")
     p.add_argument("--resume", metavar="RUN", help="continue a run (its id or folder) from its last checkpoint")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="samples per micro-batch (per GPU)")

@@ -32,6 +32,8 @@ def register(sub) -> None:
                         "'rollouts' holds episodes of another rig shape)")
     p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
     p.add_argument("--device", default=None, help="torch device for a local model")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
+                   help="LLM weights in 4 or 8 bits for small GPUs (CUDA + bitsandbytes); default: as the run was trained (a --4bit run on its 4-bit base)")
     p.add_argument("--max-delta", type=float, default=10.0, help="safety: largest joint change per tick (degrees)")
     p.add_argument("--open-loop", metavar="DATASET", default=None,
                    help="no rollout: run the policy over DATASET's recorded episodes and print the error per joint")
@@ -86,7 +88,7 @@ def _run(args) -> int:
     store = Store.open(args.home)
     try:
         policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device,
-                             home=args.home, store=store)
+                             home=args.home, store=store, quantize=args.quantize)
         rig = None if args.open_loop else load_rig(rig_spec, home=args.home)
     except BaseException:
         store.close()

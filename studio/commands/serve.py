@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--token", default=None, help="shared secret clients must send (required off loopback)")
     p.add_argument("--device", default=None, help="torch device for the model (default: cuda if present)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
+    p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
+                   help="LLM weights in 4 or 8 bits for small GPUs (CUDA + bitsandbytes); default: as the run was trained (a --4bit run on its 4-bit base)")
     p.set_defaults(func=_run)
 
 
@@ -28,7 +30,7 @@ def _run(args) -> int:
         raise ConfigError("serve: --max-message-mb must be positive")
     from studio.rollout_policy import load_local_policy
 
-    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home)
+    policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize)
     policy.checkpoint_id = None  # ids are per store; clients see the run/step label instead
     server = PolicyServer(policy, host=args.host, port=args.port or DEFAULT_PORT, token=args.token,
                           max_message_size=int(args.max_message_mb * 1024 * 1024))

@@ -406,13 +406,19 @@ class DatasetsTab(QWidget):
         if not self.jobs:
             self.progress.setVisible(False)
 
-    def export_episodes(self, ids: list[int], out: Path) -> StoreJob:
-        from recorder.interop.lerobot import export_lerobot
+    def export_episodes(self, ids: list[int], out: Path, *, include_failed: bool = True) -> StoreJob:
+        """Export to LeRobot v3. ``include_failed=False`` (a whole dataset, as the CLI does by default): only the
+        successful and unlabelled episodes; the labels travel in meta/episodes either way."""
+        from recorder.interop.lerobot import export_lerobot, exportable
 
         def fn(store, progress):
             eps = [store.episode(i) for i in ids]
-            res = export_lerobot(store, out, eps, progress=progress)
-            return f"exported {res.episodes} episodes ({res.frames} frames) to {res.path}"
+            chosen = exportable(eps, include_failed=include_failed)
+            res = export_lerobot(store, out, chosen, progress=progress)
+            left = len(eps) - len(chosen)
+            note = (f"; {left} failed episode{'s' if left != 1 else ''} left out (select them and use Export "
+                    "selected… to include them)") if left else ""
+            return f"exported {res.episodes} episodes ({res.frames} frames) to {res.path}{note}"
 
         return self.run_job(f"exporting {len(ids)} episodes", fn)
 
@@ -467,7 +473,7 @@ class DatasetsTab(QWidget):
         ids = [i for i in self.visible_ids()]
         out = self._ask_out_dir(f"{name}_lerobot")
         if out is not None:
-            self.export_episodes(ids, out)
+            self.export_episodes(ids, out, include_failed=False)
 
     def _on_export_selected_clicked(self) -> None:
         ids = self.table.selected_ids()

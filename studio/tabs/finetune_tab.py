@@ -40,7 +40,7 @@ from PyQt6.QtWidgets import (
 )
 
 from finetune.learning import NOT_LEARNING
-from finetune.presets import PRESETS, detect_gpu, preset_for
+from finetune.presets import PRESETS, detect_gpu, preset_for, preset_reason
 from finetune.run_config import (
     FinetuneConfig,
     check_model_spec,
@@ -132,6 +132,9 @@ class FinetuneTab(QWidget):
             self.preset_combo.addItem(preset.title, name)
         self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
         form.addRow("Preset", self.preset_combo)
+        self.gpu_label = QLabel(preset_reason(self._gpu))  # the card, its memory and the preset auto picks
+        self.gpu_label.setWordWrap(True)
+        form.addRow("", self.gpu_label)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         form.addRow("", self.estimate_label)
@@ -321,7 +324,7 @@ class FinetuneTab(QWidget):
         self.estimate_label.setText(self._estimate_text())
 
     def _estimate_text(self) -> str:
-        from finetune.presets import estimate_memory, shape_from_folder
+        from finetune.presets import shape_from_folder
 
         model = self.model_edit.currentText().strip()
         preset = self._preset()
@@ -330,12 +333,35 @@ class FinetuneTab(QWidget):
         shape = shape_from_folder(Path(model)) if Path(model).is_dir() else None
         if shape is None:
             return f"{preset.title}. Memory estimate: shown when the run starts (model not local)."
-        est = estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
-                              dtype="bf16" if self._gpu else "fp32", quantize_4bit=self.quant_check.isChecked(),
-                              activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None,
-                              lean=not self.vision_lora_check.isChecked())
+        est = self._estimate(shape)
         budget = f" of {self._gpu.total_gib:.0f} GiB" if self._gpu else ""
         return f"{preset.title}. Estimate: {est.summary()}{budget}"
+
+    def _estimate(self, shape):
+        from finetune.presets import estimate_memory
+
+        layers = int(self._preset().settings.get("checkpoint_layers", 0) or 0)
+        fraction = min(1.0, layers / shape.layers) if layers > 0 and shape.layers else 1.0
+        return estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
+                               dtype="bf16" if self._gpu else "fp32", quantize_4bit=self.quant_check.isChecked(),
+                               activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None,
+                               lean=not self.vision_lora_check.isChecked(), checkpointed_fraction=fraction)
+
+    def _fits_or_says_why(self, cfg) -> bool:
+        """A local GPU run whose estimate exceeds the card is refused here, with the number it would need."""
+        from finetune.presets import check_fits, shape_from_folder
+
+        if self._gpu is None or self.remote_check.isChecked() or not Path(cfg.model).is_dir():
+            return True
+        shape = shape_from_folder(Path(cfg.model))
+        if shape is None:
+            return True
+        try:
+            check_fits(self._estimate(shape), self._gpu.total_gib, f"GPU {self._gpu.name}")
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return False
+        return True
 
     def refresh_datasets(self) -> None:
         """List every dataset (empty ones too, marked). The choice never moves on its own: a chosen dataset
@@ -450,6 +476,8 @@ class FinetuneTab(QWidget):
             return None
         if self.remote_check.isChecked() and not self.remote_host_edit.text().strip():
             self.ctx.error_posted.emit("remote run: enter the SSH host (user@host[:port])")
+            return None
+        if not self._fits_or_says_why(cfg):
             return None
         run_id = make_run_id(cfg)
         self._launch(self.build_args(cfg, run_id), run_id, cfg.steps, fresh=True)

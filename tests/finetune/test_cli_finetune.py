@@ -120,3 +120,25 @@ def test_bad_input_is_one_clear_line_and_exit_2(toy_home, capsys, args, message)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--4bit", "--device", "cpu"], "--4bit (QLoRA) needs a CUDA GPU"),
+    (["--4bit", "--gpus", "2", "--sharding", "fsdp"], "--4bit and --sharding fsdp do not go together"),
+])
+def test_4bit_where_it_cannot_run_is_one_line_and_no_run_folder(toy_home, capsys, extra, message):
+    rc = main(["--home", str(toy_home), "finetune", "--dataset", "toy", "--model", "tiny", "--run-id", "q4",
+               "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (toy_home / "runs" / "q4").exists()
+
+
+def test_rollout_4bit_on_cpu_is_one_line(toy_home, capsys):
+    assert main(["--home", str(toy_home), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", "1",
+                 "--batch", "2", "--eval-every", "0", "--run-id", "bf16-cpu"]) == 0
+    capsys.readouterr()
+    rc = main(["--home", str(toy_home), "rollout", "--checkpoint", "bf16-cpu", "--device", "cpu", "--quantize", "4bit",
+               "--open-loop", "toy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--quantize 4bit needs a CUDA GPU" in err[0], err

@@ -139,8 +139,11 @@ def test_frames_from_before_a_reset_are_flagged_counted_stored_and_exported(home
         assert res.stale["front"] == res.written == 9 and res.stale["wrist"] == 0
         with store.open_episode(info.id) as r:
             assert r.stale("front").all() and not r.stale("wrist").any()
+        plain = tmp_path / "plain"
+        export_lerobot(store, plain, [info])  # by default the features stay lerobot's own (aggregate_datasets)
+        assert "stale.front" not in pq.read_table(plain / "data/chunk-000/file-000.parquet").column_names
         out = tmp_path / "export"
-        export_lerobot(store, out, [info])
+        export_lerobot(store, out, [info], stale_column=True)
         table = pq.read_table(out / "data/chunk-000/file-000.parquet")
         assert table.column("stale.front").to_pylist() == [1.0] * 9
         assert table.column("stale.wrist").to_pylist() == [0.0] * 9

@@ -203,3 +203,33 @@ def test_a_run_that_does_not_learn_is_flagged_in_the_tab(ctx, qtbot):
     text = tab.learning_label.text()
     assert "not learning" in text and "validation L1 stayed at" in text and "likely causes" in text
     assert "learning rate" in tab.learning_label.toolTip()
+
+
+def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(ctx, qtbot, tmp_path, monkeypatch):
+    """An RTX 4060 (8 GB): auto picks the measured 4-bit preset and says so; batch 64 of a local 7B-shaped folder
+    would need more than the card has, so Start refuses with the number instead of launching a child."""
+    import json
+
+    from PyQt6.QtCore import Qt
+
+    import studio.tabs.finetune_tab as ft
+    from finetune.models.tiny import openvla_7b_config
+    from finetune.presets import GpuInfo
+
+    monkeypatch.setattr(ft, "detect_gpu", lambda: GpuInfo("NVIDIA GeForce RTX 4060", 7.6))
+    model_dir = tmp_path / "openvla-7b-like"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(openvla_7b_config()))  # shape only: no weights needed
+    tab = _tab(ctx, qtbot)
+    assert "RTX 4060" in tab.gpu_label.text() and "7.6 GiB" in tab.gpu_label.text()
+    assert "gpu-8gb" in tab.gpu_label.text() and "gpu-8gb" in tab.preset_combo.currentText()
+    assert tab.quant_check.isChecked() and tab.batch_spin.value() == 4  # the 8 GB preset: QLoRA, batch 4
+    tab.dataset_combo.setCurrentText("toy")
+    tab.model_edit.setCurrentText(str(model_dir))
+    assert "GiB" in tab.estimate_label.text()
+    tab.batch_spin.setValue(64)
+    with qtbot.waitSignal(ctx.error_posted, timeout=5000) as err:
+        qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    assert "needs ~" in err.args[0] and "7.6 GiB" in err.args[0] and "--batch" in err.args[0]
+    assert tab.process is None and tab.start_button.isEnabled()
+    assert not (ctx.home / "runs").exists() or not any((ctx.home / "runs").iterdir())

@@ -243,3 +243,39 @@ def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(q
         rec.shutdown()
         ft.shutdown(wait_s=10)
         ctx.close()
+
+
+def test_record_tab_resets_the_sim_before_every_episode_and_frame_0_is_fresh(qtbot, make_tab, home):
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from tests.recorder.sim_truth import assert_frames_show_the_cube
+
+    # the person's sim rig (keyboard teleop), the push task: the task field takes the rig's own task
+    tab, ctx = make_tab(lambda spec, home: load_rig(sim_rig_config(task="push", width=96, height=72, fps=15.0),
+                                                    home=home))
+    tab.dataset_edit.setText("resets")
+    tab.episode_time.setValue(1.0)
+    tab.reset_time.setValue(0.5)
+    tab.num_episodes.setValue(2)
+    tab.auto_advance.setChecked(True)
+    tab.connect_rig()
+    qtbot.waitUntil(lambda: tab.phase == "idle", timeout=20000)
+    assert tab.task_edit.text() == "push the red cube onto the green square"
+    session, inner, cubes = tab.session, tab.session.cb.on_tick, {}
+
+    def truth(info, status):
+        if info.recording:
+            cubes.setdefault(status.saved, []).append(session.rig.robot.cube_position())
+        inner(info, status)
+
+    session.cb.on_tick = truth
+    tab.setFocus()
+    _key(qtbot, tab, Qt.Key.Key_Return)  # keyboard teleop: Enter starts
+    qtbot.waitUntil(lambda: tab.phase == "done", timeout=20000)
+    assert tab.count_label.text().startswith("episodes saved: 2")
+    with Store.open(home) as store:
+        eps = store.episodes(dataset="resets")
+        assert [e.task for e in eps] == ["push the red cube onto the green square"] * 2
+        seeds = [e.rig["robot_info"]["seed"] for e in eps]
+        assert seeds[0] != seeds[1]  # a fresh layout per episode
+        assert np.linalg.norm(cubes[1][0] - cubes[0][-1]) > 0.005
+        assert_frames_show_the_cube(store, [e.id for e in eps], [cubes[0], cubes[1]], session.rig.robot)
