@@ -37,3 +37,20 @@ def assert_frames_show_the_cube(store, episode_ids, cubes_by_episode, robot, cam
             assert err <= tol_px, (f"episode {ep_id} frame {i}: cube drawn at {got.round(1)}, the sim had it at "
                                    f"{want[i].round(1)} ({err:.1f} px off)")
         assert not stale[0], f"episode {ep_id}: frame 0 is flagged stale"
+
+
+def note_cube_truth(session) -> dict[int, list]:
+    """Wrap a running record session's tick callback so every recorded tick notes where the sim's cube really
+    was: ``{episode index (saved so far): [cube position per tick]}``."""
+    cubes: dict[int, list] = {}
+    inner = session.cb.on_tick
+    robot = session.rig.robot
+
+    def on_tick(info, status):
+        if info.recording:
+            cubes.setdefault(status.saved, []).append(robot.cube_position())
+        if inner is not None:
+            inner(info, status)
+
+    session.cb.on_tick = on_tick
+    return cubes

@@ -19,40 +19,30 @@ from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
 from recorder.store import CameraSpec, Store
 from studio.commands.record import run_record
 from tests.recorder.record_doubles import OnDemandCamera, Packet, fake_rig
-from tests.recorder.sim_truth import assert_frames_show_the_cube
+from tests.recorder.sim_truth import assert_frames_show_the_cube, note_cube_truth
 from tests.rollout_doubles import FixedChunkPolicy
 
 
 def _capture_cubes(monkeypatch):
     """Wrap the one session factory so every recorded tick notes where the sim's cube really was."""
-    cubes: dict[int, list] = {}
-    made = []
+    made = []  # (session, {episode: [cube position per tick]})
     real = session_mod.make_record_session
 
     def wrapped(store, rig, **kw):
         s = real(store, rig, **kw)
-        inner = s.cb.on_tick
-
-        def on_tick(info, status):
-            if info.recording:
-                cubes.setdefault(status.saved, []).append(rig.robot.cube_position())
-            if inner is not None:
-                inner(info, status)
-
-        s.cb.on_tick = on_tick
-        made.append(s)
+        made.append((s, note_cube_truth(s)))
         return s
 
     monkeypatch.setattr(session_mod, "make_record_session", wrapped)
-    return cubes, made
+    return made
 
 
 def test_cli_record_every_frame_shows_the_sim_of_its_tick_and_episodes_start_reset(home, monkeypatch):
-    cubes, made = _capture_cubes(monkeypatch)
+    made = _capture_cubes(monkeypatch)
     rc = run_record(home, "sim", "truth", None, 2, episode_time=1.5, scripted=True, seed=4, size="160x120",
                     out=io.StringIO())
     assert rc == 0
-    (session,) = made
+    ((session, cubes),) = made
     with Store.open(home) as store:
         eps = store.episodes(dataset="truth")
         assert len(eps) == 2

@@ -11,7 +11,7 @@ from PyQt6.QtCore import Qt
 from recorder.devices.rig import load_rig, sim_rig_config
 from recorder.store import Store
 from tests.finetune.synth_store import CHILD_ENV, one_torch_thread  # noqa: F401
-from tests.recorder.sim_truth import assert_frames_show_the_cube
+from tests.recorder.sim_truth import assert_frames_show_the_cube, note_cube_truth
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -48,15 +48,8 @@ def test_record_curate_finetune_rollout_review_in_the_tabs(qtbot, home):
         qtbot.waitUntil(lambda: rec.phase == "idle", timeout=20000)
         # the push rig records the push instruction, shown in the task field
         assert rec.task_edit.text() == "push the red cube onto the green square"
-        cubes: dict[int, list] = {}
-        session, inner = rec.session, rec.session.cb.on_tick
-
-        def truth(info, status):
-            if info.recording:
-                cubes.setdefault(status.saved, []).append(session.rig.robot.cube_position())
-            inner(info, status)
-
-        session.cb.on_tick = truth
+        session = rec.session
+        cubes = note_cube_truth(session)
         rec.setFocus()
         qtbot.keyClick(rec, Qt.Key.Key_Space)
         qtbot.waitUntil(lambda: rec.phase == "done", timeout=30000)

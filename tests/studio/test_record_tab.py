@@ -247,7 +247,7 @@ def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(q
 
 def test_record_tab_resets_the_sim_before_every_episode_and_frame_0_is_fresh(qtbot, make_tab, home):
     from recorder.devices.rig import load_rig, sim_rig_config
-    from tests.recorder.sim_truth import assert_frames_show_the_cube
+    from tests.recorder.sim_truth import assert_frames_show_the_cube, note_cube_truth
 
     # the person's sim rig (keyboard teleop), the push task: the task field takes the rig's own task
     tab, ctx = make_tab(lambda spec, home: load_rig(sim_rig_config(task="push", width=96, height=72, fps=15.0),
@@ -260,14 +260,8 @@ def test_record_tab_resets_the_sim_before_every_episode_and_frame_0_is_fresh(qtb
     tab.connect_rig()
     qtbot.waitUntil(lambda: tab.phase == "idle", timeout=20000)
     assert tab.task_edit.text() == "push the red cube onto the green square"
-    session, inner, cubes = tab.session, tab.session.cb.on_tick, {}
-
-    def truth(info, status):
-        if info.recording:
-            cubes.setdefault(status.saved, []).append(session.rig.robot.cube_position())
-        inner(info, status)
-
-    session.cb.on_tick = truth
+    session = tab.session
+    cubes = note_cube_truth(session)
     tab.setFocus()
     _key(qtbot, tab, Qt.Key.Key_Return)  # keyboard teleop: Enter starts
     qtbot.waitUntil(lambda: tab.phase == "done", timeout=20000)
