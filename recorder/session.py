@@ -27,7 +27,6 @@ from typing import Any
 from recorder.errors import ConfigError, DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
 
-
 #: while the rig is idle (not recording) and a local training run needs the CPU (``set_yield``): the sim
 #: cameras render at this rate and the idle teleop loop runs at IDLE_YIELD_LOOP_FPS. Recording restores both.
 IDLE_YIELD_CAMERA_FPS = 2.0
