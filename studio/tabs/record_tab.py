@@ -322,7 +322,9 @@ class RecordTab(QWidget):
             # the same set-up as `vla-studio record` (sim reset before each episode, scripted expert, task)
             self.session = make_record_session(
                 self.ctx.store, rig, dataset=self.dataset_edit.text().strip() or "demos",
-                task=self.task_edit.text().strip() or "demonstration", episode_time_s=self.episode_time.value(),
+                # an empty field on a sim rig records the rig's own task; a real rig needs some text
+                task=self.task_edit.text().strip() or (None if getattr(rig.robot, "task", None) else "demonstration"),
+                episode_time_s=self.episode_time.value(),
                 reset_time_s=self.reset_time.value(), auto_advance=self.auto_advance.isChecked(),
                 num_episodes=n or None, seed=None, callbacks=self.thread.callbacks(),
             )
@@ -352,6 +354,12 @@ class RecordTab(QWidget):
         """A local fine-tune wants the CPU: the idle rig renders and loops slower (recording is never slowed)."""
         if self.session is not None:
             self.session.set_yield(on)
+            if on:
+                from recorder.session import IDLE_YIELD_CAMERA_FPS
+
+                self.ctx.status_posted.emit(
+                    f"a fine-tune is training on this computer: the idle rig's previews run at "
+                    f"{IDLE_YIELD_CAMERA_FPS:g} fps meanwhile (recording runs at the full rate)")
 
     def disconnect_rig(self, wait: bool = False) -> None:
         """Stop the session (keeping an open episode), give the lease back and disconnect the rig off the
