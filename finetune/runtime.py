@@ -12,7 +12,6 @@ CUDA graph and replayed on later calls.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +70,12 @@ class Policy:
     def _preprocess(self, img: np.ndarray) -> np.ndarray:
         """The evaluation twin of the training pipeline (finetune.data.prepare_image): a centred 0.9-area crop
         when the run trained with random crops, then the same cv2 resize to the model's input size, so the
-        policy sees at rollout exactly what it saw in training (no resize-kernel skew)."""
+        policy sees at rollout exactly what it saw in training (no resize-kernel skew). A published base model
+        brings OpenVLA's own preprocessing (``vla.image_transform``), in training and here alike."""
         from finetune.data import prepare_image
 
-        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop)
+        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop,
+                             transform=getattr(self.vla, "image_transform", None))
 
     def predict(self, images: dict[str, np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyOutput:
         import torch
@@ -97,6 +98,23 @@ class Policy:
         conf_np = conf[0].float().cpu().numpy() if conf is not None else None
         return PolicyOutput(actions=actions.astype(np.float32), confidence=conf_np,
                             latency_s=time.perf_counter() - t0, normalized=norm_np)
+
+    def unnormalize(self, normalized: np.ndarray, unnorm_key: str | None = None) -> np.ndarray:
+        """``PolicyOutput.normalized`` -> real units in float64, OpenVLA's ``predict_action`` arithmetic exactly
+        (token head: the exact bin centres), with the statistics of ``unnorm_key`` (default: the policy's)."""
+        from .norm import Normalizer, select_stats
+
+        x = np.asarray(normalized, dtype=np.float64)
+        if self.action_head == "tokens":
+            x = self.vla.action_tokenizer.snap(x)
+        if unnorm_key is None or unnorm_key == self.unnorm_key:
+            normalizer = self.action_normalizer
+        else:
+            normalizer = Normalizer(select_stats(self.norm_stats, unnorm_key, "action"))
+        if normalizer.dim != x.shape[-1]:
+            raise ModelError(f"policy {self.source}: statistics {unnorm_key!r} have {normalizer.dim} action dims, "
+                             f"the model predicts {x.shape[-1]}")
+        return normalizer.unnormalize(x, dtype=np.float64)
 
     def warmup(self, image_shape=(224, 224, 3), instruction: str = "do something") -> float:
         """One call on a blank frame (captures the CUDA graph for this prompt length); returns its latency."""
@@ -133,12 +151,14 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
 
         ckpt = resolve_checkpoint(path)
     if (ckpt / "adapter").is_dir():
-        try:
-            meta = json.loads((ckpt / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{ckpt}/config.json: unreadable ({exc}); the checkpoint is incomplete") from None
-        info = dict(meta.get("model") or {})
-        run_cfg = dict(meta.get("config") or {})
+        from .checkpoint import read_checkpoint_config
+
+        meta = read_checkpoint_config(ckpt)
+        info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+        if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+            raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                             "the checkpoint is damaged, pick another one")
+        info, run_cfg = dict(info), dict(run_cfg)
         base = info.get("base_model") or run_cfg.get("model")
         if not base:
             raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
@@ -187,7 +207,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         cams, center_crop = None, False
         extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
         if extra is not None and extra.exists():
-            info = json.loads(extra.read_text()).get("model", {})
+            from .run_config import read_json_object
+
+            info = read_json_object(extra, error=ModelError, fix="re-export the model").get("model") or {}
+            if not isinstance(info, dict):
+                raise ModelError(f"{extra}: \"model\" is not a JSON object; re-export the model")
             cams, center_crop = info.get("cameras"), bool(info.get("center_crop", False))
             unnorm_key = unnorm_key or info.get("unnorm_key")
         if not norm_stats:

@@ -229,8 +229,11 @@ def read_rig_config(path: str | os.PathLike[str]) -> RigConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"rig file {path} does not exist: pass an existing rig.toml or 'sim'") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"rig file {path} is not a text (UTF-8) file (byte {err.start} is 0x{err.object[err.start]:02x}): "
+                          "pass the rig.toml itself, or write a new one in the Record tab's rig editor") from None
     except OSError as err:
-        raise ConfigError(f"rig file {path} cannot be read: {err.strerror}") from None
+        raise ConfigError(f"rig file {path} cannot be read: {err.strerror or err}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from recorder.errors import DatasetError
@@ -173,9 +172,12 @@ def _show(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def _frames_bar():
+    """A progress bar over frames on a terminal (nothing without one); its ``update(done, total)`` is the
+    progress callback of export, import and merge."""
+    from studio.commands.progress import ItemProgress
+
+    return ItemProgress("frames", None)
 
 
 def _export(args) -> int:
@@ -189,9 +191,14 @@ def _export(args) -> int:
         if eps and not chosen:
             raise DatasetError(f"every selected episode of {args.name!r} is marked failed: add --include-failed "
                                "to export them anyway")
-        res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
-                             robot_type=args.robot_type, gop=args.gop, progress=_progress,
-                             stale_column=args.stale_column)
+        try:
+            with _frames_bar() as bar:
+                res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
+                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update,
+                                     stale_column=args.stale_column)
+        except OSError as err:  # the half-written export is removed by export_lerobot
+            _raise_if_disk_full(err, args.out, chosen)
+            raise
         skipped = len(eps) - len(chosen)
         note = f" (left out {skipped} failed episodes: --include-failed exports them)" if skipped else ""
         print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
@@ -201,12 +208,23 @@ def _export(args) -> int:
     return 0
 
 
+def _raise_if_disk_full(err: OSError, out: Path, eps) -> None:
+    """DiskFullError (one line: where, how much) when ``err`` is the disk holding ``out`` running full."""
+    from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
+
+    target = Path(out).absolute().parent
+    if is_disk_full(err, target) or free_bytes(target) < MIN_FREE_BYTES:
+        need = sum(p.stat().st_size for e in eps for p in e.path.rglob("*") if p.is_file())
+        raise disk_full_error(target, need, "the export again") from None
+
+
 def _import(args) -> int:
     from recorder.interop.lerobot import import_lerobot
 
     store = _open(args)
     try:
-        eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=_progress)
+        with _frames_bar() as bar:
+            eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=bar.update)
         print(f"imported {len(eps)} episodes, {sum(e.num_frames for e in eps)} frames into "
               f"{eps[0].dataset!r}")
         if "depth videos" in (eps[0].notes or ""):
@@ -251,7 +269,8 @@ def _merge(args) -> int:
 
     store = _open(args)
     try:
-        eps = merge(store, args.sources, args.into, copy=args.copy, progress=_progress)
+        with _frames_bar() as bar:
+            eps = merge(store, args.sources, args.into, copy=args.copy, progress=bar.update)
         verb = "copied" if args.copy else "moved"
         print(f"{verb} {len(eps)} episodes from {', '.join(args.sources)} into {args.into!r}")
     finally:

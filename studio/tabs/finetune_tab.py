@@ -44,12 +44,14 @@ from finetune.presets import PRESETS, detect_gpu, preset_for, preset_reason
 from finetune.run_config import (
     FinetuneConfig,
     check_model_spec,
+    effective_status,
     last_checkpoint,
     make_run_id,
     pid_alive,
     run_dir,
 )
 from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -287,6 +289,8 @@ class FinetuneTab(QWidget):
         hbox.addLayout(hb)
         right.addWidget(history)
         right.setSizes([450, 120, 200])
+        self.splitter = right
+        remember_splitter(self.ctx, right, "finetune.right")  # the person's pane sizes come back next launch
         root.addWidget(right, 1)
         self._on_preset_changed()
         self._on_history_selection_changed()
@@ -615,6 +619,9 @@ class FinetuneTab(QWidget):
                     f"step {step}/{self.total_steps}   loss {event.get('loss', float('nan')):.4f}   "
                     f"lr {event.get('lr', 0):.2e}   {event.get('samples_per_s', 0):.1f} samples/s   "
                     f"ETA {_fmt_duration(event.get('eta_s'))}   {mem_text}")
+        elif kind == "rewound":  # a resume went back to its checkpoint: the steps after it are trained again
+            self.curves.drop_after(step)
+            self.progress.setValue(min(step, self.progress.maximum()))
         elif kind == "eval":
             self.curves.add_eval(step, event.get("val_loss"), event.get("action_accuracy"), event.get("l1"))
             if not replay:
@@ -675,9 +682,7 @@ class FinetuneTab(QWidget):
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None
-            status = run.status
-            if status == "running" and pid_alive(run.path) is None:
-                status = "interrupted"  # the index says running but no process trains it (killed, power loss)
+            status = effective_status(run.status, run.path)  # "running" with no live process: interrupted
             values = [run.run_id, status, run.dataset or "-", run.model, _fmt_duration(duration),
                       "-" if run.best_metric is None else f"{run.best_metric:.4f}", str(run.num_checkpoints)]
             for col, value in enumerate(values):
