@@ -36,6 +36,7 @@ from finetune.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from finetune.learning import LearningWatch
 from finetune.metrics import JsonlLogger, MetricLogger
 from finetune.presets import (
     GiB,
@@ -543,6 +544,7 @@ class FinetuneRecipe:
         global_batch = cfg.batch_size * self.dist.world
         t_last, samples_since, step_times = time.perf_counter(), 0, []
         status = "done"
+        self.learning = LearningWatch(lr=cfg.lr)  # flags a run whose loss / val L1 stays flat
         while self.step < cfg.steps:
             if dist_util.broadcast_flag(self._stop_signal is not None, self.dist, self.device):
                 status = "cancelled"
@@ -583,6 +585,7 @@ class FinetuneRecipe:
                 self.emit({"event": "train", "loss": loss_mean, "lr": lr, "samples_per_s": sps,
                            "gpu_mem_gb": self._gpu_mem(), "eta_s": eta, "samples_seen": self.samples_seen,
                            "epoch": self.samples_seen / max(1, len(self.data.train))})
+                self._watch(self.learning.on_train(self.step, loss_mean))
                 t_last, samples_since = now, 0
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step != cfg.steps:
                 self.evaluate()
@@ -672,7 +675,14 @@ class FinetuneRecipe:
             self.best_val = result["val_loss"]
         self.last_eval = result
         self.emit({"event": "eval", **result, "best_val": self.best_val})
+        watch = getattr(self, "learning", None)
+        if watch is not None:
+            self._watch(watch.on_eval(self.step, result))
         return result
+
+    def _watch(self, warning: dict | None) -> None:
+        if warning is not None and self.dist.is_main:
+            self.emit(warning)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -125,6 +125,26 @@ RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus
                   "sharding"}
 
 
+def check_model_spec(path_or_id: str | Path) -> Path | None:
+    """Check a base-model spelling without loading anything (no torch): ``"tiny"`` and a hub id give None,
+    an existing local folder gives its path; a missing folder or a file is a ModelError naming it."""
+    from recorder.errors import ModelError
+
+    s = str(path_or_id).strip()
+    if s == "tiny":
+        return None
+    if not s:
+        raise ModelError("no base model given: pass a model folder, 'tiny', or a hub id like openvla/openvla-7b")
+    p = Path(s).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{p}: not a folder; pass an OpenVLA model folder, a checkpoint folder or a hub id")
+        return p
+    if s.count("/") != 1 or s.startswith((".", "/", "~")):
+        raise ModelError(f"{s}: no such folder; pass an existing model folder, 'tiny', or a hub id like openvla/openvla-7b")
+    return None
+
+
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Fields that differ between a checkpoint's config and the one resuming it (ignoring neutral ones)."""
     out = {}

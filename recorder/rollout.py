@@ -28,6 +28,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -507,7 +508,9 @@ class RolloutConfig:
     episodes: int = 1  # how many episodes
     fps: float = 30.0  # control rate
     max_seconds: float = 20.0  # longest episode
-    dataset: str = "rollouts"  # store dataset the episodes go into
+    #: store dataset the episodes go into; None: "rollouts", or "rollouts-<size>" when "rollouts" holds
+    #: episodes of another shape (see rollout_dataset). A named dataset that does not fit is refused.
+    dataset: str | None = None
     seed: int | None = 0  # sim: episode i is reset with seed + i (None: random)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     stop_on_success_ticks: int = 10  # end an episode once the task detector says success this many ticks running
@@ -534,11 +537,49 @@ class RolloutResult:
     inferences: int = 0
     safety_counts: dict = field(default_factory=dict)
     estopped: bool = False
+    dataset: str = ""  # the store dataset the episodes went into
 
     @property
     def success_rate(self) -> float | None:
         labelled = [s for s in self.successes if s is not None]
         return sum(labelled) / len(labelled) if labelled else None
+
+
+DEFAULT_ROLLOUT_DATASET = "rollouts"
+
+
+def _fits(store, name: str, wanted: dict) -> list[str]:
+    from recorder.session import features_diff
+
+    existing = {d.name: d for d in store.datasets()}.get(name)
+    if existing is None or not existing.features:
+        return []
+    return features_diff(existing.features, wanted)
+
+
+def rollout_dataset(store, rig, fps: float, requested: str | None = None) -> str:
+    """The dataset rollouts of this rig go into. ``requested`` (the person named one): used if it is new
+    or holds episodes of the same shape, else a DatasetError says what differs. None: "rollouts", or when
+    that holds another rig's shape (camera size, joints, fps), "rollouts-<WxH>[-<fps>fps]" (then -2, -3, ...),
+    so rollouts of different rigs or checkpoints never collide."""
+    from recorder.errors import DatasetError
+    from recorder.session import rig_features
+
+    wanted = rig_features(rig, fps)
+    if requested:
+        diffs = _fits(store, requested, wanted)
+        if diffs:
+            raise DatasetError(f"rollout dataset '{requested}' holds episodes of another shape ({'; '.join(diffs[:3])}):"
+                               f" name a new dataset, or leave it out to get one named after this rig")
+        return requested
+    if not _fits(store, DEFAULT_ROLLOUT_DATASET, wanted):
+        return DEFAULT_ROLLOUT_DATASET
+    sizes = sorted({f"{c.width}x{c.height}" for c in rig.cameras.values()})
+    base = f"{DEFAULT_ROLLOUT_DATASET}-{'-'.join(sizes) or 'nocam'}-{fps:g}fps"
+    name, k = base, 2
+    while _fits(store, name, wanted):
+        name, k = f"{base}-{k}", k + 1
+    return name
 
 
 def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Event | None = None,
@@ -566,12 +607,14 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
     safety = safety if safety is not None else SafetyLayer.for_robot(robot)
     fk = getattr(robot, "forward_kinematics", None)
     task = getattr(robot, "task", None)
-    result = RolloutResult()
+    result = RolloutResult(dataset=rollout_dataset(store, rig, cfg.fps, cfg.dataset))
     for i in range(int(cfg.episodes)):
         if stop.is_set() or estop.is_set():
             break
+        fresh_after = None
         if hasattr(robot, "reset"):
             robot.reset(None if cfg.seed is None else cfg.seed + i)
+            fresh_after = time.monotonic()  # frames captured before this show the scene before the reset
         if hasattr(safety, "reset_counts"):
             safety.reset_counts()
         ep_stop = threading.Event()
@@ -582,7 +625,7 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
                               takeover=takeover, abort=stop)
         lowdim = {"observation.state": (source.D,), "action": (source.D,), **source.extras_spec}
         cameras = {name: CameraSpec(width=c.width, height=c.height) for name, c in cams.items()}
-        writer = store.begin_episode(dataset=cfg.dataset, task=cfg.instruction, fps=cfg.fps, rig=rig.snapshot(),
+        writer = store.begin_episode(dataset=result.dataset, task=cfg.instruction, fps=cfg.fps, rig=rig.snapshot(),
                                      source="policy", cameras=cameras, lowdim=lowdim,
                                      checkpoint_id=store_checkpoint_id(store, policy),
                                      tags=[checkpoint_tag(policy)] + head_tags(policy))
@@ -593,7 +636,8 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
                                     sum(bool(s) for s in result.successes), len(result.successes)))
 
         try:
-            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds),
+            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds,
+                                                                 fresh_after=fresh_after),
                               ep_stop, tick_cb, safety)
         except KnownError as err:
             # the policy failed (a lost policy server, a bad checkpoint output): keep what was recorded

@@ -24,8 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from recorder.errors import DatasetError, DeviceError, KnownError
+from recorder.errors import ConfigError, DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
+
+#: while the rig is idle (not recording) and a local training run needs the CPU (``set_yield``): the sim
+#: cameras render at this rate and the idle teleop loop runs at IDLE_YIELD_LOOP_FPS. Recording restores both.
+IDLE_YIELD_CAMERA_FPS = 2.0
+IDLE_YIELD_LOOP_FPS = 5.0
 
 
 class Phase(enum.StrEnum):
@@ -155,6 +160,11 @@ class RecordSession:
         if source is None:
             source = TeleopSource(rig.teleop, cfg.source) if rig.teleop is not None else HoldSource()
         self.source = source
+        # a scripted expert acts only while an episode is recorded (from its fresh reset); between
+        # episodes the arm holds still. A person teleoperates in every phase.
+        self.idle_source = HoldSource() if cfg.source == "scripted" else source
+        self._fresh_after: float | None = None  # time of the reset before the open episode
+        self._yield = False  # a local training run wants the CPU: slow the idle rig down
         self.safety = safety
         open_dataset(store, cfg.dataset, rig, cfg.fps, cfg.codec)  # DatasetError before anything moves
 
@@ -218,6 +228,17 @@ class RecordSession:
             raise DatasetError("the task instruction is empty: type what the demonstration does")
         self._post("task", text, wake=False)
 
+    def set_yield(self, on: bool) -> None:
+        """While ``on`` and no episode is being recorded, the rig's sim cameras render at
+        IDLE_YIELD_CAMERA_FPS and the idle loop runs at IDLE_YIELD_LOOP_FPS, so a local CPU training run is not
+        starved by an idle rig. Recording always runs at full rate."""
+        self._post("yield", bool(on), wake=False)
+
+    @property
+    def yielding(self) -> bool:
+        """The idle rig is slowed down now (set_yield on and not recording)."""
+        return self._yield and self._phase is not Phase.RECORDING
+
     def close(self, timeout: float = 10.0) -> None:
         self._post("close")
         t = self._thread
@@ -253,6 +274,7 @@ class RecordSession:
 
     def _set_phase(self, phase: Phase, message: str | None = None) -> None:
         self._phase = phase
+        self._apply_rates()
         if message is not None:
             self.message = message
         if phase not in (Phase.RECORDING, Phase.RESET):
@@ -297,6 +319,23 @@ class RecordSession:
             if self.cb.on_state is not None:
                 self.cb.on_state(self.status())
 
+    def _apply_rates(self) -> None:
+        cap = IDLE_YIELD_CAMERA_FPS if self.yielding else None
+        for cam in self.rig.cameras.values():
+            if hasattr(cam, "rate_cap"):
+                cam.rate_cap = cap
+
+    def _idle_fps(self) -> float:
+        return min(self.cfg.fps, IDLE_YIELD_LOOP_FPS) if self.yielding else self.cfg.fps
+
+    def _cmd_yield(self, on: bool) -> None:
+        if on == self._yield:
+            return
+        self._yield = on
+        self._apply_rates()
+        if self._phase in (Phase.IDLE, Phase.DONE, Phase.REVIEW, Phase.ESTOPPED):
+            self._wake.set()  # restart the idle loop at its new rate (never a recording or a countdown)
+
     def _loop_cfg(self, **kw) -> LoopConfig:
         return replace(LoopConfig(fps=self.cfg.fps, estop=self._estop, frame_timeout_s=self.cfg.frame_timeout_s), **kw)
 
@@ -305,7 +344,8 @@ class RecordSession:
             self._begin_episode()
         limit = self.cfg.episode_time_s
         res = run_episode(
-            self.rig, self.source, self._writer, self._loop_cfg(max_duration_s=limit, record=True),
+            self.rig, self.source, self._writer,
+            self._loop_cfg(max_duration_s=limit, record=True, fresh_after=self._fresh_after),
             self._wake, self._tick_cb(recording=True, limit=limit), self.safety,
         )
         self.last_result = res
@@ -324,7 +364,8 @@ class RecordSession:
         limit = self.cfg.reset_time_s
         if limit > 0:
             res = run_episode(
-                self.rig, self.source, None, self._loop_cfg(max_duration_s=limit, record=False),
+                self.rig, self.idle_source, None,
+                self._loop_cfg(max_duration_s=limit, record=False, fps=self._idle_fps()),
                 self._wake, self._tick_cb(recording=False, limit=limit), self.safety,
             )
             if res.reason == "fault":
@@ -343,7 +384,7 @@ class RecordSession:
 
     def _drive(self, send: bool = True) -> None:
         res = run_episode(
-            self.rig, self.source, None, self._loop_cfg(record=False, send_actions=send,
+            self.rig, self.idle_source, None, self._loop_cfg(record=False, send_actions=send, fps=self._idle_fps(),
                                                         estop=None if not send else self._estop),
             self._wake, self._tick_cb(recording=False, limit=None), self.safety,
         )
@@ -448,8 +489,10 @@ class RecordSession:
     def _begin_episode(self) -> None:
         from recorder.store.types import CameraSpec
 
+        self._fresh_after = None
         if self.cfg.before_episode is not None:
             self.cfg.before_episode(self.saved)
+            self._fresh_after = time.monotonic()  # camera frames older than this show the scene before the reset
         cams = {n: CameraSpec(width=int(c.width), height=int(c.height), codec=self.cfg.codec)
                 for n, c in self.rig.cameras.items()}
         self._writer = self.store.begin_episode(
@@ -569,6 +612,78 @@ class RecordSession:
         return str(getattr(self.store, "root", "the store"))
 
 
+def sim_hooks(rig, seed: int | None, scripted: bool) -> dict:
+    """Session hooks of a sim rig: reset the sim (and the teleoperator) before each episode (episode i
+    with ``seed + i``; None: a random layout); with a scripted expert also end the episode once the task
+    holds success, and label it with the task's success detector. A real rig gets no hooks."""
+    robot, teleop = rig.robot, rig.teleop
+    task = getattr(robot, "task", None)
+    if task is None or not hasattr(robot, "reset"):
+        if scripted:
+            raise ConfigError("a scripted expert needs the sim robot (rig 'sim' or a rig file with "
+                              "[robot] type = \"sim\")")
+        return {}
+    held = {"n": 0}
+
+    def before_episode(i: int) -> None:
+        robot.reset(None if seed is None else seed + i)
+        reset = getattr(teleop, "reset", None)
+        if reset is not None:
+            reset()
+        held["n"] = 0
+
+    if not scripted:
+        return {"before_episode": before_episode}
+
+    def episode_done() -> bool:
+        if getattr(teleop, "done", False):
+            return True
+        held["n"] = held["n"] + 1 if task.success() else 0
+        return held["n"] >= 15  # success held for half a second at 30 Hz: the end state is on record
+
+    return {"before_episode": before_episode, "episode_done": episode_done, "auto_label": task.success}
+
+
+def is_scripted(rig) -> bool:
+    """The rig's teleoperator is a scripted expert (no person)."""
+    return bool(getattr(rig.teleop, "scripted", False))
+
+
+def session_task(rig, typed: str | None) -> str:
+    """The task instruction to record with: what the person typed, except that an empty field or another
+    sim task's instruction gives way to the rig's own sim task (the push rig records the push instruction)."""
+    from recorder.devices.sim.robot import TASKS  # plain data; mujoco is imported only by SimRobot()
+
+    typed = (typed or "").strip()
+    sim_task = getattr(rig.robot, "task", None)
+    own = getattr(sim_task, "instruction", None)
+    if own and (not typed or typed in TASKS.values()):
+        return own
+    if not typed:
+        raise ConfigError("the task instruction is empty: say what the demonstration does (--task, or the "
+                          "task field)")
+    return typed
+
+
+def make_record_session(store, rig, *, dataset: str, task: str | None = None, fps: float = 30.0,
+                        episode_time_s: float | None = 60.0, reset_time_s: float | None = None,
+                        auto_advance: bool = True, num_episodes: int | None = None, codec: str = "h264",
+                        seed: int | None = 0, callbacks: SessionCallbacks | None = None,
+                        safety=None) -> RecordSession:
+    """The one way a recording session is set up (the CLI and the Record tab both call it): the rig
+    decides the hooks (sim reset before every episode, the scripted expert's end and label), the source
+    label and the task; ``reset_time_s`` None gives 10 s with a person, 0 with a scripted expert."""
+    scripted = is_scripted(rig)
+    if reset_time_s is None:
+        reset_time_s = 0.0 if scripted else 10.0
+    cfg = SessionConfig(
+        dataset=dataset, task=session_task(rig, task), fps=fps, episode_time_s=episode_time_s,
+        reset_time_s=reset_time_s, auto_advance=auto_advance, num_episodes=num_episodes,
+        source="scripted" if scripted else "teleop", codec=codec, **sim_hooks(rig, seed, scripted),
+    )
+    return RecordSession(store, rig, cfg, callbacks, safety=safety)
+
+
 def summary_line(info) -> str:
     """One line for a saved episode (the CLI prints it)."""
     label = {True: "success", False: "failure", None: "-"}[info.success]
@@ -579,5 +694,6 @@ def summary_line(info) -> str:
 
 __all__ = [
     "Phase", "SessionConfig", "SessionStatus", "SessionCallbacks", "RecordSession",
-    "rig_features", "features_diff", "open_dataset", "summary_line",
+    "rig_features", "features_diff", "open_dataset", "summary_line", "make_record_session", "sim_hooks",
+    "session_task", "is_scripted",
 ]

@@ -80,6 +80,8 @@ class AppContext(QObject):
         error_posted(str): a one-line error a person can act on (shown in a message box by the window).
         store_changed(): episodes, datasets or runs changed in the store (tabs refresh their lists).
         checkpoint_opened(str): a checkpoint path to open in the Rollout tab.
+        local_training_changed(bool): a fine-tune started (True) or ended (False) on this machine's CPU/GPU;
+            the Record tab slows an idle rig down meanwhile (``local_training`` holds the current value).
 
     ``rigs`` is the one :class:`studio.rig_manager.RigManager` of the window: the Record and Rollout tabs
     connect the rig through it and take its lease before driving the arm. ``settings`` is the window's
@@ -90,6 +92,7 @@ class AppContext(QObject):
     error_posted = pyqtSignal(str)
     store_changed = pyqtSignal()
     checkpoint_opened = pyqtSignal(str)
+    local_training_changed = pyqtSignal(bool)
 
     def __init__(self, home: Path, rig: str = "sim", parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -100,6 +103,12 @@ class AppContext(QObject):
 
         self.rigs = RigManager(self.home, parent=self)
         self.settings = SettingsModel(StudioSettings.load(self.home / SETTINGS_FILE), parent=self)
+        self.local_training = False
+
+    def set_local_training(self, on: bool) -> None:
+        if bool(on) != self.local_training:
+            self.local_training = bool(on)
+            self.local_training_changed.emit(self.local_training)
 
     @property
     def store(self):

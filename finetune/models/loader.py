@@ -20,14 +20,12 @@ def resolve_model_dir(path_or_id: str | Path) -> Path:
         from .tiny import tiny_dir
 
         return tiny_dir()
-    p = Path(path_or_id).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise ModelError(f"{p}: not a folder; pass an OpenVLA model folder, a checkpoint folder or a hub id")
-        return p
+    from finetune.run_config import check_model_spec
+
+    local = check_model_spec(path_or_id)  # a missing folder or a file: ModelError
+    if local is not None:
+        return local
     s = str(path_or_id)
-    if s.count("/") != 1 or s.startswith((".", "/", "~")):
-        raise ModelError(f"{s}: no such folder; pass an existing model folder, 'tiny', or a hub id like openvla/openvla-7b")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers

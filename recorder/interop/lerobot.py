@@ -50,7 +50,10 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 IMAGE_PREFIX = "observation.images."
 # Columns every LeRobot frame row has; not features of the robot.
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-# Low-dim columns of our store that are bookkeeping, not robot features.
+# Low-dim columns of our store that are bookkeeping, not robot features. (stale.<cam> is exported on
+# request, ``stale_column=True``: a per-frame 0/1 column "stale.<cam>", 1 where the video holds an older
+# frame than the row's moment. Off by default: a feature lerobot's own recordings lack would stop
+# aggregate_datasets merging the export with them.)
 _STORE_BOOKKEEPING = ("index", "t")
 _STORE_BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
@@ -607,12 +610,13 @@ def exportable(episodes: list, include_failed: bool = False) -> list:
 
 def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264", overwrite: bool = False,
                    robot_type: str | None = None, gop: int | None = None, progress: ProgressFn | None = None,
-                   batch: int = 64) -> ExportResult:
+                   batch: int = 64, stale_column: bool = False) -> ExportResult:
     """Export store episodes (a list of ``EpisodeInfo``) to a LeRobotDataset v3.0 folder ``out``.
 
     ``robot_type`` defaults to :func:`export_robot_type`; ``gop`` (frames between keyframes) to
     :data:`DEFAULT_GOP`, lerobot's own, for fast random access in training. Each episode's success label
-    goes into the ``success`` column of meta/episodes.
+    goes into the ``success`` column of meta/episodes. ``stale_column``: also write each camera's per-frame
+    stale flag (the store's ``stale.<cam>``) as a 0/1 feature ``stale.<cam>``.
 
     Everything is written into ``<out>.partial`` and renamed to ``out`` only once complete, so an
     interrupted export never leaves a folder that looks like a finished dataset.
@@ -639,7 +643,8 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
             try:
                 n = int(reader.num_frames)
                 lowdim = reader.lowdim()
-                values = {k: np.asarray(v) for k, v in lowdim.items() if not _is_bookkeeping(k)}
+                values = {k: np.asarray(v) for k, v in lowdim.items() if not _is_bookkeeping(k)
+                          and (stale_column or not k.startswith("stale."))}
                 cams = {name: (int(spec.width), int(spec.height)) for name, spec in reader.cameras.items()}
                 if writer is None:
                     first_cams = cams
@@ -1049,6 +1054,10 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
     if len(cams) != len(src_ds.video_keys):
         raise DatasetError(f"{src_ds.path}: camera keys {src_ds.video_keys} collide once shortened")
     lowdim_shapes = {k: src_ds.lowdim_shape(k) for k in src_ds.lowdim_keys}
+    # our export's per-frame stale flags come back as the store's stale.<cam> column, not as a stream
+    stale_keys = {cam: f"stale.{cam}" for cam in cams if f"stale.{cam}" in lowdim_shapes}
+    for key in stale_keys.values():
+        del lowdim_shapes[key]
     feature_names = {k: src_ds.lowdim_names(k) for k in src_ds.lowdim_keys if src_ds.lowdim_names(k)}
     total = sum(e.length for e in src_ds.episodes)
     done = 0
@@ -1072,7 +1081,8 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
                 t = float(values["timestamp"][i])
                 _wait_for_room(w)
                 w.add_tick(t=t, frames=frames, timestamps={cam: t for cam in frames},
-                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes})
+                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes},
+                           stale={cam: bool(values[k][i].reshape(-1)[0]) for cam, k in stale_keys.items()})
                 done += 1
                 if progress is not None and done % 32 == 0:
                     progress(done, total)

@@ -2,7 +2,8 @@
 
 One row per tick: ``index`` (int64), ``t`` (float64 monotonic seconds), ``ts.<cam>`` (capture time,
 NaN when the camera gave no frame), ``dropped.<cam>`` (bool: the frame of this tick is not in the
-video), then one fixed-size-list column per declared stream (``observation.state``, ``action``,
+video), ``stale.<cam>`` (bool: the camera had no new frame for this tick, so the image is an older one:
+held from the previous tick, or captured before a sim reset), then one fixed-size-list column per declared stream (``observation.state``, ``action``,
 extras). Rows are buffered and written as a record batch at least every ``flush_s`` seconds; each
 batch is a self-contained message, so a file cut by a crash reads back up to its last whole batch.
 """
@@ -23,12 +24,22 @@ from recorder.store.types import LowdimSpec
 
 FILENAME = "lowdim.arrows"
 
+#: per-tick columns the store writes itself (not streams a caller declares)
+BOOKKEEPING = ("index", "t")
+BOOKKEEPING_PREFIXES = ("ts.", "dropped.", "stale.")
+
+
+def is_bookkeeping(key: str) -> bool:
+    """True for the store's own per-tick columns (index, t, ts./dropped./stale.<cam>)."""
+    return key in BOOKKEEPING or key.startswith(BOOKKEEPING_PREFIXES)
+
 
 def build_schema(cameras: list[str], lowdim: dict[str, LowdimSpec]) -> pa.Schema:
     fields = [pa.field("index", pa.int64()), pa.field("t", pa.float64())]
     for cam in cameras:
         fields.append(pa.field(f"ts.{cam}", pa.float64()))
         fields.append(pa.field(f"dropped.{cam}", pa.bool_()))
+        fields.append(pa.field(f"stale.{cam}", pa.bool_()))
     for name, spec in lowdim.items():
         n = int(np.prod(spec.shape)) if spec.shape else 1
         fields.append(
@@ -76,14 +87,17 @@ class LowdimWriter:
         ts: dict[str, float],
         dropped: dict[str, bool],
         prepared: list[np.ndarray],
+        stale: dict[str, bool] | None = None,
     ) -> None:
         """Buffer one row; ``prepared`` comes from ``prepare``."""
+        stale = stale or {}
         rows = self._rows
         rows["index"].append(index)
         rows["t"].append(t)
         for cam in self.cameras:
             rows[f"ts.{cam}"].append(ts.get(cam, float("nan")))
             rows[f"dropped.{cam}"].append(bool(dropped.get(cam, False)))
+            rows[f"stale.{cam}"].append(bool(stale.get(cam, False)))
         for name, arr in zip(self.lowdim, prepared):
             rows[name].append(arr)
         self._n_buffered += 1
@@ -185,6 +199,7 @@ def write_lowdim_table(
     try:
         w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
         n = len(data["index"])
+        no_flag = np.zeros(n, bool)
         for i in range(n):
             w.append(
                 int(data["index"][i]),
@@ -192,6 +207,7 @@ def write_lowdim_table(
                 {c: float(data[f"ts.{c}"][i]) for c in cameras},
                 {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
                 w.prepare({k: data[k][i] for k in lowdim}),
+                {c: bool(data.get(f"stale.{c}", no_flag)[i]) for c in cameras},
             )
         w.close()
         back, cut = read_lowdim(tmp)

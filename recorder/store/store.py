@@ -33,6 +33,7 @@ from recorder.store.faults import (
     known_sqlite_error,
 )
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.lowdim import is_bookkeeping
 from recorder.store.paths import resolve_home
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
@@ -439,7 +440,7 @@ class Store:
         }
         low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
         for name in list(cams) + list(low):
-            if not name or "/" in name or name.startswith(("ts.", "dropped.")) or name in ("index", "t"):
+            if not name or "/" in name or is_bookkeeping(name):
                 raise ValueError(f"invalid stream name {name!r}")
         features = {
             "fps": float(fps),

@@ -126,8 +126,10 @@ class EpisodeWriter:
         frames: dict[str, Any] | None = None,
         timestamps: dict[str, float] | None = None,
         values: dict[str, np.ndarray] | None = None,
+        stale: dict[str, bool] | None = None,
     ) -> int:
-        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``)."""
+        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``).
+        ``stale[cam]`` True: that camera's image is not of this tick (stored as ``stale.<cam>``)."""
         if self._done:
             raise StoreError(f"episode {self.uuid} is already finished; begin a new episode to record more")
         frames = frames or {}
@@ -157,7 +159,7 @@ class EpisodeWriter:
                 self._dropped[name] += 1
             dropped[name] = not ok
         try:
-            self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared)
+            self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared, stale)
         except OSError as err:
             if not is_disk_full(err, self.path):
                 raise

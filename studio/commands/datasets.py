@@ -43,6 +43,9 @@ def register(sub) -> None:
                         "SO-101 data)")
     q.add_argument("--include-failed", action="store_true",
                    help="export failed episodes too (default: successful and unlabelled ones)")
+    q.add_argument("--stale-column", action="store_true",
+                   help="also write each camera's per-frame stale flag as a 0/1 column stale.<camera> (1: the "
+                        "video holds an older frame than the row's moment); lerobot's own recordings lack it")
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     _filters(q)
     q.set_defaults(func=_export)
@@ -191,7 +194,8 @@ def _export(args) -> int:
         try:
             with _frames_bar() as bar:
                 res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
-                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update)
+                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update,
+                                     stale_column=args.stale_column)
         except OSError as err:  # the half-written export is removed by export_lerobot
             _raise_if_disk_full(err, args.out, chosen)
             raise

@@ -77,30 +77,6 @@ def build_rig(spec: str, scripted: bool, seed: int | None, size: str | None, fps
     return load_rig(cfg, home=home)
 
 
-def scripted_hooks(rig, seed: int | None) -> dict:
-    """Session hooks for scripted demos: reset the sim per episode, end once the task holds success."""
-    robot, teleop = rig.robot, rig.teleop
-    task = getattr(robot, "task", None)
-    if task is None or not hasattr(robot, "reset"):
-        raise ConfigError("--scripted needs the sim robot (rig 'sim' or a rig file with [robot] type = \"sim\")")
-    held = {"n": 0}
-
-    def before_episode(i: int) -> None:
-        robot.reset(None if seed is None else seed + i)
-        reset = getattr(teleop, "reset", None)
-        if reset is not None:
-            reset()
-        held["n"] = 0
-
-    def episode_done() -> bool:
-        if getattr(teleop, "done", False):
-            return True
-        held["n"] = held["n"] + 1 if task.success() else 0
-        return held["n"] >= 15  # success held for half a second at 30 Hz: the end state is on record
-
-    return {"before_episode": before_episode, "episode_done": episode_done, "auto_label": task.success}
-
-
 class TerminalKeys:
     """Reads single keys from a terminal in cbreak mode on a thread; restores the terminal on stop()."""
 
@@ -162,7 +138,7 @@ def run_record(
     key_fd: int | None = None,
 ) -> int:
     """The body of `vla-studio record` (tests call it directly). Returns the exit status."""
-    from recorder.session import Phase, RecordSession, SessionCallbacks, SessionConfig, summary_line
+    from recorder.session import Phase, SessionCallbacks, make_record_session, session_task, summary_line
     from recorder.store import Store
 
     out = out or sys.stdout
@@ -170,15 +146,10 @@ def run_record(
         raise ConfigError(f"--episodes {episodes}: record at least one episode")
     if interactive is None:
         interactive = (not scripted) and sys.stdin.isatty()
-    if reset_time is None:
-        reset_time = 0.0 if scripted else 10.0
     rig = build_rig(rig_spec, scripted, seed, size, fps, home=home)
-    hooks = scripted_hooks(rig, seed) if scripted else {}
-    if task is None:
-        sim_task = getattr(rig.robot, "task", None)
-        if sim_task is None:
-            raise ConfigError("--task is required with a real rig: say what the demonstration does")
-        task = sim_task.instruction
+    if task is None and getattr(rig.robot, "task", None) is None:
+        raise ConfigError("--task is required with a real rig: say what the demonstration does")
+    task = session_task(rig, task)
     store = Store.open(home)
     done = threading.Event()
     exit_code = {"rc": 0}
@@ -214,13 +185,11 @@ def run_record(
     keys = None
     session = None
     try:
-        cfg = SessionConfig(
-            dataset=dataset, task=task, fps=fps, episode_time_s=episode_time, reset_time_s=reset_time,
-            auto_advance=True, num_episodes=episodes, source="scripted" if scripted else "teleop", codec=codec,
-            **hooks,
+        session = make_record_session(
+            store, rig, dataset=dataset, task=task, fps=fps, episode_time_s=episode_time, reset_time_s=reset_time,
+            auto_advance=True, num_episodes=episodes, codec=codec, seed=seed,
+            callbacks=SessionCallbacks(on_state=on_state, on_saved=on_saved, on_fault=on_fault),
         )
-        session = RecordSession(store, rig, cfg, SessionCallbacks(on_state=on_state, on_saved=on_saved,
-                                                                    on_fault=on_fault))
         session.start_thread()
         if interactive:
             print(f"rig connected; dataset '{dataset}', task: {task}\n"

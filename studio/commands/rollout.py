@@ -32,7 +32,9 @@ def register(sub) -> None:
     p.add_argument("--sync", action="store_true", help="run inference on the loop thread (the loop waits for it)")
     p.add_argument("--fps", type=float, default=None, help="control rate in Hz (default: the rig's camera rate or 30)")
     p.add_argument("--max-seconds", type=float, default=20.0, help="longest episode (default 20)")
-    p.add_argument("--dataset", default="rollouts", help="store dataset for the episodes (default rollouts)")
+    p.add_argument("--dataset", default=None,
+                   help="store dataset for the episodes (default: rollouts, or rollouts-<WxH>-<fps>fps when "
+                        "'rollouts' holds episodes of another rig shape)")
     p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
     p.add_argument("--device", default=None, help="torch device for a local model")
     p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
@@ -80,7 +82,7 @@ def _open_loop(policy, store, args) -> int:
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
-    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, run_rollouts
+    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, rollout_dataset, run_rollouts
     from recorder.safety import SafetyLayer
     from recorder.store import Store
     from studio.rollout_policy import open_policy
@@ -138,8 +140,11 @@ def _run(args) -> int:
             bar.update(i + 1, note=f"{sum(wins)}/{len(wins)} successes")
             bar.print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}")
 
+        dataset = rollout_dataset(store, rig, fps, args.dataset)  # a named dataset that does not fit: refused now
+        cfg.dataset = dataset
         print(f"rollout of {checkpoint_name(policy)} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
-              f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}", flush=True)
+              f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}; "
+              f"into dataset '{dataset}'", flush=True)
         try:
             with bar:
                 result = run_rollouts(rig, policy, store, cfg, stop=stop,

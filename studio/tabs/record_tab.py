@@ -116,6 +116,7 @@ class RecordTab(QWidget):
         rigs.rig_disconnected.connect(self._on_manager_disconnected)
         rigs.lease_changed.connect(self._on_lease_changed)
         self._on_lease_changed(rigs.holder)
+        ctx.local_training_changed.connect(self._on_local_training_changed)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -334,27 +335,29 @@ class RecordTab(QWidget):
             self.connect_btn.setToolTip("")
 
     def _on_rig_connected(self, rig) -> None:
-        from recorder.session import RecordSession, SessionConfig
+        from recorder.session import make_record_session
 
         self.rig = rig
         n = self.num_episodes.value()
-        cfg = SessionConfig(
-            dataset=self.dataset_edit.text().strip() or "demos",
-            task=self.task_edit.text().strip() or "demonstration",
-            episode_time_s=self.episode_time.value(),
-            reset_time_s=self.reset_time.value(),
-            auto_advance=self.auto_advance.isChecked(),
-            num_episodes=n or None,
-        )
         self.thread = SessionThread(self)
         try:
-            self.session = RecordSession(self.ctx.store, rig, cfg, self.thread.callbacks())
+            # the same set-up as `vla-studio record` (sim reset before each episode, scripted expert, task)
+            self.session = make_record_session(
+                self.ctx.store, rig, dataset=self.dataset_edit.text().strip() or "demos",
+                # an empty field on a sim rig records the rig's own task; a real rig needs some text
+                task=self.task_edit.text().strip() or (None if getattr(rig.robot, "task", None) else "demonstration"),
+                episode_time_s=self.episode_time.value(),
+                reset_time_s=self.reset_time.value(), auto_advance=self.auto_advance.isChecked(),
+                num_episodes=n or None, seed=None, callbacks=self.thread.callbacks(),
+            )
+            cfg = self.session.cfg
         except KnownError as err:
             self.thread = None
             self.ctx.error_posted.emit(str(err))
             self.disconnect_rig()
             return
         self.thread.set_session(self.session)
+        self.session.set_yield(self.ctx.local_training)
         self.thread.ticked.connect(self._on_ticked)
         self.thread.state_changed.connect(self._on_state_changed)
         self.thread.episode_saved.connect(self._on_episode_saved)
@@ -368,6 +371,17 @@ class RecordTab(QWidget):
         self.ctx.status_posted.emit(f"rig connected; recording into dataset '{cfg.dataset}'")
         self._update_hotkey_labels()
         self.setFocus()
+
+    def _on_local_training_changed(self, on: bool) -> None:
+        """A local fine-tune wants the CPU: the idle rig renders and loops slower (recording is never slowed)."""
+        if self.session is not None:
+            self.session.set_yield(on)
+            if on:
+                from recorder.session import IDLE_YIELD_CAMERA_FPS
+
+                self.ctx.status_posted.emit(
+                    f"a fine-tune is training on this computer: the idle rig's previews run at "
+                    f"{IDLE_YIELD_CAMERA_FPS:g} fps meanwhile (recording runs at the full rate)")
 
     def disconnect_rig(self, wait: bool = False) -> None:
         """Stop the session (keeping an open episode), give the lease back and disconnect the rig off the

@@ -68,3 +68,20 @@ def test_cli_open_loop_prints_the_error_per_joint(home, capsys):
     rows = dict(line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
                 ("shoulder_pan", "elbow_flex", "gripper", "mean"))
     assert rows == {"shoulder_pan": "1.000", "elbow_flex": "1.000", "gripper": "4.000", "mean": "1.833"}
+
+
+def test_cli_rollout_into_a_dataset_of_another_shape_is_refused_in_one_line(home, capsys, tmp_path):
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from recorder.session import rig_features
+
+    with Store.open(home) as store:
+        store.get_or_create_dataset("taken", features=rig_features(load_rig(sim_rig_config(width=96, height=72)), 10.0))
+    secret = tmp_path / "token"
+    secret.write_text("t\n")
+    secret.chmod(0o600)
+    with PolicyServer(FixedChunkPolicy(), port=0, token="t") as srv:
+        rc = main(["--home", str(home), "rollout", "--rig", "sim", "--policy-url", srv.url, "--token-file", str(secret),
+                   "--episodes", "1", "--max-seconds", "0.3", "--fps", "10", "--dataset", "taken"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "rollout dataset 'taken' holds episodes of another shape" in err and "96x72" in err
