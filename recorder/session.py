@@ -51,8 +51,9 @@ class SessionConfig:
     source: str = "teleop"  # stored with each episode: "teleop" | "scripted" | "policy"
     codec: str = "h264"
     frame_timeout_s: float = 1.0
-    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim
-    before_episode: Callable[[int], None] | None = None
+    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim.
+    #: A returned string is the episode's task instruction (a rig that picks a task per episode)
+    before_episode: Callable[[int], str | None] | None = None
     #: checked after every recorded tick; True ends the episode like the time limit (a scripted expert is done)
     episode_done: Callable[[], bool] | None = None
     #: success label used at save when none was given with F/G (e.g. the sim task's success detector)
@@ -448,7 +449,9 @@ class RecordSession:
         from recorder.store.types import CameraSpec
 
         if self.cfg.before_episode is not None:
-            self.cfg.before_episode(self.saved)
+            text = self.cfg.before_episode(self.saved)
+            if isinstance(text, str) and text.strip():  # the rig chose this episode's task (Meta-World)
+                self._task = text.strip()
         cams = {n: CameraSpec(width=int(c.width), height=int(c.height), codec=self.cfg.codec)
                 for n, c in self.rig.cameras.items()}
         self._writer = self.store.begin_episode(

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="task instruction stored with each episode "
                    "(default with a sim rig: the sim task's instruction)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes to save (default 1)")
-    p.add_argument("--fps", type=float, default=30.0, help="loop rate in Hz (default 30)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="loop rate in Hz (default: the rig's camera rate, e.g. 80 for Meta-World, else 30)")
     p.add_argument("--episode-time", type=float, default=60.0, help="maximum episode length in s (default 60)")
     p.add_argument("--reset-time", type=float, default=None,
                    help="reset phase between episodes in s (default 10; 0 with --scripted)")
@@ -63,13 +64,20 @@ def build_rig(spec: str, scripted: bool, seed: int | None, size: str | None, fps
     """The rig named on the command line (not connected)."""
     from recorder.devices.rig import SIM_TASKS, load_rig, read_rig_config, sim_rig_config
 
+    if spec == "metaworld" or spec.startswith("metaworld:"):
+        from recorder.devices.rig import metaworld_rig_config
+
+        w, h = _parse_size(size) if size else (224, 224)
+        cfg = metaworld_rig_config(spec.split(":", 1)[1] if ":" in spec else "mt10",
+                                   teleop="scripted" if scripted else "none", width=w, height=h, seed=seed)
+        return load_rig(cfg, home=home)
     if spec == "sim" or spec.startswith("sim:"):
         task = spec.split(":", 1)[1] if ":" in spec else "pick"
         if task not in SIM_TASKS:
             raise ConfigError(f"--rig {spec}: unknown sim task '{task}': use one of {', '.join(SIM_TASKS)}")
         w, h = _parse_size(size) if size else (320, 240)
         cfg = sim_rig_config(task=task, teleop="scripted" if scripted else "keyboard", width=w, height=h,
-                             fps=fps, seed=seed)
+                             fps=fps or 30.0, seed=seed)
         return load_rig(cfg, home=home)
     cfg = read_rig_config(spec)
     if scripted and type(cfg.teleop).__name__ != "ScriptedTeleopConfig":
@@ -84,21 +92,26 @@ def scripted_hooks(rig, seed: int | None) -> dict:
     if task is None or not hasattr(robot, "reset"):
         raise ConfigError("--scripted needs the sim robot (rig 'sim' or a rig file with [robot] type = \"sim\")")
     held = {"n": 0}
+    # success held for half a second at 30 Hz: the end state is on record (Meta-World: its first success)
+    hold = int(getattr(robot, "success_hold_ticks", 15))
 
-    def before_episode(i: int) -> None:
+    def before_episode(i: int) -> str | None:
         robot.reset(None if seed is None else seed + i)
         reset = getattr(teleop, "reset", None)
         if reset is not None:
             reset()
         held["n"] = 0
+        # a rig that picks the task per episode (Meta-World) gives each episode its task's instruction
+        return robot.task.instruction if getattr(robot, "instruction_per_episode", False) else None
 
     def episode_done() -> bool:
         if getattr(teleop, "done", False):
             return True
-        held["n"] = held["n"] + 1 if task.success() else 0
-        return held["n"] >= 15  # success held for half a second at 30 Hz: the end state is on record
+        held["n"] = held["n"] + 1 if robot.task.success() else 0
+        return held["n"] >= hold
 
-    return {"before_episode": before_episode, "episode_done": episode_done, "auto_label": task.success}
+    return {"before_episode": before_episode, "episode_done": episode_done,
+            "auto_label": lambda: robot.task.success()}
 
 
 class TerminalKeys:
@@ -150,7 +163,7 @@ def run_record(
     dataset: str,
     task: str | None,
     episodes: int,
-    fps: float = 30.0,
+    fps: float | None = 30.0,
     episode_time: float | None = 60.0,
     reset_time: float | None = None,
     scripted: bool = False,
@@ -173,6 +186,8 @@ def run_record(
     if reset_time is None:
         reset_time = 0.0 if scripted else 10.0
     rig = build_rig(rig_spec, scripted, seed, size, fps, home=home)
+    if fps is None:  # the rig's camera rate (Meta-World steps at 80 Hz), else 30
+        fps = float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
     hooks = scripted_hooks(rig, seed) if scripted else {}
     if task is None:
         sim_task = getattr(rig.robot, "task", None)

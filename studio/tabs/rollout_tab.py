@@ -71,6 +71,7 @@ class RolloutTab(QWidget):
         self._high = np.array([180.0] * 5 + [100.0])
         self._names = list(JOINTS)
         self.successes = 0
+        self.per_task: dict[str, list[int]] = {}  # task -> [successes, episodes] of this batch
         self.episodes_done = 0
         self.ticks_shown = 0
 
@@ -363,6 +364,7 @@ class RolloutTab(QWidget):
             self.ctx.error_posted.emit(msg)
             return
         self.successes = self.episodes_done = 0
+        self.per_task = {}
         self._update_success_label()
         self._rate.reset()
         th = RolloutThread(store=self.ctx.store, rig_spec=self.rig_spec, policy=spec,
@@ -477,11 +479,18 @@ class RolloutTab(QWidget):
     def _on_episode_saved(self, info) -> None:
         self.episodes_done += 1
         self.successes += int(bool(info.success))
+        counts = self.per_task.setdefault(info.task or "", [0, 0])
+        counts[0] += int(bool(info.success))
+        counts[1] += 1
         self._update_success_label()
         self.ctx.store_changed.emit()
 
     def _update_success_label(self) -> None:
-        self.success_label.setText(f"successes {self.successes}/{self.episodes_done}")
+        text = f"successes {self.successes}/{self.episodes_done}"
+        per_task = self.per_task
+        if len(per_task) > 1:  # a multi-task rig (Meta-World): one line per task
+            text += "".join(f"\n{k}/{n}  {task}" for task, (k, n) in per_task.items())
+        self.success_label.setText(text)
 
     def _on_batch_finished(self, result) -> None:
         text = (f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes, "
