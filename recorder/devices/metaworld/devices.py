@@ -204,7 +204,7 @@ class MetaWorldCamera(Camera):
         r = self.robot
         renderer = None
         try:
-            renderer = SceneRenderer(self.width, self.height)
+            renderer = SceneRenderer(self.width, self.height, shadows=self.cfg.shadows)
             while not self._stop.is_set():
                 with r.changed:
                     while r.version == self._latest_version and not self._stop.is_set():

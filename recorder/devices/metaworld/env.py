@@ -173,7 +173,7 @@ class SceneRenderer:
     """Offscreen renderer for Meta-World scenes on the calling thread: one GL context, one MuJoCo render context
     per scene model (each task has its own). Images come out as LeRobot's env gives them."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, shadows: bool = True) -> None:
         import mujoco
 
         self._mj = mujoco
@@ -183,6 +183,7 @@ class SceneRenderer:
         self._buf = np.empty((self.height, self.width, 3), dtype=np.uint8)
         self._viewport = mujoco.MjrRect(0, 0, self.width, self.height)
         self._pending = None
+        self.shadows = bool(shadows)
 
     def _context(self, model):
         mj = self._mj
@@ -195,6 +196,8 @@ class SceneRenderer:
             g = model.vis.global_
             g.offwidth, g.offheight = max(g.offwidth, self.width), max(g.offheight, self.height)
             scene = mj.MjvScene(model, maxgeom=10000)
+            if not self.shadows:
+                scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
             con = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
             cam = mj.MjvCamera()
             cam.type = mj.mjtCamera.mjCAMERA_FIXED
