@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from recorder.errors import DatasetError, DeviceError, KnownError
+from recorder.errors import ConfigError, DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
 
 
@@ -574,5 +574,36 @@ def summary_line(info) -> str:
 
 __all__ = [
     "Phase", "SessionConfig", "SessionStatus", "SessionCallbacks", "RecordSession",
-    "rig_features", "features_diff", "open_dataset", "summary_line",
+    "rig_features", "features_diff", "open_dataset", "summary_line", "scripted_hooks",
 ]
+
+
+def scripted_hooks(rig, seed: int | None) -> dict:
+    """Session hooks for scripted demos (the CLI's --scripted and the Record tab): reset the sim (or Meta-World)
+    per episode with seed + i (None: random), end the episode once the task holds success, label it."""
+    robot, teleop = rig.robot, rig.teleop
+    task = getattr(robot, "task", None)
+    if task is None or not hasattr(robot, "reset"):
+        raise ConfigError("scripted recording needs the sim or the Meta-World robot (rig 'sim', 'metaworld:mt10' or "
+                          "a rig file with [robot] type = \"sim\" or \"metaworld\")")
+    held = {"n": 0}
+    # success held for half a second at 30 Hz: the end state is on record (Meta-World: its first success)
+    hold = int(getattr(robot, "success_hold_ticks", 15))
+
+    def before_episode(i: int) -> str | None:
+        robot.reset(None if seed is None else seed + i)
+        reset = getattr(teleop, "reset", None)
+        if reset is not None:
+            reset()
+        held["n"] = 0
+        # a rig that picks the task per episode (Meta-World) gives each episode its task's instruction
+        return robot.task.instruction if getattr(robot, "instruction_per_episode", False) else None
+
+    def episode_done() -> bool:
+        if getattr(teleop, "done", False):
+            return True
+        held["n"] = held["n"] + 1 if robot.task.success() else 0
+        return held["n"] >= hold
+
+    return {"before_episode": before_episode, "episode_done": episode_done,
+            "auto_label": lambda: robot.task.success()}

@@ -227,6 +227,9 @@ class Rig:
             snap["robot_info"]["task"] = {"name": task.name, "instruction": task.instruction}
             snap["robot_info"]["seed"] = getattr(self.robot, "last_seed", None)
         snap["camera_info"] = {k: _jsonable(c.features) for k, c in self.cameras.items()}
+        image_key = getattr(self.robot, "lerobot_image_key", None)
+        if image_key and len(self.cameras) == 1:  # the feature name the robot's LeRobot datasets use
+            snap["robot_info"]["lerobot_camera_keys"] = {next(iter(self.cameras)): image_key}
         return snap
 
 

@@ -235,13 +235,15 @@ class LeRobotWriter:
                  lowdim: dict[str, LowdimSpec], robot_type: str | None = None, codec: str = "h264",
                  gop: int | None = None, data_file_mb: float = DATA_FILE_MB,
                  video_file_mb: float = VIDEO_FILE_MB, chunks_size: int = CHUNKS_SIZE,
-                 threads: bool = True) -> None:
+                 threads: bool = True, camera_keys: dict[str, str] | None = None) -> None:
         ifps = int(round(fps))
         if ifps <= 0 or abs(fps - ifps) > 1e-6:
             raise DatasetError(f"LeRobot datasets need a whole-number fps; these episodes run at {fps}")
         self.root = Path(root)
         self.fps = ifps
         self.cameras = dict(cameras)
+        # our camera name -> its feature key; a rig may name its own (Meta-World's single "observation.image")
+        self.camera_keys = {cam: (camera_keys or {}).get(cam) or camera_key(cam) for cam in self.cameras}
         self.lowdim = {k: LowdimSpec(tuple(v.shape), v.names) for k, v in lowdim.items()}
         self.robot_type = robot_type
         self.codec = codec
@@ -249,7 +251,7 @@ class LeRobotWriter:
         self.chunks_size = chunks_size
         self.data_max_bytes = data_file_mb * 1e6
         self.videos = {
-            cam: _VideoShards(self.root, camera_key(cam), ifps, w, h, codec, gop or max(1, min(ifps, 30)),
+            cam: _VideoShards(self.root, self.camera_keys[cam], ifps, w, h, codec, gop or max(1, min(ifps, 30)),
                               video_file_mb, chunks_size)
             for cam, (w, h) in self.cameras.items()
         }
@@ -287,7 +289,7 @@ class LeRobotWriter:
             names = list(spec.names) if spec.names and len(spec.names) == shape[0] else None
             feats[key] = {"dtype": "float32", "shape": shape, "names": names, "fps": self.fps}
         for cam, (w, h) in self.cameras.items():
-            feats[camera_key(cam)] = {
+            feats[self.camera_keys[cam]] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
                 "names": ["height", "width", "channels"],
@@ -363,7 +365,7 @@ class LeRobotWriter:
             results = {cam: write_camera(cam, it) for cam, it in frames.items()}
         ep_image_stats = {}
         for cam, (chunk, file, t0, t1, stats) in results.items():
-            key = camera_key(cam)
+            key = self.camera_keys[cam]
             row[f"videos/{key}/chunk_index"] = chunk
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = t0
@@ -443,7 +445,7 @@ class LeRobotWriter:
         for key, parts in self._lowdim_all.items():
             stats[key] = vector_stats(np.concatenate(parts, axis=0))
         for cam, st in self._image_stats.items():
-            stats[camera_key(cam)] = st.result(self.total_frames)
+            stats[self.camera_keys[cam]] = st.result(self.total_frames)
         frame_index = np.concatenate([np.arange(r["length"]) for r in self.episode_rows])
         stats["timestamp"] = vector_stats(frame_index / self.fps)
         stats["frame_index"] = vector_stats(frame_index)
@@ -579,8 +581,11 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                         names = list(joints) if (robot_key and joints and len(joints) == dim) else (
                             _default_names(dim) if robot_key else None)
                         specs[k] = LowdimSpec(shape, names)
+                    keys = (rig.get("robot_info") or {}).get("lerobot_camera_keys") if isinstance(
+                        rig.get("robot_info"), dict) else None
                     writer = LeRobotWriter(partial, float(reader.fps), cams, specs,
-                                           robot_type=robot_type or robot.get("type"), codec=codec)
+                                           robot_type=robot_type or robot.get("type"), codec=codec,
+                                           camera_keys=keys if isinstance(keys, dict) else None)
                 else:
                     _check_same_shape(info, cams, first_cams, values, writer, float(reader.fps))
 

@@ -85,35 +85,6 @@ def build_rig(spec: str, scripted: bool, seed: int | None, size: str | None, fps
     return load_rig(cfg, home=home)
 
 
-def scripted_hooks(rig, seed: int | None) -> dict:
-    """Session hooks for scripted demos: reset the sim per episode, end once the task holds success."""
-    robot, teleop = rig.robot, rig.teleop
-    task = getattr(robot, "task", None)
-    if task is None or not hasattr(robot, "reset"):
-        raise ConfigError("--scripted needs the sim robot (rig 'sim' or a rig file with [robot] type = \"sim\")")
-    held = {"n": 0}
-    # success held for half a second at 30 Hz: the end state is on record (Meta-World: its first success)
-    hold = int(getattr(robot, "success_hold_ticks", 15))
-
-    def before_episode(i: int) -> str | None:
-        robot.reset(None if seed is None else seed + i)
-        reset = getattr(teleop, "reset", None)
-        if reset is not None:
-            reset()
-        held["n"] = 0
-        # a rig that picks the task per episode (Meta-World) gives each episode its task's instruction
-        return robot.task.instruction if getattr(robot, "instruction_per_episode", False) else None
-
-    def episode_done() -> bool:
-        if getattr(teleop, "done", False):
-            return True
-        held["n"] = held["n"] + 1 if robot.task.success() else 0
-        return held["n"] >= hold
-
-    return {"before_episode": before_episode, "episode_done": episode_done,
-            "auto_label": lambda: robot.task.success()}
-
-
 class TerminalKeys:
     """Reads single keys from a terminal in cbreak mode on a thread; restores the terminal on stop()."""
 
@@ -175,7 +146,14 @@ def run_record(
     key_fd: int | None = None,
 ) -> int:
     """The body of `vla-studio record` (tests call it directly). Returns the exit status."""
-    from recorder.session import Phase, RecordSession, SessionCallbacks, SessionConfig, summary_line
+    from recorder.session import (
+        Phase,
+        RecordSession,
+        SessionCallbacks,
+        SessionConfig,
+        scripted_hooks,
+        summary_line,
+    )
     from recorder.store import Store
 
     out = out or sys.stdout

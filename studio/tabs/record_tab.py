@@ -116,7 +116,7 @@ class RecordTab(QWidget):
         rig_box = QGroupBox("Rig")
         self.rig_combo = QComboBox()
         self.rig_combo.setEditable(True)
-        self.rig_combo.addItems(["sim", "sim:push"])
+        self.rig_combo.addItems(["sim", "sim:push", "metaworld:mt10"])
         self.rig_combo.setCurrentText(str(getattr(self.ctx, "rig", "sim") or "sim"))
         self.browse_btn = QPushButton("Open…")
         self.edit_btn = QPushButton("Edit…")
@@ -312,10 +312,18 @@ class RecordTab(QWidget):
             self.connect_btn.setToolTip("")
 
     def _on_rig_connected(self, rig) -> None:
-        from recorder.session import RecordSession, SessionConfig
+        from recorder.session import RecordSession, SessionConfig, scripted_hooks
 
         self.rig = rig
         n = self.num_episodes.value()
+        hooks = {}
+        if type(getattr(getattr(rig, "cfg", None), "teleop", None)).__name__ == "ScriptedTeleopConfig":
+            # the scripted expert records by itself: reset the scene (Meta-World: the next task) per episode, end it
+            # at the task's success and label it, as `vla-studio record --scripted` does
+            try:
+                hooks = dict(scripted_hooks(rig, None), source="scripted")
+            except KnownError as err:
+                self.ctx.error_posted.emit(str(err))
         cfg = SessionConfig(
             dataset=self.dataset_edit.text().strip() or "demos",
             task=self.task_edit.text().strip() or "demonstration",
@@ -323,6 +331,7 @@ class RecordTab(QWidget):
             reset_time_s=self.reset_time.value(),
             auto_advance=self.auto_advance.isChecked(),
             num_episodes=n or None,
+            **hooks,
         )
         self.thread = SessionThread(self)
         try:

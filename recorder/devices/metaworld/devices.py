@@ -42,6 +42,7 @@ class MetaWorldRobot(Robot):
     action_is_delta = True  # actions are end-effector velocities, not goal positions (see SafetyLayer.for_robot)
     instruction_per_episode = True  # each reset may pick another task: the loop takes the instruction from it
     success_hold_ticks = 1  # a scripted demo ends at the first successful step (LeRobot terminates there)
+    lerobot_image_key = "observation.image"  # lerobot/metaworld_mt50's one camera feature (LeRobot export)
 
     def __init__(self, cfg: MetaWorldRobotConfig | None = None) -> None:
         cfg = cfg or MetaWorldRobotConfig()
@@ -55,8 +56,8 @@ class MetaWorldRobot(Robot):
         self._connected = False
         self.task: MetaWorldTask | None = None
         self.last_seed: int | None = None
-        self.episodes = 0
         self.reset(cfg.seed)
+        self._turn = 0  # resets without a seed walk the task list in turn, from its first task
 
     @property
     def tasks(self) -> list[str]:
@@ -107,9 +108,14 @@ class MetaWorldRobot(Robot):
 
     # ------------------------------------------------------------------ episodes
     def reset(self, seed: int | None = None, task: str | None = None) -> None:
-        """A new episode: the task from the seed (or ``task``), objects re-randomised from the seed."""
+        """A new episode: the task from the seed (or ``task``), objects re-randomised from the seed. Without a
+        seed: the next task of the list in turn, at a random layout."""
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
+            if task is None:
+                turn = getattr(self, "_turn", 0)
+                task = self.sim.tasks[turn % len(self.sim.tasks)]
+                self._turn = turn + 1
         with self.changed:
             self.sim.reset(int(seed), task)
             self.last_seed = int(seed)

@@ -43,17 +43,20 @@ def gl_backend() -> str:
         return _BACKEND
     env = os.environ.get("MUJOCO_GL", "").lower()
     checked = "egl:" + os.environ.get("MUJOCO_EGL_DEVICE_ID", "")  # what a parent process found working
-    if env == "osmesa" or (env == "egl" and os.environ.get(_CHECKED) == checked):
+    # mujoco already imported with EGL: it cannot switch any more, keep EGL (a failure then names it)
+    if env == "osmesa" or (env == "egl" and (os.environ.get(_CHECKED) == checked or "mujoco" in sys.modules)):
         _BACKEND = env
     else:
         # EGL (asked for, or unset) is tried in a child process first: once a failing EGL has been loaded in
         # this process, MuJoCo 3.3 can no longer switch to OSMesa ("gladLoadGL error")
         try:
             ok = (
-                subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=30).returncode
+                subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=60).returncode
                 == 0
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
+            ok = True  # a busy machine, not a verdict on EGL: try it (a failure is still caught in-process)
+        except OSError:
             ok = False
         _BACKEND = "egl" if ok else "osmesa"
         if not ok and env == "egl":

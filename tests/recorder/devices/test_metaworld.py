@@ -48,6 +48,20 @@ def test_expert_episodes_are_stored_with_their_shapes_tasks_and_success(home, tm
                 assert r.frames("corner2", [0, e.num_frames - 1]).shape == (2, 64, 64, 3)
     assert out.getvalue().count("label success") == 2
 
+    # the LeRobot export uses the names of LeRobot's own Meta-World dataset (lerobot/metaworld_mt50)
+    import json
+
+    from recorder.interop.lerobot import export_lerobot
+
+    with Store.open(home) as store:
+        export_lerobot(store, tmp_path / "lr", store.episodes(dataset="mw"))
+    info = json.loads((tmp_path / "lr" / "meta" / "info.json").read_text())
+    feats = info["features"]
+    assert info["robot_type"] == "metaworld" and info["fps"] == 80
+    assert feats["observation.image"]["shape"] == [64, 64, 3] and "observation.images.corner2" not in feats
+    assert feats["action"]["names"] == ["x", "y", "z", "gripper"] and feats["observation.state"]["shape"] == [4]
+    assert info["total_episodes"] == 2 and info["total_tasks"] == 2
+
 
 @pytest.mark.slow
 def test_camera_frames_are_lerobots_after_every_step():
