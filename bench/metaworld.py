@@ -233,21 +233,15 @@ def train(args, home: Path, frames_by_id: dict) -> dict:
 
     import torch
 
-    from bench.sim_learning_model import build_small_openvla, count_params
-    from finetune.models import load_vla
+    from bench.sim_learning_model import count_params, prepare_small_model
     from finetune.recipe import FinetuneRecipe
     from finetune.run_config import FinetuneConfig
 
-    work = Path(args.work)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model_dir = work / f"model-{args.model_size}"
-    build_small_openvla(model_dir, args.model_size)
-    probe = load_vla(str(model_dir), device="cpu", action_head="chunk", chunk_size=args.chunk, action_dim=4,
-                     n_images=1, state_dim=4)
-    targets = ",".join(probe.lora_target_modules(include_vision=True))
-    del probe
+    model_dir, targets = prepare_small_model(args.work, args.model_size, chunk=args.chunk, action_dim=4, n_images=1,
+                                             state_dim=4)
     _install_memory_frames(frames_by_id, args.image_size, "corner2")
     cfg = FinetuneConfig(
         dataset=DATASET, cameras=["corner2"], val_fraction=args.val_fraction, augment=False, use_state=True,

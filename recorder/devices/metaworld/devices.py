@@ -18,7 +18,7 @@ import numpy as np
 
 from recorder.devices.base import Camera, FramePacket, Robot, SimpleTeleoperator
 from recorder.devices.configs import MetaWorldCameraConfig, MetaWorldRobotConfig, ScriptedTeleopConfig
-from recorder.devices.metaworld.env import ACTION_NAMES, STATE_NAMES, MetaWorldSim, SceneRenderer
+from recorder.devices.metaworld.env import ACTION_NAMES, MetaWorldSim, SceneRenderer
 from recorder.errors import ConfigError, DeviceError, DeviceNotConnectedError, DeviceTimeoutError
 
 CAMERAS = ("corner2", "corner", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
@@ -48,7 +48,7 @@ class MetaWorldRobot(Robot):
         cfg = cfg or MetaWorldRobotConfig()
         self.cfg = cfg
         self.name = cfg.id or "metaworld"
-        self.joint_names = list(ACTION_NAMES)
+        self.joint_names = list(ACTION_NAMES)  # names state and action alike: x, y, z, gripper
         self.sim = MetaWorldSim(cfg.tasks, max_steps=cfg.max_steps)
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
@@ -67,14 +67,6 @@ class MetaWorldRobot(Robot):
     @property
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
         return np.full(4, -1.0, np.float32), np.full(4, 1.0, np.float32)
-
-    @property
-    def observation_features(self) -> dict:
-        return {"observation.state": {"shape": (4,), "dtype": "float32", "names": list(STATE_NAMES)}}
-
-    @property
-    def action_features(self) -> dict:
-        return {"action": {"shape": (4,), "dtype": "float32", "names": list(ACTION_NAMES)}}
 
     @property
     def is_connected(self) -> bool:

@@ -27,8 +27,8 @@ MAX_STEPS = 500  # Meta-World's max_path_length for every task
 FPS = 80.0  # LeRobot's control rate for Meta-World (frame_skip 5 x 2.5 ms)
 CORNER2_POS = (0.75, 0.075, 0.7)
 MT1_SEED = 42
-STATE_NAMES = ["x", "y", "z", "gripper"]  # end-effector position (m), gripper opening (0..1)
-ACTION_NAMES = ["x", "y", "z", "gripper"]  # as the lerobot/metaworld_mt50 dataset names them
+# state: end-effector position (m) and gripper opening (0..1); action: their deltas. Names as lerobot/metaworld_mt50
+ACTION_NAMES = ["x", "y", "z", "gripper"]
 
 
 def import_metaworld():

@@ -112,6 +112,12 @@ def test_reset_seed_picks_the_task_and_the_object_positions():
     for _ in range(5):
         sent = robot.send_action(np.array([3.0, 0, 0, -2.0]))
     assert robot.done and robot.steps == 3 and sent.tolist() == [1.0, 0.0, 0.0, -1.0]
+    # the rollout's safety layer keeps a closing gripper (-1) and only holds actions to [-1, 1]
+    from recorder.safety import SafetyLayer
+
+    out, report = SafetyLayer.for_robot(robot, max_delta=0.01)(np.array([0.5, -2.0, 0.0, -1.0]),
+                                                              robot.get_observation())
+    assert out.tolist() == [0.5, -1.0, 0.0, -1.0] and report.rules == ("joint_limits",)
 
 
 def test_bad_rig_files_name_the_problem(tmp_path, capsys):
