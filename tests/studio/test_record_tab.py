@@ -214,6 +214,7 @@ def test_metaworld_rig_records_scripted_episodes_each_with_its_task(qtbot, make_
     tab.dataset_edit.setText("mw-gui")
     tab.num_episodes.setValue(2)
     tab.reset_time.setValue(0)
+    tab.auto_advance.setChecked(True)  # save each episode as the expert finishes it
     tab.connect_rig()
     qtbot.waitUntil(lambda: tab.phase == "idle", timeout=30000)
     _key(qtbot, tab, Qt.Key.Key_Space)
