@@ -369,7 +369,7 @@ def bundle(work: Path, model_dir: Path, ckpt: Path, out: Path, part_mib: int = 1
             tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
         run = ckpt.parent.parent
         for p in sorted(ckpt.rglob("*")):
-            if p.is_file() and p.name != "training_state.pt":
+            if p.is_file() and not p.name.startswith("training_state"):
                 tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
         for p in [run / "checkpoints" / "last", run / "config.json", run / "metrics.jsonl", run / "norm_stats.json",
                   work / "train.json"]:

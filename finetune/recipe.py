@@ -15,9 +15,11 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -37,6 +39,7 @@ from finetune.checkpoint import (
 from finetune.metrics import JsonlLogger, MetricLogger
 from finetune.presets import GiB, check_fits, estimate_memory, shape_from_folder, shape_from_module
 from finetune.run_config import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     NORM_STATS_FILE,
@@ -49,6 +52,7 @@ from finetune.run_config import (
     run_dir,
 )
 from recorder.errors import ConfigError, KnownError, ModelError
+from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
 
 
 class TrainingError(KnownError):
@@ -152,7 +156,8 @@ class FinetuneRecipe:
 
     def __init__(self, cfg: FinetuneConfig, home: Path, *, run_id: str | None = None, resume: bool = False,
                  logger: MetricLogger | None = None, stop_at_step: int | None = None,
-                 install_signal_handlers: bool = True) -> None:
+                 install_signal_handlers: bool = True,
+                 logger_factory: Callable[[Path], MetricLogger] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.home = Path(home)
@@ -162,6 +167,7 @@ class FinetuneRecipe:
         self.stop_at_step = stop_at_step
         self.install_signal_handlers = install_signal_handlers
         self._external_logger = logger
+        self._logger_factory = logger_factory  # run folder -> the logger this run owns (built on rank 0 only)
         self.logger: MetricLogger | None = None
         self.step = 0
         self.samples_seen = 0  # position in the data stream (global samples)
@@ -184,17 +190,20 @@ class FinetuneRecipe:
         self.fsdp = cfg.sharding == "fsdp" and self.dist.enabled
         if cfg.quantize_4bit and self.fsdp:
             raise ConfigError("--4bit and --sharding fsdp do not go together: drop --4bit or use --sharding ddp")
-        if cfg.quantize_4bit:
-            if self.device.type != "cuda":
-                raise ConfigError("--4bit (QLoRA) needs a CUDA GPU and this run is on the CPU: drop --4bit")
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise ConfigError("--4bit needs bitsandbytes: pip install bitsandbytes") from None
+        if cfg.quantize_4bit:  # CPU, no bitsandbytes, an old GPU: one line before the run folder exists
+            from finetune.models.quant import check_quantize_supported
+
+            check_quantize_supported("4bit", self.device, option="--4bit (QLoRA)")
+            self.dtype = torch.bfloat16  # 4-bit layers compute in bf16; the rest of the model matches them
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.logger = self._external_logger or JsonlLogger(self.path / METRICS_FILE)
+            if self._external_logger is not None:
+                self.logger = self._external_logger
+            elif self._logger_factory is not None:
+                self.logger = self._logger_factory(self.path)
+            else:
+                self.logger = JsonlLogger(self.path / METRICS_FILE)
             self._write_pid()
         self._install_signals()
 
@@ -217,10 +226,14 @@ class FinetuneRecipe:
                 else:
                     drift["global_batch"] = (saved_global, now_global)
             self.resumed_world = int(saved.get("gpus", 1))
+            state = load_training_state(resume_ckpt)
+            # the steps after the checkpoint will run again: their old lines go, so each step is logged once
+            rewind = getattr(self.logger, "rewind", None)
+            if callable(rewind):
+                rewind(int(state["step"]))
             if drift:
                 self.emit({"event": "config_drift", "checkpoint": str(resume_ckpt),
                            "fields": {k: {"saved": a, "now": b} for k, (a, b) in drift.items()}})
-            state = load_training_state(resume_ckpt)
 
         # -- data first (the action size decides the model's head)
         from finetune.data import build_datasets
@@ -245,11 +258,14 @@ class FinetuneRecipe:
         self.vla = vla
         norm_stats = None
         if resume_ckpt is not None:
-            norm_stats = json.loads((resume_ckpt / NORM_STATS_FILE).read_text())
+            from finetune.norm import load_norm_stats
+
+            norm_stats = load_norm_stats(resume_ckpt / NORM_STATS_FILE)
         data = build_datasets(self.home, cfg.dataset, cameras=cfg.cameras, n_images=int(getattr(vla, "n_images", 1)),
                               image_size=int(vla.image_size), chunk_size=int(getattr(vla, "chunk_size", cfg.chunk_size)),
                               val_fraction=cfg.val_fraction, seed=cfg.seed, augment=cfg.augment,
-                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats)
+                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats,
+                              image_transform=getattr(vla, "image_transform", None))
         self.data = data
         self.norm_stats = data.norm_stats
         self.action_stats = data.norm_stats[cfg.dataset]["action"]
@@ -282,16 +298,21 @@ class FinetuneRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.lr_min_ratio))
         if state is not None:
-            if self._sharded():
-                dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scheduler") is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                if self._sharded():
+                    dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+                else:
+                    self.optimizer.load_state_dict(state["optimizer"])
+                if state.get("scheduler") is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                self.best_val = (state.get("extra") or {}).get("best_val")
+                set_rng_state(state["rng"])
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+                raise ModelError(f"{resume_ckpt}: its training state does not fit this run "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}); "
+                                 "resume from an older checkpoint or start a new run") from None
             self.step = int(state["step"])
             self.samples_seen = int(state["samples_seen"])
-            self.best_val = state.get("extra", {}).get("best_val")
-            set_rng_state(state["rng"])
             self.last_checkpoint = resume_ckpt
 
         self._build_loaders()
@@ -391,19 +412,16 @@ class FinetuneRecipe:
         modules_to_save = list(extra()) if callable(extra) else None
         lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, modules_to_save=modules_to_save or None)
-        if cfg.quantize_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            vla = prepare_model_for_kbit_training(vla, use_gradient_checkpointing=cfg.activation_checkpointing)
         # adapters in the base weights' dtype (bf16 on GPU), not peft's default fp32 upcast: with no autocast in the
         # training step, an fp32 adapter on a bf16 layer costs an fp32 copy of every adapted activation (the
-        # H100 benchmark's "ours" vs "plain"). fp32 bases (the CPU) are unaffected. QLoRA keeps peft's default.
-        model = get_peft_model(vla, lcfg, autocast_adapter_dtype=bool(cfg.quantize_4bit))
-        if not cfg.quantize_4bit:
-            base_dtype = self.dtype
-            for p in model.parameters():
-                if p.requires_grad and p.is_floating_point() and p.dtype != base_dtype:
-                    p.data = p.data.to(base_dtype)  # e.g. a chunk head built in fp32 next to a bf16 base
+        # H100 benchmark's "ours" vs "plain"). fp32 bases (the CPU) are unaffected. QLoRA the same: its 4-bit
+        # layers compute in bf16 (peft's prepare_model_for_kbit_training is not used: it would upcast the towers,
+        # embeddings and lm_head to fp32, +4 GiB on the 7B, and switch on transformers' checkpointing, not ours)
+        model = get_peft_model(vla, lcfg, autocast_adapter_dtype=False)
+        base_dtype = self.dtype
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point() and p.dtype != base_dtype:
+                p.data = p.data.to(base_dtype)  # e.g. a chunk head built in fp32 next to a bf16 base
         return model
 
     def _build_loaders(self) -> None:
@@ -471,7 +489,19 @@ class FinetuneRecipe:
 
     def emit(self, payload: dict, step: int | None = None) -> None:
         if self.logger is not None:
-            self.logger.log_dict(payload, self.step if step is None else step)
+            try:
+                self.logger.log_dict(payload, self.step if step is None else step)
+            except OSError as err:
+                if not is_disk_full(err, self.path):
+                    raise
+                if getattr(self, "_disk_full", False):
+                    return  # reported once already; the events that follow (error, warning) cannot be written
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+
+    def _disk_full_error(self, _err: BaseException | None = None):
+        need = sum(p.stat().st_size for p in (self.last_checkpoint or self.path).rglob("*") if p.is_file())
+        return disk_full_error(self.path, need, f"'vla-studio --home {self.home} finetune --resume {self.run_id}'")
 
     def _write_pid(self) -> None:
         start = process_start_time(os.getpid()) or time.time()
@@ -651,10 +681,18 @@ class FinetuneRecipe:
             return None
         metrics = {"step": self.step, "best_val": self.best_val}
         metrics.update({k: v for k, v in (getattr(self, "last_eval", None) or {}).items() if v is not None})
-        path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, samples_seen=self.samples_seen, norm_stats=self.norm_stats,
-                               config=self.cfg.to_dict(), model_info=self.model_info(),
-                               extra={"best_val": self.best_val}, **gathered)
+        try:
+            path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
+                                   scheduler=self.scheduler, samples_seen=self.samples_seen,
+                                   norm_stats=self.norm_stats, config=self.cfg.to_dict(),
+                                   model_info=self.model_info(), extra={"best_val": self.best_val}, **gathered)
+        except BaseException as err:
+            for partial in (self.path / CHECKPOINTS_DIR).glob(".*.partial"):  # a half-written step folder
+                shutil.rmtree(partial, ignore_errors=True)
+            if is_disk_full(err, self.path) or free_bytes(self.path) < MIN_FREE_BYTES:
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+            raise
         self.last_checkpoint = path
         try:
             self._open_store().add_checkpoint(self.run_id, self.step, path, metrics)
@@ -680,7 +718,10 @@ class FinetuneRecipe:
             self._store.close()
             self._store = None
         if self.logger is not None and self._external_logger is None:
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError:  # a full disk: the lines that could be written are in the file
+                pass
         if hasattr(self, "dist"):
             dist_util.destroy(self.dist)
 
@@ -733,7 +774,9 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
-    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    from finetune.norm import load_norm_stats
+
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
     # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras
@@ -745,9 +788,21 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         prop = norm_stats.get(key, {}).get("proprio")
         state_dim = len(prop["q01"]) if prop else None
     torch.manual_seed(cfg.seed)
-    vla = load_vla(cfg.model, dtype=torch.float32, device="cpu", action_head=head,
-                   chunk_size=int(info.get("chunk_size") or cfg.chunk_size), action_dim=info.get("action_dim"),
-                   n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+    # a QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same way,
+    # on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
+    qlora = bool(cfg.quantize_4bit)
+    if qlora:
+        from finetune.models.quant import check_quantize_supported
+
+        check_quantize_supported("4bit", "cuda", option="exporting a --4bit (QLoRA) run")
+    vla = load_vla(cfg.model, dtype=torch.bfloat16 if qlora else torch.float32, device="cuda" if qlora else "cpu",
+                   action_head=head, chunk_size=int(info.get("chunk_size") or cfg.chunk_size),
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None, state_dim=state_dim,
+                   norm_stats=norm_stats, quantize="4bit" if qlora else None)
+    if qlora:
+        from finetune.models.quant import dequantize_llm
+
+        dequantize_llm(vla)
     model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
     merged = model.merge_and_unload()
     if hasattr(merged, "norm_stats"):

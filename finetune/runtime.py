@@ -12,7 +12,6 @@ CUDA graph and replayed on later calls.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +70,12 @@ class Policy:
     def _preprocess(self, img: np.ndarray) -> np.ndarray:
         """The evaluation twin of the training pipeline (finetune.data.prepare_image): a centred 0.9-area crop
         when the run trained with random crops, then the same cv2 resize to the model's input size, so the
-        policy sees at rollout exactly what it saw in training (no resize-kernel skew)."""
+        policy sees at rollout exactly what it saw in training (no resize-kernel skew). A published base model
+        brings OpenVLA's own preprocessing (``vla.image_transform``), in training and here alike."""
         from finetune.data import prepare_image
 
-        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop)
+        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop,
+                             transform=getattr(self.vla, "image_transform", None))
 
     def predict(self, images: dict[str, np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyOutput:
         import torch
@@ -98,6 +99,23 @@ class Policy:
         return PolicyOutput(actions=actions.astype(np.float32), confidence=conf_np,
                             latency_s=time.perf_counter() - t0, normalized=norm_np)
 
+    def unnormalize(self, normalized: np.ndarray, unnorm_key: str | None = None) -> np.ndarray:
+        """``PolicyOutput.normalized`` -> real units in float64, OpenVLA's ``predict_action`` arithmetic exactly
+        (token head: the exact bin centres), with the statistics of ``unnorm_key`` (default: the policy's)."""
+        from .norm import Normalizer, select_stats
+
+        x = np.asarray(normalized, dtype=np.float64)
+        if self.action_head == "tokens":
+            x = self.vla.action_tokenizer.snap(x)
+        if unnorm_key is None or unnorm_key == self.unnorm_key:
+            normalizer = self.action_normalizer
+        else:
+            normalizer = Normalizer(select_stats(self.norm_stats, unnorm_key, "action"))
+        if normalizer.dim != x.shape[-1]:
+            raise ModelError(f"policy {self.source}: statistics {unnorm_key!r} have {normalizer.dim} action dims, "
+                             f"the model predicts {x.shape[-1]}")
+        return normalizer.unnormalize(x, dtype=np.float64)
+
     def warmup(self, image_shape=(224, 224, 3), instruction: str = "do something") -> float:
         """One call on a blank frame (captures the CUDA graph for this prompt length); returns its latency."""
         imgs = {c: np.zeros(image_shape, np.uint8) for c in self.camera_names}
@@ -105,12 +123,17 @@ class Policy:
 
 
 def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True, compile_decode: bool = True,
-                unnorm_key: str | None = None, checkpoint_id: int | None = None) -> Policy:
+                unnorm_key: str | None = None, checkpoint_id: int | None = None, quantize: str | None = None) -> Policy:
     """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its
     config.json + ``adapter/`` + ``norm_stats.json``) or a merged model folder (config.json with norm_stats,
     model.safetensors) -> a ready Policy. ``fast`` (GPU only) fuses q/k/v and gate/up weights and captures each
     action step as a CUDA graph; ``compile_decode`` also torch.compiles the per-layer decode step (one-time
-    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails)."""
+    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails).
+
+    ``quantize`` (CUDA + bitsandbytes): "4bit" / "8bit" load the LLM quantized (small cards), "none" in the model
+    dtype; None (default) runs a checkpoint as it was trained: a QLoRA (--4bit) run on its 4-bit base with the
+    adapter kept beside it (the same function as in training), any other in the model dtype. A QLoRA run with
+    "none" gets its dequantized base (the values it was trained on) with the adapter merged."""
 
     from .models import load_vla
     from .norm import load_norm_stats
@@ -128,12 +151,14 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
 
         ckpt = resolve_checkpoint(path)
     if (ckpt / "adapter").is_dir():
-        try:
-            meta = json.loads((ckpt / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{ckpt}/config.json: unreadable ({exc}); the checkpoint is incomplete") from None
-        info = dict(meta.get("model") or {})
-        run_cfg = dict(meta.get("config") or {})
+        from .checkpoint import read_checkpoint_config
+
+        meta = read_checkpoint_config(ckpt)
+        info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+        if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+            raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                             "the checkpoint is damaged, pick another one")
+        info, run_cfg = dict(info), dict(run_cfg)
         base = info.get("base_model") or run_cfg.get("model")
         if not base:
             raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
@@ -144,9 +169,16 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
             key = info.get("unnorm_key") or next(iter(norm_stats))
             prop = norm_stats.get(key, {}).get("proprio")
             state_dim = len(prop["q01"]) if prop else None
+        trained_4bit = bool(run_cfg.get("quantize_4bit"))
+        q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
         vla = load_vla(base, dtype=dtype, device=device, action_head=info.get("action_head"),
                        chunk_size=int(info.get("chunk_size") or 8), action_dim=info.get("action_dim"),
-                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats)
+                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats,
+                       quantize=q or ("4bit" if trained_4bit else None))
+        if trained_4bit and not q:
+            from .models.quant import dequantize_llm
+
+            dequantize_llm(vla)
         from peft import PeftModel
 
         try:
@@ -154,12 +186,20 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         except Exception as exc:
             raise ModelError(f"{ckpt}/adapter: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: {exc}); "
                              "is the base model the one the run used?") from None
-        vla = peft_model.merge_and_unload()
+        if q and q == ("4bit" if trained_4bit else None):
+            vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
+        else:
+            import warnings
+
+            with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
+                warnings.filterwarnings("ignore", message="Merge lora module to")
+                # on quantized layers peft merges layer by layer (dequantize, add, requantize)
+                vla = peft_model.merge_and_unload()
         unnorm_key = unnorm_key or info.get("unnorm_key")
         center_crop = bool(info.get("center_crop", False))
         source = str(ckpt)
     else:
-        vla = load_vla(ckpt, dtype=dtype, device=device)
+        vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize)
         norm_stats = vla.norm_stats
         sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
         if not norm_stats and sidecar is not None and sidecar.exists():
@@ -167,7 +207,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         cams, center_crop = None, False
         extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
         if extra is not None and extra.exists():
-            info = json.loads(extra.read_text()).get("model", {})
+            from .run_config import read_json_object
+
+            info = read_json_object(extra, error=ModelError, fix="re-export the model").get("model") or {}
+            if not isinstance(info, dict):
+                raise ModelError(f"{extra}: \"model\" is not a JSON object; re-export the model")
             cams, center_crop = info.get("cameras"), bool(info.get("center_crop", False))
             unnorm_key = unnorm_key or info.get("unnorm_key")
         if not norm_stats:
@@ -175,7 +219,8 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
                              "use a fine-tuned checkpoint")
         source = str(ckpt)
     vla.eval()
-    vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda"
+    # LLM.int8's outlier split has data-dependent shapes, so 8-bit layers cannot be captured in a CUDA graph
+    vla.use_cuda_graphs = bool(fast) and vla.device.type == "cuda" and getattr(vla, "quantized", None) != "8bit"
     if vla.use_cuda_graphs:
         vla.fuse_for_inference()
         vla.compile_decode = bool(compile_decode)

@@ -175,6 +175,7 @@ class RecordSession:
         self.saved = 0
         self.discarded = 0
         self.fault = ""
+        self.fault_is_bug = False  # the last fault was a bug of ours (not a KnownError or OSError)
         self.message = ""
         self.last_episode = None
         self.last_result: LoopResult | None = None
@@ -534,7 +535,7 @@ class RecordSession:
             info = writer.finish(success=None, notes=note)
         except (OSError, KnownError) as err:
             self.fault = f"could not finish the episode ({err}); it is recovered when the store is next opened"
-            return
+            return err
         try:
             info = self.store.update_episode(info.id, status="recovered") or self.store.episode(info.id)
         except (KnownError, ValueError, TypeError):
@@ -544,17 +545,24 @@ class RecordSession:
             self.cb.on_saved(info)
 
     def _on_fault(self, err: BaseException | None, bug: bool = False, left_for_recovery: bool = False) -> None:
-        if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
-            msg = f"disk full while writing to {self.store_root()}: free space, then press Space"
+        from recorder.store.faults import DiskFullError, disk_full_error, is_disk_full
+
+        if isinstance(err, DiskFullError):
+            msg = str(err)
+        elif is_disk_full(err):
+            msg = str(disk_full_error(self.store_root(), then="the recording again (press Space)"))
         elif isinstance(err, DeviceError):
             msg = f"{err} (press Space to retry once it is fixed)"
         elif bug:
             msg = f"internal error: {type(err).__name__}: {err}"
         else:
             msg = str(err)
-        if left_for_recovery:
+        if left_for_recovery and not isinstance(err, DiskFullError):  # that one says what was kept
             msg += "; the episode will be recovered when the store is next opened"
-        self._close_open_episode(f"stopped by a fault: {err}")
+        self.fault_is_bug = bug
+        kept = self._close_open_episode(f"stopped by a fault: {err}")
+        if isinstance(kept, DiskFullError):  # finishing the episode found the disk full: that line says it all
+            msg = str(kept)
         self.fault = msg
         self._set_phase(Phase.FAULT, msg)
         if self.cb.on_fault is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from recorder.errors import ModelError
+from recorder.errors import ModelError, one_line
 
 from .vla import VLA
 
@@ -63,10 +63,12 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_prefix: tuple[str, ...] = ()) -> None:
+def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_prefix: tuple[str, ...] = (),
+                        consume=None) -> None:
     """Copy every tensor from the folder's safetensors into ``model``, one tensor at a time (peak memory = the
     model + one tensor). Strict: an unexpected key, a missing key (outside ``allow_missing_prefix``) or a shape
-    mismatch is a ModelError naming the first offenders."""
+    mismatch is a ModelError naming the first offenders. ``consume``: a :class:`~.quant.QuantizingLoader` that
+    takes the tensors of the layers it stands in for (its ``expected_keys()``) instead of the model."""
     from safetensors import safe_open
 
     files = _weight_files(folder)
@@ -80,8 +82,9 @@ def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_p
         except Exception as exc:
             raise ModelError(f"{f}: unreadable safetensors file ({exc}); re-download it") from None
     keys = {k: (f, h) for f, h in handles for k in h.keys()}
-    unexpected = sorted(set(keys) - set(params))
-    missing = sorted(k for k in set(params) - set(keys) if not k.startswith(allow_missing_prefix))
+    taken = consume.expected_keys() if consume is not None else set()
+    unexpected = sorted(set(keys) - set(params) - taken)
+    missing = sorted(k for k in (set(params) | taken) - set(keys) if not k.startswith(allow_missing_prefix))
     if unexpected or missing:
         raise ModelError(
             f"{folder}: weights do not match the architecture in config.json "
@@ -89,29 +92,86 @@ def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_p
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})")
     for k, (f, h) in keys.items():
         t = h.get_tensor(k)
+        if k in taken:
+            consume(k, t)
+            seen.add(k)
+            continue
         p = params[k]
         if tuple(t.shape) != tuple(p.shape):
             raise ModelError(f"{f}: {k} has shape {tuple(t.shape)}, the config expects {tuple(p.shape)}")
         p.copy_(t.to(device=dev, dtype=p.dtype), non_blocking=True)
         seen.add(k)
+    if consume is not None:
+        consume.finish()
+
+
+def weight_shapes(folder: Path) -> tuple[dict[str, tuple], str]:
+    """Every tensor's shape from the safetensors headers (no tensor is read), and the file name(s) for messages."""
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    shapes: dict[str, tuple] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as h:
+                for k in h.keys():
+                    shapes[k] = tuple(h.get_slice(k).get_shape())
+        except Exception as exc:
+            raise ModelError(f"{f}: unreadable safetensors file ({exc}); re-download it") from None
+    name = str(files[0]) if len(files) == 1 else f"{folder}/model-*.safetensors"
+    return shapes, name
+
+
+def _special_tokens(folder: Path) -> dict:
+    out: dict = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        f = folder / name
+        if not f.exists():
+            continue
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            raise ModelError(f"{f}: invalid JSON; re-download the tokenizer files") from None
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            v = d.get(key)
+            if isinstance(v, dict):
+                v = v.get("content")
+            if isinstance(v, str) and key not in out:
+                out[key] = v
+    return out
 
 
 def load_tokenizer(folder: Path):
-    """The folder's tokenizer; Llama tokenizers by their class directly (AutoTokenizer would first try to read
-    config.json as a transformers model config, which ``model_type: openvla`` is not)."""
+    """The folder's tokenizer, from its files only: ``tokenizer.json`` (the fast tokenizer, used verbatim) or
+    else ``tokenizer.model`` (a sentencepiece Llama tokenizer). Never AutoTokenizer: it can stop at transformers'
+    interactive trust-remote-code prompt, a hang in a GUI child process. A folder with neither is one ModelError
+    naming it."""
     import transformers
 
-    cls_name = ""
-    tc = folder / "tokenizer_config.json"
-    if tc.exists():
-        try:
-            cls_name = json.loads(tc.read_text()).get("tokenizer_class") or ""
-        except json.JSONDecodeError:
-            cls_name = ""
-    if cls_name.startswith("LlamaTokenizer"):
-        cls = getattr(transformers, cls_name, None) or transformers.LlamaTokenizer
-        return cls.from_pretrained(str(folder))
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+    folder = Path(folder)
+    special = _special_tokens(folder)
+    tj, sp = folder / "tokenizer.json", folder / "tokenizer.model"
+    try:
+        if tj.exists():
+            tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tj), **special)
+        elif sp.exists():
+            try:
+                import sentencepiece  # noqa: F401
+            except ImportError:
+                raise ModelError(f"{sp}: reading a sentencepiece tokenizer needs sentencepiece "
+                                 "(pip install sentencepiece), or put the model's tokenizer.json beside it") from None
+            tok = transformers.LlamaTokenizer.from_pretrained(str(folder), **special)
+        else:
+            raise ModelError(f"{folder}: no tokenizer (neither tokenizer.json nor tokenizer.model is there); "
+                             "copy the base model's tokenizer files into the folder")
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt file, a missing sentencepiece/protobuf
+        f = tj if tj.exists() else sp
+        raise ModelError(f"{f}: cannot load the tokenizer ({type(exc).__name__}: {one_line(exc)}); "
+                         "re-download the base model's tokenizer files") from None
+    tok.padding_side = "right"
+    return tok
 
 
 def _default_dtype(device: torch.device, dtype) -> torch.dtype:
@@ -123,21 +183,29 @@ def _default_dtype(device: torch.device, dtype) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def build_openvla_empty(config: dict, tokenizer, device: torch.device, dtype: torch.dtype, **head_kw):
+def build_openvla_empty(config: dict, tokenizer, device: torch.device, dtype: torch.dtype, *, quantize: str | None = None,
+                        vit_configs=None, image_transform=None, **head_kw):
     """Construct on the meta device, then allocate (uninitialized) on ``device`` and rebuild the few buffers
-    that are not in the state dict. Skips the slow random init: callers load or init weights next."""
+    that are not in the state dict. Skips the slow random init: callers load or init weights next. With
+    ``quantize`` the decoder Linears are left unallocated and a :class:`~.quant.QuantizingLoader` is returned
+    beside the model (``(model, loader)``) for :func:`load_weights_strict`'s ``consume``."""
     from .openvla import OpenVLA
 
     prev = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device("meta"):
-            model = OpenVLA(config, tokenizer, **head_kw)
+            model = OpenVLA(config, tokenizer, vit_configs=vit_configs, image_transform=image_transform, **head_kw)
     finally:
         torch.set_default_dtype(prev)
+    qloader = None
+    if quantize:
+        from .quant import QuantizingLoader
+
+        qloader = QuantizingLoader(model, quantize, device, dtype if dtype != torch.float32 else torch.bfloat16)
     model.to_empty(device=device)
     _reset_buffers(model, device)
-    return model
+    return (model, qloader) if quantize else model
 
 
 def _reset_buffers(model, device) -> None:
@@ -152,32 +220,12 @@ def _reset_buffers(model, device) -> None:
 
 
 def quantize_llm(model: VLA, mode: str) -> None:
-    """Replace the LLM's decoder Linear layers by bitsandbytes 4-bit (NF4) / 8-bit layers (CUDA only)."""
-    if model.device.type != "cuda":
-        raise ModelError(f"quantize={mode!r} needs a CUDA GPU; load without quantize on this machine")
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        raise ModelError(f"quantize={mode!r} needs bitsandbytes: pip install bitsandbytes") from None
-    layers = model.decoder.layers
-    for layer in layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, lin in list(parent.named_children()):
-                if not isinstance(lin, torch.nn.Linear):
-                    continue
-                w = lin.weight.data.to("cpu", torch.float16)
-                if mode == "4bit":
-                    q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
-                                          compute_dtype=torch.bfloat16, quant_type="nf4", device="cpu")
-                    q.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
-                else:
-                    q = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=lin.bias is not None,
-                                            has_fp16_weights=False, device="cpu")
-                    q.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
-                if lin.bias is not None:
-                    q.bias = torch.nn.Parameter(lin.bias.data.cpu(), requires_grad=False)
-                setattr(parent, name, q.to(model.device))
-    torch.cuda.empty_cache()
+    """Replace the LLM's decoder Linear layers of a model already on the GPU by bitsandbytes 4-bit (NF4) / 8-bit
+    layers, quantized on the GPU layer by layer (the generic VLMs and the random benchmark models; OpenVLA folders
+    quantize while loading, see :mod:`.quant`)."""
+    from .quant import quantize_in_place
+
+    quantize_in_place(model, mode)
 
 
 def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str | None = None,
@@ -200,8 +248,20 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     dt = _default_dtype(dev, dtype)
     if quantize not in (None, "4bit", "8bit"):
         raise ModelError(f"quantize must be None, '4bit' or '8bit', got {quantize!r}")
+    if quantize:
+        from .quant import check_quantize_supported
+
+        check_quantize_supported(quantize, dev)
     ours = dict(config.get("vla_studio") or {})
-    stats = norm_stats if norm_stats is not None else config.get("norm_stats")
+    stats = norm_stats
+    if stats is None and (folder / "dataset_statistics.json").exists():
+        # OpenVLA's fine-tuning writes its dataset's statistics here; its deploy.py uses them in place of
+        # config.json's norm_stats, and so do we
+        from ..norm import load_norm_stats
+
+        stats = load_norm_stats(folder / "dataset_statistics.json")
+    if stats is None:
+        stats = config.get("norm_stats")
     saved_head = ours.get("action_head")
     head = action_head or saved_head or "tokens"
     if action_dim is None:
@@ -220,17 +280,24 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     n_img = int(n_images or ours.get("n_images") or 1)
     model_type = config.get("model_type", "")
     if model_type in ("openvla", "prismatic"):
-        try:
-            tok = load_tokenizer(folder)
-        except Exception as exc:
-            raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
-                             "copy the base model's tokenizer files into the folder") from None
+        from .openvla import tower_ids, vit_configs_from
+        from .preprocess import read_preprocessor
+
+        tok = load_tokenizer(folder)
+        n_towers = len(ours["vit_configs"]) if ours.get("vit_configs") else len(tower_ids(config))
+        transform = None if ours.get("image_pipeline") == "fast" else read_preprocessor(folder, n_towers)
+        shapes, wname = weight_shapes(folder)
+        vits = vit_configs_from(config, shapes, wname, image_transform=transform)
         if head_hidden is None:
             head_hidden = 1024 if int(config.get("text_config", {}).get("hidden_size", 4096)) >= 1024 else 128
-        model = build_openvla_empty(config, tok, dev, dt, action_head=head, chunk_size=K, action_dim=action_dim,
+        built = build_openvla_empty(config, tok, dev, dt, quantize=quantize, vit_configs=vits,
+                                    image_transform=transform, action_head=head, chunk_size=K, action_dim=action_dim,
                                     n_images=n_img, state_dim=state_dim, head_hidden=head_hidden)
+        model, qloader = built if quantize else (built, None)
         has_saved_head = saved_head == "chunk" and head == "chunk"
-        load_weights_strict(model, folder, allow_missing_prefix=() if has_saved_head else ("chunk_head.",))
+        # quantized: each decoder weight is quantized on the GPU as it is read (never the whole bf16 model)
+        load_weights_strict(model, folder, allow_missing_prefix=() if has_saved_head else ("chunk_head.",),
+                            consume=qloader)
         if head == "chunk" and not has_saved_head:
             _init_head(model)
         model.norm_stats = stats
@@ -241,10 +308,13 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
                                  n_images=n_img, state_dim=state_dim, head_hidden=head_hidden or 1024)
         if norm_stats is not None:
             model.norm_stats = norm_stats
+        if quantize:
+            quantize_llm(model, quantize)
     model.source = str(path_or_id)
     model.model_dir = folder
-    if quantize:
-        quantize_llm(model, quantize)
+    from .quant import mark_quantized
+
+    mark_quantized(model, quantize)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -82,7 +82,8 @@ def tiny_config() -> dict:
             "pad_token_id": BASE_VOCAB, "bos_token_id": 1, "eos_token_id": 2,
         },
         "torch_dtype": "float32",
-        "vla_studio": {"tiny": True, "vit_configs": [dino, siglip]},
+        # our own model: the fast cv2 image path (finetune.data.prepare_image), not a published processor's
+        "vla_studio": {"tiny": True, "vit_configs": [dino, siglip], "image_pipeline": "fast"},
     }
 
 

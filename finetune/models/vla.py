@@ -63,6 +63,9 @@ class VLA(nn.Module):
     action_head: str
     n_images: int
     norm_stats: dict | None
+    # published checkpoints: finetune.models.preprocess.PublishedImageTransform (OpenVLA's exact pixels);
+    # None: our fast path (cv2 in finetune.data.prepare_image, torch bicubic here)
+    image_transform = None
 
     # ------------------------------------------------------------------ set-up helpers for subclasses
     def _init_common(self, tokenizer, *, vocab_size_for_actions: int, n_bins: int, action_head: str,
@@ -163,6 +166,8 @@ class VLA(nn.Module):
         a = np.asarray(img)
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
             raise ModelError(f"images must be HxWx3 uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+        if self.image_transform is not None:
+            a = self.image_transform(a)  # a no-op on the S x S frames finetune.data / the runtime already made
         t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
         s = self.image_size
         if t.shape[1] == s and t.shape[2] == s:

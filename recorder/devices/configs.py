@@ -48,10 +48,41 @@ def config_from_dict(kind: str, data: dict[str, Any], where: str = "rig file") -
             f"{where}: {kind} type '{type_name}' has no option(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(names))}"
         )
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            _check_type(f, data[f.name], f"{where}: {kind} type '{type_name}'")
     try:
         return cls(**data)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {kind} type '{type_name}': {err}") from err
+
+
+_PLAIN_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "a quoted text", "bool": "true or false"}
+
+
+def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:
+    """A value of the wrong TOML type (``width = "320"``) -> one line naming the option and the fix (options
+    annotated with anything but int, float, str, bool and None are left to the class)."""
+    names = [n.strip() for n in str(f.type).split("|")]
+    if not all(n in _PLAIN_TYPES for n in names):
+        return
+    allowed = tuple(t for n in names for t in _PLAIN_TYPES[n])
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return
+    want = " or ".join(_TYPE_WORDS[n] for n in names if n != "None")
+    example = f.default if f.default is not dataclasses.MISSING and f.default is not None else None
+    hint = f"; e.g. {f.name} = {_toml_literal(example)}" if example is not None else ""
+    raise ConfigError(f"{where}: {f.name} must be {want}, not {_toml_literal(value)} "
+                      f"({type(value).__name__}){hint}")
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value[:40].replace('"', '\\"') + '"'
+    return repr(value)[:40]
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

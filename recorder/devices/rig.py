@@ -227,9 +227,13 @@ class Rig:
             snap["robot_info"]["task"] = {"name": task.name, "instruction": task.instruction}
             snap["robot_info"]["seed"] = getattr(self.robot, "last_seed", None)
         snap["camera_info"] = {k: _jsonable(c.features) for k, c in self.cameras.items()}
+        # names the robot's own LeRobot datasets use (Meta-World: "observation.image", action x/y/z/gripper)
         image_key = getattr(self.robot, "lerobot_image_key", None)
-        if image_key and len(self.cameras) == 1:  # the feature name the robot's LeRobot datasets use
+        if image_key and len(self.cameras) == 1:
             snap["robot_info"]["lerobot_camera_keys"] = {next(iter(self.cameras)): image_key}
+        names = getattr(self.robot, "lerobot_feature_names", None)
+        if names:
+            snap["feature_names"] = {k: list(v) for k, v in names.items()}
         return snap
 
 
@@ -249,8 +253,11 @@ def read_rig_config(path: str | os.PathLike[str]) -> RigConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"rig file {path} does not exist: pass an existing rig.toml or 'sim'") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"rig file {path} is not a text (UTF-8) file (byte {err.start} is 0x{err.object[err.start]:02x}): "
+                          "pass the rig.toml itself, or write a new one in the Record tab's rig editor") from None
     except OSError as err:
-        raise ConfigError(f"rig file {path} cannot be read: {err.strerror}") from None
+        raise ConfigError(f"rig file {path} cannot be read: {err.strerror or err}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

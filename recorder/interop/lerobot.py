@@ -6,7 +6,7 @@ Our own reader and writer of the layout documented in huggingface/lerobot
 v3.0 layout written by :class:`LeRobotWriter`::
 
     meta/info.json                         codebase_version "v3.0", fps, features, path templates, totals
-    meta/stats.json                        per feature min/max/mean/std/count (+ q01..q99 for vectors)
+    meta/stats.json                        per feature min/max/mean/std/count/q01/q10/q50/q90/q99 (images too)
     meta/tasks.parquet                     task_index | task (pandas index "task")
     meta/episodes/chunk-000/file-000.parquet   one row per episode: offsets into data and video files
     data/chunk-000/file-000.parquet        index, episode_index, frame_index, timestamp, task_index, features
@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recorder.devices.base import JOINT_NAMES
 from recorder.errors import DatasetError
 
 CODEBASE_VERSION = "v3.0"
@@ -53,11 +54,17 @@ INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_in
 _STORE_BOOKKEEPING = ("index", "t")
 _STORE_BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+# Our per-episode column in meta/episodes: True / False / null (unlabelled). lerobot ignores extra columns.
+SUCCESS_COLUMN = "success"
+# Frames between keyframes: lerobot's own default (fast random access in training), unless the user picks one.
+DEFAULT_GOP = 2
+# The simulated arm is SO-101-shaped: its episodes are exported as this robot type unless told otherwise.
+SIM_ROBOT_TYPE = "so101_follower"
 
 _CODECS = {
     # our name -> (PyAV encoder, canonical codec name written to info.json, encoder options)
     "h264": ("libx264", "h264", {"crf": "18", "preset": "veryfast"}),
-    "av1": ("libsvtav1", "av1", {"crf": "30", "preset": "10"}),
+    "av1": ("libsvtav1", "av1", {"crf": "30", "preset": "12"}),  # lerobot 0.6's defaults
 }
 
 ProgressFn = Callable[[int, int], None]  # (frames done, frames in all)
@@ -101,7 +108,8 @@ def vector_stats(x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class _ImageStats:
-    """Per-channel stats of sampled frames, in [0, 1], shaped (3, 1, 1) as LeRobot stores them."""
+    """Per-channel stats of sampled frames, in [0, 1], shaped (3, 1, 1) as LeRobot stores them, with the same
+    stat set as every other feature (quantiles from a 256-bin histogram per channel: exact for uint8 pixels)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -109,9 +117,13 @@ class _ImageStats:
         self.sumsq = np.zeros(3)
         self.min = np.full(3, np.inf)
         self.max = np.full(3, -np.inf)
+        self.hist = np.zeros((3, 256), dtype=np.int64)
 
     def add(self, img: np.ndarray) -> None:
-        px = img.reshape(-1, 3).astype(np.float64) / 255.0
+        raw = np.asarray(img).reshape(-1, 3)
+        for c in range(3):
+            self.hist[c] += np.bincount(raw[:, c].astype(np.uint8, copy=False), minlength=256)
+        px = raw.astype(np.float64) / 255.0
         self.n += px.shape[0]
         self.sum += px.sum(axis=0)
         self.sumsq += (px * px).sum(axis=0)
@@ -124,6 +136,19 @@ class _ImageStats:
         self.sumsq += other.sumsq
         self.min = np.minimum(self.min, other.min)
         self.max = np.maximum(self.max, other.max)
+        self.hist += other.hist
+
+    def quantiles(self) -> dict[str, np.ndarray]:
+        cum = np.cumsum(self.hist, axis=1)
+        out = {}
+        for q in QUANTILES:
+            if not self.n:
+                out[f"q{round(q * 100):02d}"] = np.zeros(3)
+                continue
+            # the smallest pixel value with at least q of the samples at or below it
+            idx = [int(np.searchsorted(cum[c], q * cum[c, -1], side="left")) for c in range(3)]
+            out[f"q{round(q * 100):02d}"] = np.asarray(idx, dtype=np.float64) / 255.0
+        return out
 
     def result(self, frames: int) -> dict[str, np.ndarray]:
         n = max(self.n, 1)
@@ -133,13 +158,15 @@ class _ImageStats:
         def shaped(v):
             return np.asarray(v, dtype=np.float64).reshape(3, 1, 1)
 
-        return {
+        out = {
             "min": shaped(self.min if self.n else np.zeros(3)),
             "max": shaped(self.max if self.n else np.zeros(3)),
             "mean": shaped(mean),
             "std": shaped(std),
             "count": np.array([frames], dtype=np.int64),
         }
+        out.update({k: shaped(v) for k, v in self.quantiles().items()})
+        return out
 
 
 def _jsonable(stats: dict[str, dict[str, np.ndarray]]) -> dict:
@@ -239,6 +266,8 @@ class LeRobotWriter:
         ifps = int(round(fps))
         if ifps <= 0 or abs(fps - ifps) > 1e-6:
             raise DatasetError(f"LeRobot datasets need a whole-number fps; these episodes run at {fps}")
+        if gop is not None and (isinstance(gop, bool) or not isinstance(gop, int) or gop < 1):
+            raise DatasetError(f"keyframe spacing (GOP) {gop!r} must be a whole number of frames >= 1")
         self.root = Path(root)
         self.fps = ifps
         self.cameras = dict(cameras)
@@ -247,16 +276,18 @@ class LeRobotWriter:
         self.lowdim = {k: LowdimSpec(tuple(v.shape), v.names) for k, v in lowdim.items()}
         self.robot_type = robot_type
         self.codec = codec
+        self.gop = gop or DEFAULT_GOP
         self.threads = threads
         self.chunks_size = chunks_size
         self.data_max_bytes = data_file_mb * 1e6
         self.videos = {
-            cam: _VideoShards(self.root, self.camera_keys[cam], ifps, w, h, codec, gop or max(1, min(ifps, 30)),
+            cam: _VideoShards(self.root, self.camera_keys[cam], ifps, w, h, codec, self.gop,
                               video_file_mb, chunks_size)
             for cam, (w, h) in self.cameras.items()
         }
         self.tasks: dict[str, int] = {}
         self.episode_rows: list[dict] = []
+        self.success: dict[int, bool | None] = {}
         self.total_frames = 0
         self._data_chunk, self._data_file = 0, 0
         self._data_writer: pq.ParquetWriter | None = None
@@ -287,8 +318,11 @@ class LeRobotWriter:
         for key, spec in self.lowdim.items():
             shape = [1] if spec.shape in ((), (1,)) else [int(np.prod(spec.shape))]
             names = list(spec.names) if spec.names and len(spec.names) == shape[0] else None
-            feats[key] = {"dtype": "float32", "shape": shape, "names": names, "fps": self.fps}
+            feats[key] = {"dtype": "float32", "shape": shape, "names": names}
+        _, codec_name, options = _CODECS[self.codec]
         for cam, (w, h) in self.cameras.items():
+            # the keys and their order as lerobot 0.6 writes them (video_utils.get_video_info): stream facts,
+            # then the encoder settings, then is_depth_map
             feats[self.camera_keys[cam]] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
@@ -296,22 +330,28 @@ class LeRobotWriter:
                 "info": {
                     "video.height": h,
                     "video.width": w,
-                    "video.codec": _CODECS[self.codec][1],
+                    "video.codec": codec_name,
                     "video.pix_fmt": "yuv420p",
-                    "video.is_depth_map": False,
                     "video.fps": self.fps,
                     "video.channels": 3,
                     "has_audio": False,
+                    "video.g": self.gop,
+                    "video.crf": int(options["crf"]),
+                    "video.preset": int(options["preset"]) if options["preset"].isdigit() else options["preset"],
+                    "video.fast_decode": 0,
+                    "video.video_backend": "pyav",
+                    "video.extra_options": {},
+                    "is_depth_map": False,
                 },
             }
-        feats["timestamp"] = {"dtype": "float32", "shape": [1], "names": None, "fps": self.fps}
+        feats["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
         for key in ("frame_index", "episode_index", "index", "task_index"):
-            feats[key] = {"dtype": "int64", "shape": [1], "names": None, "fps": self.fps}
+            feats[key] = {"dtype": "int64", "shape": [1], "names": None}
         return feats
 
     # -- episodes
     def add_episode(self, task: str, values: dict[str, np.ndarray], frames: dict[str, Iterable[np.ndarray]],
-                    length: int, on_frame: Callable[[], None] | None = None) -> int:
+                    length: int, on_frame: Callable[[], None] | None = None, success: bool | None = None) -> int:
         """Append one episode: ``values[key]`` is (length, *shape); ``frames[cam]`` yields ``length`` images."""
         ep = len(self.episode_rows)
         if length <= 0:
@@ -323,6 +363,7 @@ class LeRobotWriter:
             raise DatasetError(f"episode {ep} has cameras {sorted(frames)}, the dataset has {sorted(self.cameras)}")
         task_index = self.tasks.setdefault(task, len(self.tasks))
         row: dict = {"episode_index": ep, "tasks": [task], "length": length}
+        self.success[ep] = success
 
         # video: one thread per camera (PyAV decodes and encodes without holding the GIL)
         sample_every = max(1, length // 30)
@@ -440,7 +481,9 @@ class LeRobotWriter:
         self._write_tasks(meta / "tasks.parquet")
         ep_path = self.root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         ep_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(self.episode_rows), str(ep_path))
+        episodes = pa.Table.from_pylist(self.episode_rows)
+        success = pa.array([self.success.get(r["episode_index"]) for r in self.episode_rows], type=pa.bool_())
+        pq.write_table(episodes.append_column(SUCCESS_COLUMN, success), str(ep_path))
         stats: dict[str, dict] = {}
         for key, parts in self._lowdim_all.items():
             stats[key] = vector_stats(np.concatenate(parts, axis=0))
@@ -526,19 +569,52 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def _default_names(dim: int) -> list[str] | None:
-    joints = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
-    return joints if dim == len(joints) else None
+def export_robot_type(rig: dict, override: str | None = None) -> str | None:
+    """The ``robot_type`` an episode is exported with: the user's choice, else what an import recorded,
+    else the rig's robot type, the simulated arm (SO-101-shaped) being exported as the SO-101 follower."""
+    if override:
+        return override
+    if rig.get("robot_type"):
+        return str(rig["robot_type"])
+    robot = rig.get("robot") if isinstance(rig.get("robot"), dict) else {}
+    kind = robot.get("type")
+    if kind == "sim":
+        return SIM_ROBOT_TYPE
+    return str(kind) if kind else None
+
+
+def export_names(key: str, dim: int, rig: dict) -> list[str] | None:
+    """Feature names of a low-dim stream: those an import recorded, else the arm's joints as lerobot names
+    its motor features (``<joint>.pos``) for state and action."""
+    recorded = (rig.get("feature_names") or {}).get(key) if isinstance(rig.get("feature_names"), dict) else None
+    if isinstance(recorded, list) and len(recorded) == dim:
+        return [str(n) for n in recorded]
+    if key not in ("observation.state", "action"):
+        return None
+    info = rig.get("robot_info") if isinstance(rig.get("robot_info"), dict) else {}
+    joints = info.get("joint_names") or JOINT_NAMES
+    if len(joints) != dim:
+        return None
+    return [j if j.endswith(".pos") else f"{j}.pos" for j in joints]
 
 
 def _is_bookkeeping(key: str) -> bool:
     return key in _STORE_BOOKKEEPING or key.startswith(_STORE_BOOKKEEPING_PREFIXES)
 
 
+def exportable(episodes: list, include_failed: bool = False) -> list:
+    """The episodes an export takes by default: successful and unlabelled ones (all with ``include_failed``)."""
+    return list(episodes) if include_failed else [e for e in episodes if e.success is not False]
+
+
 def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264", overwrite: bool = False,
-                   robot_type: str | None = None, progress: ProgressFn | None = None,
+                   robot_type: str | None = None, gop: int | None = None, progress: ProgressFn | None = None,
                    batch: int = 64) -> ExportResult:
     """Export store episodes (a list of ``EpisodeInfo``) to a LeRobotDataset v3.0 folder ``out``.
+
+    ``robot_type`` defaults to :func:`export_robot_type`; ``gop`` (frames between keyframes) to
+    :data:`DEFAULT_GOP`, lerobot's own, for fast random access in training. Each episode's success label
+    goes into the ``success`` column of meta/episodes.
 
     Everything is written into ``<out>.partial`` and renamed to ``out`` only once complete, so an
     interrupted export never leaves a folder that looks like a finished dataset.
@@ -570,21 +646,14 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                 if writer is None:
                     first_cams = cams
                     rig = getattr(info, "rig", None) or {}
-                    robot = rig.get("robot") if isinstance(rig.get("robot"), dict) else {}
-                    joints = (rig.get("robot_info") or {}).get("joint_names") if isinstance(
-                        rig.get("robot_info"), dict) else None
                     specs = {}
                     for k, v in values.items():
                         shape = tuple(v.shape[1:]) or (1,)
-                        dim = int(np.prod(shape))
-                        robot_key = k in ("observation.state", "action")
-                        names = list(joints) if (robot_key and joints and len(joints) == dim) else (
-                            _default_names(dim) if robot_key else None)
-                        specs[k] = LowdimSpec(shape, names)
+                        specs[k] = LowdimSpec(shape, export_names(k, int(np.prod(shape)), rig))
                     keys = (rig.get("robot_info") or {}).get("lerobot_camera_keys") if isinstance(
                         rig.get("robot_info"), dict) else None
                     writer = LeRobotWriter(partial, float(reader.fps), cams, specs,
-                                           robot_type=robot_type or robot.get("type"), codec=codec,
+                                           robot_type=export_robot_type(rig, robot_type), codec=codec, gop=gop,
                                            camera_keys=keys if isinstance(keys, dict) else None)
                 else:
                     _check_same_shape(info, cams, first_cams, values, writer, float(reader.fps))
@@ -607,7 +676,8 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                         progress(value, total)
 
                 writer.add_episode(info.task or "", {k: values[k] for k in writer.lowdim},
-                                   {cam: frames_of(cam) for cam in cams}, n, on_frame=tick)
+                                   {cam: frames_of(cam) for cam in cams}, n, on_frame=tick,
+                                   success=info.success)
             finally:
                 reader.close()
         writer.finalize()
@@ -646,6 +716,7 @@ class SourceEpisode:
     tasks: list[str]
     data_file: Path
     videos: dict[str, tuple[Path, float]] = field(default_factory=dict)  # key -> (file, from_timestamp)
+    success: bool | None = None  # our per-episode "success" column (lerobot itself has none)
 
 
 def _load_json(path: Path, what: str) -> dict | list:
@@ -654,6 +725,42 @@ def _load_json(path: Path, what: str) -> dict | list:
     except (OSError, ValueError) as err:
         raise DatasetError(f"{path}: cannot read the {what} ({err.__class__.__name__}): is the dataset complete?") \
             from None
+
+
+def _check_fps(value, where: Path) -> float:
+    """The dataset's fps as a positive finite number, or a DatasetError naming the file."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DatasetError(f"{where}: fps is {value!r}, not a number: set 'fps' to the rate the dataset was "
+                           "recorded at (e.g. 30)")
+    fps = float(value)
+    if not math.isfinite(fps) or fps <= 0:
+        raise DatasetError(f"{where}: fps is {value!r}: set 'fps' to the positive rate the dataset was "
+                           "recorded at (e.g. 30)")
+    return fps
+
+
+def _is_depth(feature: dict) -> bool:
+    info = feature.get("info") or {}
+    vinfo = feature.get("video_info") or {}
+    return bool(info.get("is_depth_map") or info.get("video.is_depth_map") or vinfo.get("video.is_depth_map"))
+
+
+def _same_rate(a: float, b: float, rel: float = 5e-4) -> bool:
+    """Two frame rates agree: 29.97 is not 30, 30000/1001 is 29.97."""
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def _video_rate(path: Path) -> float | None:
+    """Frames per second of the first video stream of ``path`` as its container states it (None: unknown)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    except (OSError, IndexError, av.FFmpegError) as err:
+        raise DatasetError(f"{path}: cannot open video ({err.__class__.__name__}): the file is damaged") from None
+    return float(rate) if rate else None
 
 
 def _load_jsonl(path: Path) -> list[dict]:
@@ -703,10 +810,13 @@ class LeRobotSource:
         else:
             raise DatasetError(f"{info_path}: codebase_version {self.version!r} is not supported "
                                "(v2.0, v2.1 and v3.0 are)")
-        self.fps = float(info["fps"])
+        self.fps = _check_fps(info.get("fps"), info_path)
         self.features: dict[str, dict] = info["features"]
         self.robot_type = info.get("robot_type")
-        self.video_keys = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+        videos = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+        # depth maps (lerobot's is_depth_map, 12-bit grey video): the store keeps RGB cameras only
+        self.depth_keys = [k for k in videos if _is_depth(self.features[k])]
+        self.video_keys = [k for k in videos if k not in self.depth_keys]
         image_keys = [k for k, f in self.features.items() if f.get("dtype") == "image"]
         if image_keys:
             raise DatasetError(f"{info_path}: image features {image_keys} (frames stored as PNG in parquet) are "
@@ -788,8 +898,10 @@ class LeRobotSource:
                 except KeyError:
                     raise DatasetError(f"{files[0]}: episode {r['episode_index']} has no video offsets for {key}"
                                        ) from None
+            success = r.get(SUCCESS_COLUMN)
             out.append(SourceEpisode(int(r["episode_index"]), int(r["length"]), list(ep_tasks) or
-                                     [tasks.get(0, "")], data_file, videos))
+                                     [tasks.get(0, "")], data_file, videos,
+                                     success if isinstance(success, bool) else None))
         return out
 
     def _load_episodes_v2(self) -> list[SourceEpisode]:
@@ -815,7 +927,8 @@ class LeRobotSource:
         return out
 
     def check_files(self) -> None:
-        """DatasetError naming the first data or video file an episode needs that is missing."""
+        """DatasetError naming the first data or video file an episode needs that is missing, or whose
+        frame rate disagrees with the dataset's fps."""
         for ep in self.episodes:
             if not ep.data_file.is_file():
                 raise DatasetError(f"{ep.data_file} is missing (episode {ep.index}): the dataset is incomplete")
@@ -823,6 +936,34 @@ class LeRobotSource:
                 if not path.is_file():
                     raise DatasetError(f"{path} is missing (video {key} of episode {ep.index}): "
                                        "download the videos too or pick a complete copy")
+        self.check_fps()
+
+    def check_fps(self) -> None:
+        """The fps of meta/info.json must agree with every video stream and with the frame timestamps."""
+        info_path = self.path / "meta" / "info.json"
+        for key in self.video_keys:
+            vfps = (self.features[key].get("info") or self.features[key].get("video_info") or {}).get("video.fps")
+            if isinstance(vfps, int | float) and not isinstance(vfps, bool) and not _same_rate(vfps, self.fps):
+                raise DatasetError(f"{info_path}: fps {self.fps:g} disagrees with video.fps {vfps:g} of {key}: "
+                                   "fix 'fps' (or the feature's video.fps) to the rate the videos were recorded at")
+        seen: set[Path] = set()
+        for ep in self.episodes:
+            for path, _ in ep.videos.values():
+                if path in seen:
+                    continue
+                seen.add(path)
+                rate = _video_rate(path)
+                if rate is not None and not _same_rate(rate, self.fps):
+                    raise DatasetError(f"{info_path}: fps {self.fps:g} disagrees with {path} ({rate:g} frames/s): "
+                                       "fix 'fps' in meta/info.json to the rate the videos were recorded at")
+        if self.episodes:
+            ts = self.read_lowdim(self.episodes[0]).get("timestamp")
+            if ts is not None and len(ts) > 1:
+                step = float(np.median(np.diff(ts)))
+                # (captured timestamps jitter: a coarser check than the videos' stated rate)
+                if step > 0 and not _same_rate(1.0 / step, self.fps, rel=0.02):
+                    raise DatasetError(f"{info_path}: fps {self.fps:g} disagrees with the frame timestamps of "
+                                       f"{self.episodes[0].data_file} (one frame every {step:g} s): fix 'fps'")
 
     # -- per-episode data
     def _table(self, path: Path) -> pa.Table:
@@ -905,12 +1046,15 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
     src_ds.check_files()
     if not src_ds.episodes:
         raise DatasetError(f"{src_ds.path} holds no episodes")
-    name = dataset or src_ds.name
-    store.get_or_create_dataset(name)
+    name = (dataset or src_ds.name).strip()
+    if not name:
+        raise DatasetError("a dataset needs a non-empty name: give --dataset NAME")
+    # the dataset is created with its first episode: a refused folder leaves no empty dataset behind
     cams = {camera_name(k): k for k in src_ds.video_keys}
     if len(cams) != len(src_ds.video_keys):
         raise DatasetError(f"{src_ds.path}: camera keys {src_ds.video_keys} collide once shortened")
     lowdim_shapes = {k: src_ds.lowdim_shape(k) for k in src_ds.lowdim_keys}
+    feature_names = {k: src_ds.lowdim_names(k) for k in src_ds.lowdim_keys if src_ds.lowdim_names(k)}
     total = sum(e.length for e in src_ds.episodes)
     done = 0
     imported = []
@@ -920,7 +1064,8 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
         w = store.begin_episode(
             dataset=name, task=task, fps=src_ds.fps,
             rig={"imported_from": str(src_ds.path), "format": f"lerobot {src_ds.version}",
-                 "robot_type": src_ds.robot_type, "episode_index": ep.index},
+                 "robot_type": src_ds.robot_type, "episode_index": ep.index,
+                 "feature_names": feature_names},
             source=source,
             cameras={cam: _spec(CameraSpec, src_ds.camera_shape(key)) for cam, key in cams.items()},
             lowdim=lowdim_shapes,
@@ -938,7 +1083,10 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
                     progress(done, total)
             for it in iters.values():
                 it.close()
-            info = w.finish(success=None, notes=f"imported from {src_ds.path} (episode {ep.index})",
+            left_out = f"; depth videos {', '.join(src_ds.depth_keys)} left out (no depth streams in the store)" \
+                if src_ds.depth_keys else ""
+            info = w.finish(success=ep.success,
+                            notes=f"imported from {src_ds.path} (episode {ep.index}){left_out}",
                             tags=list(tags))
         except BaseException:
             w.discard()

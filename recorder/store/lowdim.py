@@ -9,6 +9,7 @@ batch is a self-contained message, so a file cut by a crash reads back up to its
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.errors import StoreError
+from recorder.store.faults import MIN_FREE_BYTES, free_bytes, read_fault
 from recorder.store.types import LowdimSpec
 
 FILENAME = "lowdim.arrows"
@@ -86,9 +88,15 @@ class LowdimWriter:
             rows[name].append(arr)
         self._n_buffered += 1
         if time.monotonic() - self._last_flush >= self.flush_s:
-            self.flush()
+            self.flush(check_space=True)
 
-    def flush(self) -> None:
+    def flush(self, check_space: bool = False) -> None:
+        """Write the buffered rows as one batch. ``check_space``: first make sure the disk has room, and
+        raise ENOSPC *before* writing anything when it has not (a batch cut in the middle is lost; rows
+        kept buffered are written by close() once space is given back)."""
+        if check_space and self._n_buffered and free_bytes(self.path.parent) < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device (less than the store's minimum free)",
+                          str(self.path))
         if self._n_buffered:
             arrays = []
             for f in self.schema:
@@ -131,6 +139,9 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
         try:
             reader = pa.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:
+            fault = read_fault(err, path)
+            if fault is not None:
+                raise fault from None
             raise StoreError(
                 f"{path} is not a readable Arrow stream ({err}); run 'vla-studio store check --repair'"
             ) from None
@@ -140,7 +151,10 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
                 batches.append(reader.read_next_batch())
             except StopIteration:
                 break
-            except (pa.ArrowInvalid, OSError):
+            except (pa.ArrowInvalid, OSError) as err:
+                fault = read_fault(err, path)
+                if fault is not None:
+                    raise fault from None
                 truncated = True
                 break
     table = pa.Table.from_batches(batches, schema=schema)
@@ -160,20 +174,33 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
 
 
 def write_lowdim_table(
-    path: Path, data: dict[str, np.ndarray], cameras: list[str], lowdim: dict[str, LowdimSpec]
+    path: Path, data: dict[str, np.ndarray], cameras: list[str], lowdim: dict[str, LowdimSpec], backup=None
 ) -> None:
-    """Write whole arrays as a fresh stream file (used to rewrite a salvaged episode); atomic."""
+    """Write whole arrays as a fresh stream file (used to rewrite a salvaged episode).
+
+    Atomic: the new file is complete and synced before it replaces ``path``, whose original first goes
+    to ``backup`` (a recorder.store.backups.Backup) when one is given. On failure ``path`` is untouched."""
     path = Path(path)
     tmp = path.with_suffix(".arrows.tmp")
-    w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
-    n = len(data["index"])
-    for i in range(n):
-        w.append(
-            int(data["index"][i]),
-            float(data["t"][i]),
-            {c: float(data[f"ts.{c}"][i]) for c in cameras},
-            {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
-            w.prepare({k: data[k][i] for k in lowdim}),
-        )
-    w.close()
+    try:
+        w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
+        n = len(data["index"])
+        for i in range(n):
+            w.append(
+                int(data["index"][i]),
+                float(data["t"][i]),
+                {c: float(data[f"ts.{c}"][i]) for c in cameras},
+                {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
+                w.prepare({k: data[k][i] for k in lowdim}),
+            )
+        w.close()
+        back, cut = read_lowdim(tmp)
+        if cut or len(back["index"]) != n:
+            raise StoreError(f"{tmp}: the rewritten table reads back {len(back['index'])} of {n} rows; "
+                             f"{path} is left as it was")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if backup is not None and path.exists():
+        backup.keep(path)
     os.replace(tmp, path)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from recorder.errors import DatasetError
+from recorder.interop.lerobot import DEFAULT_GOP, SIM_ROBOT_TYPE
 
 
 def register(sub) -> None:
@@ -23,11 +23,26 @@ def register(sub) -> None:
     q.add_argument("--trashed", action="store_true", help="list the trashed episodes instead")
     q.set_defaults(func=_show)
 
-    q = dsub.add_parser("export", help="export to a LeRobotDataset v3.0 folder")
+    q = dsub.add_parser(
+        "export", help="export to a LeRobotDataset v3.0 folder",
+        description="Export a dataset to a LeRobotDataset v3.0 folder that lerobot loads and merges "
+                    "(aggregate_datasets) with its own recordings. By default only successful and unlabelled "
+                    "episodes are exported; each episode's label goes into the 'success' column of "
+                    "meta/episodes.")
     q.add_argument("name")
     q.add_argument("--out", required=True, type=Path, help="folder to create")
-    q.add_argument("--codec", choices=("h264", "av1"), default="h264")
-    q.add_argument("--robot-type", default=None, help="robot_type written to meta/info.json")
+    q.add_argument("--codec", choices=("h264", "av1"), default="h264",
+                   help="video codec (default h264; av1 is lerobot's own default: use it to merge with "
+                        "lerobot-recorded datasets)")
+    q.add_argument("--gop", type=int, default=None, metavar="N",
+                   help=f"frames between keyframes (default {DEFAULT_GOP}, lerobot's, for fast random access in "
+                        "training; larger makes smaller files that seek slower)")
+    q.add_argument("--robot-type", default=None,
+                   help=f"robot_type written to meta/info.json (default: the rig's robot type; the simulated "
+                        f"arm is SO-101-shaped and is exported as {SIM_ROBOT_TYPE!r} so it merges with real "
+                        "SO-101 data)")
+    q.add_argument("--include-failed", action="store_true",
+                   help="export failed episodes too (default: successful and unlabelled ones)")
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     _filters(q)
     q.set_defaults(func=_export)
@@ -154,24 +169,49 @@ def _show(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def _frames_bar():
+    """A progress bar over frames on a terminal (nothing without one); its ``update(done, total)`` is the
+    progress callback of export, import and merge."""
+    from studio.commands.progress import ItemProgress
+
+    return ItemProgress("frames", None)
 
 
 def _export(args) -> int:
-    from recorder.interop.lerobot import export_lerobot
+    from recorder.interop.lerobot import export_lerobot, exportable
 
     store = _open(args)
     try:
         eps = select(store, args.name, args.task, _success_arg(args.success), args.source, args.tag)
-        res = export_lerobot(store, args.out, eps, codec=args.codec, overwrite=args.force,
-                             robot_type=args.robot_type, progress=_progress)
+        # an explicit --success filter is the user's choice; otherwise failed episodes stay out unless asked
+        chosen = eps if args.success is not None else exportable(eps, include_failed=args.include_failed)
+        if eps and not chosen:
+            raise DatasetError(f"every selected episode of {args.name!r} is marked failed: add --include-failed "
+                               "to export them anyway")
+        try:
+            with _frames_bar() as bar:
+                res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
+                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update)
+        except OSError as err:  # the half-written export is removed by export_lerobot
+            _raise_if_disk_full(err, args.out, chosen)
+            raise
+        skipped = len(eps) - len(chosen)
+        note = f" (left out {skipped} failed episodes: --include-failed exports them)" if skipped else ""
         print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
-              f"({res.frames_per_s:.0f} frames/s)")
+              f"({res.frames_per_s:.0f} frames/s){note}")
     finally:
         store.close()
     return 0
+
+
+def _raise_if_disk_full(err: OSError, out: Path, eps) -> None:
+    """DiskFullError (one line: where, how much) when ``err`` is the disk holding ``out`` running full."""
+    from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
+
+    target = Path(out).absolute().parent
+    if is_disk_full(err, target) or free_bytes(target) < MIN_FREE_BYTES:
+        need = sum(p.stat().st_size for e in eps for p in e.path.rglob("*") if p.is_file())
+        raise disk_full_error(target, need, "the export again") from None
 
 
 def _import(args) -> int:
@@ -179,9 +219,12 @@ def _import(args) -> int:
 
     store = _open(args)
     try:
-        eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=_progress)
+        with _frames_bar() as bar:
+            eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=bar.update)
         print(f"imported {len(eps)} episodes, {sum(e.num_frames for e in eps)} frames into "
               f"{eps[0].dataset!r}")
+        if "depth videos" in (eps[0].notes or ""):
+            print(f"note: {eps[0].notes.split('; ', 1)[1]}")
     finally:
         store.close()
     return 0
@@ -222,7 +265,8 @@ def _merge(args) -> int:
 
     store = _open(args)
     try:
-        eps = merge(store, args.sources, args.into, copy=args.copy, progress=_progress)
+        with _frames_bar() as bar:
+            eps = merge(store, args.sources, args.into, copy=args.copy, progress=bar.update)
         verb = "copied" if args.copy else "moved"
         print(f"{verb} {len(eps)} episodes from {', '.join(args.sources)} into {args.into!r}")
     finally:

@@ -176,7 +176,13 @@ def run_record(
     done = threading.Event()
     exit_code = {"rc": 0}
 
+    from studio.commands.progress import ItemProgress
+
+    # long unattended recordings show a bar on a terminal; a person at the keys (or no terminal) gets lines
+    bar = ItemProgress("episodes", episodes, stream=out, show=False if interactive else None)
+
     def on_state(st) -> None:
+        bar.update(st.saved, note=f"{st.phase.value} episode {min(st.saved + 1, episodes)}")
         if st.phase is Phase.DONE:
             done.set()
         elif st.phase is Phase.RECORDING and interactive:
@@ -185,12 +191,12 @@ def run_record(
             print("stopped: s save, d discard, r re-record", file=out, flush=True)
 
     def on_saved(info) -> None:
-        print(summary_line(info), file=out, flush=True)
+        bar.print(summary_line(info))
 
     def on_fault(msg: str) -> None:
         print(f"vla-studio: fault: {msg}", file=sys.stderr, flush=True)
-        if not interactive:
-            exit_code["rc"] = 1
+        if not interactive:  # a fault a person can fix (disk full, device lost) exits 2 like any KnownError
+            exit_code["rc"] = 1 if session is None or session.fault_is_bug else 2
             done.set()
 
     try:
@@ -236,6 +242,7 @@ def run_record(
             keys.stop()
         if session is not None:
             session.close()
+        bar.close()
         try:
             rig.disconnect()
         finally:

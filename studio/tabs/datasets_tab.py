@@ -38,6 +38,7 @@ from PyQt6.QtWidgets import (
 
 from recorder import curation
 from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.datasets_viewer import EpisodeViewerController
 from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeFilter, EpisodeFilterProxy, EpisodeTableModel, EpisodeTableView
@@ -193,6 +194,9 @@ class DatasetsTab(QWidget):
         top.setStretchFactor(2, 3)
         layout = QVBoxLayout(self)
         layout.addWidget(top)
+        self.splitter = top
+        remember_splitter(self.ctx, top, "datasets.main")  # the person's pane sizes come back next launch
+        remember_splitter(self.ctx, self.viewer.splitter, "datasets.viewer")
         self._update_buttons()
 
     # ------------------------------------------------------------------------------ data
@@ -406,13 +410,19 @@ class DatasetsTab(QWidget):
         if not self.jobs:
             self.progress.setVisible(False)
 
-    def export_episodes(self, ids: list[int], out: Path) -> StoreJob:
-        from recorder.interop.lerobot import export_lerobot
+    def export_episodes(self, ids: list[int], out: Path, *, include_failed: bool = True) -> StoreJob:
+        """Export to LeRobot v3. ``include_failed=False`` (a whole dataset, as the CLI does by default): only the
+        successful and unlabelled episodes; the labels travel in meta/episodes either way."""
+        from recorder.interop.lerobot import export_lerobot, exportable
 
         def fn(store, progress):
             eps = [store.episode(i) for i in ids]
-            res = export_lerobot(store, out, eps, progress=progress)
-            return f"exported {res.episodes} episodes ({res.frames} frames) to {res.path}"
+            chosen = exportable(eps, include_failed=include_failed)
+            res = export_lerobot(store, out, chosen, progress=progress)
+            left = len(eps) - len(chosen)
+            note = (f"; {left} failed episode{'s' if left != 1 else ''} left out (select them and use Export "
+                    "selected… to include them)") if left else ""
+            return f"exported {res.episodes} episodes ({res.frames} frames) to {res.path}{note}"
 
         return self.run_job(f"exporting {len(ids)} episodes", fn)
 
@@ -467,7 +477,7 @@ class DatasetsTab(QWidget):
         ids = [i for i in self.visible_ids()]
         out = self._ask_out_dir(f"{name}_lerobot")
         if out is not None:
-            self.export_episodes(ids, out)
+            self.export_episodes(ids, out, include_failed=False)
 
     def _on_export_selected_clicked(self) -> None:
         ids = self.table.selected_ids()

@@ -39,8 +39,17 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from finetune.presets import PRESETS, detect_gpu, preset_for
-from finetune.run_config import FinetuneConfig, last_checkpoint, make_run_id, pid_alive, run_dir
+from finetune.presets import PRESETS, detect_gpu, preset_for, preset_reason
+from finetune.run_config import (
+    FinetuneConfig,
+    effective_status,
+    last_checkpoint,
+    make_run_id,
+    pid_alive,
+    run_dir,
+)
+from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -116,6 +125,9 @@ class FinetuneTab(QWidget):
             self.preset_combo.addItem(preset.title, name)
         self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
         form.addRow("Preset", self.preset_combo)
+        self.gpu_label = QLabel(preset_reason(self._gpu))  # the card, its memory and the preset auto picks
+        self.gpu_label.setWordWrap(True)
+        form.addRow("", self.gpu_label)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         form.addRow("", self.estimate_label)
@@ -257,6 +269,8 @@ class FinetuneTab(QWidget):
         hbox.addLayout(hb)
         right.addWidget(history)
         right.setSizes([450, 120, 200])
+        self.splitter = right
+        remember_splitter(self.ctx, right, "finetune.right")  # the person's pane sizes come back next launch
         root.addWidget(right, 1)
         self._on_preset_changed()
         self._on_history_selection_changed()
@@ -294,7 +308,7 @@ class FinetuneTab(QWidget):
         self.estimate_label.setText(self._estimate_text())
 
     def _estimate_text(self) -> str:
-        from finetune.presets import estimate_memory, shape_from_folder
+        from finetune.presets import shape_from_folder
 
         model = self.model_edit.currentText().strip()
         preset = self._preset()
@@ -303,12 +317,35 @@ class FinetuneTab(QWidget):
         shape = shape_from_folder(Path(model)) if Path(model).is_dir() else None
         if shape is None:
             return f"{preset.title}. Memory estimate: shown when the run starts (model not local)."
-        est = estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
-                              dtype="bf16" if self._gpu else "fp32", quantize_4bit=self.quant_check.isChecked(),
-                              activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None,
-                              lean=not self.vision_lora_check.isChecked())
+        est = self._estimate(shape)
         budget = f" of {self._gpu.total_gib:.0f} GiB" if self._gpu else ""
         return f"{preset.title}. Estimate: {est.summary()}{budget}"
+
+    def _estimate(self, shape):
+        from finetune.presets import estimate_memory
+
+        layers = int(self._preset().settings.get("checkpoint_layers", 0) or 0)
+        fraction = min(1.0, layers / shape.layers) if layers > 0 and shape.layers else 1.0
+        return estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
+                               dtype="bf16" if self._gpu else "fp32", quantize_4bit=self.quant_check.isChecked(),
+                               activation_checkpointing=self.ckpt_check.isChecked(), on_gpu=self._gpu is not None,
+                               lean=not self.vision_lora_check.isChecked(), checkpointed_fraction=fraction)
+
+    def _fits_or_says_why(self, cfg) -> bool:
+        """A local GPU run whose estimate exceeds the card is refused here, with the number it would need."""
+        from finetune.presets import check_fits, shape_from_folder
+
+        if self._gpu is None or self.remote_check.isChecked() or not Path(cfg.model).is_dir():
+            return True
+        shape = shape_from_folder(Path(cfg.model))
+        if shape is None:
+            return True
+        try:
+            check_fits(self._estimate(shape), self._gpu.total_gib, f"GPU {self._gpu.name}")
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return False
+        return True
 
     def refresh_datasets(self) -> None:
         current = self.dataset_combo.currentText()
@@ -384,6 +421,8 @@ class FinetuneTab(QWidget):
             return None
         if self.remote_check.isChecked() and not self.remote_host_edit.text().strip():
             self.ctx.error_posted.emit("remote run: enter the SSH host (user@host[:port])")
+            return None
+        if not self._fits_or_says_why(cfg):
             return None
         run_id = make_run_id(cfg)
         self._launch(self.build_args(cfg, run_id), run_id, cfg.steps, fresh=True)
@@ -487,6 +526,9 @@ class FinetuneTab(QWidget):
                     f"step {step}/{self.total_steps}   loss {event.get('loss', float('nan')):.4f}   "
                     f"lr {event.get('lr', 0):.2e}   {event.get('samples_per_s', 0):.1f} samples/s   "
                     f"ETA {_fmt_duration(event.get('eta_s'))}   {mem_text}")
+        elif kind == "rewound":  # a resume went back to its checkpoint: the steps after it are trained again
+            self.curves.drop_after(step)
+            self.progress.setValue(min(step, self.progress.maximum()))
         elif kind == "eval":
             self.curves.add_eval(step, event.get("val_loss"), event.get("action_accuracy"), event.get("l1"))
             if not replay:
@@ -540,9 +582,7 @@ class FinetuneTab(QWidget):
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None
-            status = run.status
-            if status == "running" and pid_alive(run.path) is None:
-                status = "interrupted"  # the index says running but no process trains it (killed, power loss)
+            status = effective_status(run.status, run.path)  # "running" with no live process: interrupted
             values = [run.run_id, status, run.dataset or "-", run.model, _fmt_duration(duration),
                       "-" if run.best_metric is None else f"{run.best_metric:.4f}", str(run.num_checkpoints)]
             for col, value in enumerate(values):

@@ -96,7 +96,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(toy_home):
     assert proc.returncode == 0, err
     assert events[-1]["event"] == "cancelled" and events[-1]["reason"] == "SIGTERM"
     ckpt = Path(events[-1]["checkpoint"])
-    assert (ckpt / "training_state.pt").is_file() and (ckpt / "adapter").is_dir()
+    assert (ckpt / "training_state.json").is_file() and (ckpt / "training_state.safetensors").is_file()
+    assert (ckpt / "adapter").is_dir()
     assert (toy_home / "runs" / "sigterm-run" / "checkpoints" / "last").read_text().strip() == ckpt.name
     assert not (toy_home / "runs" / "sigterm-run" / "pid").exists()
     from recorder.store import Store
@@ -120,3 +121,25 @@ def test_bad_input_is_one_clear_line_and_exit_2(toy_home, capsys, args, message)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--4bit", "--device", "cpu"], "--4bit (QLoRA) needs a CUDA GPU"),
+    (["--4bit", "--gpus", "2", "--sharding", "fsdp"], "--4bit and --sharding fsdp do not go together"),
+])
+def test_4bit_where_it_cannot_run_is_one_line_and_no_run_folder(toy_home, capsys, extra, message):
+    rc = main(["--home", str(toy_home), "finetune", "--dataset", "toy", "--model", "tiny", "--run-id", "q4",
+               "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (toy_home / "runs" / "q4").exists()
+
+
+def test_rollout_4bit_on_cpu_is_one_line(toy_home, capsys):
+    assert main(["--home", str(toy_home), "finetune", "--dataset", "toy", "--model", "tiny", "--steps", "1",
+                 "--batch", "2", "--eval-every", "0", "--run-id", "bf16-cpu"]) == 0
+    capsys.readouterr()
+    rc = main(["--home", str(toy_home), "rollout", "--checkpoint", "bf16-cpu", "--device", "cpu", "--quantize", "4bit",
+               "--open-loop", "toy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--quantize 4bit needs a CUDA GPU" in err[0], err

@@ -67,3 +67,33 @@ def test_export_filter_import_stats_split_merge(home, tmp_path, capsys):
     with Store.open(home) as store:
         assert len(store.episodes(dataset="all")) == 3
     assert run(home, "stats", "missing") == 2
+
+
+def test_export_leaves_failed_episodes_out_unless_asked(home, tmp_path, capsys):
+    """Issue 18 items 3-5 at the CLI: failed episodes stay out by default (said so), --include-failed takes
+    them, every label is in meta/episodes; --help says the sim arm goes out as so101_follower; --gop picks."""
+    import pyarrow.parquet as pq
+    import pytest
+
+    with Store.open(home) as store:
+        for i, ok in enumerate((True, False, None)):
+            make_episode(store, n=3, seed=i, success=ok)
+        make_episode(store, dataset="bad", n=3, success=False)
+    assert run(home, "export", "demo", "--out", str(tmp_path / "a")) == 0
+    assert "left out 1 failed episodes" in capsys.readouterr().out
+    rows = pq.read_table(tmp_path / "a/meta/episodes/chunk-000/file-000.parquet").column("success").to_pylist()
+    assert rows == [True, None]
+    assert run(home, "export", "demo", "--out", str(tmp_path / "b"), "--include-failed", "--gop", "5") == 0
+    rows = pq.read_table(tmp_path / "b/meta/episodes/chunk-000/file-000.parquet").column("success").to_pylist()
+    assert rows == [True, False, None]
+    info = json.loads((tmp_path / "b/meta/info.json").read_text())
+    assert info["features"]["observation.images.front"]["info"]["video.g"] == 5
+    assert run(home, "export", "bad", "--out", str(tmp_path / "c")) == 2
+    assert "--include-failed" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert run(home, "export", "demo", "--out", str(tmp_path / "d"), "--gop", "0") == 2
+    assert "GOP" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        run(home, "export", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "so101_follower" in text and "--include-failed" in text and "--gop" in text

@@ -107,3 +107,21 @@ def test_split_and_stats_from_the_tab(qtbot, tab):
     tab.ctx.error_posted.connect(errors.append)
     assert tab.stats_rows("nope") is None
     assert "no dataset named 'nope'" in errors[0]
+
+
+def test_export_dataset_button_leaves_failed_episodes_out_and_says_so(qtbot, tab, tmp_path, monkeypatch):
+    """Like `datasets export`: the whole 'pick' dataset minus its failed episode, and the status line says so."""
+    from PyQt6.QtCore import Qt
+
+    out = tmp_path / "pick_lerobot"
+    monkeypatch.setattr(tab, "_ask_out_dir", lambda default: out)
+    tab.dataset_list.setCurrentRow(next(i for i in range(tab.dataset_list.count())
+                                        if tab.dataset_list.item(i).text().startswith("pick")))
+    statuses = []
+    tab.ctx.status_posted.connect(statuses.append)
+    with qtbot.waitSignal(tab.ctx.store_changed, timeout=30000):
+        qtbot.mouseClick(tab.export_dataset_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not tab.jobs, timeout=10000)
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["total_episodes"] == 1  # the failed one stayed home
+    assert any("1 failed episode left out" in s for s in statuses), statuses

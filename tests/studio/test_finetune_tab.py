@@ -97,6 +97,59 @@ def test_a_crashing_child_shows_the_error_and_the_tab_survives(ctx, qtbot):
     assert "dataset 'ghost' is not in the store" in tab.status_label.text()
 
 
+_RESUMED_CHILD = """
+import sys, time
+from pathlib import Path
+from finetune.metrics import JsonlLogger
+home, run_id = Path(sys.argv[sys.argv.index("--home") + 1]), sys.argv[sys.argv.index("--resume") + 1]
+time.sleep(0.5)  # a real child spends seconds importing torch before it opens the run
+log = JsonlLogger(home / "runs" / run_id / "metrics.jsonl", stream=None)
+log.rewind(4)  # what FinetuneRecipe.setup does on --resume from checkpoint 4
+log.log_dict({"event": "start", "run_id": run_id, "steps": 6, "resumed_from": "checkpoints/0000004"}, 4)
+for step in (5, 6):
+    time.sleep(0.2)
+    log.log_dict({"event": "train", "loss": 0.5 - step / 100, "lr": 1e-3}, step)
+log.log_dict({"event": "eval", "val_loss": 0.25}, 6)
+log.log_dict({"event": "done", "checkpoint": None}, 6)
+log.close()
+"""
+
+
+def test_after_a_resume_the_replayed_steps_appear_once_in_the_file_and_the_curves(ctx, qtbot, home):
+    """A run killed after step 30 with its last checkpoint at step 4 replays from step 5 when resumed (this
+    stand-in child stops after step 6, so the test reads: everything after step 6 is gone, steps 5-6 are new)."""
+    import json
+    from pathlib import Path
+
+    from finetune.metrics import read_events
+
+    run = home / "runs" / "killed-run"
+    run.mkdir(parents=True)
+    old = [{"event": "start", "step": 0, "run_id": "killed-run", "steps": 6}]
+    for step in range(1, 31):
+        old.append({"event": "train", "step": step, "loss": 1.0 - step / 100})
+        if step % 2 == 0:
+            old.append({"event": "eval", "step": step, "val_loss": 0.9 - step / 100})
+        if step == 4:
+            old.append({"event": "checkpoint", "step": 4, "path": str(run / "checkpoints" / "0000004")})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))  # then SIGKILL
+    tab = _tab(ctx, qtbot)
+    root = str(Path(__file__).resolve().parents[2])
+    tab.child_env = dict(CHILD_ENV, PYTHONPATH=root)
+    tab.child_program = [sys.executable, "-c", _RESUMED_CHILD]
+    with qtbot.waitSignal(tab.run_finished, timeout=30_000) as finished:
+        tab.resume_run("killed-run")
+        assert tab.curves.train_steps == list(range(1, 31))  # where the run stood, from the file
+    assert finished.args == ["killed-run", "done"], tab.log_view.toPlainText()
+    assert tab.curves.train_steps == [1, 2, 3, 4, 5, 6]
+    assert tab.curves.train_loss[4:] == [0.45, 0.44]  # steps 5-6 as the resumed run trained them
+    assert tab.curves.val_steps == [2, 4, 6] and tab.curves.val_loss[-1] == 0.25
+    events = read_events(run / "metrics.jsonl")
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in events if e["event"] == "eval"] == [2, 4, 6]
+    assert [e["event"] for e in events].count("rewound") == 1
+
+
 @pytest.mark.slow
 def test_cancel_leave_running_on_close_reattach_and_resume(ctx, qtbot, home):
     tab = _tab(ctx, qtbot)
@@ -157,3 +210,33 @@ def test_memory_estimate_follows_the_options_and_multi_gpu_choices_reach_the_com
     args = tab.build_args(tab.build_config(), "run-x")
     assert args[args.index("--gpus") + 1] == "2" and args[args.index("--sharding") + 1] == "fsdp"
     assert "--lora-include-vision" in args
+
+
+def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(ctx, qtbot, tmp_path, monkeypatch):
+    """An RTX 4060 (8 GB): auto picks the measured 4-bit preset and says so; batch 64 of a local 7B-shaped folder
+    would need more than the card has, so Start refuses with the number instead of launching a child."""
+    import json
+
+    from PyQt6.QtCore import Qt
+
+    import studio.tabs.finetune_tab as ft
+    from finetune.models.tiny import openvla_7b_config
+    from finetune.presets import GpuInfo
+
+    monkeypatch.setattr(ft, "detect_gpu", lambda: GpuInfo("NVIDIA GeForce RTX 4060", 7.6))
+    model_dir = tmp_path / "openvla-7b-like"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(openvla_7b_config()))  # shape only: no weights needed
+    tab = _tab(ctx, qtbot)
+    assert "RTX 4060" in tab.gpu_label.text() and "7.6 GiB" in tab.gpu_label.text()
+    assert "gpu-8gb" in tab.gpu_label.text() and "gpu-8gb" in tab.preset_combo.currentText()
+    assert tab.quant_check.isChecked() and tab.batch_spin.value() == 4  # the 8 GB preset: QLoRA, batch 4
+    tab.dataset_combo.setCurrentText("toy")
+    tab.model_edit.setCurrentText(str(model_dir))
+    assert "GiB" in tab.estimate_label.text()
+    tab.batch_spin.setValue(64)
+    with qtbot.waitSignal(ctx.error_posted, timeout=5000) as err:
+        qtbot.mouseClick(tab.start_button, Qt.MouseButton.LeftButton)
+    assert "needs ~" in err.args[0] and "7.6 GiB" in err.args[0] and "--batch" in err.args[0]
+    assert tab.process is None and tab.start_button.isEnabled()
+    assert not (ctx.home / "runs").exists() or not any((ctx.home / "runs").iterdir())

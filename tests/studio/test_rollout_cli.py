@@ -31,11 +31,17 @@ def test_cli_rollout_with_a_remote_policy_stores_the_episode(home, capsys):
         store.close()
 
 
-def test_cli_rollout_with_a_wrong_token_is_one_clear_line(home, capsys):
+def test_cli_rollout_with_a_wrong_token_is_one_clear_line(home, capsys, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("wrong\n")
+    secret.chmod(0o600)
     with PolicyServer(FixedChunkPolicy(), port=0, token="right") as srv:
+        rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--token-file", str(secret)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "unauthorized" in err and len(err.strip().splitlines()) == 1
         rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--token", "wrong"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "unauthorized" in err and len(err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 2 and "--token is visible to every user" in err[0] and "unauthorized" in err[1]
 
 
 def test_serve_refuses_a_public_address_without_a_token(home, capsys):

@@ -47,6 +47,8 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     view = tab.views["front"]
     data = tab._overlay["front"]
     assert data.path_px is not None and np.isfinite(data.path_px).all()
+    # the path starts where the gripper is now (the sim's forward kinematics, projected like the path)
+    assert data.path_start_px is not None and np.isfinite(data.path_start_px).all()
     qtbot.wait(50)
     on = _pixels(view)
     tab.overlay_checks["path"].setChecked(False)
@@ -73,6 +75,13 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     assert review.tick_label.text().startswith("tick 6/")
     pb = review._overlay_data["front"]
     assert pb.path_px is not None and np.isfinite(pb.path_px).all() and pb.mode == "playback"
+    # Play toggles to Pause while it plays, and back
+    shown = review.tick_label.text()
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Pause"
+    qtbot.waitUntil(lambda: review.tick_label.text() != shown, timeout=3000)  # it plays
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Play" and not review._timer.isActive()
     review.close_reader()
 
 
@@ -156,3 +165,28 @@ def test_takeover_hands_the_arm_to_the_keyboard_and_marks_the_segment(qtbot, tab
     state = np.asarray(low["observation.state"])
     # the keyboard moved the arm while it had it (the policy alone holds still)
     assert np.abs(state[-1] - state[start]).max() > 0.5
+
+
+class _BreaksAfter(FixedChunkPolicy):
+    """Good chunks for a few calls, then actions of the wrong size (a broken model mid-rollout)."""
+
+    def predict(self, images, state, instruction):
+        out = super().predict(images, state, instruction)
+        if len(self.calls) > 4:
+            out.actions = out.actions[:, :3]
+        return out
+
+
+def test_a_failure_mid_rollout_clears_the_live_view(qtbot, tab):
+    tab.policy_object = _BreaksAfter(chunk_size=2, step=1.0)
+    tab.async_check.setChecked(False)
+    tab.max_s_spin.setValue(5.0)
+    tab.start_rollout()
+    qtbot.waitUntil(lambda: tab.ticks_shown > 0 and tab.views["front"].image_size() is not None, timeout=20000)
+    with qtbot.waitSignal(tab.thread.finished, timeout=30000):
+        pass
+    assert tab.status_label.text().startswith("failed:") and "dims" in tab.status_label.text()
+    # no frozen frame, overlay or action bars left on screen as if the arm were still running
+    assert all(v.image_size() is None for v in tab.views.values())
+    assert tab._overlay == {} and tab.safety_label.text() == ""
+    assert tab.start_button.isEnabled()

@@ -43,6 +43,7 @@ class MetaWorldRobot(Robot):
     instruction_per_episode = True  # each reset may pick another task: the loop takes the instruction from it
     success_hold_ticks = 1  # a scripted demo ends at the first successful step (LeRobot terminates there)
     lerobot_image_key = "observation.image"  # lerobot/metaworld_mt50's one camera feature (LeRobot export)
+    lerobot_feature_names = {"observation.state": ACTION_NAMES, "action": ACTION_NAMES}  # not "<joint>.pos"
 
     def __init__(self, cfg: MetaWorldRobotConfig | None = None) -> None:
         cfg = cfg or MetaWorldRobotConfig()

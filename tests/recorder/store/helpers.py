@@ -61,3 +61,14 @@ def record(
             values={"observation.state": state(i), "action": action(i)},
         )
     return w.finish(success=success)
+
+
+def drop_index_row(home, episode_id: int) -> None:
+    """Delete an episode's index row behind the store's back (its folder stays: an orphan)."""
+    import sqlite3
+
+    con = sqlite3.connect(home / "index.sqlite")
+    con.execute("PRAGMA foreign_keys=ON")
+    con.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+    con.commit()
+    con.close()
