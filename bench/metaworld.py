@@ -43,8 +43,8 @@ DATASET = "metaworld"
 DEMO_SEED0 = 10_000  # demo j of a task uses seed DEMO_SEED0 + j (more if the expert fails one)
 SHADOWS_ENV = "VLA_BENCH_METAWORLD_SHADOWS"
 EVAL_SEED0 = 900_000  # trial j of a task uses seed EVAL_SEED0 + j: never a demo seed
-# published MT50 averages (mean of the four group means; 50 demos per task, 10 trials per task), as issue 16
-# quotes them (SmolVLA's paper table); all start from pretrained VLMs / backbones. Group columns not copied here.
+# published MT50 averages (mean of the four group means; 50 demos per task, 10 trials per task) as issue 16
+# quotes them; all start from pretrained VLMs / backbones. Their group columns are not copied here.
 PUBLISHED = {
     "Diffusion Policy": 10.5,
     "TinyVLA": 31.6,
