@@ -70,11 +70,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, samples_seen: int,
                     norm_stats: dict, config: dict, model_info: dict, extra: dict | None = None,
-                    adapter_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+                    adapter_state: dict | None = None, optimizer_state: dict | None = None,
+                    extra_files: dict[str, str] | None = None) -> Path:
     """Write one complete checkpoint folder and point ``last`` at it. Returns the folder.
 
     ``adapter_state`` / ``optimizer_state``: the whole trainable weights / optimizer state gathered from
-    sharded ranks (FSDP), written in place of the module's and optimizer's own (sharded) state."""
+    sharded ranks (FSDP), written in place of the module's and optimizer's own (sharded) state.
+    ``extra_files``: name -> text written into the folder too (the action head's side files: FAST's tokenizer)."""
     ckpts = Path(run_path) / CHECKPOINTS_DIR
     ckpts.mkdir(parents=True, exist_ok=True)
     final = ckpts / f"{step:07d}"
@@ -91,6 +93,8 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     write_training_state(tmp, state)
     (tmp / NORM_STATS_FILE).write_text(json.dumps(norm_stats, indent=2))
     (tmp / CONFIG_FILE).write_text(json.dumps({"config": config, "model": model_info}, indent=2, default=str))
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -265,6 +269,15 @@ def resolve_checkpoint(path: Path) -> Path:
             return found
     raise ModelError(f"{path} holds no checkpoint (no checkpoints/last and no adapter/): "
                      "pick a run folder or a checkpoint step folder")
+
+
+def checkpoint_state_dim(info: dict, norm_stats: dict, key: str | None = None) -> int | None:
+    """The proprio size a checkpoint's head was built with (chunk / flow heads trained with --use-state)."""
+    if not info.get("use_state") or info.get("action_head") not in ("chunk", "flow"):
+        return None
+    key = key or info.get("unnorm_key") or next(iter(norm_stats))
+    prop = norm_stats.get(key, {}).get("proprio")
+    return len(prop["q01"]) if prop else None
 
 
 def list_checkpoints(run_path: Path) -> list[Path]:

@@ -65,6 +65,22 @@ def list_episodes(store, dataset: str) -> list:
     return sorted(episodes, key=lambda e: e.id)
 
 
+def first_episode_lowdim(home, dataset: str) -> tuple[list, dict]:
+    """(the dataset's usable episodes, the first one's low-dim streams): the dims a run will see, cheaply."""
+    from recorder.store import Store
+
+    store = Store.open(Path(home))
+    try:
+        infos = list_episodes(store, dataset)
+        reader = store.open_episode(infos[0].id)
+        try:
+            return infos, reader.lowdim()
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
 def store_root(store) -> str:
     for attr in ("root", "home", "path"):
         value = getattr(store, attr, None)
@@ -395,6 +411,19 @@ class EpisodeDataset:
         self._readers[key] = (entry[0], tick)
         self._readers.move_to_end(key)
         return entry[0]
+
+    def action_chunks(self, max_chunks: int = 20000, seed: int = 0) -> np.ndarray:
+        """Every training target chunk ``(N, K, D)`` (normalized, padded with the last action as samples are),
+        at most ``max_chunks`` of them (a seeded subset): what the FAST tokenizer is fitted on."""
+        idx = np.arange(len(self))
+        if len(idx) > max_chunks:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, max_chunks, replace=False))
+        out = []
+        for i in idx:
+            e, t = self.locate(int(i))
+            n = self.episodes[e].num_frames
+            out.append(self._actions[e][np.minimum(np.arange(t, t + self.chunk_size), n - 1)])
+        return np.stack(out) if out else np.zeros((0, self.chunk_size, self.action_dim), np.float32)
 
     def raw_sample(self, index: int, position: int | None = None) -> dict:
         e, t = self.locate(index)

@@ -37,7 +37,14 @@ from finetune.checkpoint import (
     set_rng_state,
 )
 from finetune.metrics import JsonlLogger, MetricLogger
-from finetune.presets import GiB, check_fits, estimate_memory, shape_from_folder, shape_from_module
+from finetune.presets import (
+    GiB,
+    check_fits,
+    estimate_memory,
+    head_shape,
+    shape_from_folder,
+    shape_from_module,
+)
 from finetune.run_config import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -195,6 +202,9 @@ class FinetuneRecipe:
 
             check_quantize_supported("4bit", self.device, option="--4bit (QLoRA)")
             self.dtype = torch.bfloat16  # 4-bit layers compute in bf16; the rest of the model matches them
+        from finetune.head_setup import preflight, prepare_head
+
+        preflight(cfg, self.home, self.path, self.resume)  # the head's bad input, before the run folder exists
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -250,7 +260,7 @@ class FinetuneRecipe:
             vla = load_vla(cfg.model, dtype=self.dtype, device=load_device, quantize=quantize,
                            action_head=cfg.action_head, chunk_size=cfg.chunk_size, action_dim=action_dim,
                            n_images=len(cfg.cameras) or None,
-                           state_dim=state_dim if (cfg.use_state and cfg.action_head == "chunk") else None)
+                           state_dim=state_dim if (cfg.use_state and cfg.action_head in ("chunk", "flow")) else None)
         except KnownError:
             raise
         except (OSError, ValueError) as err:
@@ -269,6 +279,7 @@ class FinetuneRecipe:
         self.data = data
         self.norm_stats = data.norm_stats
         self.action_stats = data.norm_stats[cfg.dataset]["action"]
+        self.head_summary = prepare_head(vla, data, cfg, resume_ckpt)  # FAST: fit (or reload) the tokenizer
 
         # -- memory estimate, before anything big happens
         self.estimate = self._estimate_memory(vla)
@@ -330,22 +341,13 @@ class FinetuneRecipe:
                    "resumed_world": getattr(self, "resumed_world", None), "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
                    "train_episodes": len(data.train_episode_ids), "val_episodes": len(data.val_episode_ids),
                    "train_samples": len(data.train), "cameras": data.cameras, "trainable_params": self.n_trainable,
-                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary()}, step=self.step)
+                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary(),
+                   "action_head": cfg.action_head, "head": self.head_summary}, step=self.step)
 
     def _peek_dims(self) -> tuple[int, int | None]:
-        from finetune.data import list_episodes
-        from recorder.store import Store
+        from finetune.data import first_episode_lowdim
 
-        store = Store.open(self.home)
-        try:
-            infos = list_episodes(store, self.cfg.dataset)
-            reader = store.open_episode(infos[0].id)
-            try:
-                low = reader.lowdim()
-            finally:
-                reader.close()
-        finally:
-            store.close()
+        infos, low = first_episode_lowdim(self.home, self.cfg.dataset)
         if "action" not in low:
             raise ModelError(f"episode {infos[0].id} of {self.cfg.dataset!r} has no action stream")
         actions = np.asarray(low["action"])
@@ -365,6 +367,11 @@ class FinetuneRecipe:
                 patches = (int(vla.image_size) // 14) ** 2 * n_images
                 tokens = patches + 30 + int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
             shape = shape_from_module(vla, tokens=int(tokens))
+            base_tokens = int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
+        else:
+            base_tokens = 7  # shape_from_folder counts 7 action tokens
+        shape = head_shape(shape, cfg.action_head, int(getattr(vla, "chunk_size", 1)), int(vla.action_dim),
+                           base_action_tokens=base_tokens)
         lean = not cfg.lora_include_vision
         if cfg.lora_targets == "all-linear" and hasattr(vla, "lora_target_modules"):
             # the exact LoRA size of the targets this run will adapt (the towers only with lora_include_vision)
@@ -451,7 +458,8 @@ class FinetuneRecipe:
                 "chunk_size": int(getattr(vla, "chunk_size", self.cfg.chunk_size)), "action_dim": int(vla.action_dim),
                 "image_size": int(vla.image_size), "cameras": list(self.data.cameras), "dataset": self.cfg.dataset,
                 "unnorm_key": self.cfg.dataset, "center_crop": bool(self.cfg.augment), "use_state": self.cfg.use_state,
-                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha}
+                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha,
+                "head_config": {k: v for k, v in vla.head_config().items() if k.startswith(("flow_", "fast_"))}}
 
     # ------------------------------------------------------------------ store index
 
@@ -685,7 +693,8 @@ class FinetuneRecipe:
             path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
                                    scheduler=self.scheduler, samples_seen=self.samples_seen,
                                    norm_stats=self.norm_stats, config=self.cfg.to_dict(),
-                                   model_info=self.model_info(), extra={"best_val": self.best_val}, **gathered)
+                                   model_info=self.model_info(), extra={"best_val": self.best_val},
+                                   extra_files=self.vla.head.files(), **gathered)
         except BaseException as err:
             for partial in (self.path / CHECKPOINTS_DIR).glob(".*.partial"):  # a half-written step folder
                 shutil.rmtree(partial, ignore_errors=True)
@@ -759,7 +768,7 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     """Merge a run's LoRA adapter into its base model and save a standalone model folder."""
     from peft import PeftModel
 
-    from finetune.checkpoint import ADAPTER_DIR, resolve_checkpoint
+    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim, resolve_checkpoint
     from finetune.models import load_vla
 
     src = Path(run_id_or_path)
@@ -781,12 +790,8 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras
     head = info.get("action_head", cfg.action_head)
-    use_state = info.get("use_state", cfg.use_state)
-    state_dim = None
-    if use_state and head == "chunk":
-        key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
-        prop = norm_stats.get(key, {}).get("proprio")
-        state_dim = len(prop["q01"]) if prop else None
+    info.setdefault("use_state", cfg.use_state)
+    key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
     torch.manual_seed(cfg.seed)
     # a QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same way,
     # on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
@@ -797,8 +802,10 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         check_quantize_supported("4bit", "cuda", option="exporting a --4bit (QLoRA) run")
     vla = load_vla(cfg.model, dtype=torch.bfloat16 if qlora else torch.float32, device="cuda" if qlora else "cpu",
                    action_head=head, chunk_size=int(info.get("chunk_size") or cfg.chunk_size),
-                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None, state_dim=state_dim,
-                   norm_stats=norm_stats, quantize="4bit" if qlora else None)
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None,
+                   state_dim=checkpoint_state_dim(info, norm_stats, key), norm_stats=norm_stats,
+                   quantize="4bit" if qlora else None, head_config=info.get("head_config"),
+                   head_dir=ckpt if head == "fast" else None)
     if qlora:
         from finetune.models.quant import dequantize_llm
 

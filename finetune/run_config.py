@@ -34,6 +34,14 @@ STDERR_FILE = "stderr.log"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_FILE = "last"
 
+# The action heads a run can train (finetune/models/action_heads.py), with the one line the Fine-tune tab shows.
+ACTION_HEADS = {
+    "tokens": "OpenVLA: 256 bins per action dimension as LLM tokens, decoded one token at a time",
+    "chunk": "OpenVLA-OFT: a K x D chunk in one pass from learned queries, trained with L1",
+    "flow": "pi0: a small action expert on the prefix denoises the chunk in 10 flow-matching steps",
+    "fast": "pi0-FAST: DCT + BPE tokens fitted on your chunks; few tokens per smooth chunk",
+}
+
 
 @dataclass
 class FinetuneConfig:
@@ -49,7 +57,7 @@ class FinetuneConfig:
     decode_block: int = 1  # shuffle blocks of K consecutive ticks (decode locality, see StreamSampler); 1 = full shuffle
     # -- model
     model: str = "tiny"  # base model: a local folder, a hub id, or "tiny" (the built-in tiny model)
-    action_head: str = "tokens"  # "tokens" (OpenVLA bins) or "chunk" (continuous chunk head trained with L1)
+    action_head: str = "tokens"  # one of ACTION_HEADS: tokens (bins), chunk (L1 chunk), flow (pi0), fast (FAST tokens)
     chunk_size: int = 1  # K: action steps predicted per sample
     quantize_4bit: bool = False  # QLoRA: base weights in 4-bit NF4 (bitsandbytes, CUDA only)
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp32"
@@ -94,8 +102,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if not self.dataset:
             raise ConfigError("no dataset given: pass --dataset NAME (see `vla-studio datasets list`)")
-        if self.action_head not in ("tokens", "chunk"):
-            raise ConfigError(f"--action-head {self.action_head!r} is not known: use tokens or chunk")
+        if self.action_head not in ACTION_HEADS:
+            raise ConfigError(f"--action-head {self.action_head!r} is not known: use {', '.join(ACTION_HEADS)}")
         for name in ("steps", "batch_size", "grad_accum", "chunk_size", "lora_rank", "gpus"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")

@@ -234,6 +234,7 @@ class PolicyServer:
                 "chunk_size": int(p.chunk_size),
                 "checkpoint_id": None if p.checkpoint_id is None else str(p.checkpoint_id),
                 "checkpoint_label": getattr(p, "checkpoint_label", None),
+                "action_head": getattr(p, "action_head", None),
                 "limits": {"max_message_bytes": self.limits.max_message_bytes,
                            "max_instruction_chars": self.limits.max_instruction_chars,
                            "max_image_side": self.limits.max_image_side, "max_queue": self.max_queue}}
@@ -279,7 +280,7 @@ class PolicyServer:
         conf = getattr(out, "confidence", None)
         return {"ok": True, "actions": np.asarray(out.actions, np.float32),
                 "confidence": None if conf is None else np.asarray(conf, np.float32),
-                "latency_s": float(out.latency_s), "queued_s": t0 - queued_at}
+                "latency_s": float(out.latency_s), "queued_s": t0 - queued_at, "held": bool(getattr(out, "held", False))}
 
     async def _submit(self, req: dict, client: int) -> dict:
         # A client told "busy" keeps its place: a slot that frees goes to the longest-waiting client's retry,
@@ -389,6 +390,7 @@ class RemoteOutput:
     server_latency_s: float = 0.0
     queued_s: float = 0.0  # the request's wait for the model on the server
     busy_retries: int = 0  # "busy" replies before this one
+    held: bool = False  # the server's head gave no valid chunk (FAST): a hold-still chunk
 
 
 def client_tls_context(ca_file: str | os.PathLike | None) -> ssl.SSLContext:
@@ -457,6 +459,7 @@ class RemotePolicy:
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])
         self.checkpoint_id = info.get("checkpoint_id")
+        self.action_head = info.get("action_head")  # the served checkpoint's head (None: not said)
         label = info.get("checkpoint_label") or self.checkpoint_id
         self.checkpoint_label = f"{label}@{url}" if label else url
 
@@ -496,7 +499,8 @@ class RemotePolicy:
         return RemoteOutput(actions=np.array(reply["actions"], np.float32),
                             confidence=None if conf is None else np.array(conf, np.float32),
                             latency_s=time.monotonic() - t0, server_latency_s=float(reply.get("latency_s", 0.0)),
-                            queued_s=float(reply.get("queued_s", 0.0)), busy_retries=retries)
+                            queued_s=float(reply.get("queued_s", 0.0)), busy_retries=retries,
+                            held=bool(reply.get("held", False)))
 
     def close(self) -> None:
         try:

@@ -150,6 +150,7 @@ class PolicyTick:
     path_px: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (K, 2) pixel path of the chunk
     held_ticks: int = 0
     inferences: int = 0
+    undecodable: int = 0  # inferences whose output was no valid chunk (FAST): executed as hold-still chunks
 
 
 def match_cameras(policy_cameras: list[str], rig_cameras: list[str]) -> dict[str, str]:
@@ -262,6 +263,7 @@ class PolicySource:
         self._generation = 0  # bumped at each takeover: inference asked before it is dropped
         self.held_ticks = 0
         self.inferences = 0
+        self.undecodable = 0
         self.segments: list[tuple[str, int, int]] = []  # (kind, start tick, end tick) closed segments
         self._takeover_start: int | None = None
         self.estop_tick: int | None = None
@@ -296,6 +298,7 @@ class PolicySource:
             raise ModelError(f"policy returned actions with {actions.shape[-1]} dims; the rig has {self.D} joints")
         self.scheduler.add(start, actions, getattr(out, "confidence", None), float(out.latency_s), now=now)
         self.inferences += 1
+        self.undecodable += int(bool(getattr(out, "held", False)))
         lat = float(out.latency_s)
         self._latency_ema = lat if self._latency_ema is None else 0.7 * self._latency_ema + 0.3 * lat
 
@@ -415,7 +418,7 @@ class PolicySource:
                                  None if held else np.asarray(action, np.float32),
                                  None if cur is None or cur.confidence is None else np.asarray(cur.confidence),
                                  cur.latency_s if cur is not None else 0.0, held, False, False, paths,
-                                 self.held_ticks, self.inferences))
+                                 self.held_ticks, self.inferences, self.undecodable))
         return self._step(self._last_goal, "policy", extras)
 
     def _halt(self, state: np.ndarray, tick: int, extras: dict):
@@ -595,7 +598,7 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
         writer = store.begin_episode(dataset=cfg.dataset, task=instruction, fps=cfg.fps, rig=rig.snapshot(),
                                      source="policy", cameras=cameras, lowdim=lowdim,
                                      checkpoint_id=store_checkpoint_id(store, policy),
-                                     tags=[checkpoint_tag(policy)])
+                                     tags=[checkpoint_tag(policy)] + head_tags(policy))
 
         def tick_cb(info, _i=i, _source=source, _stop=ep_stop):
             if getattr(robot, "done", False):  # the robot's own episode limit (Meta-World: 500 steps)
@@ -637,7 +640,8 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
         counts = _counts(safety)
         notes = [f"checkpoint {checkpoint_name(policy)}",
                  "safety: " + (", ".join(f"{k}={v}" for k, v in counts.items() if v) or "no interventions"),
-                 f"held ticks {source.held_ticks}, inferences {source.inferences}"]
+                 f"held ticks {source.held_ticks}, inferences {source.inferences}"
+                 + (f", undecodable chunks held still {source.undecodable}" if source.undecodable else "")]
         if source.estop_tick is not None:
             notes.append(f"e-stop at tick {source.estop_tick}")
         info = writer.finish(success=success, notes="; ".join(notes))
@@ -667,6 +671,12 @@ def checkpoint_name(policy) -> str:
 def checkpoint_tag(policy) -> str:
     """The tag that groups rollouts by checkpoint (also for remote policies the store does not know)."""
     return f"ckpt:{checkpoint_name(policy)}"
+
+
+def head_tags(policy) -> list[str]:
+    """``head:<name>`` when the policy says which action head it runs (the review compares heads by it)."""
+    head = getattr(policy, "action_head", None)
+    return [f"head:{head}"] if head else []
 
 
 def store_checkpoint_id(store, policy) -> int | None:

@@ -112,6 +112,7 @@ def overlay_from_live(rt, camera: str, *, low, high, names, rate_hz: float | Non
             mode = "teleop"
         data.latency_s = pol.latency_s if pol.inferences or pol.latency_s else None
         data.held_ticks = pol.held_ticks
+        data.undecodable = getattr(pol, "undecodable", 0)
         data.predicted = pol.action
         data.confidence = pol.confidence
         data.path_px = _future(pol.path_px.get(camera), pol.row)

@@ -37,10 +37,13 @@ JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_ro
 
 
 def checkpoint_label(info) -> str:
-    for tag in info.tags:
-        if tag.startswith("ckpt:"):
-            return tag[5:]
-    return str(info.checkpoint_id) if info.checkpoint_id is not None else "?"
+    """``run/step`` of the rollout's checkpoint, with its action head when the rollout recorded it
+    (``run/step (flow)``): the per-checkpoint tables then compare heads on the same data."""
+    label = next((tag[5:] for tag in info.tags if tag.startswith("ckpt:")), None)
+    if label is None:
+        label = str(info.checkpoint_id) if info.checkpoint_id is not None else "?"
+    head = next((tag[5:] for tag in info.tags if tag.startswith("head:")), None)
+    return f"{label} ({head})" if head else label
 
 
 def success_by_checkpoint(infos) -> dict[str, tuple[int, int]]:
@@ -294,7 +297,8 @@ class RolloutReviewWidget(QWidget):
         self.eval_results.append(result)
         r = self.mae_table.rowCount()
         self.mae_table.insertRow(r)
-        self.mae_table.setItem(r, 0, _item(result.checkpoint_id))
+        head = getattr(result, "action_head", None)
+        self.mae_table.setItem(r, 0, _item(f"{result.checkpoint_id} ({head})" if head else result.checkpoint_id))
         for j, v in enumerate(result.mae_per_joint if result.mae_per_joint is not None else []):
             if j < len(JOINTS):
                 self.mae_table.setItem(r, j + 1, _item(f"{v:.2f}"))

@@ -53,6 +53,7 @@ class OverlayData:
     rate_hz: float | None = None  # achieved control rate
     target_hz: float | None = None  # asked control rate
     held_ticks: int = 0
+    undecodable: int = 0  # policy outputs that were no valid chunk (FAST) and were held still instead
     confidence: np.ndarray | None = None  # (K,) per-row confidence, 0..1
     safety_counts: dict[str, int] = field(default_factory=dict)
     safety_now: tuple[str, ...] = ()  # rules that changed this tick's action
@@ -156,6 +157,8 @@ def paint_timing(painter: QPainter, rect: QRectF, scale: float, data: OverlayDat
         parts.append(f"{data.rate_hz:.1f}{tgt} Hz")
     if data.held_ticks:
         parts.append(f"held {data.held_ticks}")
+    if data.undecodable:
+        parts.append(f"undecodable {data.undecodable}")
     if not parts and data.mode == "policy":
         return
     color = QColor(255, 255, 255)

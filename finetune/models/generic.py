@@ -113,6 +113,8 @@ class GenericVLA(VLA):
 
             save_file({k: v.contiguous().cpu() for k, v in self.chunk_head.state_dict().items()},
                       str(out / "chunk_head.safetensors"))
+        for name, text in self.head.files().items():  # e.g. the FAST tokenizer (load_vla reads it back)
+            (out / name).write_text(text)
         return out
 
 

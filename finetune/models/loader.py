@@ -231,7 +231,8 @@ def quantize_llm(model: VLA, mode: str) -> None:
 def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str | None = None,
              action_head: str | None = None, chunk_size: int = 8, action_dim: int | None = None,
              n_images: int | None = None, state_dim: int | None = None, head_hidden: int | None = None,
-             norm_stats: dict | None = None) -> VLA:
+             norm_stats: dict | None = None, head_dir: str | Path | None = None, head_config: dict | None = None,
+             require_trained_head: bool = False) -> VLA:
     """Load an OpenVLA-layout folder (published or ours), a generic transformers image-text-to-text VLM folder,
     a hub id, or ``"tiny"``.
 
@@ -239,6 +240,11 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     head; random-initialised unless the checkpoint has one). ``chunk_size`` applies to new chunk heads; a
     token head predicts one step (K=1) unless a checkpoint says otherwise. ``action_dim`` defaults to the
     checkpoint's head config, then the single dataset in ``norm_stats``, then 7.
+
+    ``flow`` / ``fast`` (``finetune/models/action_heads.py``) also take ``chunk_size``. A FAST head reads its
+    tokenizer from ``head_dir`` (a checkpoint folder) or the model folder when that was saved with one.
+    ``require_trained_head``: a ModelError when the folder has no trained weights of the asked head (a policy
+    must not run a random-initialised chunk head / flow expert).
     """
     from .openvla import read_config
 
@@ -273,10 +279,15 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     if saved_head == head and "chunk_size" in ours:
         K = int(ours["chunk_size"])
     else:
-        K = int(chunk_size) if head == "chunk" else 1
-    if saved_head == head == "chunk":
+        K = int(chunk_size) if head != "tokens" else 1
+    if saved_head == head and head in ("chunk", "flow"):
         state_dim = ours.get("state_dim") if state_dim is None else state_dim
         head_hidden = ours.get("head_hidden") if head_hidden is None else head_hidden
+    if require_trained_head and head in ("chunk", "flow") and saved_head != head:
+        raise ModelError(f"{folder}: this model has no trained {head} head (it was saved with "
+                         f"{saved_head or 'the tokens'} head); use a checkpoint fine-tuned with --action-head {head}")
+    flow_kw = {k: v for k, v in ours.items() if k.startswith("flow_")} if saved_head == head == "flow" else {}
+    flow_kw.update({k: v for k, v in (head_config or {}).items() if k.startswith("flow_")})
     n_img = int(n_images or ours.get("n_images") or 1)
     model_type = config.get("model_type", "")
     if model_type in ("openvla", "prismatic"):
@@ -292,14 +303,17 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
             head_hidden = 1024 if int(config.get("text_config", {}).get("hidden_size", 4096)) >= 1024 else 128
         built = build_openvla_empty(config, tok, dev, dt, quantize=quantize, vit_configs=vits,
                                     image_transform=transform, action_head=head, chunk_size=K, action_dim=action_dim,
-                                    n_images=n_img, state_dim=state_dim, head_hidden=head_hidden)
+                                    n_images=n_img, state_dim=state_dim, head_hidden=head_hidden, flow=flow_kw)
         model, qloader = built if quantize else (built, None)
-        has_saved_head = saved_head == "chunk" and head == "chunk"
+        has_saved_head = saved_head == head and head in ("chunk", "flow")
         # quantized: each decoder weight is quantized on the GPU as it is read (never the whole bf16 model)
-        load_weights_strict(model, folder, allow_missing_prefix=() if has_saved_head else ("chunk_head.",),
+        load_weights_strict(model, folder,
+                            allow_missing_prefix=() if has_saved_head else ("chunk_head.", "flow_head."),
                             consume=qloader)
         if head == "chunk" and not has_saved_head:
             _init_head(model)
+        if head == "flow" and not has_saved_head:
+            model.flow_head.reset_parameters()
         model.norm_stats = stats
     else:
         from .generic import load_generic_vlm
@@ -310,6 +324,8 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
             model.norm_stats = norm_stats
         if quantize:
             quantize_llm(model, quantize)
+    if head == "fast" and (head_dir is not None or saved_head == "fast"):
+        model.head.load_files(Path(head_dir) if head_dir is not None else folder)
     model.source = str(path_or_id)
     model.model_dir = folder
     from .quant import mark_quantized

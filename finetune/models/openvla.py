@@ -182,7 +182,8 @@ class OpenVLA(VLA):
 
     def __init__(self, config: dict, tokenizer, *, action_head: str = "tokens", chunk_size: int = 1,
                  action_dim: int = 7, n_images: int = 1, state_dim: int | None = None, head_hidden: int = 1024,
-                 vit_configs: list[ViTConfig] | None = None, image_transform=None):
+                 vit_configs: list[ViTConfig] | None = None, image_transform=None, flow: dict | None = None,
+                 fast_vocab: int | None = None):
         super().__init__()
         from transformers import AutoModelForCausalLM
 
@@ -201,7 +202,7 @@ class OpenVLA(VLA):
                           n_bins=int(config.get("n_action_bins", 256)), action_head=action_head,
                           chunk_size=chunk_size, action_dim=action_dim, n_images=n_images,
                           image_size=vits[0].img_size, norm_stats=config.get("norm_stats"),
-                          state_dim=state_dim, head_hidden=head_hidden)
+                          state_dim=state_dim, head_hidden=head_hidden, flow=flow, fast_vocab=fast_vocab)
 
     @property
     def hidden_size(self) -> int:
@@ -236,10 +237,14 @@ class OpenVLA(VLA):
         cfg = copy.deepcopy(self.config)
         cfg["norm_stats"] = self.norm_stats
         ours = dict(cfg.get("vla_studio") or {})
-        ours.update(self.head_config())
-        if self.chunk_head is None:
-            for k in ("head_hidden", "state_dim"):
-                ours.pop(k, None)
+        now = self.head_config()
+        for k in list(ours):  # keys of another head (a chunk export re-saved as flow, ...) must not linger
+            if k in ("head_hidden", "state_dim") or k.startswith(("flow_", "fast_")):
+                if k not in now:
+                    ours.pop(k)
+        ours.update(now)
+        if self.chunk_head is None and self.flow_head is None:
+            ours.pop("state_dim", None)
         ours["image_pipeline"] = "published" if self.image_transform is not None else "fast"
         cfg["vla_studio"] = ours
         return cfg
@@ -278,6 +283,8 @@ class OpenVLA(VLA):
         (out / "config.json").write_text(json.dumps(cfg, indent=2))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out))
+        for name, text in self.head.files().items():  # e.g. the FAST tokenizer
+            (out / name).write_text(text)
         if self.image_transform is not None:  # a published base: its exact preprocessing travels with it
             from .preprocess import PREPROCESSOR_FILE
 

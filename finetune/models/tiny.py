@@ -206,6 +206,8 @@ def build_random_openvla(size: str = "7b", *, device="cuda", dtype=torch.bfloat1
     init_random_(model, seed)
     if model.chunk_head is not None:
         _init_head(model, seed)
+    if model.flow_head is not None:
+        model.flow_head.reset_parameters(seed)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

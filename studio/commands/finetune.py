@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 
+from finetune.run_config import ACTION_HEADS
 from recorder.errors import ConfigError
 
 # CLI option -> FinetuneConfig field (options left out keep the preset's / config's value)
@@ -55,7 +56,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-targets", help="all-linear (default) or comma-separated module names")
-    p.add_argument("--action-head", choices=["tokens", "chunk"], help="token bins (OpenVLA) or a continuous chunk head")
+    p.add_argument("--action-head", choices=list(ACTION_HEADS),
+                   help="; ".join(f"{k}: {v}" for k, v in ACTION_HEADS.items()))
     p.add_argument("--chunk", type=int, help="action chunk size K")
     p.add_argument("--cameras", help="cameras fed to the model, comma-separated (default: the model's count)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")

@@ -162,8 +162,13 @@ class FinetuneTab(QWidget):
         self.ckpt_check = QCheckBox("activation checkpointing")
         self.cameras_edit = QLineEdit()
         self.cameras_edit.setPlaceholderText("default: the model's camera count, e.g. front,wrist")
+        from finetune.run_config import ACTION_HEADS
+
         self.head_combo = QComboBox()
-        self.head_combo.addItems(["tokens", "chunk"])
+        self.head_combo.addItems(list(ACTION_HEADS))
+        self.head_desc_label = QLabel(ACTION_HEADS["tokens"])  # one line about the chosen action head
+        self.head_desc_label.setWordWrap(True)
+        self.head_combo.currentTextChanged.connect(lambda h: self.head_desc_label.setText(ACTION_HEADS.get(h, "")))
         self.chunk_spin = QSpinBox()
         self.chunk_spin.setRange(1, 64)
         self.chunk_spin.setValue(8)
@@ -186,13 +191,15 @@ class FinetuneTab(QWidget):
         for label, w in [("LoRA rank", self.rank_spin), ("LoRA alpha", self.alpha_spin), ("Learning rate", self.lr_spin),
                          ("Batch", self.batch_spin), ("Grad accumulation", self.accum_spin), ("", self.quant_check),
                          ("", self.ckpt_check), ("Cameras", self.cameras_edit), ("Action head", self.head_combo),
-                         ("Chunk size", self.chunk_spin), ("Eval every", self.eval_spin), ("Save every", self.save_spin),
+                         ("", self.head_desc_label), ("Chunk size", self.chunk_spin), ("Eval every", self.eval_spin), ("Save every", self.save_spin),
                          ("Val fraction", self.val_spin), ("GPUs", self.gpus_spin),
                          ("Multi-GPU", self.sharding_combo), ("", self.vision_lora_check)]:
             adv.addRow(label, w)
         # the memory estimate follows every option it depends on, not only the preset
-        for spin in (self.batch_spin, self.rank_spin):
+        for spin in (self.batch_spin, self.rank_spin, self.chunk_spin):
             spin.valueChanged.connect(self._on_options_changed)
+        self.head_combo.currentTextChanged.connect(self._on_options_changed)
+        self.model_edit.currentTextChanged.connect(self._on_options_changed)
         for check in (self.quant_check, self.ckpt_check, self.vision_lora_check):
             check.toggled.connect(self._on_options_changed)
         self.remote_check = QCheckBox("run on a remote GPU host over SSH")
@@ -317,13 +324,16 @@ class FinetuneTab(QWidget):
         shape = shape_from_folder(Path(model)) if Path(model).is_dir() else None
         if shape is None:
             return f"{preset.title}. Memory estimate: shown when the run starts (model not local)."
+        head = self.head_combo.currentText()
         est = self._estimate(shape)
         budget = f" of {self._gpu.total_gib:.0f} GiB" if self._gpu else ""
-        return f"{preset.title}. Estimate: {est.summary()}{budget}"
+        return f"{preset.title}. Estimate ({head} head): {est.summary()}{budget}"
 
     def _estimate(self, shape):
-        from finetune.presets import estimate_memory
+        """The estimate for ``shape`` with the chosen action head (its LLM tokens and fully trained params)."""
+        from finetune.presets import estimate_memory, head_shape
 
+        shape = head_shape(shape, self.head_combo.currentText(), self.chunk_spin.value(), 7, base_action_tokens=7)
         layers = int(self._preset().settings.get("checkpoint_layers", 0) or 0)
         fraction = min(1.0, layers / shape.layers) if layers > 0 and shape.layers else 1.0
         return estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
