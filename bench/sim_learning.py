@@ -292,8 +292,7 @@ def _install_in_memory_data(log: dict) -> None:
 def stage_train(args) -> dict:
     import torch
 
-    from bench.sim_learning_model import build_small_openvla, count_params
-    from finetune.models import load_vla
+    from bench.sim_learning_model import count_params, prepare_small_model
     from finetune.recipe import FinetuneRecipe
     from finetune.run_config import FinetuneConfig
 
@@ -301,13 +300,8 @@ def stage_train(args) -> dict:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model_dir = work / f"model-{args.model_size}"
-    build_small_openvla(model_dir, args.model_size)
-    # LoRA on every linear layer, the vision towers included (a random-init base has no features to keep)
-    probe = load_vla(str(model_dir), device="cpu", action_head=args.action_head, chunk_size=args.chunk, action_dim=6,
-                     n_images=len(args.cameras), state_dim=6)
-    targets = ",".join(probe.lora_target_modules(include_vision=True))
-    del probe
+    model_dir, targets = prepare_small_model(work, args.model_size, action_head=args.action_head, chunk=args.chunk,
+                                             action_dim=6, n_images=len(args.cameras), state_dim=6)
     def make_cfg(steps: int) -> FinetuneConfig:
         return FinetuneConfig(
             dataset=DATASET, cameras=list(args.cameras), val_fraction=args.val_fraction, augment=False,

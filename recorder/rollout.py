@@ -544,6 +544,16 @@ class RolloutResult:
         labelled = [s for s in self.successes if s is not None]
         return sum(labelled) / len(labelled) if labelled else None
 
+    def per_task(self) -> dict[str, tuple[int, int]]:
+        """Task instruction -> (successes, labelled episodes), in the order the tasks first came."""
+        out: dict[str, tuple[int, int]] = {}
+        for info, ok in zip(self.episodes, self.successes):
+            if ok is None:
+                continue
+            k, n = out.get(info.task, (0, 0))
+            out[info.task] = (k + bool(ok), n + 1)
+        return out
+
 
 DEFAULT_ROLLOUT_DATASET = "rollouts"
 
@@ -617,20 +627,25 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
             fresh_after = time.monotonic()  # frames captured before this show the scene before the reset
         if hasattr(safety, "reset_counts"):
             safety.reset_counts()
+        # a rig that picks the task per episode (Meta-World) gives the policy that task's instruction
+        instruction = (robot.task.instruction if getattr(robot, "instruction_per_episode", False) and task is not None
+                       else cfg.instruction)
         ep_stop = threading.Event()
-        source = PolicySource(policy, cfg.instruction, cfg.chunk, fps=cfg.fps, camera_map=camera_map,
+        source = PolicySource(policy, instruction, cfg.chunk, fps=cfg.fps, camera_map=camera_map,
                               teleop=rig.teleop, fk=fk, projectors=projectors_for(robot, cams, cfg.calibrations),
                               success=None if task is None else task.success,
                               stop_on_success_ticks=cfg.stop_on_success_ticks, stop=ep_stop, estop=estop,
                               takeover=takeover, abort=stop)
         lowdim = {"observation.state": (source.D,), "action": (source.D,), **source.extras_spec}
         cameras = {name: CameraSpec(width=c.width, height=c.height) for name, c in cams.items()}
-        writer = store.begin_episode(dataset=result.dataset, task=cfg.instruction, fps=cfg.fps, rig=rig.snapshot(),
+        writer = store.begin_episode(dataset=result.dataset, task=instruction, fps=cfg.fps, rig=rig.snapshot(),
                                      source="policy", cameras=cameras, lowdim=lowdim,
                                      checkpoint_id=store_checkpoint_id(store, policy),
                                      tags=[checkpoint_tag(policy)] + head_tags(policy))
 
-        def tick_cb(info, _i=i, _source=source):
+        def tick_cb(info, _i=i, _source=source, _stop=ep_stop):
+            if getattr(robot, "done", False):  # the robot's own episode limit (Meta-World: 500 steps)
+                _stop.set()
             if on_tick is not None:
                 on_tick(RolloutTick(_i, info, _source.latest(), _counts(safety),
                                     sum(bool(s) for s in result.successes), len(result.successes)))

@@ -56,8 +56,9 @@ class SessionConfig:
     source: str = "teleop"  # stored with each episode: "teleop" | "scripted" | "policy"
     codec: str = "h264"
     frame_timeout_s: float = 1.0
-    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim
-    before_episode: Callable[[int], None] | None = None
+    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim.
+    #: A returned string is the episode's task instruction (a rig that picks a task per episode)
+    before_episode: Callable[[int], str | None] | None = None
     #: checked after every recorded tick; True ends the episode like the time limit (a scripted expert is done)
     episode_done: Callable[[], bool] | None = None
     #: success label used at save when none was given with F/G (e.g. the sim task's success detector)
@@ -491,8 +492,10 @@ class RecordSession:
 
         self._fresh_after = None
         if self.cfg.before_episode is not None:
-            self.cfg.before_episode(self.saved)
+            text = self.cfg.before_episode(self.saved)
             self._fresh_after = time.monotonic()  # camera frames older than this show the scene before the reset
+            if isinstance(text, str) and text.strip():  # the rig chose this episode's task (Meta-World)
+                self._task = text.strip()
         cams = {n: CameraSpec(width=int(c.width), height=int(c.height), codec=self.cfg.codec)
                 for n, c in self.rig.cameras.items()}
         self._writer = self.store.begin_episode(
@@ -620,17 +623,21 @@ def sim_hooks(rig, seed: int | None, scripted: bool) -> dict:
     task = getattr(robot, "task", None)
     if task is None or not hasattr(robot, "reset"):
         if scripted:
-            raise ConfigError("a scripted expert needs the sim robot (rig 'sim' or a rig file with "
-                              "[robot] type = \"sim\")")
+            raise ConfigError("a scripted expert needs the sim or the Meta-World robot (rig 'sim', 'metaworld:mt10' "
+                              "or a rig file with [robot] type = \"sim\" or \"metaworld\")")
         return {}
     held = {"n": 0}
+    # success held for half a second at 30 Hz: the end state is on record (Meta-World: its first success)
+    hold = int(getattr(robot, "success_hold_ticks", 15))
 
-    def before_episode(i: int) -> None:
+    def before_episode(i: int) -> str | None:
         robot.reset(None if seed is None else seed + i)
         reset = getattr(teleop, "reset", None)
         if reset is not None:
             reset()
         held["n"] = 0
+        # a rig that picks the task per episode (Meta-World) gives each episode its task's instruction
+        return robot.task.instruction if getattr(robot, "instruction_per_episode", False) else None
 
     if not scripted:
         return {"before_episode": before_episode}
@@ -638,10 +645,11 @@ def sim_hooks(rig, seed: int | None, scripted: bool) -> dict:
     def episode_done() -> bool:
         if getattr(teleop, "done", False):
             return True
-        held["n"] = held["n"] + 1 if task.success() else 0
-        return held["n"] >= 15  # success held for half a second at 30 Hz: the end state is on record
+        held["n"] = held["n"] + 1 if robot.task.success() else 0
+        return held["n"] >= hold
 
-    return {"before_episode": before_episode, "episode_done": episode_done, "auto_label": task.success}
+    return {"before_episode": before_episode, "episode_done": episode_done,
+            "auto_label": lambda: robot.task.success()}
 
 
 def is_scripted(rig) -> bool:
@@ -665,15 +673,18 @@ def session_task(rig, typed: str | None) -> str:
     return typed
 
 
-def make_record_session(store, rig, *, dataset: str, task: str | None = None, fps: float = 30.0,
+def make_record_session(store, rig, *, dataset: str, task: str | None = None, fps: float | None = None,
                         episode_time_s: float | None = 60.0, reset_time_s: float | None = None,
                         auto_advance: bool = True, num_episodes: int | None = None, codec: str = "h264",
                         seed: int | None = 0, callbacks: SessionCallbacks | None = None,
                         safety=None) -> RecordSession:
     """The one way a recording session is set up (the CLI and the Record tab both call it): the rig
     decides the hooks (sim reset before every episode, the scripted expert's end and label), the source
-    label and the task; ``reset_time_s`` None gives 10 s with a person, 0 with a scripted expert."""
+    label and the task; ``reset_time_s`` None gives 10 s with a person, 0 with a scripted expert; ``fps`` None
+    the rig's camera rate."""
     scripted = is_scripted(rig)
+    if fps is None:  # the rig's camera rate (Meta-World steps at 80 Hz), else 30
+        fps = float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
     if reset_time_s is None:
         reset_time_s = 0.0 if scripted else 10.0
     cfg = SessionConfig(
@@ -697,3 +708,4 @@ __all__ = [
     "rig_features", "features_diff", "open_dataset", "summary_line", "make_record_session", "sim_hooks",
     "session_task", "is_scripted",
 ]
+

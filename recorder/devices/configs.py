@@ -147,6 +147,18 @@ class SimCameraConfig(CameraConfig):
     shadows: bool = False  # shadows cost ~3x render time at 320x240 on a CPU
 
 
+@register("camera", "metaworld")
+@dataclass(kw_only=True)
+class MetaWorldCameraConfig(CameraConfig):
+    """A camera of the Meta-World scene, rendered after every step (only with the metaworld robot)."""
+
+    camera: str = "corner2"  # the benchmark's camera (LeRobot's protocol); corner, topview, gripperPOV, ...
+    width: int = 224  # render at the model's input size
+    height: int = 224
+    fps: float = 80.0  # Meta-World's control rate
+    shadows: bool = True  # as LeRobot renders; False renders ~4x faster on a CPU but the images differ
+
+
 # ---------------------------------------------------------------- robots
 @dataclass(kw_only=True)
 class RobotConfig:
@@ -163,6 +175,17 @@ class SimRobotConfig(RobotConfig):
     realtime: bool = True  # True: physics follows time.monotonic(); False: only step_physics(dt) advances it
     timestep: float = 0.002  # physics step, seconds
     max_catch_up_s: float = 0.1  # a stall longer than this pauses the sim instead of jumping
+
+
+@register("robot", "metaworld")
+@dataclass(kw_only=True)
+class MetaWorldRobotConfig(RobotConfig):
+    """Meta-World's Sawyer arm: each episode runs one task of ``tasks`` (seeds walk the list in turn)."""
+
+    id: str = "metaworld"
+    tasks: str = "mt10"  # task names and/or lists, comma-separated: "mt10", "mt50", "easy", "pick-place-v3,reach-v3"
+    seed: int | None = None  # seed of the first reset (None: random); each episode reset takes its own seed
+    max_steps: int = 500  # steps per episode (the benchmark's 500 at most)
 
 
 @dataclass(kw_only=True)
@@ -234,7 +257,7 @@ class SpaceMouseTeleopConfig(TeleopConfig):
 @register("teleop", "scripted")
 @dataclass(kw_only=True)
 class ScriptedTeleopConfig(TeleopConfig):
-    """The scripted expert of the sim task (only with the sim robot)."""
+    """The scripted expert of the sim task or of the Meta-World task (only with those robots)."""
 
     fps: float = 30.0
     noise_deg: float = 0.0  # optional action noise for diverse demonstrations

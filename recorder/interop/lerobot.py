@@ -265,7 +265,7 @@ class LeRobotWriter:
                  lowdim: dict[str, LowdimSpec], robot_type: str | None = None, codec: str = "h264",
                  gop: int | None = None, data_file_mb: float = DATA_FILE_MB,
                  video_file_mb: float = VIDEO_FILE_MB, chunks_size: int = CHUNKS_SIZE,
-                 threads: bool = True) -> None:
+                 threads: bool = True, camera_keys: dict[str, str] | None = None) -> None:
         ifps = int(round(fps))
         if ifps <= 0 or abs(fps - ifps) > 1e-6:
             raise DatasetError(f"LeRobot datasets need a whole-number fps; these episodes run at {fps}")
@@ -274,6 +274,8 @@ class LeRobotWriter:
         self.root = Path(root)
         self.fps = ifps
         self.cameras = dict(cameras)
+        # our camera name -> its feature key; a rig may name its own (Meta-World's single "observation.image")
+        self.camera_keys = {cam: (camera_keys or {}).get(cam) or camera_key(cam) for cam in self.cameras}
         self.lowdim = {k: LowdimSpec(tuple(v.shape), v.names) for k, v in lowdim.items()}
         self.robot_type = robot_type
         self.codec = codec
@@ -282,7 +284,7 @@ class LeRobotWriter:
         self.chunks_size = chunks_size
         self.data_max_bytes = data_file_mb * 1e6
         self.videos = {
-            cam: _VideoShards(self.root, camera_key(cam), ifps, w, h, codec, self.gop,
+            cam: _VideoShards(self.root, self.camera_keys[cam], ifps, w, h, codec, self.gop,
                               video_file_mb, chunks_size)
             for cam, (w, h) in self.cameras.items()
         }
@@ -324,7 +326,7 @@ class LeRobotWriter:
         for cam, (w, h) in self.cameras.items():
             # the keys and their order as lerobot 0.6 writes them (video_utils.get_video_info): stream facts,
             # then the encoder settings, then is_depth_map
-            feats[camera_key(cam)] = {
+            feats[self.camera_keys[cam]] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
                 "names": ["height", "width", "channels"],
@@ -407,7 +409,7 @@ class LeRobotWriter:
             results = {cam: write_camera(cam, it) for cam, it in frames.items()}
         ep_image_stats = {}
         for cam, (chunk, file, t0, t1, stats) in results.items():
-            key = camera_key(cam)
+            key = self.camera_keys[cam]
             row[f"videos/{key}/chunk_index"] = chunk
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = t0
@@ -489,7 +491,7 @@ class LeRobotWriter:
         for key, parts in self._lowdim_all.items():
             stats[key] = vector_stats(np.concatenate(parts, axis=0))
         for cam, st in self._image_stats.items():
-            stats[camera_key(cam)] = st.result(self.total_frames)
+            stats[self.camera_keys[cam]] = st.result(self.total_frames)
         frame_index = np.concatenate([np.arange(r["length"]) for r in self.episode_rows])
         stats["timestamp"] = vector_stats(frame_index / self.fps)
         stats["frame_index"] = vector_stats(frame_index)
@@ -653,8 +655,11 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                     for k, v in values.items():
                         shape = tuple(v.shape[1:]) or (1,)
                         specs[k] = LowdimSpec(shape, export_names(k, int(np.prod(shape)), rig))
+                    keys = (rig.get("robot_info") or {}).get("lerobot_camera_keys") if isinstance(
+                        rig.get("robot_info"), dict) else None
                     writer = LeRobotWriter(partial, float(reader.fps), cams, specs,
-                                           robot_type=export_robot_type(rig, robot_type), codec=codec, gop=gop)
+                                           robot_type=export_robot_type(rig, robot_type), codec=codec, gop=gop,
+                                           camera_keys=keys if isinstance(keys, dict) else None)
                 else:
                     _check_same_shape(info, cams, first_cams, values, writer, float(reader.fps))
 

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="task instruction stored with each episode "
                    "(default with a sim rig: the sim task's instruction)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes to save (default 1)")
-    p.add_argument("--fps", type=float, default=30.0, help="loop rate in Hz (default 30)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="loop rate in Hz (default: the rig's camera rate, e.g. 80 for Meta-World, else 30)")
     p.add_argument("--episode-time", type=float, default=60.0, help="maximum episode length in s (default 60)")
     p.add_argument("--reset-time", type=float, default=None,
                    help="reset phase between episodes in s (default 10; 0 with --scripted)")
@@ -63,13 +64,20 @@ def build_rig(spec: str, scripted: bool, seed: int | None, size: str | None, fps
     """The rig named on the command line (not connected)."""
     from recorder.devices.rig import SIM_TASKS, load_rig, read_rig_config, sim_rig_config
 
+    if spec == "metaworld" or spec.startswith("metaworld:"):
+        from recorder.devices.rig import metaworld_rig_config
+
+        w, h = _parse_size(size) if size else (224, 224)
+        cfg = metaworld_rig_config(spec.split(":", 1)[1] if ":" in spec else "mt10",
+                                   teleop="scripted" if scripted else "none", width=w, height=h, seed=seed)
+        return load_rig(cfg, home=home)
     if spec == "sim" or spec.startswith("sim:"):
         task = spec.split(":", 1)[1] if ":" in spec else "pick"
         if task not in SIM_TASKS:
             raise ConfigError(f"--rig {spec}: unknown sim task '{task}': use one of {', '.join(SIM_TASKS)}")
         w, h = _parse_size(size) if size else (320, 240)
         cfg = sim_rig_config(task=task, teleop="scripted" if scripted else "keyboard", width=w, height=h,
-                             fps=fps, seed=seed)
+                             fps=fps or 30.0, seed=seed)
         return load_rig(cfg, home=home)
     cfg = read_rig_config(spec)
     if scripted and type(cfg.teleop).__name__ != "ScriptedTeleopConfig":
@@ -126,7 +134,7 @@ def run_record(
     dataset: str,
     task: str | None,
     episodes: int,
-    fps: float = 30.0,
+    fps: float | None = 30.0,
     episode_time: float | None = 60.0,
     reset_time: float | None = None,
     scripted: bool = False,

@@ -153,6 +153,10 @@ def _run(args) -> int:
         except KeyboardInterrupt:
             print("rollout: interrupted; the episode under way was discarded", file=sys.stderr)
             return 130
+        per_task = result.per_task()
+        if len(per_task) > 1:  # a multi-task rig (Meta-World): success per task
+            for text, (k, n) in per_task.items():
+                print(f"  {k}/{n} {text}", flush=True)
         rate = result.success_rate
         print(f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes"
               + (f" ({rate:.0%})" if rate is not None else "")

@@ -123,7 +123,7 @@ class RecordTab(QWidget):
         rig_box = QGroupBox("Rig")
         self.rig_combo = QComboBox()
         self.rig_combo.setEditable(True)
-        self.rig_combo.addItems(["sim", "sim:push"])
+        self.rig_combo.addItems(["sim", "sim:push", "metaworld:mt10"])
         self.rig_combo.setCurrentText(str(getattr(self.ctx, "rig", "sim") or "sim"))
         self.browse_btn = QPushButton("Open…")
         self.edit_btn = QPushButton("Edit…")

@@ -80,6 +80,7 @@ class RolloutTab(QWidget):
         self._calibrations: dict = {}  # of the running batch (the path overlay's start point uses them too)
         self._path_start = None  # observation -> {camera: (u, v)} of the gripper now
         self.successes = 0
+        self.per_task: dict[str, list[int]] = {}  # task -> [successes, episodes] of this batch
         self.episodes_done = 0
         self.ticks_shown = 0
 
@@ -395,6 +396,7 @@ class RolloutTab(QWidget):
             self.ctx.error_posted.emit(msg)
             return
         self.successes = self.episodes_done = 0
+        self.per_task = {}
         self._calibrations = calibs
         self._update_success_label()
         self._rate.reset()
@@ -508,11 +510,18 @@ class RolloutTab(QWidget):
     def _on_episode_saved(self, info) -> None:
         self.episodes_done += 1
         self.successes += int(bool(info.success))
+        counts = self.per_task.setdefault(info.task or "", [0, 0])
+        counts[0] += int(bool(info.success))
+        counts[1] += 1
         self._update_success_label()
         self.ctx.store_changed.emit()
 
     def _update_success_label(self) -> None:
-        self.success_label.setText(f"successes {self.successes}/{self.episodes_done}")
+        text = f"successes {self.successes}/{self.episodes_done}"
+        per_task = self.per_task
+        if len(per_task) > 1:  # a multi-task rig (Meta-World): one line per task
+            text += "".join(f"\n{k}/{n}  {task}" for task, (k, n) in per_task.items())
+        self.success_label.setText(text)
 
     def _on_batch_finished(self, result) -> None:
         text = (f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes, "

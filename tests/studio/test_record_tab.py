@@ -273,3 +273,28 @@ def test_record_tab_resets_the_sim_before_every_episode_and_frame_0_is_fresh(qtb
         assert seeds[0] != seeds[1]  # a fresh layout per episode
         assert np.linalg.norm(cubes[1][0] - cubes[0][-1]) > 0.005
         assert_frames_show_the_cube(store, [e.id for e in eps], [cubes[0], cubes[1]], session.rig.robot)
+@pytest.mark.slow
+def test_metaworld_rig_records_scripted_episodes_each_with_its_task(qtbot, make_tab, home):
+    """Meta-World in the Record tab: the expert drives, each episode runs the next task and says which."""
+    from recorder.devices.configs import MetaWorldCameraConfig
+    from recorder.devices.rig import load_rig, metaworld_rig_config
+
+    def factory(spec, home):
+        cfg = metaworld_rig_config("reach-v3,button-press-topdown-v3", teleop="scripted", width=48, height=48)
+        cfg.cameras = {"corner2": MetaWorldCameraConfig(width=48, height=48, shadows=False)}
+        return load_rig(cfg)
+
+    tab, ctx = make_tab(factory)
+    tab.dataset_edit.setText("mw-gui")
+    tab.num_episodes.setValue(2)
+    tab.reset_time.setValue(0)
+    tab.auto_advance.setChecked(True)  # save each episode as the expert finishes it
+    tab.connect_rig()
+    qtbot.waitUntil(lambda: tab.phase == "idle", timeout=30000)
+    _key(qtbot, tab, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: len(tab.saved_episodes) == 2, timeout=120000)
+    assert tab.task_edit.text() == "Press a button from the top"  # the field follows the episode's task
+    with Store.open(home) as store:
+        eps = store.episodes(dataset="mw-gui")
+    assert [e.task for e in eps] == ["Reach a goal position", "Press a button from the top"]
+    assert all(e.success is True and e.source == "scripted" for e in eps)  # ended and labelled at success

@@ -190,3 +190,24 @@ def test_a_failure_mid_rollout_clears_the_live_view(qtbot, tab):
     assert all(v.image_size() is None for v in tab.views.values())
     assert tab._overlay == {} and tab.safety_label.text() == ""
     assert tab.start_button.isEnabled()
+
+
+def test_metaworld_rollout_reports_success_per_task(qtbot, tab):
+    """A Meta-World rig with two tasks: each episode runs its own task, the label counts per task."""
+    from recorder.devices.configs import MetaWorldCameraConfig, MetaWorldRobotConfig
+    from recorder.devices.rig import metaworld_rig_config
+
+    cfg = metaworld_rig_config("reach-v3,button-press-topdown-v3", teleop="none", seed=0)
+    cfg.robot = MetaWorldRobotConfig(tasks="reach-v3,button-press-topdown-v3", seed=0, max_steps=8)
+    cfg.cameras = {"corner2": MetaWorldCameraConfig(width=48, height=48, shadows=False)}
+    tab.rig_spec = cfg
+    tab.fps_spin.setValue(80)
+    tab.episodes_spin.setValue(2)
+    tab.max_s_spin.setValue(20.0)
+    tab.policy_object = FixedChunkPolicy(chunk_size=4, action_dim=4, step=0.0, camera_names=("corner2",))
+    tab.start_rollout()
+    with qtbot.waitSignal(tab.thread.finished, timeout=120000):
+        pass
+    assert tab.success_label.text() == ("successes 0/2\n0/1  Reach a goal position\n0/1  Press a button from the top")
+    eps = tab.ctx.store.episodes(source="policy")
+    assert [e.num_frames for e in eps] == [8, 8]  # the robot's own step limit ended each episode
