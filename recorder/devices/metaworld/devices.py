@@ -234,6 +234,8 @@ class MetaWorldCamera(Camera):
 class MetaWorldExpert(SimpleTeleoperator):
     """Meta-World's scripted policy for the current task, as a teleoperator (``--scripted`` recording)."""
 
+    scripted = True  # no person: the record session lets it act only while an episode is recorded
+
     def __init__(self, robot: MetaWorldRobot, cfg: ScriptedTeleopConfig | None = None) -> None:
         super().__init__()
         self.robot = robot
