@@ -113,22 +113,18 @@ def _success_arg(v: str | None):
 
 
 def select(store, name: str, task=None, success="any", source=None, tags=None, status=None) -> list:
-    """Episodes of dataset ``name`` matching the filters (DatasetError if the dataset does not exist)."""
-    if name not in {d.name for d in store.datasets()}:
-        raise DatasetError(f"no dataset named {name!r}: see 'vla-studio datasets list'")
-    kwargs = {"dataset": name}
-    if task:
-        kwargs["task"] = task
-    if source:
-        kwargs["source"] = source
-    if tags:
-        kwargs["tags"] = list(tags)
-    if status is not None:
-        kwargs["status"] = status
-    eps = store.episodes(**kwargs)
-    if success != "any":
-        eps = [e for e in eps if e.success is success]
-    return sorted(eps, key=lambda e: e.id)
+    """Episodes of dataset ``name`` matching the filters, by id (DatasetError if the dataset does not exist).
+
+    One SQL query (``recorder.store.query``): every filter is served by an index of the store."""
+    from recorder.store.query import USABLE, EpisodeQuery
+
+    try:
+        store.dataset(name)
+    except DatasetError:
+        raise DatasetError(f"no dataset named {name!r}: see 'vla-studio datasets list'") from None
+    query = EpisodeQuery(dataset=name, task=task or None, success=success, source=source or None,
+                         tags=tuple(tags or ()), status=USABLE if status is None else tuple(status))
+    return store.episodes(query=query)
 
 
 def _fmt_success(v) -> str:
