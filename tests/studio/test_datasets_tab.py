@@ -268,3 +268,34 @@ def test_sorting_a_column_pages_in_that_order(qtbot, big_tab):
     rank = {True: 2, None: 1, False: 0}
     want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (rank[e.success], e.id), reverse=True)]
     assert tab.visible_ids() == want
+
+
+def test_every_query_the_tab_and_the_cli_run_uses_an_index(qtbot, big_tab, capsys):
+    """The SQL that the Datasets tab's filters, paging and counts and `datasets list/show` really run is
+    served by indexes (EXPLAIN QUERY PLAN): none scans the episodes or tags tables."""
+    from PyQt6.QtCore import QDate
+
+    from studio.cli import main
+    from tests.recorder.store.helpers import SQLLog, full_scans
+
+    tab = big_tab
+    home = tab.ctx.home
+    with SQLLog() as log:
+        tab.refresh()
+        _scroll_to_end(qtbot, tab)
+        tab.success_filter.setCurrentIndex(tab.success_filter.findData("no"))
+        tab.source_filter.setCurrentIndex(tab.source_filter.findText("teleop"))
+        tab.tag_filter.setText("good")
+        tab.since_filter.setDate(QDate(2020, 1, 1))
+        tab.min_duration.setValue(0.1)
+        tab.dataset_list.setCurrentRow(1)
+        _scroll_to_end(qtbot, tab)
+        tab.show_trash.setChecked(True)
+        assert main(["--home", str(home), "datasets", "list"]) == 0
+        assert main(["--home", str(home), "datasets", "show", "big", "--task", TASKS[0], "--success", "unknown",
+                     "--source", "teleop", "--tag", "good"]) == 0
+        assert main(["--home", str(home), "datasets", "show", "big", "--trashed"]) == 0
+        assert main(["--home", str(home), "store", "info"]) == 0
+    capsys.readouterr()
+    assert len(log.touching("episodes.success IS", "LIMIT")) >= 1  # the filters did reach SQL
+    assert full_scans(home / "index.sqlite", log.selects) == []

@@ -61,3 +61,61 @@ def record(
             values={"observation.state": state(i), "action": action(i)},
         )
     return w.finish(success=success)
+
+
+# -- query plans: every filter query the code runs must be served by an index -------------------------------
+_BIG_TABLES = ("episodes", "episode_tags", "streams")
+
+
+class SQLLog:
+    """Collects the SELECTs every SQLAlchemy engine of this process runs while in the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.selects: list[tuple[str, tuple]] = []
+
+    def _on_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if not executemany and statement.lstrip().upper().startswith("SELECT"):
+            self.selects.append((statement, tuple(parameters or ())))
+
+    def __enter__(self) -> SQLLog:
+        import sqlalchemy as sa
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._on_execute)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sqlalchemy as sa
+
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._on_execute)
+
+    def touching(self, *words: str) -> list[tuple[str, tuple]]:
+        """The statements that mention every one of ``words`` (e.g. a column a filter uses)."""
+        return [(s, p) for s, p in self.selects if all(w in s for w in words)]
+
+
+def full_scans(index_path, statements) -> list[str]:
+    """``EXPLAIN QUERY PLAN`` of each statement; a description of each one that scans a big table."""
+    import re
+    import sqlite3
+
+    con = sqlite3.connect(index_path)
+    bad = []
+    try:
+        for stmt, params in statements:
+            plan = [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + stmt, params)]
+            if any(re.match(rf"SCAN ({'|'.join(_BIG_TABLES)})\b", line) for line in plan):
+                bad.append(f"{' '.join(stmt.split())}\n    plan: {plan}")
+    finally:
+        con.close()
+    return bad
+
+
+def plan(index_path, statement: str, params: tuple = ()) -> list[str]:
+    """The ``EXPLAIN QUERY PLAN`` lines of one statement."""
+    import sqlite3
+
+    con = sqlite3.connect(index_path)
+    try:
+        return [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + statement, params)]
+    finally:
+        con.close()
