@@ -38,9 +38,9 @@ from PyQt6.QtWidgets import (
 
 from recorder import curation
 from recorder.errors import KnownError
+from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
 from studio.datasets_viewer import EpisodeViewerController
 from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
-from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
 from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
 
