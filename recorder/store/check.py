@@ -1,6 +1,8 @@
 """``vla-studio store check``: compare the index with the files; ``--repair`` fixes what it can.
 
-Without repair nothing is written (the index is opened read-only). Repair never deletes an episode's
+Without repair nothing is written (the index is opened read-only) except ``.last-check.json``: after a
+check that found nothing wrong it records when that check started, and the next check (unless
+``full=True``, the CLI's ``--full``) skips the episodes whose index row and files have not changed since. Repair never deletes an episode's
 files, except to finish a ``delete_episode`` that a crash interrupted (row status or meta.json
 ``deleting``): a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
 ``recovered``, fewer ticks); a folder missing from the index is imported from its ``meta.json``; an
@@ -58,6 +60,8 @@ class CheckReport:
     root: Path
     episodes_checked: int = 0
     issues: list[Issue] = field(default_factory=list)
+    episodes_skipped: int = 0  # unchanged since the last clean check (incremental check)
+    since: datetime | None = None  # start of that last clean check; None: everything was checked
 
     @property
     def ok(self) -> bool:
@@ -115,10 +119,41 @@ def _episode_problems(
     return out
 
 
-def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> CheckReport:
+LAST_CHECK_FILE = ".last-check.json"
+
+
+def _last_clean_check(root: Path) -> float | None:
+    try:
+        return float(json.loads((root / LAST_CHECK_FILE).read_text())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _unchanged_since(folder: Path, cameras: list[str], since: float) -> bool:
+    """True when the episode's folder and every file the check reads are older than ``since``."""
+    paths = [folder, folder / META_FILE, folder / LOWDIM_FILE]
+    if cameras:
+        paths.append(folder / "video")
+        paths += [folder / "video" / f"{c}.mp4" for c in cameras]
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return False
+        if max(st.st_mtime, st.st_ctime) >= since:
+            return False
+    return True
+
+
+def check_store(root: str | os.PathLike[str] | None, repair: bool = False, full: bool = True) -> CheckReport:
+    """Compare index and files. ``full=False``: skip the episodes unchanged since the last clean check."""
+    started = time.time()
     root = resolve_home(root).absolute()
     index = root / INDEX_FILE
     report = CheckReport(root)
+    since = None if full or repair else _last_clean_check(root)
+    if since is not None:
+        report.since = datetime.fromtimestamp(since).astimezone()
     try:
         validate_root(root)
     except StoreError:
@@ -154,7 +189,7 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
                         )
                     )
                 if rev is not None:
-                    _check_rows(engine, root, report, known_uuids)
+                    _check_rows(engine, root, report, known_uuids, since)
         finally:
             if engine is not None:
                 engine.dispose()
@@ -176,6 +211,12 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False) -> Ch
                 )
     if repair:
         _repair(root, report)
+    if all(i.fixed for i in report.problems):
+        try:
+            write_json_atomic(root / LAST_CHECK_FILE, {"started": started, "episodes": report.episodes_checked
+                                                       + report.episodes_skipped})
+        except OSError:
+            pass  # a read-only store: the next check is a full one
     return report
 
 
@@ -192,7 +233,7 @@ def _leftover_issue(folder: Path) -> Issue:
     )
 
 
-def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> None:
+def _check_rows(engine, root: Path, report: CheckReport, known: set[str], since: float | None = None) -> None:
     from sqlalchemy.orm import Session, selectinload
 
     with Session(engine) as s:
@@ -234,6 +275,10 @@ def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> Non
                     )
                 continue
             cams = [st.name for st in ep.streams if st.kind == "video"]
+            if since is not None and ep.updated_at.timestamp() < since and _unchanged_since(folder, cams, since):
+                report.episodes_checked -= 1
+                report.episodes_skipped += 1
+                continue
             report.issues.extend(_episode_problems(folder, ep.id, ep.num_frames, ep.fps, cams))
 
 
