@@ -36,6 +36,7 @@ from recorder.store.types import (
     CheckpointInfo,
     DatasetInfo,
     EpisodeInfo,
+    EpisodeRow,
     LowdimSpec,
     RunInfo,
 )
@@ -545,6 +546,39 @@ class Store:
                 for ep in s.scalars(self._ep_query().where(m.Episode.id.in_(chunk))):
                     by_id[ep.id] = self._ep_info(ep)
             return [by_id[i] for i in ids if i in by_id]
+
+    def episode_rows(
+        self,
+        query: EpisodeQuery,
+        *,
+        sort: str = "id",
+        descending: bool = False,
+        after: tuple | None = None,
+        limit: int | None = None,
+    ) -> list[EpisodeRow]:
+        """Like :meth:`episode_page` but only the label columns (:class:`EpisodeRow`): two indexed queries,
+        no ORM objects, no stream rows; for listings of many episodes."""
+        e = m.Episode
+        cols = [e.id, e.uuid, e.dataset_id, e.task, e.start_time, e.duration_s, e.num_frames, e.status, e.source,
+                e.success, e.notes]
+        stmt = page_statement(query, cols, sort=sort, descending=descending, after=after, limit=limit)
+        ids = page_statement(query, e.id, sort=sort, descending=descending, after=after, limit=limit)
+        with self._read() as s:
+            rows = s.execute(stmt).all()
+            if not rows:
+                return []
+            names = dict(s.execute(select(m.Dataset.id, m.Dataset.name)).all())
+            tags: dict[int, list[str]] = {}
+            tag_q = select(m.EpisodeTag.episode_id, m.EpisodeTag.tag).where(
+                m.EpisodeTag.episode_id.in_(ids))
+            for eid, tag in s.execute(tag_q):
+                tags.setdefault(eid, []).append(tag)
+        return [
+            EpisodeRow(id=r[0], uuid=r[1], dataset=names.get(r[2], ""), task=r[3], start_time=r[4], duration_s=r[5],
+                       num_frames=r[6], status=r[7], source=r[8], success=r[9], tags=tuple(sorted(tags.get(r[0], ()))),
+                       notes=r[10])
+            for r in rows
+        ]
 
     def count_episodes(self, query: EpisodeQuery) -> int:
         """How many episodes match ``query`` (one indexed COUNT, no rows loaded)."""

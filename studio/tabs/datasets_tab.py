@@ -53,7 +53,7 @@ class DatasetsTab(QWidget):
     """Controller of the Datasets tab (dataset list, episode table, viewer, edit panel, actions)."""
 
     #: episode rows fetched per page (one more page each time the table is scrolled to its end)
-    PAGE_SIZE = 200
+    PAGE_SIZE = 100
 
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)

@@ -118,3 +118,19 @@ def test_the_check_itself_catches_a_scan(small_store):
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     con.close()
     assert {"ix_episodes_task_success_start", "ix_episode_tags_tag_episode"} <= names
+
+
+def test_episode_rows_match_the_full_records_and_use_indexes(small_store):
+    """The light listing (what `datasets show` prints) agrees with the full records, through indexes."""
+    with Store.open(small_store) as store:
+        store.update_episode(1, tags=["good", "day1"], notes="n")
+        with SQLLog() as log:
+            for q in (EpisodeQuery(), EpisodeQuery(tags=("good",)), EpisodeQuery(dataset="other", success=False)):
+                rows = store.episode_rows(q)
+                full = store.episodes(query=q)
+                assert [(r.id, r.uuid, r.dataset, r.task, r.start_time, r.num_frames, r.status, r.source, r.success,
+                         r.tags, r.notes) for r in rows] == [
+                    (e.id, e.uuid, e.dataset, e.task, e.start_time, e.num_frames, e.status, e.source, e.success,
+                     e.tags, e.notes) for e in full]
+            assert [r.id for r in store.episode_rows(EpisodeQuery(), descending=True, limit=1)] == [2]
+    assert full_scans(small_store / "index.sqlite", log.selects) == []
