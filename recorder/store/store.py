@@ -560,7 +560,7 @@ class Store:
         no ORM objects, no stream rows; for listings of many episodes."""
         e = m.Episode
         cols = [e.id, e.uuid, e.dataset_id, e.task, e.start_time, e.duration_s, e.num_frames, e.status, e.source,
-                e.success, e.notes]
+                e.success, e.notes, e.dropped]
         stmt = page_statement(query, cols, sort=sort, descending=descending, after=after, limit=limit)
         ids = page_statement(query, e.id, sort=sort, descending=descending, after=after, limit=limit)
         with self._read() as s:
@@ -576,7 +576,7 @@ class Store:
         return [
             EpisodeRow(id=r[0], uuid=r[1], dataset=names.get(r[2], ""), task=r[3], start_time=r[4], duration_s=r[5],
                        num_frames=r[6], status=r[7], source=r[8], success=r[9], tags=tuple(sorted(tags.get(r[0], ()))),
-                       notes=r[10])
+                       notes=r[10], dropped=dict(r[11] or {}))
             for r in rows
         ]
 

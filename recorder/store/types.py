@@ -96,6 +96,7 @@ class EpisodeRow:
     success: bool | None
     tags: tuple[str, ...]
     notes: str
+    dropped: dict[str, int]  # camera -> dropped frame count
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ class DatasetsTab(QWidget):
 
     #: episode rows fetched per page (one more page each time the table is scrolled to its end)
     PAGE_SIZE = 100
+    #: a refresh (after any store change) reloads the rows already loaded, up to this many (~25 ms of SQL)
+    KEEP_ROWS = 2000
 
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)
@@ -61,7 +63,7 @@ class DatasetsTab(QWidget):
         self.jobs: list[StoreJob] = []
         self._current_id: int | None = None
         self._build()
-        self.thumbs = ThumbnailWorker()
+        self.thumbs = ThumbnailWorker(load=lambda eid: self.ctx.store.episode(eid))  # full record, in its thread
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
         self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
         # thumbnails only for the rows on screen, asked for once scrolling pauses
@@ -272,12 +274,13 @@ class DatasetsTab(QWidget):
 
         def fetch(key, descending, last, limit):
             after = None if last is None else (sort_value(last, key), last.id)
-            return store.episode_page(query, sort=key, descending=descending, after=after, limit=limit)
+            return store.episode_rows(query, sort=key, descending=descending, after=after, limit=limit)
 
         try:
             shown = store.count_episodes(query)
             total = store.count_episodes(EpisodeQuery(status=query.status))
-            self.model.set_source(fetch, keep_rows=self.model.rowCount() if keep_rows else 0)
+            keep = min(self.model.rowCount(), self.KEEP_ROWS) if keep_rows else 0
+            self.model.set_source(fetch, keep_rows=keep)
         except KnownError as err:
             self.ctx.error_posted.emit(str(err))
             return
@@ -313,7 +316,9 @@ class DatasetsTab(QWidget):
         if len(ids) == 1:
             if ids[0] != self._current_id:
                 self._current_id = ids[0]
-                info = self.model.episode(self.model.row_of(ids[0]))
+                info = self._guard(self.ctx.store.episode, ids[0])  # the full record: streams for the viewer
+                if info is FAILED:
+                    return
                 self._load_edit_panel(info)
                 self.viewer_ctl.show_episode(info)
         elif not ids:
