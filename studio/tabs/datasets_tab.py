@@ -294,7 +294,13 @@ class DatasetsTab(QWidget):
         """The ids of the rows loaded in the table, in table order."""
         return [self.model.episode(r).id for r in range(self.model.rowCount())]
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().showEvent(event)
+        self._thumb_timer.start()  # thumbnails of the rows now on screen
+
     def _request_visible_thumbnails(self) -> None:
+        if not self.table.isVisible():
+            return  # asked again when the tab is shown
         rows = self.table.visible_rows()
         want = [self.model.episode(r) for r in rows]
         self.thumbs.request([e for e in want if not self.model.has_thumbnail(e.id)])

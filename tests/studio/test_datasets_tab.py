@@ -27,6 +27,8 @@ def tab(qtbot, home):
     t = DatasetsTab(ctx)
     qtbot.addWidget(t)
     t.resize(1400, 800)
+    t.show()  # thumbnails are decoded for the rows on screen
+    qtbot.waitExposed(t)
     t.ids = ids
     yield t
     t.shutdown()
