@@ -119,6 +119,7 @@ class Episode(Base):
         # one index per filter the GUI and CLI offer (0003); tests/recorder/store/test_query_plans.py
         # checks that every query the code runs is served by one
         Index("ix_episodes_dataset_status_frames", "dataset_id", "status", "num_frames"),  # covers counts
+        Index("ix_episodes_dataset_id", "dataset_id"),  # (dataset_id, id): a dataset's pages in id order
         Index("ix_episodes_start_time", "start_time"),
         Index("ix_episodes_status_start", "status", "start_time"),
         Index("ix_episodes_task_success_start", "task", "success", "start_time"),

@@ -42,7 +42,7 @@ QUERIES = {
 #: what the index search of each query must constrain (the filter's own column, not just the status)
 EXPECT = {
     "default (usable episodes)": "SEARCH episodes USING COVERING INDEX ix_episodes_status",
-    "dataset": "(dataset_id=? AND status=?)",
+    "dataset": "(dataset_id=? AND status=?)",  # the count; a page in id order uses ix_episodes_dataset_id
     "datasets": "(dataset_id=? AND status=?)",
     "task": "(task=?",
     "task contains": "(status=?)",  # a substring cannot use a b-tree: the status index narrows it
@@ -114,6 +114,19 @@ def test_the_check_itself_catches_a_scan(small_store):
     """The plan check is not vacuous: a filter on a column without an index is reported."""
     stmt = "SELECT id FROM episodes WHERE notes = ?"
     assert len(full_scans(small_store / "index.sqlite", [(stmt, ("x",))])) == 1
+    unbounded = "SELECT episodes.id FROM episodes WHERE episodes.notes = ? ORDER BY episodes.id DESC"
+    assert len(full_scans(small_store / "index.sqlite", [(unbounded, ("x",))])) == 1
+
+
+def test_the_newest_page_is_read_in_id_order_without_sorting_the_store(small_store):
+    """The table's first page (newest first) walks ids from the newest one: no sort of every usable episode."""
+    with Store.open(small_store) as store, SQLLog() as log:
+        store.episode_rows(EpisodeQuery(), descending=True, limit=100)
+        store.episode_rows(EpisodeQuery(dataset="demo"), descending=True, after=(9, 9), limit=100)
+    pages = log.touching("ORDER BY episodes.id DESC", "LIMIT")
+    assert pages
+    for stmt, params in pages:
+        assert not any("TEMP B-TREE" in line for line in plan(small_store / "index.sqlite", stmt, params)), stmt
     con = sqlite3.connect(small_store / "index.sqlite")
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     con.close()

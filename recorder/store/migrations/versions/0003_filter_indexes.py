@@ -20,6 +20,7 @@ depends_on = None
 
 _NEW = (
     ("episodes", "ix_episodes_dataset_status_frames", ["dataset_id", "status", "num_frames"]),
+    ("episodes", "ix_episodes_dataset_id", ["dataset_id"]),
     ("episodes", "ix_episodes_status_start", ["status", "start_time"]),
     ("episodes", "ix_episodes_task_success_start", ["task", "success", "start_time"]),
     ("episodes", "ix_episodes_source_status", ["source", "status"]),
