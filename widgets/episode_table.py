@@ -204,6 +204,7 @@ class EpisodeTableView(QTableView):
         self.setAlternatingRowColors(True)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(THUMB_SIZE[1] // 2 + 6)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row sizing: 10k rows stay cheap
         self.setIconSize(self.iconSize().scaled(THUMB_SIZE[0] // 2, THUMB_SIZE[1] // 2,
                                                 Qt.AspectRatioMode.KeepAspectRatio))
         self.horizontalHeader().setStretchLastSection(False)
