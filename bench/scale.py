@@ -136,6 +136,9 @@ def _gui(home: Path) -> dict:
     holder = {}
     t_open, pass_open = phase(lambda: holder.setdefault("w", _show(MainWindow(ctx))))
     window = holder["w"]
+    from studio.app import freeze_startup_heap
+
+    freeze_startup_heap()  # as run_gui does once the window is up
     tab = window.tab_widgets["Datasets"]
     t_tab, pass_tab = phase(lambda: window.tabs.setCurrentWidget(tab))
     rows_before = tab.model.rowCount()
