@@ -232,6 +232,7 @@ def test_a_0002_store_gets_the_filter_indexes_and_keeps_its_rows(home):
     after = _indexes(home)
     assert {"ix_episodes_task_success_start", "ix_episodes_status_start", "ix_episodes_source_status",
             "ix_episodes_success_status", "ix_episodes_status_duration", "ix_episodes_dataset_status_frames",
+            "ix_episodes_dataset_id",
             "ix_episode_tags_tag_episode"} <= after
     assert "ix_episodes_dataset_status" not in after
     con = sqlite3.connect(home / "index.sqlite")

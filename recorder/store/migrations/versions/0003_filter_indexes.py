@@ -5,8 +5,9 @@ Revises: 0002
 Create Date: 2026-12-01 10:00:00
 
 Adds one index per filter (task, success, source, date, duration, tag) and makes the dataset/status
-index cover ``num_frames`` so the per-dataset counts are read from the index alone. Only indexes
-change: no table is rebuilt, no row is touched. ``ANALYZE`` gives the planner row counts to choose by.
+index cover ``num_frames`` so the per-dataset counts are read from the index alone; a plain
+``dataset_id`` index gives a dataset's pages in id order without a sort. Only indexes change: no table
+is rebuilt, no row is touched.
 """
 
 from __future__ import annotations
