@@ -163,7 +163,8 @@ def test_a_0001_store_is_migrated_and_keeps_its_rows(home):
     assert diff == [], f"a migrated 0001 store differs from the models: {diff}"
 
 
-def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
+def _alembic(home, action: str, revision: str, user_version: tuple[int, int] | None = None) -> None:
+    """Run an Alembic upgrade/downgrade on the store's index as the store does (optionally set user_version)."""
     from pathlib import Path
 
     from alembic import command
@@ -171,15 +172,21 @@ def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
 
     import recorder.store.store as store_mod
 
-    _store_at_revision_0001(home)
-    Store.open(home).close()  # -> head
     engine = store_mod.make_engine(home / "index.sqlite")
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_mod.__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
+        getattr(command, action)(cfg, revision)
+        if user_version is not None:
+            conn.exec_driver_sql(f"PRAGMA user_version={m.pack_user_version(*user_version)}")
     engine.dispose()
+
+
+def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
+    _store_at_revision_0001(home)
+    Store.open(home).close()  # -> head
+    _alembic(home, "downgrade", "0001")
     con = sqlite3.connect(home / "index.sqlite")
     cols = [r[1] for r in con.execute("PRAGMA table_info(episodes)")]
     assert "status_before_trash" not in cols
@@ -202,24 +209,11 @@ def _indexes(home) -> set[str]:
 def test_a_0002_store_gets_the_filter_indexes_and_keeps_its_rows(home):
     """A store left by the previous schema (0002) upgrades to the filter indexes (0003); the downgrade
     puts the 0002 indexes back."""
-    from pathlib import Path
-
-    from alembic import command
-    from alembic.config import Config
-
-    import recorder.store.store as store_mod
     from recorder.store.query import EpisodeQuery
     from tests.recorder.store.helpers import SQLLog, full_scans
 
     _store_at_revision_0001(home)
-    engine = store_mod.make_engine(home / "index.sqlite")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(store_mod.__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        conn.exec_driver_sql(f"PRAGMA user_version={m.pack_user_version(1, 1)}")
-    engine.dispose()
+    _alembic(home, "upgrade", "0002", user_version=(1, 1))
     before = _indexes(home)
     assert "ix_episodes_dataset_status" in before and "ix_episodes_task_success_start" not in before
 
@@ -240,9 +234,5 @@ def test_a_0002_store_gets_the_filter_indexes_and_keeps_its_rows(home):
     assert con.execute("SELECT count(*) FROM streams").fetchone()[0] == 8
     con.close()
 
-    engine = store_mod.make_engine(home / "index.sqlite")
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
-    engine.dispose()
+    _alembic(home, "downgrade", "0002")
     assert _indexes(home) == before
