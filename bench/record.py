@@ -111,7 +111,7 @@ class SyncWriter:
     def stats(self):
         return SyncWriter._Stats(self)
 
-    def add_tick(self, t, frames, timestamps, values):
+    def add_tick(self, t, frames, timestamps, values, stale=None):
         import av
 
         for name, img in frames.items():

@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._doc import report  # noqa: E402
 from finetune.server import PolicyServer, RemotePolicy  # noqa: E402
 from recorder.loop import LoopConfig, run_episode  # noqa: E402
 from recorder.rollout import ChunkConfig, PolicySource  # noqa: E402
@@ -125,11 +126,7 @@ def main(argv=None) -> int:
     lines.append("")
     lines.append(f"- e-stop to last command received by the arm, 30 Hz, {len(estop)} trials: "
                  f"p50 {pct(estop, 50):.1f} ms, max {pct(estop, 100):.1f} ms (one tick = 33.3 ms)")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not a.no_append:
-        with open(ROOT / "docs" / "benchmarks.md", "a") as f:
-            f.write(text)
+    report(lines, append=not a.no_append)
     return 0
 
 

@@ -22,6 +22,11 @@ memory on the GPU machine (``--in-memory``) and the step count sized by a probe 
 rollout settings chosen on validation seeds (``--seed0 800000 --eval-seeds 20 --policy-only`` with
 ``--execute N`` or ``--ensemble --ensemble-decay M``), reported once on the test seeds (the default ``--seed0``).
 
+Per action head (issue 15): record both tasks into the one dataset (``--stage record --task pick``, then
+``--task push``), train once per head with the same model size and budget (``--stage train --action-head
+tokens|chunk|flow|fast --train-budget S --run-id H``), choose rollout settings on validation seeds, then
+``--stage eval --task pick|push --checkpoint <run>/checkpoints/last-step --eval-name H-T.json`` on the test seeds.
+
 Episode protocol (recording and evaluation alike): control at ``--fps`` (30 Hz); an episode ends when the
 detector has held for ``--hold`` ticks (success) or after ``--max-ticks`` ticks (failure).
 """
@@ -147,7 +152,7 @@ def stage_record(args) -> dict:
     if args.fresh and home.exists():
         shutil.rmtree(home)
     store = Store.open(home)
-    sim = SimEpisodes("pick", args.cameras, args.image_size, args.fps)
+    sim = SimEpisodes(args.task, args.cameras, args.image_size, args.fps)
     t0 = time.perf_counter()
     kept, failed, dropped, ticks_total = 0, 0, 0, 0
     existing = len(store.episodes(dataset=DATASET)) if DATASET in [d.name for d in store.datasets()] else 0
@@ -156,7 +161,7 @@ def stage_record(args) -> dict:
         while kept < args.demos:
             w = store.begin_episode(
                 dataset=DATASET, task=sim.instruction, fps=args.fps, source="scripted",
-                rig={"name": "sim", "task": "pick", "seed": seed, "bench": "sim_learning", "realtime": False},
+                rig={"name": "sim", "task": args.task, "seed": seed, "bench": "sim_learning", "realtime": False},
                 cameras={c: CameraSpec(width=args.image_size, height=args.image_size, queue_size=4096)
                          for c in args.cameras},
                 lowdim={"observation.state": (6,), "action": (6,)}, tags=["sim_learning", f"seed={seed}"] + ([f"dart={args.dart_deg:g}"] if args.dart_deg else []))
@@ -287,8 +292,7 @@ def _install_in_memory_data(log: dict) -> None:
 def stage_train(args) -> dict:
     import torch
 
-    from bench.sim_learning_model import build_small_openvla, count_params
-    from finetune.models import load_vla
+    from bench.sim_learning_model import count_params, prepare_small_model
     from finetune.recipe import FinetuneRecipe
     from finetune.run_config import FinetuneConfig
 
@@ -296,18 +300,13 @@ def stage_train(args) -> dict:
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model_dir = work / f"model-{args.model_size}"
-    build_small_openvla(model_dir, args.model_size)
-    # LoRA on every linear layer, the vision towers included (a random-init base has no features to keep)
-    probe = load_vla(str(model_dir), device="cpu", action_head="chunk", chunk_size=args.chunk, action_dim=6,
-                     n_images=len(args.cameras), state_dim=6)
-    targets = ",".join(probe.lora_target_modules(include_vision=True))
-    del probe
+    model_dir, targets = prepare_small_model(work, args.model_size, action_head=args.action_head, chunk=args.chunk,
+                                             action_dim=6, n_images=len(args.cameras), state_dim=6)
     def make_cfg(steps: int) -> FinetuneConfig:
         return FinetuneConfig(
             dataset=DATASET, cameras=list(args.cameras), val_fraction=args.val_fraction, augment=False,
             use_state=True, num_workers=args.workers, model=os.path.relpath(model_dir, Path.cwd()),
-            action_head="chunk", chunk_size=args.chunk, lora_rank=args.rank, lora_alpha=args.rank,
+            action_head=args.action_head, chunk_size=args.chunk, lora_rank=args.rank, lora_alpha=args.rank,
             lora_targets=targets, steps=steps, batch_size=args.batch, lr=args.lr,
             warmup_steps=min(100, steps // 10), lr_min_ratio=0.05, eval_every=0, eval_batches=4, save_every=10**9,
             log_every=max(1, steps // 20), seed=7, dtype=args.dtype,
@@ -375,7 +374,7 @@ def bundle(work: Path, model_dir: Path, ckpt: Path, out: Path, part_mib: int = 1
             tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
         run = ckpt.parent.parent
         for p in sorted(ckpt.rglob("*")):
-            if p.is_file() and p.name != "training_state.pt":
+            if p.is_file() and not p.name.startswith("training_state"):
                 tar.add(p, arcname=os.path.relpath(p.resolve(), ROOT))
         for p in [run / "checkpoints" / "last", run / "config.json", run / "metrics.jsonl", run / "norm_stats.json",
                   work / "train.json"]:
@@ -444,7 +443,7 @@ def stage_eval(args) -> dict:
         torch.set_num_threads(args.threads or max(1, min(4, os.cpu_count() or 1)))
     policy = load_policy(ckpt, device=device)
     cams = policy.camera_names
-    sim = SimEpisodes("pick", cams, args.image_size, args.fps)
+    sim = SimEpisodes(args.task, cams, args.image_size, args.fps)
     seeds = [args.seed0 + j for j in range(args.eval_seeds)]
     cache = work / "mean_traj.npy"  # lets the eval run where the store's packages are not installed
     if cache.exists() and len(np.load(cache)) >= args.max_ticks:
@@ -544,6 +543,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--chunk", type=int, default=8)
+    p.add_argument("--action-head", default="chunk", choices=["tokens", "chunk", "flow", "fast"],
+                   help="train: the action head (issue 15 compares all four on the same demonstrations)")
+    p.add_argument("--task", default="pick", choices=["pick", "push"],
+                   help="record / eval: the sim task (record both into the one dataset: the instruction decides)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--run-id", default=None)

@@ -58,3 +58,16 @@ def _prod(shape) -> int:
     for s in shape:
         p *= int(s)
     return p
+
+
+def prepare_small_model(work: str | Path, size: str, *, chunk: int, action_dim: int, n_images: int,
+                        state_dim: int, action_head: str = "chunk") -> tuple[Path, str]:
+    """Write the scaled model under ``work`` and list its LoRA targets: every linear layer, the vision towers
+    included (a random-init base has no features to keep). Returns (model folder, comma-separated targets)."""
+    from finetune.models import load_vla
+
+    model_dir = Path(work) / f"model-{size}"
+    build_small_openvla(model_dir, size)
+    probe = load_vla(str(model_dir), device="cpu", action_head=action_head, chunk_size=chunk, action_dim=action_dim,
+                     n_images=n_images, state_dim=state_dim)
+    return model_dir, ",".join(probe.lora_target_modules(include_vision=True))

@@ -65,6 +65,22 @@ def list_episodes(store, dataset: str) -> list:
     return sorted(episodes, key=lambda e: e.id)
 
 
+def first_episode_lowdim(home, dataset: str) -> tuple[list, dict]:
+    """(the dataset's usable episodes, the first one's low-dim streams): the dims a run will see, cheaply."""
+    from recorder.store import Store
+
+    store = Store.open(Path(home))
+    try:
+        infos = list_episodes(store, dataset)
+        reader = store.open_episode(infos[0].id)
+        try:
+            return infos, reader.lowdim()
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
 def store_root(store) -> str:
     for attr in ("root", "home", "path"):
         value = getattr(store, attr, None)
@@ -208,14 +224,21 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def prepare_image(img: np.ndarray, size: int, rng: np.random.Generator | None, augment: bool,
-                  crop: bool = True) -> np.ndarray:
-    """Crop (random when augmenting, centred otherwise), resize to ``size`` x ``size``, jitter colours."""
+                  crop: bool = True, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Crop (random when augmenting, centred otherwise), resize to ``size`` x ``size``, jitter colours.
+
+    ``transform``: the model's ``image_transform`` when it is a published checkpoint (OpenVLA's exact PIL
+    resize / letterbox, :mod:`finetune.models.preprocess`) in place of our fast cv2 resize; training, rollout,
+    serving and open-loop evaluation all come through here, so they see the same pixels."""
     h, w = img.shape[:2]
     if crop:
         y0, x0, ch, cw = crop_box(h, w, rng if augment else None)
         img = img[y0:y0 + ch, x0:x0 + cw]
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
-    out = cv2.resize(img, (size, size), interpolation=interp)
+    if transform is not None:
+        out = transform(np.ascontiguousarray(img))
+    else:
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+        out = cv2.resize(img, (size, size), interpolation=interp)
     if augment and rng is not None:
         out = color_jitter(out, rng)
     return np.ascontiguousarray(out)
@@ -306,7 +329,8 @@ class EpisodeDataset:
     def __init__(self, home: Path | str, episodes: list[EpisodeData], cameras: list[str], image_size: int,
                  chunk_size: int, norm_stats: dict, dataset: str, *, augment: bool = False, seed: int = 0,
                  transform: Callable[[dict], Any] | None = None, max_open_readers: int = 32,
-                 crop: bool | None = None, frame_cache_mb: float = FRAME_CACHE_MB) -> None:
+                 crop: bool | None = None, frame_cache_mb: float = FRAME_CACHE_MB,
+                 image_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         from finetune import norm
 
         self.home = Path(home)
@@ -316,6 +340,7 @@ class EpisodeDataset:
         self.chunk_size = int(chunk_size)
         self.augment = augment
         self.crop = augment if crop is None else crop  # centre crop at eval when training augments
+        self.image_transform = image_transform  # the base model's published preprocessing, or None (fast path)
         self.seed = seed
         self.transform = transform
         self.max_open_readers = max_open_readers
@@ -387,13 +412,27 @@ class EpisodeDataset:
         self._readers.move_to_end(key)
         return entry[0]
 
+    def action_chunks(self, max_chunks: int = 20000, seed: int = 0) -> np.ndarray:
+        """Every training target chunk ``(N, K, D)`` (normalized, padded with the last action as samples are),
+        at most ``max_chunks`` of them (a seeded subset): what the FAST tokenizer is fitted on."""
+        idx = np.arange(len(self))
+        if len(idx) > max_chunks:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, max_chunks, replace=False))
+        out = []
+        for i in idx:
+            e, t = self.locate(int(i))
+            n = self.episodes[e].num_frames
+            out.append(self._actions[e][np.minimum(np.arange(t, t + self.chunk_size), n - 1)])
+        return np.stack(out) if out else np.zeros((0, self.chunk_size, self.action_dim), np.float32)
+
     def raw_sample(self, index: int, position: int | None = None) -> dict:
         e, t = self.locate(index)
         ep = self.episodes[e]
         rng = np.random.default_rng([self.seed, 1, position if position is not None else index]) \
             if self.augment else None
         reader = self._reader(ep.episode_id, t)
-        images = [prepare_image(reader.frame(cam, t), self.image_size, rng, self.augment, self.crop) for cam in self.cameras]
+        images = [prepare_image(reader.frame(cam, t), self.image_size, rng, self.augment, self.crop,
+                                self.image_transform) for cam in self.cameras]
         acts = self._actions[e]
         idx = np.minimum(np.arange(t, t + self.chunk_size), ep.num_frames - 1)  # pad with the last action
         state = None if self._state[e] is None else self._state[e][t]
@@ -438,7 +477,8 @@ class TrainData:
 
 def build_datasets(home: Path | str, dataset: str, *, cameras: list[str], n_images: int, image_size: int,
                    chunk_size: int, val_fraction: float, seed: int, augment: bool, use_state: bool,
-                   transform: Callable | None = None, norm_stats: dict | None = None) -> TrainData:
+                   transform: Callable | None = None, norm_stats: dict | None = None,
+                   image_transform: Callable | None = None) -> TrainData:
     """Open the store, pick and split episodes, compute (or reuse) norm stats, build both datasets."""
     from recorder.store import Store
 
@@ -460,7 +500,7 @@ def build_datasets(home: Path | str, dataset: str, *, cameras: list[str], n_imag
     if dataset not in stats:  # resuming with stats saved under another key: use its only entry
         stats = {dataset: next(iter(stats.values()))}
     kw = dict(cameras=cams, image_size=image_size, chunk_size=chunk_size, norm_stats=stats, dataset=dataset,
-              seed=seed, transform=transform)
+              seed=seed, transform=transform, image_transform=image_transform)
     train = EpisodeDataset(home, train_eps, augment=augment, **kw)
     val = EpisodeDataset(home, val_eps, augment=False, crop=augment, **kw) if val_eps else None
     return TrainData(train, val, stats, cams, train_ids, val_ids)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
+
+REPLAYED_EVENTS = ("train", "eval", "checkpoint")  # what a resumed run logs again for the steps it replays
+REWOUND_EVENT = "rewound"  # {"event": "rewound", "step": N}: the events after step N were dropped (a resume)
 
 
 @runtime_checkable
@@ -63,6 +67,9 @@ class JsonlLogger:
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
+        self._echo(line)
+
+    def _echo(self, line: str) -> None:
         if self._stream is not None:
             stream = sys.stdout if self._stream is JsonlLogger.STDOUT else self._stream
             try:
@@ -71,25 +78,74 @@ class JsonlLogger:
             except (BrokenPipeError, ValueError, OSError):
                 self._stream = None  # the studio that read us went away: keep training, keep the file
 
+    def rewind(self, step: int) -> int:
+        """A resumed run replays the steps after its checkpoint: drop the file's progress events
+        (``REPLAYED_EVENTS``) after ``step``, so each step appears once, and log a ``rewound`` event (which
+        tells a follower of the file where the run went back to). The file is replaced atomically. Returns
+        the number of lines dropped."""
+        if self.path is None:
+            return 0
+        if self._file is not None:
+            self._file.close()
+        try:
+            lines = self.path.read_bytes().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        kept = []
+        for line in lines:
+            event = parse_event(line)
+            if (event is not None and event.get("event") in REPLAYED_EVENTS and isinstance(event.get("step"), int)
+                    and event["step"] > step):
+                continue
+            kept.append(line)
+        dropped = len(lines) - len(kept)
+        marker = encode_event({"event": REWOUND_EVENT, "dropped": dropped}, step)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in [*kept, marker]))  # a reader sees the marker with the cut
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self._echo(marker)
+        return dropped
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
+TENSORBOARD_DIR = "tensorboard"  # runs/<id>/tensorboard/, beside metrics.jsonl
+
+
 class TensorBoardLogger:
-    """Optional: scalars of each event to TensorBoard (needs the ``tensorboard`` package)."""
+    """Optional: scalars of each event to TensorBoard event files (needs the ``tensorboard`` package).
+
+    Tags are ``<event>/<field>`` (``train/loss``, ``eval/val_loss``, ...) at the event's step, so
+    ``tensorboard --logdir runs/<id>/tensorboard`` shows the curves the Fine-tune tab draws.
+    """
 
     def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from recorder.errors import ConfigError
+
+            raise ConfigError("--logger tensorboard needs the tensorboard package: pip install tensorboard "
+                              "(or install vla-studio's train extra)") from None
 
         self._writer = SummaryWriter(str(log_dir))
 
     def log_dict(self, payload: dict[str, Any], step: int | None = None) -> None:
         prefix = payload.get("event", "train")
+        step = payload.get("step", step)
+        if step is None:
+            return
         for key, value in payload.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and step is not None:
-                self._writer.add_scalar(f"{prefix}/{key}", value, step)
+            if key in ("step", "time"):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._writer.add_scalar(f"{prefix}/{key}", value, int(step))
+        if prefix in ("eval", "checkpoint", "done", "cancelled", "error"):
+            self._writer.flush()  # a person watching TensorBoard sees evals as they happen
 
     def close(self) -> None:
         self._writer.close()
@@ -108,6 +164,24 @@ class MultiLogger:
             lg.close()
 
 
+def build_logger(run_path: Path, *, stdout: bool = True, tensorboard: bool = False,
+                 extra: tuple[MetricLogger, ...] = ()) -> MetricLogger:
+    """The logger of one run: ``metrics.jsonl`` always (echoed as JSON lines on stdout when ``stdout``),
+    TensorBoard event files in ``tensorboard/`` when asked, and any ``extra`` logger (a terminal display)."""
+    from finetune.run_config import METRICS_FILE
+
+    run_path = Path(run_path)
+    loggers: list[MetricLogger] = [JsonlLogger(run_path / METRICS_FILE, stream=JsonlLogger.STDOUT if stdout else None)]
+    if tensorboard:
+        try:
+            loggers.append(TensorBoardLogger(run_path / TENSORBOARD_DIR))
+        except BaseException:
+            loggers[0].close()
+            raise
+    loggers.extend(extra)
+    return loggers[0] if len(loggers) == 1 else MultiLogger(*loggers)
+
+
 def parse_event(line: str) -> dict | None:
     """One line of output -> the event dict, or None for a line that is not a JSON event."""
     line = line.strip()
@@ -122,7 +196,7 @@ def parse_event(line: str) -> dict | None:
 
 def read_events(path: Path) -> list[dict]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8", "replace")  # a damaged line is skipped, not a traceback
     except OSError:
         return []
     return [e for e in (parse_event(line) for line in text.splitlines()) if e is not None]

@@ -105,10 +105,11 @@ class Normalizer:
         n = np.clip(2.0 * (x - self.q01) / (self.q99 - self.q01 + _EPS) - 1.0, -1.0, 1.0)
         return np.where(self.mask, n, x).astype(np.float32)
 
-    def unnormalize(self, x: np.ndarray) -> np.ndarray:
+    def unnormalize(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """OpenVLA's formula, term for term (float64; ``dtype=np.float64`` keeps its exact result)."""
         x = np.asarray(x, dtype=np.float64)
         u = 0.5 * (x + 1.0) * (self.q99 - self.q01) + self.q01
-        return np.where(self.mask, u, x).astype(np.float32)
+        return np.where(self.mask, u, x).astype(dtype)
 
 
 def normalize(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
@@ -126,13 +127,10 @@ def save_norm_stats(norm_stats: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def load_norm_stats(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: norm_stats.json is missing; re-save the checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc.msg}); re-save the checkpoint") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object of datasets")
+    from finetune.run_config import read_json_object
+
+    data = read_json_object(path, error=ModelError, fix="re-save the checkpoint or pick another one")
+    if not all(isinstance(v, dict) for v in data.values()):
+        raise ModelError(f"{path}: expected a JSON object of datasets, each an object of statistics; "
+                         "re-save the checkpoint or pick another one")
     return data

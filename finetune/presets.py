@@ -13,6 +13,7 @@ The estimate errs on the high side; it is a guide, not a promise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
@@ -276,6 +277,30 @@ def shape_from_folder(folder: Path, *, n_images: int = 1, text_tokens: int = 30,
         n_params = layers * (4 * hidden * hidden + 3 * hidden * inter) + 2 * vocab * hidden
     lora = int(llama_lora_params_per_rank(hidden, inter, layers, hidden * kv_heads // heads) * 1.4)  # + vision towers
     return ModelShape(n_params, hidden, layers, inter, patches + text_tokens + action_tokens, lora)
+
+
+def head_shape(shape: ModelShape, head: str, chunk_size: int, action_dim: int, *, base_action_tokens: int = 0,
+               head_hidden: int = 1024) -> ModelShape:
+    """``shape`` with the LLM tokens and fully trained parameters of an action head
+    (``finetune/models/action_heads.py``). ``base_action_tokens``: the action tokens ``shape.tokens`` already
+    counts (``shape_from_folder`` counts 7). tokens: D bins + EOS (K = 1); chunk: K*D query positions + the MLP
+    head; flow: no LLM action tokens, the action expert (width hidden/4, at most 8 layers) trained in full;
+    fast: about K*D/4 + 1 tokens (a smooth chunk's FAST length)."""
+    K, D, H = int(chunk_size), int(action_dim), int(shape.hidden)
+    extra, n_act = 0, D + 1
+    if head == "chunk":
+        n_act = K * D
+        extra = K * D * H + D * H * head_hidden + head_hidden * head_hidden + head_hidden * D
+    elif head == "flow":
+        n_act = 0
+        W = H // 4 if H >= 1024 else H
+        per_layer = W * 3 * H + H * W + W * 8 * W + 4 * W * W  # qkv, o, gate/up, down (kv width ~ hidden)
+        extra = min(shape.layers, 8) * per_layer + 4 * W * W
+    elif head == "fast":
+        n_act = max(1, (K * D + 3) // 4) + 1
+    tokens = max(1, shape.tokens - int(base_action_tokens) + n_act)
+    return dataclasses.replace(shape, tokens=tokens, n_params=shape.n_params + extra,
+                               extra_trainable=shape.extra_trainable + extra)
 
 
 def shape_from_module(model, *, tokens: int) -> ModelShape:

@@ -15,9 +15,11 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -34,9 +36,18 @@ from finetune.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from finetune.learning import LearningWatch
 from finetune.metrics import JsonlLogger, MetricLogger
-from finetune.presets import GiB, check_fits, estimate_memory, shape_from_folder, shape_from_module
+from finetune.presets import (
+    GiB,
+    check_fits,
+    estimate_memory,
+    head_shape,
+    shape_from_folder,
+    shape_from_module,
+)
 from finetune.run_config import (
+    CHECKPOINTS_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     NORM_STATS_FILE,
@@ -49,6 +60,7 @@ from finetune.run_config import (
     run_dir,
 )
 from recorder.errors import ConfigError, KnownError, ModelError
+from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
 
 
 class TrainingError(KnownError):
@@ -152,7 +164,8 @@ class FinetuneRecipe:
 
     def __init__(self, cfg: FinetuneConfig, home: Path, *, run_id: str | None = None, resume: bool = False,
                  logger: MetricLogger | None = None, stop_at_step: int | None = None,
-                 install_signal_handlers: bool = True) -> None:
+                 install_signal_handlers: bool = True,
+                 logger_factory: Callable[[Path], MetricLogger] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.home = Path(home)
@@ -162,6 +175,7 @@ class FinetuneRecipe:
         self.stop_at_step = stop_at_step
         self.install_signal_handlers = install_signal_handlers
         self._external_logger = logger
+        self._logger_factory = logger_factory  # run folder -> the logger this run owns (built on rank 0 only)
         self.logger: MetricLogger | None = None
         self.step = 0
         self.samples_seen = 0  # position in the data stream (global samples)
@@ -189,10 +203,18 @@ class FinetuneRecipe:
 
             check_quantize_supported("4bit", self.device, option="--4bit (QLoRA)")
             self.dtype = torch.bfloat16  # 4-bit layers compute in bf16; the rest of the model matches them
+        from finetune.head_setup import preflight, prepare_head
+
+        preflight(cfg, self.home, self.path, self.resume)  # the head's bad input, before the run folder exists
 
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.logger = self._external_logger or JsonlLogger(self.path / METRICS_FILE)
+            if self._external_logger is not None:
+                self.logger = self._external_logger
+            elif self._logger_factory is not None:
+                self.logger = self._logger_factory(self.path)
+            else:
+                self.logger = JsonlLogger(self.path / METRICS_FILE)
             self._write_pid()
         self._install_signals()
 
@@ -215,10 +237,14 @@ class FinetuneRecipe:
                 else:
                     drift["global_batch"] = (saved_global, now_global)
             self.resumed_world = int(saved.get("gpus", 1))
+            state = load_training_state(resume_ckpt)
+            # the steps after the checkpoint will run again: their old lines go, so each step is logged once
+            rewind = getattr(self.logger, "rewind", None)
+            if callable(rewind):
+                rewind(int(state["step"]))
             if drift:
                 self.emit({"event": "config_drift", "checkpoint": str(resume_ckpt),
                            "fields": {k: {"saved": a, "now": b} for k, (a, b) in drift.items()}})
-            state = load_training_state(resume_ckpt)
 
         # -- data first (the action size decides the model's head)
         from finetune.data import build_datasets
@@ -235,7 +261,7 @@ class FinetuneRecipe:
             vla = load_vla(cfg.model, dtype=self.dtype, device=load_device, quantize=quantize,
                            action_head=cfg.action_head, chunk_size=cfg.chunk_size, action_dim=action_dim,
                            n_images=len(cfg.cameras) or None,
-                           state_dim=state_dim if (cfg.use_state and cfg.action_head == "chunk") else None)
+                           state_dim=state_dim if (cfg.use_state and cfg.action_head in ("chunk", "flow")) else None)
         except KnownError:
             raise
         except (OSError, ValueError) as err:
@@ -243,14 +269,18 @@ class FinetuneRecipe:
         self.vla = vla
         norm_stats = None
         if resume_ckpt is not None:
-            norm_stats = json.loads((resume_ckpt / NORM_STATS_FILE).read_text())
+            from finetune.norm import load_norm_stats
+
+            norm_stats = load_norm_stats(resume_ckpt / NORM_STATS_FILE)
         data = build_datasets(self.home, cfg.dataset, cameras=cfg.cameras, n_images=int(getattr(vla, "n_images", 1)),
                               image_size=int(vla.image_size), chunk_size=int(getattr(vla, "chunk_size", cfg.chunk_size)),
                               val_fraction=cfg.val_fraction, seed=cfg.seed, augment=cfg.augment,
-                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats)
+                              use_state=cfg.use_state, transform=_PairTransform(vla.prepare), norm_stats=norm_stats,
+                              image_transform=getattr(vla, "image_transform", None))
         self.data = data
         self.norm_stats = data.norm_stats
         self.action_stats = data.norm_stats[cfg.dataset]["action"]
+        self.head_summary = prepare_head(vla, data, cfg, resume_ckpt)  # FAST: fit (or reload) the tokenizer
 
         # -- memory estimate, before anything big happens
         self.estimate = self._estimate_memory(vla)
@@ -280,16 +310,21 @@ class FinetuneRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.steps, cfg.lr_min_ratio))
         if state is not None:
-            if self._sharded():
-                dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
-            if state.get("scheduler") is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                if self._sharded():
+                    dist_util.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+                else:
+                    self.optimizer.load_state_dict(state["optimizer"])
+                if state.get("scheduler") is not None:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                self.best_val = (state.get("extra") or {}).get("best_val")
+                set_rng_state(state["rng"])
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+                raise ModelError(f"{resume_ckpt}: its training state does not fit this run "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}); "
+                                 "resume from an older checkpoint or start a new run") from None
             self.step = int(state["step"])
             self.samples_seen = int(state["samples_seen"])
-            self.best_val = state.get("extra", {}).get("best_val")
-            set_rng_state(state["rng"])
             self.last_checkpoint = resume_ckpt
 
         self._build_loaders()
@@ -307,22 +342,13 @@ class FinetuneRecipe:
                    "resumed_world": getattr(self, "resumed_world", None), "steps": cfg.steps, "resumed_from": str(resume_ckpt) if resume_ckpt else None,
                    "train_episodes": len(data.train_episode_ids), "val_episodes": len(data.val_episode_ids),
                    "train_samples": len(data.train), "cameras": data.cameras, "trainable_params": self.n_trainable,
-                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary()}, step=self.step)
+                   "memory": self.estimate.to_dict(), "memory_summary": self.estimate.summary(),
+                   "action_head": cfg.action_head, "head": self.head_summary}, step=self.step)
 
     def _peek_dims(self) -> tuple[int, int | None]:
-        from finetune.data import list_episodes
-        from recorder.store import Store
+        from finetune.data import first_episode_lowdim
 
-        store = Store.open(self.home)
-        try:
-            infos = list_episodes(store, self.cfg.dataset)
-            reader = store.open_episode(infos[0].id)
-            try:
-                low = reader.lowdim()
-            finally:
-                reader.close()
-        finally:
-            store.close()
+        infos, low = first_episode_lowdim(self.home, self.cfg.dataset)
         if "action" not in low:
             raise ModelError(f"episode {infos[0].id} of {self.cfg.dataset!r} has no action stream")
         actions = np.asarray(low["action"])
@@ -342,6 +368,11 @@ class FinetuneRecipe:
                 patches = (int(vla.image_size) // 14) ** 2 * n_images
                 tokens = patches + 30 + int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
             shape = shape_from_module(vla, tokens=int(tokens))
+            base_tokens = int(vla.action_dim) * int(getattr(vla, "chunk_size", 1))
+        else:
+            base_tokens = 7  # shape_from_folder counts 7 action tokens
+        shape = head_shape(shape, cfg.action_head, int(getattr(vla, "chunk_size", 1)), int(vla.action_dim),
+                           base_action_tokens=base_tokens)
         lean = not cfg.lora_include_vision
         if cfg.lora_targets == "all-linear" and hasattr(vla, "lora_target_modules"):
             # the exact LoRA size of the targets this run will adapt (the towers only with lora_include_vision)
@@ -428,7 +459,8 @@ class FinetuneRecipe:
                 "chunk_size": int(getattr(vla, "chunk_size", self.cfg.chunk_size)), "action_dim": int(vla.action_dim),
                 "image_size": int(vla.image_size), "cameras": list(self.data.cameras), "dataset": self.cfg.dataset,
                 "unnorm_key": self.cfg.dataset, "center_crop": bool(self.cfg.augment), "use_state": self.cfg.use_state,
-                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha}
+                "lora_rank": self.cfg.lora_rank, "lora_alpha": self.cfg.lora_alpha,
+                "head_config": {k: v for k, v in vla.head_config().items() if k.startswith(("flow_", "fast_"))}}
 
     # ------------------------------------------------------------------ store index
 
@@ -466,7 +498,19 @@ class FinetuneRecipe:
 
     def emit(self, payload: dict, step: int | None = None) -> None:
         if self.logger is not None:
-            self.logger.log_dict(payload, self.step if step is None else step)
+            try:
+                self.logger.log_dict(payload, self.step if step is None else step)
+            except OSError as err:
+                if not is_disk_full(err, self.path):
+                    raise
+                if getattr(self, "_disk_full", False):
+                    return  # reported once already; the events that follow (error, warning) cannot be written
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+
+    def _disk_full_error(self, _err: BaseException | None = None):
+        need = sum(p.stat().st_size for p in (self.last_checkpoint or self.path).rglob("*") if p.is_file())
+        return disk_full_error(self.path, need, f"'vla-studio --home {self.home} finetune --resume {self.run_id}'")
 
     def _write_pid(self) -> None:
         start = process_start_time(os.getpid()) or time.time()
@@ -500,6 +544,7 @@ class FinetuneRecipe:
         global_batch = cfg.batch_size * self.dist.world
         t_last, samples_since, step_times = time.perf_counter(), 0, []
         status = "done"
+        self.learning = LearningWatch(lr=cfg.lr)  # flags a run whose loss / val L1 stays flat
         while self.step < cfg.steps:
             if dist_util.broadcast_flag(self._stop_signal is not None, self.dist, self.device):
                 status = "cancelled"
@@ -540,6 +585,7 @@ class FinetuneRecipe:
                 self.emit({"event": "train", "loss": loss_mean, "lr": lr, "samples_per_s": sps,
                            "gpu_mem_gb": self._gpu_mem(), "eta_s": eta, "samples_seen": self.samples_seen,
                            "epoch": self.samples_seen / max(1, len(self.data.train))})
+                self._watch(self.learning.on_train(self.step, loss_mean))
                 t_last, samples_since = now, 0
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step != cfg.steps:
                 self.evaluate()
@@ -629,7 +675,14 @@ class FinetuneRecipe:
             self.best_val = result["val_loss"]
         self.last_eval = result
         self.emit({"event": "eval", **result, "best_val": self.best_val})
+        watch = getattr(self, "learning", None)
+        if watch is not None:
+            self._watch(watch.on_eval(self.step, result))
         return result
+
+    def _watch(self, warning: dict | None) -> None:
+        if warning is not None and self.dist.is_main:
+            self.emit(warning)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -646,10 +699,19 @@ class FinetuneRecipe:
             return None
         metrics = {"step": self.step, "best_val": self.best_val}
         metrics.update({k: v for k, v in (getattr(self, "last_eval", None) or {}).items() if v is not None})
-        path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, samples_seen=self.samples_seen, norm_stats=self.norm_stats,
-                               config=self.cfg.to_dict(), model_info=self.model_info(),
-                               extra={"best_val": self.best_val}, **gathered)
+        try:
+            path = save_checkpoint(self.path, self.step, model=self.model, optimizer=self.optimizer,
+                                   scheduler=self.scheduler, samples_seen=self.samples_seen,
+                                   norm_stats=self.norm_stats, config=self.cfg.to_dict(),
+                                   model_info=self.model_info(), extra={"best_val": self.best_val},
+                                   extra_files=self.vla.head.files(), **gathered)
+        except BaseException as err:
+            for partial in (self.path / CHECKPOINTS_DIR).glob(".*.partial"):  # a half-written step folder
+                shutil.rmtree(partial, ignore_errors=True)
+            if is_disk_full(err, self.path) or free_bytes(self.path) < MIN_FREE_BYTES:
+                self._disk_full = True
+                raise self._disk_full_error(err) from None
+            raise
         self.last_checkpoint = path
         try:
             self._open_store().add_checkpoint(self.run_id, self.step, path, metrics)
@@ -675,7 +737,10 @@ class FinetuneRecipe:
             self._store.close()
             self._store = None
         if self.logger is not None and self._external_logger is None:
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError:  # a full disk: the lines that could be written are in the file
+                pass
         if hasattr(self, "dist"):
             dist_util.destroy(self.dist)
 
@@ -713,7 +778,7 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     """Merge a run's LoRA adapter into its base model and save a standalone model folder."""
     from peft import PeftModel
 
-    from finetune.checkpoint import ADAPTER_DIR, resolve_checkpoint
+    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim, resolve_checkpoint
     from finetune.models import load_vla
 
     src = Path(run_id_or_path)
@@ -728,17 +793,15 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
-    norm_stats = json.loads((ckpt / NORM_STATS_FILE).read_text())
+    from finetune.norm import load_norm_stats
+
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
     # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
     # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
     cams = info.get("cameras") or cfg.cameras
     head = info.get("action_head", cfg.action_head)
-    use_state = info.get("use_state", cfg.use_state)
-    state_dim = None
-    if use_state and head == "chunk":
-        key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
-        prop = norm_stats.get(key, {}).get("proprio")
-        state_dim = len(prop["q01"]) if prop else None
+    info.setdefault("use_state", cfg.use_state)
+    key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
     torch.manual_seed(cfg.seed)
     # a QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same way,
     # on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
@@ -749,8 +812,10 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         check_quantize_supported("4bit", "cuda", option="exporting a --4bit (QLoRA) run")
     vla = load_vla(cfg.model, dtype=torch.bfloat16 if qlora else torch.float32, device="cuda" if qlora else "cpu",
                    action_head=head, chunk_size=int(info.get("chunk_size") or cfg.chunk_size),
-                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None, state_dim=state_dim,
-                   norm_stats=norm_stats, quantize="4bit" if qlora else None)
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None,
+                   state_dim=checkpoint_state_dim(info, norm_stats, key), norm_stats=norm_stats,
+                   quantize="4bit" if qlora else None, head_config=info.get("head_config"),
+                   head_dir=ckpt if head == "fast" else None)
     if qlora:
         from finetune.models.quant import dequantize_llm
 

@@ -9,7 +9,7 @@ Run folder (``<store root>/runs/<run-id>/``)::
     norm_stats.json      OpenVLA-form statistics of the training episodes
     pid                  "<pid> <start-time>" while a process trains this run
     stdout.log / stderr.log   what the process printed (when the studio launched it detached)
-    checkpoints/<step>/{adapter/, training_state.pt, norm_stats.json, config.json}
+    checkpoints/<step>/{adapter/, training_state.{json,safetensors}, norm_stats.json, config.json}
     checkpoints/last     a text file naming the newest complete step folder
 """
 
@@ -34,6 +34,14 @@ STDERR_FILE = "stderr.log"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_FILE = "last"
 
+# The action heads a run can train (finetune/models/action_heads.py), with the one line the Fine-tune tab shows.
+ACTION_HEADS = {
+    "tokens": "OpenVLA: 256 bins per action dimension as LLM tokens, decoded one token at a time",
+    "chunk": "OpenVLA-OFT: a K x D chunk in one pass from learned queries, trained with L1",
+    "flow": "pi0: a small action expert on the prefix denoises the chunk in 10 flow-matching steps",
+    "fast": "pi0-FAST: DCT + BPE tokens fitted on your chunks; few tokens per smooth chunk",
+}
+
 
 @dataclass
 class FinetuneConfig:
@@ -49,7 +57,7 @@ class FinetuneConfig:
     decode_block: int = 1  # shuffle blocks of K consecutive ticks (decode locality, see StreamSampler); 1 = full shuffle
     # -- model
     model: str = "tiny"  # base model: a local folder, a hub id, or "tiny" (the built-in tiny model)
-    action_head: str = "tokens"  # "tokens" (OpenVLA bins) or "chunk" (continuous chunk head trained with L1)
+    action_head: str = "tokens"  # one of ACTION_HEADS: tokens (bins), chunk (L1 chunk), flow (pi0), fast (FAST tokens)
     chunk_size: int = 1  # K: action steps predicted per sample
     quantize_4bit: bool = False  # QLoRA: base weights in 4-bit NF4 (bitsandbytes, CUDA only)
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp32"
@@ -94,8 +102,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if not self.dataset:
             raise ConfigError("no dataset given: pass --dataset NAME (see `vla-studio datasets list`)")
-        if self.action_head not in ("tokens", "chunk"):
-            raise ConfigError(f"--action-head {self.action_head!r} is not known: use tokens or chunk")
+        if self.action_head not in ACTION_HEADS:
+            raise ConfigError(f"--action-head {self.action_head!r} is not known: use {', '.join(ACTION_HEADS)}")
         for name in ("steps", "batch_size", "grad_accum", "chunk_size", "lora_rank", "gpus"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
@@ -115,6 +123,26 @@ class FinetuneConfig:
 # Fields whose change on resume changes what is trained: they produce a drift notice.
 RESUME_NEUTRAL = {"eval_every", "save_every", "log_every", "eval_batches", "gpus", "preset", "checkpoint_layers",
                   "sharding"}
+
+
+def check_model_spec(path_or_id: str | Path) -> Path | None:
+    """Check a base-model spelling without loading anything (no torch): ``"tiny"`` and a hub id give None,
+    an existing local folder gives its path; a missing folder or a file is a ModelError naming it."""
+    from recorder.errors import ModelError
+
+    s = str(path_or_id).strip()
+    if s == "tiny":
+        return None
+    if not s:
+        raise ModelError("no base model given: pass a model folder, 'tiny', or a hub id like openvla/openvla-7b")
+    p = Path(s).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{p}: not a folder; pass an OpenVLA model folder, a checkpoint folder or a hub id")
+        return p
+    if s.count("/") != 1 or s.startswith((".", "/", "~")):
+        raise ModelError(f"{s}: no such folder; pass an existing model folder, 'tiny', or a hub id like openvla/openvla-7b")
+    return None
 
 
 def config_drift(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -155,12 +183,33 @@ def run_dir(home: Path, run_id: str) -> Path:
     return runs_root(home) / run_id
 
 
-def read_config(path: Path) -> FinetuneConfig:
+def read_json_object(path: Path, *, fix: str, error: type[Exception] = ConfigError) -> dict:
+    """A JSON file that must hold an object -> the dict; anything else (missing, unreadable, not UTF-8, not
+    JSON, not an object) -> one ``error`` line naming the file, what is wrong with it and ``fix``."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the run config ({err}); is this a run folder?") from None
-    return FinetuneConfig.from_dict(data.get("config", data))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing; {fix}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err}); {fix}") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a text (UTF-8) file (byte {err.start}); the file is damaged; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); {fix}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply; {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found a {type(data).__name__}; {fix}")
+    return data
+
+
+def read_config(path: Path) -> FinetuneConfig:
+    data = read_json_object(path, fix="is this a run folder?")
+    cfg = data.get("config", data)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: \"config\" is not a JSON object; is this a run folder?")
+    return FinetuneConfig.from_dict(cfg)
 
 
 def last_checkpoint(run_path: Path) -> Path | None:
@@ -209,3 +258,78 @@ def pid_alive(run_path: Path) -> int | None:
     except Exception:  # noqa: BLE001
         return None
     return pid
+
+
+# ----------------------------------------------------------------------------- status and re-indexing
+
+#: the last event of metrics.jsonl -> the run's status once its process is gone
+_END_STATUS = {"done": "done", "cancelled": "cancelled", "error": "failed"}
+
+
+def effective_status(status: str, run_path: Path) -> str:
+    """The status to show: a run the index says is ``running`` but whose process is gone (killed, power
+    loss, a full disk that stopped it before it could say so) is ``interrupted``."""
+    if status == "running" and pid_alive(run_path) is None:
+        return "interrupted"
+    return status
+
+
+def folder_status(run_path: Path) -> tuple[str, dict]:
+    """(status, last end event) of a run folder, from its pid file and metrics.jsonl."""
+    from finetune.metrics import read_events
+
+    if pid_alive(run_path) is not None:
+        return "running", {}
+    events = read_events(Path(run_path) / METRICS_FILE)
+    ends = [e for e in events if e.get("event") in _END_STATUS]
+    if ends and ends[-1] is events[-1]:
+        return _END_STATUS[ends[-1]["event"]], ends[-1]
+    return "interrupted", {}
+
+
+def step_folders(run_path: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoint folders of a run, (step, folder) in step order (``.partial`` ones left out)."""
+    ckpts = Path(run_path) / CHECKPOINTS_DIR
+    if not ckpts.is_dir():
+        return []
+    out = []
+    for p in ckpts.iterdir():
+        if p.is_dir() and p.name.isdigit() and (p / CONFIG_FILE).is_file():
+            out.append((int(p.name), p))
+    return sorted(out)
+
+
+def reindex_runs(store) -> list[str]:
+    """Register in ``store``'s index every run folder under ``runs/`` it does not know (after the index was
+    rebuilt), with its checkpoints and status. Returns the run ids added."""
+    from datetime import UTC, datetime
+
+    from finetune.metrics import read_events
+
+    root = runs_root(store.root)
+    if not root.is_dir():
+        return []
+    known = {r.run_id for r in store.runs()}
+    added = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or folder.name in known or not (folder / CONFIG_FILE).is_file():
+            continue
+        try:
+            cfg = read_config(folder / CONFIG_FILE)
+        except ConfigError:
+            continue
+        status, end = folder_status(folder)
+        store.add_run(folder.name, cfg.dataset or None, cfg.model, cfg.to_dict(), folder)
+        saved = {}
+        for e in read_events(folder / METRICS_FILE):
+            if e.get("event") == "checkpoint" and e.get("path"):
+                saved[Path(e["path"]).name] = {k: v for k, v in e.items() if k not in ("event", "path", "time")}
+        for step, ck in step_folders(folder):
+            store.add_checkpoint(folder.name, step, ck, saved.get(ck.name) or {"step": step})
+        finished = None
+        if status != "running":
+            finished = datetime.fromtimestamp((folder / METRICS_FILE).stat().st_mtime, UTC) \
+                if (folder / METRICS_FILE).is_file() else None
+        store.update_run(folder.name, status=status, best_metric=end.get("best_val"), finished_at=finished)
+        added.append(folder.name)
+    return added

@@ -12,7 +12,6 @@ CUDA graph and replayed on later calls.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,10 @@ __all__ = ["Policy", "PolicyOutput", "load_policy"]
 @dataclass
 class PolicyOutput:
     actions: np.ndarray  # (K, D) float32, real units
-    confidence: np.ndarray | None  # (K,) mean max-probability of the action tokens (token head), else None
+    confidence: np.ndarray | None  # (K,) in [0, 1]: token/fast heads mean max-probability, flow 1 - spread; chunk None
     latency_s: float
     normalized: np.ndarray | None = None  # (K, D) in [-1, 1], as the model predicted them
+    held: bool = False  # the head's output was not a valid chunk (FAST): this is a hold-still chunk instead
 
 
 class Policy:
@@ -55,6 +55,8 @@ class Policy:
         self.checkpoint_id = checkpoint_id
         self.center_crop = bool(center_crop)
         self.source = source
+        self.undecodable = 0  # predictions replaced by a hold-still chunk (shown by the rollout tab)
+        self._last_actions: np.ndarray | None = None
 
     @property
     def action_dim(self) -> int:
@@ -71,10 +73,12 @@ class Policy:
     def _preprocess(self, img: np.ndarray) -> np.ndarray:
         """The evaluation twin of the training pipeline (finetune.data.prepare_image): a centred 0.9-area crop
         when the run trained with random crops, then the same cv2 resize to the model's input size, so the
-        policy sees at rollout exactly what it saw in training (no resize-kernel skew)."""
+        policy sees at rollout exactly what it saw in training (no resize-kernel skew). A published base model
+        brings OpenVLA's own preprocessing (``vla.image_transform``), in training and here alike."""
         from finetune.data import prepare_image
 
-        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop)
+        return prepare_image(img, int(self.vla.image_size), None, augment=False, crop=self.center_crop,
+                             transform=getattr(self.vla, "image_transform", None))
 
     def predict(self, images: dict[str, np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyOutput:
         import torch
@@ -91,12 +95,44 @@ class Policy:
             st = np.asarray(state, dtype=np.float32)
         batch = self.vla.collate([self.vla.prepare(imgs, instruction, None, st)])
         with torch.inference_mode():
-            norm, conf = self.vla.predict(batch)
-        norm_np = norm[0].float().cpu().numpy()
+            pred = self.vla.predict_chunk(batch)
+        norm_np = pred.actions[0].float().cpu().numpy()
         actions = self.action_normalizer.unnormalize(norm_np)
-        conf_np = conf[0].float().cpu().numpy() if conf is not None else None
+        conf_np = pred.confidence[0].float().cpu().numpy() if pred.confidence is not None else None
+        held = pred.valid is not None and not bool(pred.valid[0])
+        if held:
+            self.undecodable += 1
+            actions = self.hold_still(state)
+        self._last_actions = actions
         return PolicyOutput(actions=actions.astype(np.float32), confidence=conf_np,
-                            latency_s=time.perf_counter() - t0, normalized=norm_np)
+                            latency_s=time.perf_counter() - t0, normalized=norm_np, held=held)
+
+    def hold_still(self, state: np.ndarray | None) -> np.ndarray:
+        """A (K, D) chunk in real units that keeps the arm where it is: the measured state when it has the
+        action's size (joint-position actions), else the last action sent, else the middle of the range."""
+        K, D = self.chunk_size, self.action_dim
+        if state is not None and np.asarray(state).reshape(-1).shape[0] == D:
+            return np.tile(np.asarray(state, np.float32).reshape(1, D), (K, 1))
+        if self._last_actions is not None:
+            return np.tile(self._last_actions[-1:], (K, 1)).astype(np.float32)
+        return self.action_normalizer.unnormalize(np.zeros((K, D), np.float32)).astype(np.float32)
+
+    def unnormalize(self, normalized: np.ndarray, unnorm_key: str | None = None) -> np.ndarray:
+        """``PolicyOutput.normalized`` -> real units in float64, OpenVLA's ``predict_action`` arithmetic exactly
+        (token head: the exact bin centres), with the statistics of ``unnorm_key`` (default: the policy's)."""
+        from .norm import Normalizer, select_stats
+
+        x = np.asarray(normalized, dtype=np.float64)
+        if self.action_head == "tokens":
+            x = self.vla.action_tokenizer.snap(x)
+        if unnorm_key is None or unnorm_key == self.unnorm_key:
+            normalizer = self.action_normalizer
+        else:
+            normalizer = Normalizer(select_stats(self.norm_stats, unnorm_key, "action"))
+        if normalizer.dim != x.shape[-1]:
+            raise ModelError(f"policy {self.source}: statistics {unnorm_key!r} have {normalizer.dim} action dims, "
+                             f"the model predicts {x.shape[-1]}")
+        return normalizer.unnormalize(x, dtype=np.float64)
 
     def warmup(self, image_shape=(224, 224, 3), instruction: str = "do something") -> float:
         """One call on a blank frame (captures the CUDA graph for this prompt length); returns its latency."""
@@ -105,12 +141,14 @@ class Policy:
 
 
 def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bool = True, compile_decode: bool = True,
-                unnorm_key: str | None = None, checkpoint_id: int | None = None, quantize: str | None = None) -> Policy:
+                unnorm_key: str | None = None, checkpoint_id: int | None = None, quantize: str | None = None,
+                action_head: str | None = None) -> Policy:
     """A training checkpoint (``runs/<id>/checkpoints/<step>/`` or the run folder: base model named in its
     config.json + ``adapter/`` + ``norm_stats.json``) or a merged model folder (config.json with norm_stats,
     model.safetensors) -> a ready Policy. ``fast`` (GPU only) fuses q/k/v and gate/up weights and captures each
     action step as a CUDA graph; ``compile_decode`` also torch.compiles the per-layer decode step (one-time
-    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails).
+    compile + autotune on the first call, ~20-60 s; falls back to eager if compiling fails). ``action_head``:
+    the head the caller expects (a ModelError naming the checkpoint's head when it has another).
 
     ``quantize`` (CUDA + bitsandbytes): "4bit" / "8bit" load the LLM quantized (small cards), "none" in the model
     dtype; None (default) runs a checkpoint as it was trained: a QLoRA (--4bit) run on its 4-bit base with the
@@ -133,28 +171,32 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
 
         ckpt = resolve_checkpoint(path)
     if (ckpt / "adapter").is_dir():
-        try:
-            meta = json.loads((ckpt / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{ckpt}/config.json: unreadable ({exc}); the checkpoint is incomplete") from None
-        info = dict(meta.get("model") or {})
-        run_cfg = dict(meta.get("config") or {})
+        from .checkpoint import read_checkpoint_config
+
+        meta = read_checkpoint_config(ckpt)
+        info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+        if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+            raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                             "the checkpoint is damaged, pick another one")
+        info, run_cfg = dict(info), dict(run_cfg)
         base = info.get("base_model") or run_cfg.get("model")
         if not base:
             raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
+        from .checkpoint import checkpoint_state_dim
+
         norm_stats = load_norm_stats(ckpt / "norm_stats.json")
         cams = info.get("cameras") or run_cfg.get("cameras") or None
-        state_dim = None
-        if info.get("use_state") and info.get("action_head") == "chunk":
-            key = info.get("unnorm_key") or next(iter(norm_stats))
-            prop = norm_stats.get(key, {}).get("proprio")
-            state_dim = len(prop["q01"]) if prop else None
+        head = info.get("action_head")
+        if action_head and (head or "tokens") != action_head:
+            raise ModelError(f"{ckpt}: this checkpoint was trained with the {head or 'tokens'} head and has no "
+                             f"{action_head} head; pick a run fine-tuned with --action-head {action_head}")
         trained_4bit = bool(run_cfg.get("quantize_4bit"))
         q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
-        vla = load_vla(base, dtype=dtype, device=device, action_head=info.get("action_head"),
+        vla = load_vla(base, dtype=dtype, device=device, action_head=head,
                        chunk_size=int(info.get("chunk_size") or 8), action_dim=info.get("action_dim"),
-                       n_images=len(cams) if cams else None, state_dim=state_dim, norm_stats=norm_stats,
-                       quantize=q or ("4bit" if trained_4bit else None))
+                       n_images=len(cams) if cams else None, state_dim=checkpoint_state_dim(info, norm_stats),
+                       norm_stats=norm_stats, quantize=q or ("4bit" if trained_4bit else None),
+                       head_config=info.get("head_config"), head_dir=ckpt if head == "fast" else None)
         if trained_4bit and not q:
             from .models.quant import dequantize_llm
 
@@ -179,7 +221,8 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         center_crop = bool(info.get("center_crop", False))
         source = str(ckpt)
     else:
-        vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize)
+        vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize,
+                       action_head=action_head, require_trained_head=True)
         norm_stats = vla.norm_stats
         sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
         if not norm_stats and sidecar is not None and sidecar.exists():
@@ -187,7 +230,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         cams, center_crop = None, False
         extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
         if extra is not None and extra.exists():
-            info = json.loads(extra.read_text()).get("model", {})
+            from .run_config import read_json_object
+
+            info = read_json_object(extra, error=ModelError, fix="re-export the model").get("model") or {}
+            if not isinstance(info, dict):
+                raise ModelError(f"{extra}: \"model\" is not a JSON object; re-export the model")
             cams, center_crop = info.get("cameras"), bool(info.get("center_crop", False))
             unnorm_key = unnorm_key or info.get("unnorm_key")
         if not norm_stats:

@@ -52,6 +52,13 @@ class ActionTokenizer:
         idx = np.clip(self.vocab_size - ids - 1, 0, self.bin_centers.shape[0] - 1)
         return self.bin_centers[idx].astype(np.float32)
 
+    def snap(self, normalized) -> np.ndarray:
+        """Decoded actions (float32, as :meth:`decode` / :meth:`decode_torch` give them) -> the exact float64
+        bin centres they stand for (OpenVLA's ``predict_action`` works in float64)."""
+        x = np.asarray(normalized, dtype=np.float64)
+        idx = np.abs(x[..., None] - self.bin_centers).argmin(axis=-1)
+        return self.bin_centers[idx]
+
     def decode_torch(self, token_ids):
         """Torch version of :meth:`decode` that stays on the tensor's device."""
         import torch

@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from recorder.errors import DatasetError
+from recorder.store.lowdim import is_bookkeeping
 
 SPLIT_PREFIX = "split:"
 TRAIN_TAG = "split:train"
 VAL_TAG = "split:val"
 LIVE = ("complete", "recovered")
-_BOOKKEEPING = ("index", "t")
-_BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 
 
 def visible_tags(tags: Iterable[str]) -> list[str]:
@@ -154,12 +153,8 @@ def _signature(info) -> dict:
     return {
         "fps": float(info.fps),
         "cameras": {name: (int(s.width), int(s.height)) for name, s in info.cameras.items()},
-        "lowdim": {k: tuple(s.shape) for k, s in (info.lowdim or {}).items() if not _bookkeeping(k)},
+        "lowdim": {k: tuple(s.shape) for k, s in (info.lowdim or {}).items() if not is_bookkeeping(k)},
     }
-
-
-def _bookkeeping(key: str) -> bool:
-    return key in _BOOKKEEPING or key.startswith(_BOOKKEEPING_PREFIXES)
 
 
 def describe_difference(a_name: str, a: dict, b_name: str, b: dict) -> str | None:
@@ -210,7 +205,7 @@ def copy_episode(store, info, dataset: str, progress: Callable[[], None] | None 
         cams = {name: CameraSpec(width=s.width, height=s.height, codec=s.codec, gop=s.gop,
                                  queue_size=max(64, s.queue_size))
                 for name, s in reader.cameras.items()}
-        values = {k: np.asarray(v) for k, v in lowdim.items() if not _bookkeeping(k)}
+        values = {k: np.asarray(v) for k, v in lowdim.items() if not is_bookkeeping(k)}
         shapes = {k: tuple(v.shape[1:]) or (1,) for k, v in values.items()}
         w = store.begin_episode(dataset=dataset, task=info.task, fps=info.fps, rig=dict(info.rig or {}),
                                 source=info.source, cameras=cams, lowdim=shapes,
@@ -222,7 +217,8 @@ def copy_episode(store, info, dataset: str, progress: Callable[[], None] | None 
                 ts = {cam: float(lowdim.get(f"ts.{cam}", t)[i]) for cam in cams}
                 _wait_for_room(w)
                 w.add_tick(t=float(t[i]), frames=frames, timestamps=ts,
-                           values={k: v[i].reshape(shapes[k]) for k, v in values.items()})
+                           values={k: v[i].reshape(shapes[k]) for k, v in values.items()},
+                           stale={cam: bool(lowdim[f"stale.{cam}"][i]) for cam in cams})
                 if progress is not None:
                     progress()
             for seg in info.segments or ():

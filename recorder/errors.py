@@ -52,3 +52,9 @@ class DatasetError(KnownError):
 
 class ModelError(KnownError):
     """A model folder or checkpoint cannot be loaded or used."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` (often a library's multi-line exception message) as one line of at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -61,6 +61,8 @@ class OpenLoopResult:
     mae_per_joint: np.ndarray | None = None  # (D,) pooled over all evaluated ticks
     mae_by_horizon: np.ndarray | None = None  # (K,) error of chunk row j vs the action recorded j ticks later
     mean_latency_s: float = 0.0
+    action_head: str | None = None  # the policy's action head (tokens / chunk / flow / fast), when it says
+    held_chunks: int = 0  # predictions that were not a valid chunk (FAST) and were replaced by a hold-still chunk
 
     @property
     def mae(self) -> float:
@@ -73,6 +75,8 @@ class OpenLoopResult:
         for name, v in zip(self.joint_names, self.mae_per_joint if self.mae_per_joint is not None else []):
             lines.append(f"{name:<16}{v:>10.3f}")
         lines.append(f"{'mean':<16}{self.mae:>10.3f}")
+        if self.held_chunks:
+            lines.append(f"held still (undecodable chunks): {self.held_chunks}")
         return "\n".join(lines)
 
 
@@ -95,7 +99,7 @@ def evaluate_open_loop(policy, store, *, dataset: str | None = None, episode_ids
     K, D = int(policy.chunk_size), int(policy.action_dim)
     joint_names: list[str] = []
     result = OpenLoopResult(checkpoint_id=checkpoint_name(policy), dataset=dataset,
-                            joint_names=joint_names)
+                            joint_names=joint_names, action_head=getattr(policy, "action_head", None))
     horizon_err = np.zeros((K, D))
     horizon_n = np.zeros((K, D))
     for n_ep, info in enumerate(infos):
@@ -131,6 +135,7 @@ def evaluate_open_loop(policy, store, *, dataset: str | None = None, episode_ids
                 k = min(K, a.shape[0])
                 chunks[j, :k] = a[:k]
                 lat[j] = float(out.latency_s)
+                result.held_chunks += int(bool(getattr(out, "held", False)))
                 for h in range(k):
                     if t + h < T:
                         horizon_err[h] += np.abs(a[h] - actions[t + h])

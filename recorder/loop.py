@@ -8,6 +8,11 @@ capture timestamp. Each section is timed, late ticks are counted, and every loss
 - a *stale* frame is one whose camera frame index did not advance since the last tick (the camera
   is slower than the loop); it is still written (the held frame), counted per camera, reported in
   every ``TickInfo`` and stored with the episode as ``stale.<camera>`` segments;
+- a frame captured before ``cfg.fresh_after`` (the moment the scene was reset for this episode) is
+  stale too: it shows the scene from before the reset. The loop first waits (up to
+  ``frame_timeout_s``) for every camera to deliver a frame captured after it, so frame 0 and state 0
+  are of the same moment; a camera that cannot is written, flagged and counted;
+- every written tick carries a per-camera ``stale`` flag (the store's ``stale.<cam>`` column);
 - a *dropped* frame is one the writer's bounded encoder queue refused; the store counts and marks
   it, the loop reports the counts.
 
@@ -91,6 +96,8 @@ class LoopConfig:
     frame_timeout_s: float = 1.0  # how long read_latest may wait for a camera's first frame
     observation_keys: tuple[str, ...] = ("observation.state",)  # observation entries written per tick
     start_tick: int = 0  # tick numbering offset (continuing an episode across loop calls)
+    #: time.monotonic() of a scene reset just before this episode: older frames are stale (see module doc)
+    fresh_after: float | None = None
 
 
 @dataclass
@@ -173,6 +180,11 @@ def run_episode(
     written = 0
     tick = 0
 
+    if cfg.fresh_after is not None:
+        try:
+            wait_for_fresh_frames(cameras, cfg.fresh_after, cfg.frame_timeout_s)
+        except DeviceError as err:
+            return _empty_result("fault", err, names)
     t_begin = timer.start()
     t_tick = t_begin
     while True:
@@ -194,8 +206,11 @@ def run_episode(
         except DeviceError as err:
             reason, error = "fault", err
             break
+        is_stale = {}
         for n, pkt in frames.items():
-            if last_index[n] is not None and pkt.index == last_index[n]:
+            is_stale[n] = bool((last_index[n] is not None and pkt.index == last_index[n])
+                               or (cfg.fresh_after is not None and pkt.timestamp < cfg.fresh_after))
+            if is_stale[n]:
                 stale[n] += 1
                 if stale_run_start[n] is None:
                     stale_run_start[n] = abs_tick
@@ -246,6 +261,7 @@ def run_episode(
                     frames={n: p.image for n, p in frames.items()},
                     timestamps={n: p.timestamp for n, p in frames.items()},
                     values=values,
+                    stale=is_stale,
                 )
             except OSError as err:  # disk full, I/O error: keep what was written
                 reason, error = "fault", err
@@ -303,6 +319,26 @@ def run_episode(
         error=error,
         estop_tick=estop_tick,
     )
+
+
+def wait_for_fresh_frames(cameras: dict, after: float, timeout: float) -> bool:
+    """Wait until every camera's latest frame was captured at or after ``after`` (time.monotonic());
+    False when one still is not within ``timeout`` (its frame is then stale)."""
+    deadline = time.monotonic() + timeout
+    for cam in cameras.values():
+        while cam.read_latest(timeout=timeout).timestamp < after:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+    return True
+
+
+def _empty_result(reason: str, error: BaseException | None, names) -> LoopResult:
+    zero = {n: 0 for n in names}
+    return LoopResult(ticks=0, written=0, reason=reason, duration_s=0.0, late_ticks=0, jitter_p99_ms=0.0,
+                      jitter_max_ms=0.0, stale=dict(zero), dropped=dict(zero),
+                      timings_mean_ms={s: 0.0 for s in SECTIONS}, timings_p99_ms={s: 0.0 for s in SECTIONS},
+                      error=error)
 
 
 def _mark(writer, kind: str, start: int, end: int) -> None:

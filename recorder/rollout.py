@@ -28,6 +28,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -150,6 +151,7 @@ class PolicyTick:
     path_px: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (K, 2) pixel path of the chunk
     held_ticks: int = 0
     inferences: int = 0
+    undecodable: int = 0  # inferences whose output was no valid chunk (FAST): executed as hold-still chunks
 
 
 def match_cameras(policy_cameras: list[str], rig_cameras: list[str]) -> dict[str, str]:
@@ -262,6 +264,7 @@ class PolicySource:
         self._generation = 0  # bumped at each takeover: inference asked before it is dropped
         self.held_ticks = 0
         self.inferences = 0
+        self.undecodable = 0
         self.segments: list[tuple[str, int, int]] = []  # (kind, start tick, end tick) closed segments
         self._takeover_start: int | None = None
         self.estop_tick: int | None = None
@@ -296,6 +299,7 @@ class PolicySource:
             raise ModelError(f"policy returned actions with {actions.shape[-1]} dims; the rig has {self.D} joints")
         self.scheduler.add(start, actions, getattr(out, "confidence", None), float(out.latency_s), now=now)
         self.inferences += 1
+        self.undecodable += int(bool(getattr(out, "held", False)))
         lat = float(out.latency_s)
         self._latency_ema = lat if self._latency_ema is None else 0.7 * self._latency_ema + 0.3 * lat
 
@@ -415,7 +419,7 @@ class PolicySource:
                                  None if held else np.asarray(action, np.float32),
                                  None if cur is None or cur.confidence is None else np.asarray(cur.confidence),
                                  cur.latency_s if cur is not None else 0.0, held, False, False, paths,
-                                 self.held_ticks, self.inferences))
+                                 self.held_ticks, self.inferences, self.undecodable))
         return self._step(self._last_goal, "policy", extras)
 
     def _halt(self, state: np.ndarray, tick: int, extras: dict):
@@ -504,7 +508,9 @@ class RolloutConfig:
     episodes: int = 1  # how many episodes
     fps: float = 30.0  # control rate
     max_seconds: float = 20.0  # longest episode
-    dataset: str = "rollouts"  # store dataset the episodes go into
+    #: store dataset the episodes go into; None: "rollouts", or "rollouts-<size>" when "rollouts" holds
+    #: episodes of another shape (see rollout_dataset). A named dataset that does not fit is refused.
+    dataset: str | None = None
     seed: int | None = 0  # sim: episode i is reset with seed + i (None: random)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     stop_on_success_ticks: int = 10  # end an episode once the task detector says success this many ticks running
@@ -531,11 +537,59 @@ class RolloutResult:
     inferences: int = 0
     safety_counts: dict = field(default_factory=dict)
     estopped: bool = False
+    dataset: str = ""  # the store dataset the episodes went into
 
     @property
     def success_rate(self) -> float | None:
         labelled = [s for s in self.successes if s is not None]
         return sum(labelled) / len(labelled) if labelled else None
+
+    def per_task(self) -> dict[str, tuple[int, int]]:
+        """Task instruction -> (successes, labelled episodes), in the order the tasks first came."""
+        out: dict[str, tuple[int, int]] = {}
+        for info, ok in zip(self.episodes, self.successes):
+            if ok is None:
+                continue
+            k, n = out.get(info.task, (0, 0))
+            out[info.task] = (k + bool(ok), n + 1)
+        return out
+
+
+DEFAULT_ROLLOUT_DATASET = "rollouts"
+
+
+def _fits(store, name: str, wanted: dict) -> list[str]:
+    from recorder.session import features_diff
+
+    existing = {d.name: d for d in store.datasets()}.get(name)
+    if existing is None or not existing.features:
+        return []
+    return features_diff(existing.features, wanted)
+
+
+def rollout_dataset(store, rig, fps: float, requested: str | None = None) -> str:
+    """The dataset rollouts of this rig go into. ``requested`` (the person named one): used if it is new
+    or holds episodes of the same shape, else a DatasetError says what differs. None: "rollouts", or when
+    that holds another rig's shape (camera size, joints, fps), "rollouts-<WxH>[-<fps>fps]" (then -2, -3, ...),
+    so rollouts of different rigs or checkpoints never collide."""
+    from recorder.errors import DatasetError
+    from recorder.session import rig_features
+
+    wanted = rig_features(rig, fps)
+    if requested:
+        diffs = _fits(store, requested, wanted)
+        if diffs:
+            raise DatasetError(f"rollout dataset '{requested}' holds episodes of another shape ({'; '.join(diffs[:3])}):"
+                               f" name a new dataset, or leave it out to get one named after this rig")
+        return requested
+    if not _fits(store, DEFAULT_ROLLOUT_DATASET, wanted):
+        return DEFAULT_ROLLOUT_DATASET
+    sizes = sorted({f"{c.width}x{c.height}" for c in rig.cameras.values()})
+    base = f"{DEFAULT_ROLLOUT_DATASET}-{'-'.join(sizes) or 'nocam'}-{fps:g}fps"
+    name, k = base, 2
+    while _fits(store, name, wanted):
+        name, k = f"{base}-{k}", k + 1
+    return name
 
 
 def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Event | None = None,
@@ -563,34 +617,42 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
     safety = safety if safety is not None else SafetyLayer.for_robot(robot)
     fk = getattr(robot, "forward_kinematics", None)
     task = getattr(robot, "task", None)
-    result = RolloutResult()
+    result = RolloutResult(dataset=rollout_dataset(store, rig, cfg.fps, cfg.dataset))
     for i in range(int(cfg.episodes)):
         if stop.is_set() or estop.is_set():
             break
+        fresh_after = None
         if hasattr(robot, "reset"):
             robot.reset(None if cfg.seed is None else cfg.seed + i)
+            fresh_after = time.monotonic()  # frames captured before this show the scene before the reset
         if hasattr(safety, "reset_counts"):
             safety.reset_counts()
+        # a rig that picks the task per episode (Meta-World) gives the policy that task's instruction
+        instruction = (robot.task.instruction if getattr(robot, "instruction_per_episode", False) and task is not None
+                       else cfg.instruction)
         ep_stop = threading.Event()
-        source = PolicySource(policy, cfg.instruction, cfg.chunk, fps=cfg.fps, camera_map=camera_map,
+        source = PolicySource(policy, instruction, cfg.chunk, fps=cfg.fps, camera_map=camera_map,
                               teleop=rig.teleop, fk=fk, projectors=projectors_for(robot, cams, cfg.calibrations),
                               success=None if task is None else task.success,
                               stop_on_success_ticks=cfg.stop_on_success_ticks, stop=ep_stop, estop=estop,
                               takeover=takeover, abort=stop)
         lowdim = {"observation.state": (source.D,), "action": (source.D,), **source.extras_spec}
         cameras = {name: CameraSpec(width=c.width, height=c.height) for name, c in cams.items()}
-        writer = store.begin_episode(dataset=cfg.dataset, task=cfg.instruction, fps=cfg.fps, rig=rig.snapshot(),
+        writer = store.begin_episode(dataset=result.dataset, task=instruction, fps=cfg.fps, rig=rig.snapshot(),
                                      source="policy", cameras=cameras, lowdim=lowdim,
                                      checkpoint_id=store_checkpoint_id(store, policy),
-                                     tags=[checkpoint_tag(policy)])
+                                     tags=[checkpoint_tag(policy)] + head_tags(policy))
 
-        def tick_cb(info, _i=i, _source=source):
+        def tick_cb(info, _i=i, _source=source, _stop=ep_stop):
+            if getattr(robot, "done", False):  # the robot's own episode limit (Meta-World: 500 steps)
+                _stop.set()
             if on_tick is not None:
                 on_tick(RolloutTick(_i, info, _source.latest(), _counts(safety),
                                     sum(bool(s) for s in result.successes), len(result.successes)))
 
         try:
-            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds),
+            res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.max_seconds,
+                                                                 fresh_after=fresh_after),
                               ep_stop, tick_cb, safety)
         except KnownError as err:
             # the policy failed (a lost policy server, a bad checkpoint output): keep what was recorded
@@ -622,7 +684,8 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
         counts = _counts(safety)
         notes = [f"checkpoint {checkpoint_name(policy)}",
                  "safety: " + (", ".join(f"{k}={v}" for k, v in counts.items() if v) or "no interventions"),
-                 f"held ticks {source.held_ticks}, inferences {source.inferences}"]
+                 f"held ticks {source.held_ticks}, inferences {source.inferences}"
+                 + (f", undecodable chunks held still {source.undecodable}" if source.undecodable else "")]
         if source.estop_tick is not None:
             notes.append(f"e-stop at tick {source.estop_tick}")
         info = writer.finish(success=success, notes="; ".join(notes))
@@ -652,6 +715,12 @@ def checkpoint_name(policy) -> str:
 def checkpoint_tag(policy) -> str:
     """The tag that groups rollouts by checkpoint (also for remote policies the store does not know)."""
     return f"ckpt:{checkpoint_name(policy)}"
+
+
+def head_tags(policy) -> list[str]:
+    """``head:<name>`` when the policy says which action head it runs (the review compares heads by it)."""
+    head = getattr(policy, "action_head", None)
+    return [f"head:{head}"] if head else []
 
 
 def store_checkpoint_id(store, policy) -> int | None:

@@ -109,6 +109,12 @@ class SafetyLayer:
         """A layer from a ``recorder.devices.Robot``: its joint limits, its FK when it has one (the sim)."""
         low, high = robot.joint_limits
         names = list(getattr(robot, "joint_names", []))
+        if getattr(robot, "action_is_delta", False):
+            # velocity-like actions (Meta-World's end-effector deltas in [-1, 1]): the limits are all there is;
+            # a per-tick change from the measured state or a 0..100 gripper range would mean nothing
+            cfg = SafetyConfig(joint_low=np.asarray(low), joint_high=np.asarray(high), max_delta=None,
+                               gripper_index=None)
+            return cls(cfg)
         if gripper_index is None and "gripper" in names:
             gripper_index = names.index("gripper")
         fk = getattr(robot, "forward_kinematics", None)

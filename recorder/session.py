@@ -24,8 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from recorder.errors import DatasetError, DeviceError, KnownError
+from recorder.errors import ConfigError, DatasetError, DeviceError, KnownError
 from recorder.loop import HoldSource, LoopConfig, LoopResult, TeleopSource, TickInfo, lowdim_spec, run_episode
+
+#: while the rig is idle (not recording) and a local training run needs the CPU (``set_yield``): the sim
+#: cameras render at this rate and the idle teleop loop runs at IDLE_YIELD_LOOP_FPS. Recording restores both.
+IDLE_YIELD_CAMERA_FPS = 2.0
+IDLE_YIELD_LOOP_FPS = 5.0
 
 
 class Phase(enum.StrEnum):
@@ -51,8 +56,9 @@ class SessionConfig:
     source: str = "teleop"  # stored with each episode: "teleop" | "scripted" | "policy"
     codec: str = "h264"
     frame_timeout_s: float = 1.0
-    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim
-    before_episode: Callable[[int], None] | None = None
+    #: called on the session thread just before an episode begins (index = saved so far); e.g. reset the sim.
+    #: A returned string is the episode's task instruction (a rig that picks a task per episode)
+    before_episode: Callable[[int], str | None] | None = None
     #: checked after every recorded tick; True ends the episode like the time limit (a scripted expert is done)
     episode_done: Callable[[], bool] | None = None
     #: success label used at save when none was given with F/G (e.g. the sim task's success detector)
@@ -155,6 +161,11 @@ class RecordSession:
         if source is None:
             source = TeleopSource(rig.teleop, cfg.source) if rig.teleop is not None else HoldSource()
         self.source = source
+        # a scripted expert acts only while an episode is recorded (from its fresh reset); between
+        # episodes the arm holds still. A person teleoperates in every phase.
+        self.idle_source = HoldSource() if cfg.source == "scripted" else source
+        self._fresh_after: float | None = None  # time of the reset before the open episode
+        self._yield = False  # a local training run wants the CPU: slow the idle rig down
         self.safety = safety
         open_dataset(store, cfg.dataset, rig, cfg.fps, cfg.codec)  # DatasetError before anything moves
 
@@ -174,6 +185,7 @@ class RecordSession:
         self.saved = 0
         self.discarded = 0
         self.fault = ""
+        self.fault_is_bug = False  # the last fault was a bug of ours (not a KnownError or OSError)
         self.message = ""
         self.last_episode = None
         self.last_result: LoopResult | None = None
@@ -217,6 +229,17 @@ class RecordSession:
             raise DatasetError("the task instruction is empty: type what the demonstration does")
         self._post("task", text, wake=False)
 
+    def set_yield(self, on: bool) -> None:
+        """While ``on`` and no episode is being recorded, the rig's sim cameras render at
+        IDLE_YIELD_CAMERA_FPS and the idle loop runs at IDLE_YIELD_LOOP_FPS, so a local CPU training run is not
+        starved by an idle rig. Recording always runs at full rate."""
+        self._post("yield", bool(on), wake=False)
+
+    @property
+    def yielding(self) -> bool:
+        """The idle rig is slowed down now (set_yield on and not recording)."""
+        return self._yield and self._phase is not Phase.RECORDING
+
     def close(self, timeout: float = 10.0) -> None:
         self._post("close")
         t = self._thread
@@ -252,6 +275,7 @@ class RecordSession:
 
     def _set_phase(self, phase: Phase, message: str | None = None) -> None:
         self._phase = phase
+        self._apply_rates()
         if message is not None:
             self.message = message
         if phase not in (Phase.RECORDING, Phase.RESET):
@@ -296,6 +320,23 @@ class RecordSession:
             if self.cb.on_state is not None:
                 self.cb.on_state(self.status())
 
+    def _apply_rates(self) -> None:
+        cap = IDLE_YIELD_CAMERA_FPS if self.yielding else None
+        for cam in self.rig.cameras.values():
+            if hasattr(cam, "rate_cap"):
+                cam.rate_cap = cap
+
+    def _idle_fps(self) -> float:
+        return min(self.cfg.fps, IDLE_YIELD_LOOP_FPS) if self.yielding else self.cfg.fps
+
+    def _cmd_yield(self, on: bool) -> None:
+        if on == self._yield:
+            return
+        self._yield = on
+        self._apply_rates()
+        if self._phase in (Phase.IDLE, Phase.DONE, Phase.REVIEW, Phase.ESTOPPED):
+            self._wake.set()  # restart the idle loop at its new rate (never a recording or a countdown)
+
     def _loop_cfg(self, **kw) -> LoopConfig:
         return replace(LoopConfig(fps=self.cfg.fps, estop=self._estop, frame_timeout_s=self.cfg.frame_timeout_s), **kw)
 
@@ -304,7 +345,8 @@ class RecordSession:
             self._begin_episode()
         limit = self.cfg.episode_time_s
         res = run_episode(
-            self.rig, self.source, self._writer, self._loop_cfg(max_duration_s=limit, record=True),
+            self.rig, self.source, self._writer,
+            self._loop_cfg(max_duration_s=limit, record=True, fresh_after=self._fresh_after),
             self._wake, self._tick_cb(recording=True, limit=limit), self.safety,
         )
         self.last_result = res
@@ -323,7 +365,8 @@ class RecordSession:
         limit = self.cfg.reset_time_s
         if limit > 0:
             res = run_episode(
-                self.rig, self.source, None, self._loop_cfg(max_duration_s=limit, record=False),
+                self.rig, self.idle_source, None,
+                self._loop_cfg(max_duration_s=limit, record=False, fps=self._idle_fps()),
                 self._wake, self._tick_cb(recording=False, limit=limit), self.safety,
             )
             if res.reason == "fault":
@@ -342,7 +385,7 @@ class RecordSession:
 
     def _drive(self, send: bool = True) -> None:
         res = run_episode(
-            self.rig, self.source, None, self._loop_cfg(record=False, send_actions=send,
+            self.rig, self.idle_source, None, self._loop_cfg(record=False, send_actions=send, fps=self._idle_fps(),
                                                         estop=None if not send else self._estop),
             self._wake, self._tick_cb(recording=False, limit=None), self.safety,
         )
@@ -447,8 +490,12 @@ class RecordSession:
     def _begin_episode(self) -> None:
         from recorder.store.types import CameraSpec
 
+        self._fresh_after = None
         if self.cfg.before_episode is not None:
-            self.cfg.before_episode(self.saved)
+            text = self.cfg.before_episode(self.saved)
+            self._fresh_after = time.monotonic()  # camera frames older than this show the scene before the reset
+            if isinstance(text, str) and text.strip():  # the rig chose this episode's task (Meta-World)
+                self._task = text.strip()
         cams = {n: CameraSpec(width=int(c.width), height=int(c.height), codec=self.cfg.codec)
                 for n, c in self.rig.cameras.items()}
         self._writer = self.store.begin_episode(
@@ -531,7 +578,7 @@ class RecordSession:
             info = writer.finish(success=None, notes=note)
         except (OSError, KnownError) as err:
             self.fault = f"could not finish the episode ({err}); it is recovered when the store is next opened"
-            return
+            return err
         try:
             info = self.store.update_episode(info.id, status="recovered") or self.store.episode(info.id)
         except (KnownError, ValueError, TypeError):
@@ -541,17 +588,24 @@ class RecordSession:
             self.cb.on_saved(info)
 
     def _on_fault(self, err: BaseException | None, bug: bool = False, left_for_recovery: bool = False) -> None:
-        if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
-            msg = f"disk full while writing to {self.store_root()}: free space, then press Space"
+        from recorder.store.faults import DiskFullError, disk_full_error, is_disk_full
+
+        if isinstance(err, DiskFullError):
+            msg = str(err)
+        elif is_disk_full(err):
+            msg = str(disk_full_error(self.store_root(), then="the recording again (press Space)"))
         elif isinstance(err, DeviceError):
             msg = f"{err} (press Space to retry once it is fixed)"
         elif bug:
             msg = f"internal error: {type(err).__name__}: {err}"
         else:
             msg = str(err)
-        if left_for_recovery:
+        if left_for_recovery and not isinstance(err, DiskFullError):  # that one says what was kept
             msg += "; the episode will be recovered when the store is next opened"
-        self._close_open_episode(f"stopped by a fault: {err}")
+        self.fault_is_bug = bug
+        kept = self._close_open_episode(f"stopped by a fault: {err}")
+        if isinstance(kept, DiskFullError):  # finishing the episode found the disk full: that line says it all
+            msg = str(kept)
         self.fault = msg
         self._set_phase(Phase.FAULT, msg)
         if self.cb.on_fault is not None:
@@ -559,6 +613,86 @@ class RecordSession:
 
     def store_root(self) -> str:
         return str(getattr(self.store, "root", "the store"))
+
+
+def sim_hooks(rig, seed: int | None, scripted: bool) -> dict:
+    """Session hooks of a sim rig: reset the sim (and the teleoperator) before each episode (episode i
+    with ``seed + i``; None: a random layout); with a scripted expert also end the episode once the task
+    holds success, and label it with the task's success detector. A real rig gets no hooks."""
+    robot, teleop = rig.robot, rig.teleop
+    task = getattr(robot, "task", None)
+    if task is None or not hasattr(robot, "reset"):
+        if scripted:
+            raise ConfigError("a scripted expert needs the sim or the Meta-World robot (rig 'sim', 'metaworld:mt10' "
+                              "or a rig file with [robot] type = \"sim\" or \"metaworld\")")
+        return {}
+    held = {"n": 0}
+    # success held for half a second at 30 Hz: the end state is on record (Meta-World: its first success)
+    hold = int(getattr(robot, "success_hold_ticks", 15))
+
+    def before_episode(i: int) -> str | None:
+        robot.reset(None if seed is None else seed + i)
+        reset = getattr(teleop, "reset", None)
+        if reset is not None:
+            reset()
+        held["n"] = 0
+        # a rig that picks the task per episode (Meta-World) gives each episode its task's instruction
+        return robot.task.instruction if getattr(robot, "instruction_per_episode", False) else None
+
+    if not scripted:
+        return {"before_episode": before_episode}
+
+    def episode_done() -> bool:
+        if getattr(teleop, "done", False):
+            return True
+        held["n"] = held["n"] + 1 if robot.task.success() else 0
+        return held["n"] >= hold
+
+    return {"before_episode": before_episode, "episode_done": episode_done,
+            "auto_label": lambda: robot.task.success()}
+
+
+def is_scripted(rig) -> bool:
+    """The rig's teleoperator is a scripted expert (no person)."""
+    return bool(getattr(rig.teleop, "scripted", False))
+
+
+def session_task(rig, typed: str | None) -> str:
+    """The task instruction to record with: what the person typed, except that an empty field or another
+    sim task's instruction gives way to the rig's own sim task (the push rig records the push instruction)."""
+    from recorder.devices.sim.robot import TASKS  # plain data; mujoco is imported only by SimRobot()
+
+    typed = (typed or "").strip()
+    sim_task = getattr(rig.robot, "task", None)
+    own = getattr(sim_task, "instruction", None)
+    if own and (not typed or typed in TASKS.values()):
+        return own
+    if not typed:
+        raise ConfigError("the task instruction is empty: say what the demonstration does (--task, or the "
+                          "task field)")
+    return typed
+
+
+def make_record_session(store, rig, *, dataset: str, task: str | None = None, fps: float | None = None,
+                        episode_time_s: float | None = 60.0, reset_time_s: float | None = None,
+                        auto_advance: bool = True, num_episodes: int | None = None, codec: str = "h264",
+                        seed: int | None = 0, callbacks: SessionCallbacks | None = None,
+                        safety=None) -> RecordSession:
+    """The one way a recording session is set up (the CLI and the Record tab both call it): the rig
+    decides the hooks (sim reset before every episode, the scripted expert's end and label), the source
+    label and the task; ``reset_time_s`` None gives 10 s with a person, 0 with a scripted expert; ``fps`` None
+    the rig's camera rate."""
+    scripted = is_scripted(rig)
+    if fps is None:  # the rig's camera rate (Meta-World steps at 80 Hz), else 30
+        fps = float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
+    if reset_time_s is None:
+        reset_time_s = 0.0 if scripted else 10.0
+    cfg = SessionConfig(
+        dataset=dataset, task=session_task(rig, task), fps=fps, episode_time_s=episode_time_s,
+        reset_time_s=reset_time_s, auto_advance=auto_advance, num_episodes=num_episodes,
+        source="scripted" if scripted else "teleop", codec=codec, **sim_hooks(rig, seed, scripted),
+    )
+    return RecordSession(store, rig, cfg, callbacks, safety=safety)
 
 
 def summary_line(info) -> str:
@@ -571,5 +705,7 @@ def summary_line(info) -> str:
 
 __all__ = [
     "Phase", "SessionConfig", "SessionStatus", "SessionCallbacks", "RecordSession",
-    "rig_features", "features_diff", "open_dataset", "summary_line",
+    "rig_features", "features_diff", "open_dataset", "summary_line", "make_record_session", "sim_hooks",
+    "session_task", "is_scripted",
 ]
+

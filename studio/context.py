@@ -5,7 +5,71 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PyQt6.QtCore import QObject, pyqtSignal
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal
+
+from studio.settings import SETTINGS_FILE, StudioSettings
+
+
+class SettingsModel(QObject):
+    """The window's settings (a ``StudioSettings``) for Qt code: setters emit ``changed(key)`` and the file
+    is written a moment later (a dragged splitter saves once, not per pixel).
+
+    Signals:
+        changed(str): the key that changed (``welcome_dismissed``, ``splitters.<name>``).
+    """
+
+    changed = pyqtSignal(str)
+
+    def __init__(self, settings: StudioSettings, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.data = settings
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(400)
+        self._save_timer.timeout.connect(self.save)
+        self._dirty = False
+
+    def save(self) -> None:
+        """Write the file now if anything changed since the last write."""
+        self._save_timer.stop()
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            self.data.save()
+        except OSError:
+            pass  # a read-only home keeps the settings for this session only
+
+    def _touch(self, key: str) -> None:
+        self._dirty = True
+        self.changed.emit(key)
+        self._save_timer.start()
+
+    @property
+    def welcome_dismissed(self) -> bool:
+        return self.data.welcome_dismissed
+
+    def set_welcome_dismissed(self, on: bool) -> None:
+        if self.data.welcome_dismissed != on:
+            self.data.welcome_dismissed = on
+            self._touch("welcome_dismissed")
+
+    def splitter_sizes(self, key: str) -> list[int] | None:
+        return self.data.splitters.get(key)
+
+    def set_splitter_sizes(self, key: str, sizes: list[int]) -> None:
+        sizes = [int(s) for s in sizes]
+        if self.data.splitters.get(key) != sizes:
+            self.data.splitters[key] = sizes
+            self._touch(f"splitters.{key}")
+
+    def remember_splitter(self, splitter, key: str) -> None:
+        """Restore ``splitter``'s sizes saved under ``key`` (when they fit its panes) and save them when the
+        person moves it."""
+        sizes = self.splitter_sizes(key)
+        if sizes and len(sizes) == splitter.count() and sum(sizes) > 0:
+            splitter.setSizes(sizes)
+        splitter.splitterMoved.connect(lambda *_: self.set_splitter_sizes(key, splitter.sizes()))
 
 
 class AppContext(QObject):
@@ -16,15 +80,19 @@ class AppContext(QObject):
         error_posted(str): a one-line error a person can act on (shown in a message box by the window).
         store_changed(): episodes, datasets or runs changed in the store (tabs refresh their lists).
         checkpoint_opened(str): a checkpoint path to open in the Rollout tab.
+        local_training_changed(bool): a fine-tune started (True) or ended (False) on this machine's CPU/GPU;
+            the Record tab slows an idle rig down meanwhile (``local_training`` holds the current value).
 
     ``rigs`` is the one :class:`studio.rig_manager.RigManager` of the window: the Record and Rollout tabs
-    connect the rig through it and take its lease before driving the arm.
+    connect the rig through it and take its lease before driving the arm. ``settings`` is the window's
+    :class:`SettingsModel` (``<home>/settings.json``).
     """
 
     status_posted = pyqtSignal(str)
     error_posted = pyqtSignal(str)
     store_changed = pyqtSignal()
     checkpoint_opened = pyqtSignal(str)
+    local_training_changed = pyqtSignal(bool)
 
     def __init__(self, home: Path, rig: str = "sim", parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -34,6 +102,13 @@ class AppContext(QObject):
         from studio.rig_manager import RigManager
 
         self.rigs = RigManager(self.home, parent=self)
+        self.settings = SettingsModel(StudioSettings.load(self.home / SETTINGS_FILE), parent=self)
+        self.local_training = False
+
+    def set_local_training(self, on: bool) -> None:
+        if bool(on) != self.local_training:
+            self.local_training = bool(on)
+            self.local_training_changed.emit(self.local_training)
 
     @property
     def store(self):
@@ -45,10 +120,18 @@ class AppContext(QObject):
         return self._store
 
     def close(self) -> None:
+        self.settings.save()
         self.rigs.shutdown()
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def remember_splitter(ctx, splitter, key: str) -> None:
+    """Give ``splitter`` the sizes the person left it at (saved in the window's settings under ``key``)."""
+    settings = getattr(ctx, "settings", None)
+    if settings is not None:
+        settings.remember_splitter(splitter, key)
 
 
 @dataclass

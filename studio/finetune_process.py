@@ -25,23 +25,37 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, QProcess, QTimer, pyqtSignal
 
-from finetune.metrics import parse_event
+from finetune.metrics import REWOUND_EVENT, parse_event
 from finetune.run_config import METRICS_FILE, STDERR_FILE, STDOUT_FILE, pid_alive
 
 FINAL_EVENTS = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
 
 class _Tail:
-    """Reads the lines appended to a file since the last call (keeps a partial last line)."""
+    """Reads the lines appended to a file since the last call (keeps a partial last line).
 
-    def __init__(self, path: Path, from_start: bool) -> None:
+    A file replaced under it (a resumed run rewrites metrics.jsonl without the steps it replays, see
+    ``JsonlLogger.rewind``) is read again from the line holding the last ``resync`` marker: what came before
+    it was already seen; without a marker, from its start."""
+
+    def __init__(self, path: Path, from_start: bool, resync: bytes | None = None) -> None:
         self.path = path
-        self.pos = 0 if from_start else (path.stat().st_size if path.exists() else 0)
+        self.resync = resync
+        try:
+            st = path.stat()
+            self.pos, self.inode = (0 if from_start else st.st_size), st.st_ino
+        except OSError:
+            self.pos, self.inode = 0, None
         self.buf = b""
 
     def read_lines(self) -> list[str]:
         try:
             with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                replaced = self.inode is not None and (st.st_ino != self.inode or st.st_size < self.pos)
+                if replaced:
+                    self.pos, self.buf = 0, b""
+                self.inode = st.st_ino
                 fh.seek(self.pos)
                 data = fh.read()
         except OSError:
@@ -51,6 +65,9 @@ class _Tail:
         self.pos += len(data)
         self.buf += data
         *lines, self.buf = self.buf.split(b"\n")
+        if replaced and self.resync is not None:
+            marks = [i for i, ln in enumerate(lines) if self.resync in ln]
+            lines = lines[marks[-1]:] if marks else lines
         return [ln.decode("utf-8", "replace") for ln in lines]
 
 
@@ -123,7 +140,8 @@ class FinetuneProcess(QObject):
         self.mode = "local"
         self._done = False
         self.final_event = None
-        self._tails = [(_Tail(self.run_path / METRICS_FILE, from_start), True),
+        self._tails = [(_Tail(self.run_path / METRICS_FILE, from_start, resync=b'"event":"%s"' % REWOUND_EVENT.encode()),
+                        True),
                        (_Tail(self.run_path / STDERR_FILE, from_start and False), False)]
         self._on_poll()
         if not self._done:
@@ -212,6 +230,8 @@ class FinetuneProcess(QObject):
             self.last_lines.append(f"error: {event['message']}")
         if event.get("event") in FINAL_EVENTS:
             self.final_event = event
+        elif event.get("event") == "start":
+            self.final_event = None  # a resumed session: an earlier session's end is not this one's
         self.event_received.emit(event)
 
     def _on_poll(self) -> None:

@@ -186,15 +186,19 @@ def import_index(home: Path, export_path: Path) -> dict:
 
 
 def run_remote_finetune(local_home: Path, host: RemoteHost, cfg, run_id: str, train_args: list[str],
-                        resume: bool = False) -> int:
-    """Sync, run the fine-tune over ssh streaming its events, fetch the run back. Returns the exit status."""
-    from finetune.metrics import JsonlLogger
+                        resume: bool = False, show=None) -> int:
+    """Sync, run the fine-tune over ssh streaming its events, fetch the run back. Returns the exit status.
+
+    The events go to the local ``metrics.jsonl`` and, as JSON lines, to stdout; ``show`` (a terminal display,
+    a MetricLogger) replaces the stdout lines for a person at a terminal."""
+    from finetune.metrics import JsonlLogger, MultiLogger
     from finetune.run_config import METRICS_FILE, PID_FILE, process_start_time, run_dir
 
     local_run = run_dir(local_home, run_id)
     local_run.mkdir(parents=True, exist_ok=True)
     (local_run / PID_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid()) or 0}\n")
-    log = JsonlLogger(local_run / METRICS_FILE)
+    log = JsonlLogger(local_run / METRICS_FILE) if show is None else MultiLogger(
+        JsonlLogger(local_run / METRICS_FILE, stream=None), show)
     try:
         return _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, log)
     except KnownError as err:
@@ -252,6 +256,9 @@ def _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, lo
             event = parse_event(line)
             if event is None:
                 print(line.rstrip(), file=sys.stderr)
+                continue
+            if event["event"] == "rewound":  # the remote run dropped its replayed steps: so does our copy
+                log.rewind(int(event.get("step") or 0))
                 continue
             if event["event"] == "checkpoint":
                 checkpoints.append(event)

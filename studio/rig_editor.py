@@ -78,18 +78,34 @@ def detect_devices() -> str:
     return discover_devices()["text"]
 
 
+def _form_cannot_show(data: dict) -> str | None:
+    """What of a rig the form has no fields for (its device types), or None."""
+    from widgets.rig_form import CAMERA_TYPES, ROBOT_TYPES
+
+    robot = data.get("robot") if isinstance(data.get("robot"), dict) else {}
+    if robot.get("type", "sim") not in ROBOT_TYPES:
+        return f"robot type '{robot.get('type')}'"
+    cams = data.get("cameras") if isinstance(data.get("cameras"), dict) else {}
+    for name, cam in cams.items():
+        if isinstance(cam, dict) and cam.get("type") not in CAMERA_TYPES:
+            return f"camera '{name}' of type '{cam.get('type')}'"
+    return None
+
+
 def form_problems(data: dict, camera_names: list[str] | None = None) -> None:
     """Checks the loader cannot make (it never sees empty fields as wrong): ConfigError naming the field."""
     robot = data.get("robot", {})
-    if robot.get("type") != "sim" and not str(robot.get("port", "")).strip():
+    simulated = robot.get("type") in ("sim", "metaworld")  # no serial port, a scripted expert
+    if not simulated and not str(robot.get("port", "")).strip():
         raise ConfigError(f"{WHERE}: robot port is empty: pick the follower arm's serial port "
                           f"(Detect devices lists them), e.g. /dev/ttyACM0")
     teleop = data.get("teleop") or {}
     if isinstance(teleop, dict):
         if str(teleop.get("type", "")).endswith("_leader") and not str(teleop.get("port", "")).strip():
             raise ConfigError(f"{WHERE}: teleop leader port is empty: pick the leader arm's serial port")
-        if teleop.get("type") == "scripted" and robot.get("type") != "sim":
-            raise ConfigError(f"{WHERE}: teleop 'scripted' drives the sim robot only: pick another teleoperator")
+        if teleop.get("type") == "scripted" and not simulated:
+            raise ConfigError(f"{WHERE}: teleop 'scripted' drives the sim or Meta-World robot only: pick another "
+                              "teleoperator")
     names = camera_names if camera_names is not None else list(data.get("cameras", {}))
     seen = set()
     for i, n in enumerate(names):
@@ -102,6 +118,8 @@ def form_problems(data: dict, camera_names: list[str] | None = None) -> None:
         if cam.get("type") == "sim" and robot.get("type") != "sim":
             raise ConfigError(f"{WHERE}: [cameras.{name}] type 'sim' needs the sim robot: pick opencv, realsense "
                               f"or test_pattern")
+        if cam.get("type") == "metaworld" and robot.get("type") != "metaworld":
+            raise ConfigError(f"{WHERE}: [cameras.{name}] type 'metaworld' needs the Meta-World robot")
         if cam.get("type") == "opencv" and cam.get("index_or_path") in ("", None):
             raise ConfigError(f"{WHERE}: [cameras.{name}] source is empty: give a camera index, /dev/videoN or a file")
 
@@ -158,9 +176,14 @@ class RigEditorDialog(QDialog):
         layout.addWidget(self.devices)
         layout.addWidget(buttons)
         try:
-            self.form.set_data(self._parse(text))
+            data = self._parse(text)
+            unknown = _form_cannot_show(data)
+            if unknown:  # a rig the form has no fields for (Meta-World) opens as TOML, so nothing is lost
+                raise ConfigError(f"rig: {unknown} has no form fields: edit it as TOML")
+            self.form.set_data(data)
         except KnownError as err:  # a broken file opens in the raw editor with its error shown
             self.error.setText(str(err))
+            self.editor.setPlainText(text)
             with QSignalBlocker(self.raw_check):
                 self.raw_check.setChecked(True)
             self.stack.setCurrentWidget(self.editor)
@@ -192,6 +215,9 @@ class RigEditorDialog(QDialog):
             from recorder.devices.rig import RigConfig
 
             RigConfig.from_dict(data, where="rig")
+            unknown = _form_cannot_show(data)
+            if unknown:
+                raise ConfigError(f"rig: {unknown} has no form fields: edit it as TOML")
         except KnownError as err:  # stay in the editor until it parses
             self.error.setText(str(err))
             with QSignalBlocker(self.raw_check):
@@ -234,10 +260,12 @@ class RigEditorDialog(QDialog):
     def text_for(spec: str) -> str:
         import tomli_w
 
-        from recorder.devices.rig import read_rig_config, sim_rig_config
+        from recorder.devices.rig import metaworld_rig_config, read_rig_config, sim_rig_config
 
         if spec == "sim" or spec.startswith("sim:"):
             cfg = sim_rig_config(task=spec.split(":", 1)[1] if ":" in spec else "pick")
+        elif spec == "metaworld" or spec.startswith("metaworld:"):
+            cfg = metaworld_rig_config(spec.split(":", 1)[1] if ":" in spec else "mt10")
         else:
             cfg = read_rig_config(spec)
         return tomli_w.dumps(cfg.to_dict())

@@ -87,50 +87,45 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------ stages
     def record(self, store) -> list:
-        from recorder.loop import LoopConfig, TeleopSource, lowdim_spec, run_episode
-        from recorder.store import CameraSpec
+        """The scripted demonstrations, through the same record session as the Record tab and the CLI."""
+        from recorder.session import Phase, SessionCallbacks, make_record_session
 
         cfg = self.cfg
         rig = self._rig()
         rig.connect()
-        infos = []
+        infos: list = []
+        faults: list[str] = []
+        done = threading.Event()
+
+        def on_tick(info, _status) -> None:
+            if info.recording and self.cb.on_record_tick is not None:
+                self.cb.on_record_tick(info)
+
+        def on_state(st) -> None:
+            if st.phase in (Phase.DONE, Phase.CLOSED):
+                done.set()
+            elif st.phase is Phase.RECORDING:
+                self.cb.on_stage("record", f"recording scripted demonstration {st.saved + 1}/{cfg.demos}")
+
+        def on_fault(msg: str) -> None:
+            faults.append(msg)
+            done.set()
+
         try:
-            robot, teleop, task = rig.robot, rig.teleop, rig.robot.task
-            for i in range(cfg.demos):
-                if self.stop.is_set():
-                    break
-                self.cb.on_stage("record", f"recording scripted demonstration {i + 1}/{cfg.demos}")
-                robot.reset(cfg.seed + i)
-                if hasattr(teleop, "reset"):
-                    teleop.reset()
-                ep_stop = threading.Event()
-                held = {"n": 0}
-                expert = TeleopSource(teleop, source="scripted")
-
-                def source(obs, frames, tick, _expert=expert, _held=held, _stop=ep_stop):
-                    step = _expert(obs, frames, tick)
-                    _held["n"] = _held["n"] + 1 if task.success() else 0
-                    if _held["n"] >= max(3, int(cfg.fps / 2)) or self.stop.is_set():
-                        _stop.set()  # success held for half a second: the end state is on record
-                    return step
-
-                writer = store.begin_episode(
-                    dataset=cfg.dataset, task=task.instruction, fps=cfg.fps, rig=rig.snapshot(), source="scripted",
-                    cameras={n: CameraSpec(width=c.width, height=c.height) for n, c in rig.cameras.items()},
-                    lowdim=lowdim_spec(rig))
-                try:
-                    res = run_episode(rig, source, writer, LoopConfig(fps=cfg.fps, max_duration_s=cfg.episode_time),
-                                      ep_stop, self.cb.on_record_tick)
-                except BaseException:
-                    writer.discard()
-                    raise
-                if res.error is not None:
-                    writer.finish(success=None, notes=f"fault: {res.error}")
-                    raise res.error
-                info = writer.finish(success=bool(task.success()), notes=f"demo seed {cfg.seed + i}")
-                infos.append(info)
+            session = make_record_session(
+                store, rig, dataset=cfg.dataset, fps=cfg.fps, episode_time_s=cfg.episode_time, reset_time_s=0.0,
+                num_episodes=cfg.demos, seed=cfg.seed,
+                callbacks=SessionCallbacks(on_tick=on_tick, on_state=on_state, on_saved=infos.append,
+                                           on_fault=on_fault))
+            session.start_thread()
+            session.start()
+            while not done.wait(0.1) and not self.stop.is_set():
+                pass
+            session.close()
         finally:
             rig.disconnect()
+        if faults:
+            raise KnownError(f"recording the demonstrations failed: {faults[0]}")
         self.result.demos = infos
         ok = sum(bool(e.success) for e in infos)
         self.cb.on_stage("record", f"recorded {len(infos)} demonstrations ({ok} succeeded)")
@@ -195,7 +190,7 @@ class DemoPipeline:
         rig.connect()
         try:
             rcfg = RolloutConfig(instruction=rig.robot.task.instruction, episodes=cfg.rollouts, fps=cfg.fps,
-                                 max_seconds=cfg.rollout_time, dataset="rollouts", seed=cfg.seed + 1000,
+                                 max_seconds=cfg.rollout_time, seed=cfg.seed + 1000,
                                  chunk=ChunkConfig(execute=None, asynchronous=True))
 
             def on_episode(i, info):

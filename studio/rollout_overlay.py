@@ -47,8 +47,56 @@ def _future(path: np.ndarray | None, row: int) -> np.ndarray | None:
     return path[max(row, 0):]
 
 
-def overlay_from_live(rt, camera: str, *, low, high, names, rate_hz: float | None, target_hz: float) -> OverlayData:
-    """From a ``recorder.rollout.RolloutTick``."""
+def _before(path: np.ndarray | None, row: int) -> np.ndarray | None:
+    """The chunk row executed just before ``row`` (about where the gripper is now), or None."""
+    if path is None or row < 1:
+        return None
+    path = np.asarray(path, dtype=np.float64).reshape(-1, 2)
+    return path[row - 1] if row - 1 < len(path) and np.isfinite(path[row - 1]).all() else None
+
+
+def path_start_projector(rig, calibrations: dict | None = None):
+    """``observation -> {camera: (u, v)}``: where the gripper is now in each camera picture (forward
+    kinematics of the measured joints, projected like the predicted path), so the path overlay starts at
+    the gripper; None when the rig has no kinematics or no projection."""
+    from recorder.rollout import projectors_for
+
+    robot = getattr(rig, "robot", None)
+    fk = getattr(robot, "forward_kinematics", None)
+    if fk is None:
+        return None
+    try:
+        projectors = projectors_for(robot, rig.cameras, calibrations)
+    except Exception:  # noqa: BLE001 - no projection: the path starts at its first row
+        return None
+    if not projectors:
+        return None
+
+    def start(observation: dict) -> dict[str, np.ndarray]:
+        q = observation.get("observation.state") if observation else None
+        if q is None:
+            return {}
+        try:
+            p = np.asarray(fk(np.asarray(q, dtype=np.float64)), dtype=np.float64).reshape(1, 3)
+        except Exception:  # noqa: BLE001
+            return {}
+        out = {}
+        for cam, proj in projectors.items():
+            try:
+                uv = np.asarray(proj(p), dtype=np.float64).reshape(-1)[:2]
+            except Exception:  # noqa: BLE001 - this camera cannot project: no start point there
+                continue
+            if np.isfinite(uv).all():
+                out[cam] = uv
+        return out
+
+    return start
+
+
+def overlay_from_live(rt, camera: str, *, low, high, names, rate_hz: float | None, target_hz: float,
+                      start_px: dict | None = None) -> OverlayData:
+    """From a ``recorder.rollout.RolloutTick``; ``start_px`` (camera -> (u, v)) is where the gripper is now
+    (``path_start_projector``), the start of the drawn path."""
     info, pol = rt.info, rt.policy
     executed = None if info.action is None else np.asarray(info.action, dtype=np.float64)
     mode = "policy"
@@ -64,9 +112,12 @@ def overlay_from_live(rt, camera: str, *, low, high, names, rate_hz: float | Non
             mode = "teleop"
         data.latency_s = pol.latency_s if pol.inferences or pol.latency_s else None
         data.held_ticks = pol.held_ticks
+        data.undecodable = getattr(pol, "undecodable", 0)
         data.predicted = pol.action
         data.confidence = pol.confidence
         data.path_px = _future(pol.path_px.get(camera), pol.row)
+        start = (start_px or {}).get(camera)
+        data.path_start_px = start if start is not None else _before(pol.path_px.get(camera), pol.row)
         g = pol.action if pol.action is not None else executed
         data.gripper = None if g is None or len(g) <= GRIPPER else float(g[GRIPPER])
     data.mode = mode
@@ -118,6 +169,7 @@ class StoredRollout:
                            held_ticks=int(np.nansum(held[: tick + 1])) if held is not None else 0,
                            confidence=conf, mode=mode)
         data.path_px = _future(path, row) if path is not None and row >= 0 else None
+        data.path_start_px = _before(path, row) if data.path_px is not None else None
         g = predicted if predicted is not None else executed
         data.gripper = None if g is None or len(g) <= GRIPPER else float(g[GRIPPER])
         # safety: ticks where what was sent differs from what the policy asked for

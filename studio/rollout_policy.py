@@ -38,9 +38,10 @@ def checkpoint_label(path: Path) -> str:
 
 
 def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None, store=None,
-                      quantize: str | None = None):
+                      quantize: str | None = None, unnorm_key: str | None = None):
     """Load a checkpoint with ``finetune.runtime``; the store's checkpoint id and a label go with it.
-    ``quantize``: None (as trained), "none", "4bit" or "8bit" (see ``finetune.runtime.load_policy``)."""
+    ``quantize``: None (as trained), "none", "4bit" or "8bit" (see ``finetune.runtime.load_policy``);
+    ``unnorm_key``: which dataset's statistics put actions in real units when the model has several."""
     path = resolve_checkpoint_arg(spec, home)
     try:
         from finetune.runtime import load_policy
@@ -56,19 +57,23 @@ def load_local_policy(spec: str | Path, device: str | None = None, home: Path | 
     ck = None
     if store is not None:
         ck = store.find_checkpoint(path)
-    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id), quantize=quantize)
+    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id), quantize=quantize,
+                         unnorm_key=unnorm_key)
     policy.checkpoint_label = f"{ck.run_id}/{ck.step}" if ck is not None else checkpoint_label(path)
     policy.checkpoint_dir = path
     return policy
 
 
 def open_policy(checkpoint: str | Path | None = None, *, url: str | None = None, token: str | None = None,
-                device: str | None = None, home: Path | None = None, store=None, quantize: str | None = None):
-    """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given."""
+                device: str | None = None, home: Path | None = None, store=None, ca_file: str | None = None,
+                warn=None, quantize: str | None = None):
+    """A local Policy from ``checkpoint``, or a ``RemotePolicy`` when ``url`` is given (``token`` None: from
+    ``$VLA_STUDIO_TOKEN``; ``ca_file``: a CA to trust for wss://, None: ``$VLA_STUDIO_TLS_CA``; ``warn``: gets
+    the line saying a token travels in clear, instead of a warning)."""
     if url:
         from finetune.server import RemotePolicy
 
-        return RemotePolicy(url, token=token)
+        return RemotePolicy(url, token=token, ca_file=ca_file, warn=warn)
     if checkpoint is None:
         raise ModelError("rollout: pick a checkpoint (--checkpoint) or a policy server (--policy-url)")
     return load_local_policy(checkpoint, device=device, home=home, store=store, quantize=quantize)

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -27,18 +27,23 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from studio.context import remember_splitter
 from studio.rollout_overlay import StoredRollout
+from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
-from widgets.overlays import install_overlays
+from widgets.overlays import OVERLAY_TIPS, install_overlays
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 
 def checkpoint_label(info) -> str:
-    for tag in info.tags:
-        if tag.startswith("ckpt:"):
-            return tag[5:]
-    return str(info.checkpoint_id) if info.checkpoint_id is not None else "?"
+    """``run/step`` of the rollout's checkpoint, with its action head when the rollout recorded it
+    (``run/step (flow)``): the per-checkpoint tables then compare heads on the same data."""
+    label = next((tag[5:] for tag in info.tags if tag.startswith("ckpt:")), None)
+    if label is None:
+        label = str(info.checkpoint_id) if info.checkpoint_id is not None else "?"
+    head = next((tag[5:] for tag in info.tags if tag.startswith("head:")), None)
+    return f"{label} ({head})" if head else label
 
 
 def success_by_checkpoint(infos) -> dict[str, tuple[int, int]]:
@@ -112,8 +117,10 @@ class RolloutReviewWidget(QWidget):
         # --- playback
         play_box = QGroupBox("Playback (the overlays as they were live, from the stored predictions)")
         pl = QVBoxLayout(play_box)
-        self.views_row = QHBoxLayout()
-        pl.addLayout(self.views_row)
+        self.views_grid = CameraGridWidget()  # the stored cameras as large as the space allows
+        self.views_grid.set_placeholder("Select a rollout above to play it back with its overlays.")
+        self.views_grid.setToolTip(OVERLAY_TIPS)
+        pl.addWidget(self.views_grid, 1)
         self.views: dict[str, CameraView] = {}
         controls = QHBoxLayout()
         self.play_button = QPushButton("Play")
@@ -132,6 +139,8 @@ class RolloutReviewWidget(QWidget):
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 3)
         split.setSizes([180, 560])
+        self.splitter = split
+        remember_splitter(ctx, split, "rollout.review")  # the person's pane sizes come back next launch
 
         # --- open-loop evaluation
         eval_box = QGroupBox("Open-loop evaluation: the checkpoint picked in Live over a dataset's recorded episodes")
@@ -204,15 +213,10 @@ class RolloutReviewWidget(QWidget):
         reader = self.ctx.store.open_episode(episode_id)
         self._reader = reader
         self._stored = StoredRollout(reader.lowdim(), reader.fps)
-        for v in self.views.values():
-            v.setParent(None)
-            v.deleteLater()
-        self.views = {}
-        for cam in reader.cameras:
-            view = CameraView(cam)
+        self.views = dict(self.views_grid.set_cameras(list(reader.cameras)))
+        for cam, view in self.views.items():
             install_overlays(view, lambda c=cam: self._overlay_data.get(c))
-            self.views[cam] = view
-            self.views_row.addWidget(view)
+            view.setToolTip(OVERLAY_TIPS)
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, reader.num_frames - 1))
         self.slider.setValue(0)
@@ -241,9 +245,16 @@ class RolloutReviewWidget(QWidget):
 
     def _on_play_toggled(self, on: bool) -> None:
         if on and self._stored is not None:
+            if self._reader is not None and self._tick >= self._reader.num_frames - 1:
+                self.slider.setValue(0)  # at the end: Play starts over
             self._timer.start(int(1000 / max(self._stored.fps, 1)))
         else:
             self._timer.stop()
+        playing = self._timer.isActive()
+        self.play_button.setText("Pause" if playing else "Play")
+        if on and not playing:  # nothing to play
+            with QSignalBlocker(self.play_button):
+                self.play_button.setChecked(False)
 
     def _advance(self) -> None:
         if self._reader is None:
@@ -256,6 +267,9 @@ class RolloutReviewWidget(QWidget):
 
     def close_reader(self) -> None:
         self._timer.stop()
+        with QSignalBlocker(self.play_button):
+            self.play_button.setChecked(False)
+        self.play_button.setText("Play")
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -283,7 +297,8 @@ class RolloutReviewWidget(QWidget):
         self.eval_results.append(result)
         r = self.mae_table.rowCount()
         self.mae_table.insertRow(r)
-        self.mae_table.setItem(r, 0, _item(result.checkpoint_id))
+        head = getattr(result, "action_head", None)
+        self.mae_table.setItem(r, 0, _item(f"{result.checkpoint_id} ({head})" if head else result.checkpoint_id))
         for j, v in enumerate(result.mae_per_joint if result.mae_per_joint is not None else []):
             if j < len(JOINTS):
                 self.mae_table.setItem(r, j + 1, _item(f"{v:.2f}"))

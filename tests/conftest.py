@@ -44,3 +44,11 @@ def home(tmp_path, monkeypatch):
     root = tmp_path / "home"
     monkeypatch.setenv("VLA_STUDIO_HOME", str(root))
     return root
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A fresh 30 MB tmpfs (a real full disk for disk-full tests); skipped where mounting is not allowed."""
+    from tests.diskfull import mount_small_disk
+
+    yield from mount_small_disk(tmp_path)

@@ -124,7 +124,7 @@ class MemoryWriter:
         self.segments: list[tuple] = []
         self.finished = None
 
-    def add_tick(self, t=None, frames=None, timestamps=None, values=None):
+    def add_tick(self, t=None, frames=None, timestamps=None, values=None, stale=None):
         self.values.append({k: np.array(v) for k, v in (values or {}).items()})
 
     def mark_segment(self, kind, start_tick, end_tick=None, **extra):

@@ -50,9 +50,12 @@ class CameraView(QWidget):
             raise ValueError(f"CameraView expects HxWx3 uint8 RGB, got {image.shape} {image.dtype}")
         arr = np.ascontiguousarray(image)
         h, w = arr.shape[:2]
+        resized = self._array is None or self._array.shape[:2] != (h, w)
         self._array = arr
         self._image = QImage(arr.data, w, h, arr.strides[0], QImage.Format.Format_RGB888)
         self.frames_shown += 1
+        if resized:
+            self.updateGeometry()  # a CameraGridWidget re-sizes its views to the new aspect ratio
         self.update()
 
     def clear(self, text: str = "no frame") -> None:

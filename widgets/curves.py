@@ -65,8 +65,27 @@ class CurvesWidget(QWidget):
         self.train_loss.append(float(loss))
         self._train.setData(self.train_steps, self.train_loss)
 
+    def drop_after(self, step: int) -> None:
+        """Forget the points after ``step`` (a resumed run goes back to its checkpoint and trains them again)."""
+        keep = sum(1 for s in self.train_steps if s <= step)
+        del self.train_steps[keep:], self.train_loss[keep:]
+        self._train.setData(self.train_steps, self.train_loss)
+        self._drop_eval_after(step)
+
+    def _drop_eval_after(self, step: int) -> None:
+        gone = sum(1 for s in self.val_steps if s > step)
+        if not gone:
+            return
+        del self.val_steps[-gone:], self.val_loss[-gone:]
+        for values in (self.val_acc, self.val_l1):  # aligned with the last len(values) val steps
+            del values[len(values) - min(gone, len(values)):]
+        self._val.setData(self.val_steps, self.val_loss)
+        self._acc.setData(self.val_steps[-len(self.val_acc):] if self.val_acc else [], self.val_acc)
+        self._l1.setData(self.val_steps[-len(self.val_l1):] if self.val_l1 else [], self.val_l1)
+
     def add_eval(self, step: int, val_loss: float | None, accuracy: float | None = None,
                  l1: float | None = None) -> None:
+        self._drop_eval_after(step - 1)  # a resumed run evaluates a step again: one point per step
         if self._ok(val_loss):
             self.val_steps.append(step)
             self.val_loss.append(float(val_loss))

@@ -160,6 +160,7 @@ class EpisodeViewerWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
+        self.splitter = splitter  # the frames above the plots (its owner may remember its sizes)
         self._set_enabled(False)
 
     # -- data in

@@ -22,6 +22,17 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
 
 from widgets.action_bars import paint_action_bars
 
+#: what the overlays show, in plain words (the tooltip of a camera view that draws them)
+OVERLAY_TIPS = (
+    "future path (cyan): where the gripper goes over the predicted chunk, from where it is now; the bright dot "
+    "is the next goal\n"
+    "gripper: the commanded opening\n"
+    "action bars: blue what the policy asked per joint, orange what was sent\n"
+    "latency / rate: how long the last inference took, the control rate reached / asked, and 'held' ticks "
+    "(no fresh action in time: the arm held its last goal)\n"
+    "confidence: per row of the chunk, how sure the policy was (green high, red low)\n"
+    "safety: how often each safety rule changed the action ('max_delta': a step shortened to the max joint "
+    "step; 'clipped': what was sent differs from what was asked)")
 OVERLAYS = ("gripper", "bars", "timing", "confidence", "safety", "path")  # path last: drawn on top
 PATH_COLOR = QColor(0, 255, 200)
 
@@ -31,6 +42,7 @@ class OverlayData:
     """What the overlays show for one camera at one tick (all fields optional)."""
 
     path_px: np.ndarray | None = None  # (N, 2) image pixels of the future end-effector path (row 0 = next)
+    path_start_px: np.ndarray | None = None  # (2,) where the end effector is now: the path is drawn from here
     gripper: float | None = None  # commanded gripper 0 (closed) .. 100 (open)
     predicted: np.ndarray | None = None  # (D,) the policy's action this tick (before safety)
     executed: np.ndarray | None = None  # (D,) what was sent
@@ -41,6 +53,7 @@ class OverlayData:
     rate_hz: float | None = None  # achieved control rate
     target_hz: float | None = None  # asked control rate
     held_ticks: int = 0
+    undecodable: int = 0  # policy outputs that were no valid chunk (FAST) and were held still instead
     confidence: np.ndarray | None = None  # (K,) per-row confidence, 0..1
     safety_counts: dict[str, int] = field(default_factory=dict)
     safety_now: tuple[str, ...] = ()  # rules that changed this tick's action
@@ -67,6 +80,8 @@ def _panel(painter: QPainter, rect: QRectF, lines: list[tuple[str, QColor]], cor
 
 
 def paint_path(painter: QPainter, rect: QRectF, scale: float, data: OverlayData) -> None:
+    """The future path as a line from where the gripper is now (a ring) through every predicted row (dots
+    fading with the horizon), so even a chunk of one row, or rows that barely move, read as a path."""
     pts = None if data.path_px is None else np.asarray(data.path_px, dtype=np.float64).reshape(-1, 2)
     if pts is None or len(pts) == 0:
         return
@@ -74,18 +89,26 @@ def paint_path(painter: QPainter, rect: QRectF, scale: float, data: OverlayData)
     pts = pts[ok]
     if len(pts) == 0:
         return
+    start = None if data.path_start_px is None else np.asarray(data.path_start_px, dtype=np.float64).reshape(-1)
+    if start is not None and (len(start) != 2 or not np.isfinite(start).all()):
+        start = None
     painter.save()
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
     painter.setClipRect(rect)
     n = len(pts)
     width = float(np.clip(2.0 * scale, 2.0, 4.0))
-    path = QPainterPath(_to_widget(rect, scale, pts[0]))
-    for p in pts[1:]:
+    line = pts if start is None else np.vstack([start[None], pts])
+    path = QPainterPath(_to_widget(rect, scale, line[0]))
+    for p in line[1:]:
         path.lineTo(_to_widget(rect, scale, p))
     painter.setPen(QPen(PATH_COLOR, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
                         Qt.PenJoinStyle.RoundJoin))
     painter.setBrush(Qt.BrushStyle.NoBrush)
     painter.drawPath(path)
+    if start is not None:  # where the gripper is now
+        ring = 5.0 * float(np.clip(scale, 0.6, 1.5))
+        painter.setPen(QPen(QColor(255, 255, 255), 1.5))
+        painter.drawEllipse(_to_widget(rect, scale, start), ring, ring)
     for i, p in enumerate(pts):  # dots fade with the horizon
         c = QColor(PATH_COLOR)
         c.setAlpha(int(255 - 170 * i / max(n - 1, 1)))
@@ -134,6 +157,8 @@ def paint_timing(painter: QPainter, rect: QRectF, scale: float, data: OverlayDat
         parts.append(f"{data.rate_hz:.1f}{tgt} Hz")
     if data.held_ticks:
         parts.append(f"held {data.held_ticks}")
+    if data.undecodable:
+        parts.append(f"undecodable {data.undecodable}")
     if not parts and data.mode == "policy":
         return
     color = QColor(255, 255, 255)
@@ -156,23 +181,27 @@ def paint_confidence(painter: QPainter, rect: QRectF, scale: float, data: Overla
     if c is None or len(c) == 0 or not np.isfinite(c).any():
         return
     painter.save()
-    s = 1.0
-    w, h = 8 * s * len(c) + 8, 30 * s
+    font = QFont(painter.font())
+    font.setPixelSize(11)  # readable whatever the image scale, like the other panels
+    painter.setFont(font)
+    fm = painter.fontMetrics()
+    label = f"confidence {np.nanmean(c):.2f}"
+    # the box holds its label and its bars whole, and stays inside the picture (never clipped by its edge)
+    w = min(max(fm.horizontalAdvance(label) + 10, 6.0 * len(c) + 10), max(rect.width() - 8, 20.0))
+    h = min(fm.height() + 24.0, max(rect.height() - 8, 20.0))
     box = QRectF(rect.right() - w - 4, rect.top() + 4, w, h)
     painter.fillRect(box, QColor(0, 0, 0, 160))
-    bw = (w - 8) / len(c)
+    bars = QRectF(box.left() + 5, box.top() + fm.height() + 4, box.width() - 10, box.height() - fm.height() - 7)
+    bw = bars.width() / len(c)
     for i, v in enumerate(c):
         if not np.isfinite(v):
             continue
         v = float(np.clip(v, 0, 1))
         col = QColor.fromHsvF(0.33 * v, 0.9, 0.95)
-        bh = (h - 14 * s) * v
-        painter.fillRect(QRectF(box.left() + 4 + i * bw, box.bottom() - 3 - bh, bw - 1, bh), col)
-    font = QFont(painter.font())
-    font.setPixelSize(max(8, int(9 * s)))
-    painter.setFont(font)
+        bh = max(1.0, bars.height() * v)
+        painter.fillRect(QRectF(bars.left() + i * bw, bars.bottom() - bh, max(1.0, bw - 1), bh), col)
     painter.setPen(QColor(255, 255, 255))
-    painter.drawText(QPointF(box.left() + 4, box.top() + 10 * s), f"conf {np.nanmean(c):.2f}")
+    painter.drawText(QPointF(box.left() + 5, box.top() + 2 + fm.ascent()), label)
     painter.restore()
 
 

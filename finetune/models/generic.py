@@ -113,6 +113,8 @@ class GenericVLA(VLA):
 
             save_file({k: v.contiguous().cpu() for k, v in self.chunk_head.state_dict().items()},
                       str(out / "chunk_head.safetensors"))
+        for name, text in self.head.files().items():  # e.g. the FAST tokenizer (load_vla reads it back)
+            (out / name).write_text(text)
         return out
 
 
@@ -136,12 +138,13 @@ def load_generic_vlm(folder: Path, config: dict, device: torch.device, dtype: to
         raise ModelError(f"{folder}: {mt} models need image grids this wrapper does not build; use OpenVLA, "
                          "SmolVLM/Idefics3, Llava or PaliGemma")
     try:
-        vlm = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype).to(device)
+        vlm = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype,
+                                                          trust_remote_code=False).to(device)
     except (ValueError, KeyError, OSError) as exc:
         raise ModelError(f"{folder}: not an OpenVLA folder nor a transformers image-text-to-text model "
                          f"({type(exc).__name__}: {exc})") from None
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)  # never a prompt
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}); copy it into the folder") from None
     ours = dict(config.get("vla_studio") or {})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from recorder.errors import ModelError
+from recorder.errors import ModelError, one_line
 
 from .vla import VLA
 
@@ -20,14 +20,12 @@ def resolve_model_dir(path_or_id: str | Path) -> Path:
         from .tiny import tiny_dir
 
         return tiny_dir()
-    p = Path(path_or_id).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise ModelError(f"{p}: not a folder; pass an OpenVLA model folder, a checkpoint folder or a hub id")
-        return p
+    from finetune.run_config import check_model_spec
+
+    local = check_model_spec(path_or_id)  # a missing folder or a file: ModelError
+    if local is not None:
+        return local
     s = str(path_or_id)
-    if s.count("/") != 1 or s.startswith((".", "/", "~")):
-        raise ModelError(f"{s}: no such folder; pass an existing model folder, 'tiny', or a hub id like openvla/openvla-7b")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
@@ -105,22 +103,73 @@ def load_weights_strict(model: torch.nn.Module, folder: Path, *, allow_missing_p
         consume.finish()
 
 
+def weight_shapes(folder: Path) -> tuple[dict[str, tuple], str]:
+    """Every tensor's shape from the safetensors headers (no tensor is read), and the file name(s) for messages."""
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    shapes: dict[str, tuple] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as h:
+                for k in h.keys():
+                    shapes[k] = tuple(h.get_slice(k).get_shape())
+        except Exception as exc:
+            raise ModelError(f"{f}: unreadable safetensors file ({exc}); re-download it") from None
+    name = str(files[0]) if len(files) == 1 else f"{folder}/model-*.safetensors"
+    return shapes, name
+
+
+def _special_tokens(folder: Path) -> dict:
+    out: dict = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        f = folder / name
+        if not f.exists():
+            continue
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            raise ModelError(f"{f}: invalid JSON; re-download the tokenizer files") from None
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            v = d.get(key)
+            if isinstance(v, dict):
+                v = v.get("content")
+            if isinstance(v, str) and key not in out:
+                out[key] = v
+    return out
+
+
 def load_tokenizer(folder: Path):
-    """The folder's tokenizer; Llama tokenizers by their class directly (AutoTokenizer would first try to read
-    config.json as a transformers model config, which ``model_type: openvla`` is not)."""
+    """The folder's tokenizer, from its files only: ``tokenizer.json`` (the fast tokenizer, used verbatim) or
+    else ``tokenizer.model`` (a sentencepiece Llama tokenizer). Never AutoTokenizer: it can stop at transformers'
+    interactive trust-remote-code prompt, a hang in a GUI child process. A folder with neither is one ModelError
+    naming it."""
     import transformers
 
-    cls_name = ""
-    tc = folder / "tokenizer_config.json"
-    if tc.exists():
-        try:
-            cls_name = json.loads(tc.read_text()).get("tokenizer_class") or ""
-        except json.JSONDecodeError:
-            cls_name = ""
-    if cls_name.startswith("LlamaTokenizer"):
-        cls = getattr(transformers, cls_name, None) or transformers.LlamaTokenizer
-        return cls.from_pretrained(str(folder))
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+    folder = Path(folder)
+    special = _special_tokens(folder)
+    tj, sp = folder / "tokenizer.json", folder / "tokenizer.model"
+    try:
+        if tj.exists():
+            tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tj), **special)
+        elif sp.exists():
+            try:
+                import sentencepiece  # noqa: F401
+            except ImportError:
+                raise ModelError(f"{sp}: reading a sentencepiece tokenizer needs sentencepiece "
+                                 "(pip install sentencepiece), or put the model's tokenizer.json beside it") from None
+            tok = transformers.LlamaTokenizer.from_pretrained(str(folder), **special)
+        else:
+            raise ModelError(f"{folder}: no tokenizer (neither tokenizer.json nor tokenizer.model is there); "
+                             "copy the base model's tokenizer files into the folder")
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt file, a missing sentencepiece/protobuf
+        f = tj if tj.exists() else sp
+        raise ModelError(f"{f}: cannot load the tokenizer ({type(exc).__name__}: {one_line(exc)}); "
+                         "re-download the base model's tokenizer files") from None
+    tok.padding_side = "right"
+    return tok
 
 
 def _default_dtype(device: torch.device, dtype) -> torch.dtype:
@@ -133,7 +182,7 @@ def _default_dtype(device: torch.device, dtype) -> torch.dtype:
 
 
 def build_openvla_empty(config: dict, tokenizer, device: torch.device, dtype: torch.dtype, *, quantize: str | None = None,
-                        **head_kw):
+                        vit_configs=None, image_transform=None, **head_kw):
     """Construct on the meta device, then allocate (uninitialized) on ``device`` and rebuild the few buffers
     that are not in the state dict. Skips the slow random init: callers load or init weights next. With
     ``quantize`` the decoder Linears are left unallocated and a :class:`~.quant.QuantizingLoader` is returned
@@ -144,7 +193,7 @@ def build_openvla_empty(config: dict, tokenizer, device: torch.device, dtype: to
     torch.set_default_dtype(dtype)
     try:
         with torch.device("meta"):
-            model = OpenVLA(config, tokenizer, **head_kw)
+            model = OpenVLA(config, tokenizer, vit_configs=vit_configs, image_transform=image_transform, **head_kw)
     finally:
         torch.set_default_dtype(prev)
     qloader = None
@@ -180,7 +229,8 @@ def quantize_llm(model: VLA, mode: str) -> None:
 def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str | None = None,
              action_head: str | None = None, chunk_size: int = 8, action_dim: int | None = None,
              n_images: int | None = None, state_dim: int | None = None, head_hidden: int | None = None,
-             norm_stats: dict | None = None) -> VLA:
+             norm_stats: dict | None = None, head_dir: str | Path | None = None, head_config: dict | None = None,
+             require_trained_head: bool = False) -> VLA:
     """Load an OpenVLA-layout folder (published or ours), a generic transformers image-text-to-text VLM folder,
     a hub id, or ``"tiny"``.
 
@@ -188,6 +238,11 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     head; random-initialised unless the checkpoint has one). ``chunk_size`` applies to new chunk heads; a
     token head predicts one step (K=1) unless a checkpoint says otherwise. ``action_dim`` defaults to the
     checkpoint's head config, then the single dataset in ``norm_stats``, then 7.
+
+    ``flow`` / ``fast`` (``finetune/models/action_heads.py``) also take ``chunk_size``. A FAST head reads its
+    tokenizer from ``head_dir`` (a checkpoint folder) or the model folder when that was saved with one.
+    ``require_trained_head``: a ModelError when the folder has no trained weights of the asked head (a policy
+    must not run a random-initialised chunk head / flow expert).
     """
     from .openvla import read_config
 
@@ -202,7 +257,15 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
 
         check_quantize_supported(quantize, dev)
     ours = dict(config.get("vla_studio") or {})
-    stats = norm_stats if norm_stats is not None else config.get("norm_stats")
+    stats = norm_stats
+    if stats is None and (folder / "dataset_statistics.json").exists():
+        # OpenVLA's fine-tuning writes its dataset's statistics here; its deploy.py uses them in place of
+        # config.json's norm_stats, and so do we
+        from ..norm import load_norm_stats
+
+        stats = load_norm_stats(folder / "dataset_statistics.json")
+    if stats is None:
+        stats = config.get("norm_stats")
     saved_head = ours.get("action_head")
     head = action_head or saved_head or "tokens"
     if action_dim is None:
@@ -214,29 +277,41 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
     if saved_head == head and "chunk_size" in ours:
         K = int(ours["chunk_size"])
     else:
-        K = int(chunk_size) if head == "chunk" else 1
-    if saved_head == head == "chunk":
+        K = int(chunk_size) if head != "tokens" else 1
+    if saved_head == head and head in ("chunk", "flow"):
         state_dim = ours.get("state_dim") if state_dim is None else state_dim
         head_hidden = ours.get("head_hidden") if head_hidden is None else head_hidden
+    if require_trained_head and head in ("chunk", "flow") and saved_head != head:
+        raise ModelError(f"{folder}: this model has no trained {head} head (it was saved with "
+                         f"{saved_head or 'the tokens'} head); use a checkpoint fine-tuned with --action-head {head}")
+    flow_kw = {k: v for k, v in ours.items() if k.startswith("flow_")} if saved_head == head == "flow" else {}
+    flow_kw.update({k: v for k, v in (head_config or {}).items() if k.startswith("flow_")})
     n_img = int(n_images or ours.get("n_images") or 1)
     model_type = config.get("model_type", "")
     if model_type in ("openvla", "prismatic"):
-        try:
-            tok = load_tokenizer(folder)
-        except Exception as exc:
-            raise ModelError(f"{folder}: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
-                             "copy the base model's tokenizer files into the folder") from None
+        from .openvla import tower_ids, vit_configs_from
+        from .preprocess import read_preprocessor
+
+        tok = load_tokenizer(folder)
+        n_towers = len(ours["vit_configs"]) if ours.get("vit_configs") else len(tower_ids(config))
+        transform = None if ours.get("image_pipeline") == "fast" else read_preprocessor(folder, n_towers)
+        shapes, wname = weight_shapes(folder)
+        vits = vit_configs_from(config, shapes, wname, image_transform=transform)
         if head_hidden is None:
             head_hidden = 1024 if int(config.get("text_config", {}).get("hidden_size", 4096)) >= 1024 else 128
-        built = build_openvla_empty(config, tok, dev, dt, quantize=quantize, action_head=head, chunk_size=K,
-                                    action_dim=action_dim, n_images=n_img, state_dim=state_dim, head_hidden=head_hidden)
+        built = build_openvla_empty(config, tok, dev, dt, quantize=quantize, vit_configs=vits,
+                                    image_transform=transform, action_head=head, chunk_size=K, action_dim=action_dim,
+                                    n_images=n_img, state_dim=state_dim, head_hidden=head_hidden, flow=flow_kw)
         model, qloader = built if quantize else (built, None)
-        has_saved_head = saved_head == "chunk" and head == "chunk"
+        has_saved_head = saved_head == head and head in ("chunk", "flow")
         # quantized: each decoder weight is quantized on the GPU as it is read (never the whole bf16 model)
-        load_weights_strict(model, folder, allow_missing_prefix=() if has_saved_head else ("chunk_head.",),
+        load_weights_strict(model, folder,
+                            allow_missing_prefix=() if has_saved_head else ("chunk_head.", "flow_head."),
                             consume=qloader)
         if head == "chunk" and not has_saved_head:
             _init_head(model)
+        if head == "flow" and not has_saved_head:
+            model.flow_head.reset_parameters()
         model.norm_stats = stats
     else:
         from .generic import load_generic_vlm
@@ -247,6 +322,8 @@ def load_vla(path_or_id: str | Path, *, dtype=None, device=None, quantize: str |
             model.norm_stats = norm_stats
         if quantize:
             quantize_llm(model, quantize)
+    if head == "fast" and (head_dir is not None or saved_head == "fast"):
+        model.head.load_files(Path(head_dir) if head_dir is not None else folder)
     model.source = str(path_or_id)
     model.model_dir = folder
     from .quant import mark_quantized

@@ -87,22 +87,79 @@ class PrismaticProjector(nn.Module):
         return self.fc2(self.act_fn1(self.fc1(x)))
 
 
-def vit_configs_from(config: dict) -> list[ViTConfig]:
-    ours = (config.get("vla_studio") or {}).get("vit_configs")
-    if ours:
-        return [ViTConfig.from_dict(c) for c in ours]
+def tower_ids(config: dict) -> list[str]:
+    """The timm ids of a published config.json's vision towers (one, or two when fused)."""
     ids = config.get("timm_model_ids") or BACKBONE_TO_TIMM.get(config.get("vision_backbone_id", ""))
     if not ids:
         raise ModelError(f"unsupported vision_backbone_id {config.get('vision_backbone_id')!r} in config.json")
-    sizes = config.get("image_sizes") or [224] * len(ids)
-    out = []
-    for tid, size in zip(ids, sizes):
-        if tid not in TIMM_VIT_CONFIGS:
-            raise ModelError(f"unsupported vision tower {tid!r} in config.json (supported: DINOv2-L reg4, SigLIP so400m)")
-        c = copy.deepcopy(TIMM_VIT_CONFIGS[tid])
-        c.img_size = int(size)
-        out.append(c)
+    return list(ids)
+
+
+def vit_configs_from(config: dict, shapes: dict[str, tuple] | None = None, weights: str = "",
+                     image_transform=None) -> list[ViTConfig]:
+    """The towers' configs. Ours: ``vla_studio.vit_configs``. Published: the timm ids in config.json give the
+    kind of tower (head count, activation, pooling: what tensor shapes cannot tell); width, depth, MLP size,
+    patch size, prefix tokens and resolution come from the weights' ``shapes`` when given, so a checkpoint with
+    other tower sizes loads, or fails with one line naming the weights file. ``image_transform`` (a published
+    preprocessor) supplies the normalization constants."""
+    ours = (config.get("vla_studio") or {}).get("vit_configs")
+    if ours:
+        out = [ViTConfig.from_dict(c) for c in ours]
+    else:
+        ids = tower_ids(config)
+        sizes = config.get("image_sizes") or [224] * len(ids)
+        out = []
+        for i, (tid, size) in enumerate(zip(ids, sizes)):
+            if tid not in TIMM_VIT_CONFIGS:
+                raise ModelError(f"unsupported vision tower {tid!r} in config.json "
+                                 "(supported: DINOv2-L reg4, SigLIP so400m)")
+            c = copy.deepcopy(TIMM_VIT_CONFIGS[tid])
+            c.img_size = int(size)
+            if shapes is not None:
+                _fit_tower(c, shapes, "vision_backbone." + ("featurizer." if i == 0 else "fused_featurizer."),
+                           tid, weights)
+            out.append(c)
+    if image_transform is not None:
+        if len(image_transform.means) != len(out):
+            raise ModelError(f"{image_transform.source}: normalization for {len(image_transform.means)} tower(s), "
+                             f"the model has {len(out)}; the file belongs to another model")
+        for c, m, s in zip(out, image_transform.means, image_transform.stds):
+            c.mean, c.std = tuple(m), tuple(s)
+            if c.img_size != image_transform.size:
+                raise ModelError(f"{image_transform.source}: images of {image_transform.size} px, the vision "
+                                 f"towers take {c.img_size} px; the file belongs to another model")
     return out
+
+
+def _fit_tower(c: ViTConfig, shapes: dict[str, tuple], prefix: str, tid: str, weights: str) -> None:
+    def need(key: str) -> tuple:
+        if prefix + key not in shapes:
+            raise ModelError(f"{weights}: no {prefix}{key}; the weights fit no {tid} tower "
+                             "(is this an OpenVLA checkpoint?)")
+        return tuple(shapes[prefix + key])
+
+    pe = need("patch_embed.proj.weight")
+    if len(pe) != 4 or pe[1] != 3 or pe[2] != pe[3]:
+        raise ModelError(f"{weights}: {prefix}patch_embed.proj.weight has shape {pe}; it fits no ViT tower")
+    c.embed_dim, c.patch_size = int(pe[0]), int(pe[2])
+    blocks = {k[len(prefix) + 7:].split(".", 1)[0] for k in shapes if k.startswith(prefix + "blocks.")}
+    c.depth = len(blocks)
+    if c.depth < 2:
+        raise ModelError(f"{weights}: {prefix[:-1]} has {c.depth} block(s); Prismatic needs at least 2")
+    c.mlp_hidden = int(need("blocks.0.mlp.fc1.weight")[0])
+    if c.embed_dim % c.num_heads:
+        raise ModelError(f"{weights}: tower width {c.embed_dim} does not split into the {c.num_heads} heads of "
+                         f"{tid}; the weights fit no supported tower")
+    c.class_token = prefix + "cls_token" in shapes
+    reg = shapes.get(prefix + "reg_token")
+    c.reg_tokens = int(reg[1]) if reg is not None else 0
+    c.global_pool = "map" if prefix + "attn_pool.latent" in shapes else "token"
+    c.init_values = (c.init_values or 1e-5) if prefix + "blocks.0.ls1.scale_factor" in shapes else None
+    n_pos = int(need("pos_embed")[1]) - (0 if c.no_embed_class else (int(c.class_token) + c.reg_tokens))
+    grid = int(round(n_pos ** 0.5))
+    if grid * grid != n_pos or grid * c.patch_size != c.img_size:
+        raise ModelError(f"{weights}: {prefix}pos_embed holds {n_pos} patch positions, config.json says "
+                         f"{c.img_size} px images of {c.patch_size} px patches; the weights fit no such tower")
 
 
 def text_config_from(config: dict):
@@ -124,12 +181,16 @@ class OpenVLA(VLA):
     """OpenVLA with our heads. ``state_dict()`` keys are the published ones (+ ``chunk_head.*``)."""
 
     def __init__(self, config: dict, tokenizer, *, action_head: str = "tokens", chunk_size: int = 1,
-                 action_dim: int = 7, n_images: int = 1, state_dim: int | None = None, head_hidden: int = 1024):
+                 action_dim: int = 7, n_images: int = 1, state_dim: int | None = None, head_hidden: int = 1024,
+                 vit_configs: list[ViTConfig] | None = None, image_transform=None, flow: dict | None = None,
+                 fast_vocab: int | None = None):
         super().__init__()
         from transformers import AutoModelForCausalLM
 
         self.config = config
-        vits = vit_configs_from(config)
+        # published checkpoints: the exact pixels of OpenVLA's processor; ours (None): the fast path
+        self.image_transform = image_transform
+        vits = vit_configs if vit_configs is not None else vit_configs_from(config, image_transform=image_transform)
         self.vision_backbone = PrismaticVisionBackbone(vits)
         self.text_config = text_config_from(config)
         self.projector = PrismaticProjector(len(vits) == 2, self.vision_backbone.embed_dim,
@@ -141,7 +202,7 @@ class OpenVLA(VLA):
                           n_bins=int(config.get("n_action_bins", 256)), action_head=action_head,
                           chunk_size=chunk_size, action_dim=action_dim, n_images=n_images,
                           image_size=vits[0].img_size, norm_stats=config.get("norm_stats"),
-                          state_dim=state_dim, head_hidden=head_hidden)
+                          state_dim=state_dim, head_hidden=head_hidden, flow=flow, fast_vocab=fast_vocab)
 
     @property
     def hidden_size(self) -> int:
@@ -176,10 +237,15 @@ class OpenVLA(VLA):
         cfg = copy.deepcopy(self.config)
         cfg["norm_stats"] = self.norm_stats
         ours = dict(cfg.get("vla_studio") or {})
-        ours.update(self.head_config())
-        if self.chunk_head is None:
-            for k in ("head_hidden", "state_dim"):
-                ours.pop(k, None)
+        now = self.head_config()
+        for k in list(ours):  # keys of another head (a chunk export re-saved as flow, ...) must not linger
+            if k in ("head_hidden", "state_dim") or k.startswith(("flow_", "fast_")):
+                if k not in now:
+                    ours.pop(k)
+        ours.update(now)
+        if self.chunk_head is None and self.flow_head is None:
+            ours.pop("state_dim", None)
+        ours["image_pipeline"] = "published" if self.image_transform is not None else "fast"
         cfg["vla_studio"] = ours
         return cfg
 
@@ -217,15 +283,19 @@ class OpenVLA(VLA):
         (out / "config.json").write_text(json.dumps(cfg, indent=2))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out))
+        for name, text in self.head.files().items():  # e.g. the FAST tokenizer
+            (out / name).write_text(text)
+        if self.image_transform is not None:  # a published base: its exact preprocessing travels with it
+            from .preprocess import PREPROCESSOR_FILE
+
+            (out / PREPROCESSOR_FILE).write_text(json.dumps(self.image_transform.raw, indent=2))
         return out
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    from finetune.run_config import read_json_object
+
     path = folder / "config.json"
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{folder}: no config.json; pick an OpenVLA model folder or a vla-studio checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc.msg}); re-download or re-export the model") from None
-    return cfg
+    if not path.exists():
+        raise ModelError(f"{folder}: no config.json; pick an OpenVLA model folder or a vla-studio checkpoint")
+    return read_json_object(path, error=ModelError, fix="re-download or re-export the model")

@@ -82,7 +82,8 @@ def tiny_config() -> dict:
             "pad_token_id": BASE_VOCAB, "bos_token_id": 1, "eos_token_id": 2,
         },
         "torch_dtype": "float32",
-        "vla_studio": {"tiny": True, "vit_configs": [dino, siglip]},
+        # our own model: the fast cv2 image path (finetune.data.prepare_image), not a published processor's
+        "vla_studio": {"tiny": True, "vit_configs": [dino, siglip], "image_pipeline": "fast"},
     }
 
 
@@ -205,6 +206,8 @@ def build_random_openvla(size: str = "7b", *, device="cuda", dtype=torch.bfloat1
     init_random_(model, seed)
     if model.chunk_head is not None:
         _init_head(model, seed)
+    if model.flow_head is not None:
+        model.flow_head.reset_parameters(seed)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

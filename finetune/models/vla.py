@@ -1,4 +1,7 @@
-"""The VLA base class: sample preparation, batching, the two action heads, training forward and fast decoding.
+"""The VLA base class: sample preparation, batching, the action heads, training forward and fast decoding.
+
+The action part of the sequence, the loss and the prediction belong to the action head (``self.head``, one of
+``finetune/models/action_heads.py``: tokens, chunk, flow, fast); this class supplies what they share.
 
 Speed switches (attributes): ``checkpoint_layers`` (training: None / "all" / first N LLM layers / a set of
 indices, non-reentrant activation checkpointing per decoder layer); ``use_cuda_graphs`` (inference on CUDA:
@@ -18,6 +21,8 @@ right-padded, causal attention (no mask needed: pads only follow real tokens). T
   those positions only (logits are computed only there).
 - chunk head: ``<action part>`` = ``K*D`` placeholder positions whose embeddings are replaced by learned
   queries (optionally preceded by one proprio token); an MLP maps their last hidden states to ``(K, D)``.
+- flow head: no action part; the action expert (``flow_head``) attends to the prefix's KV cache.
+- fast head: ``<action part>`` = the chunk's FAST tokens (vocabulary tail) then ``</s>``, as the token head.
 """
 
 from __future__ import annotations
@@ -63,13 +68,19 @@ class VLA(nn.Module):
     action_head: str
     n_images: int
     norm_stats: dict | None
+    # published checkpoints: finetune.models.preprocess.PublishedImageTransform (OpenVLA's exact pixels);
+    # None: our fast path (cv2 in finetune.data.prepare_image, torch bicubic here)
+    image_transform = None
 
     # ------------------------------------------------------------------ set-up helpers for subclasses
     def _init_common(self, tokenizer, *, vocab_size_for_actions: int, n_bins: int, action_head: str,
                      chunk_size: int, action_dim: int, n_images: int, image_size: int, norm_stats: dict | None,
-                     state_dim: int | None = None, head_hidden: int = 1024) -> None:
-        if action_head not in ("tokens", "chunk"):
-            raise ModelError(f"action_head must be 'tokens' or 'chunk', got {action_head!r}")
+                     state_dim: int | None = None, head_hidden: int = 1024, flow: dict | None = None,
+                     fast_vocab: int | None = None) -> None:
+        from .action_heads import ACTION_HEADS, make_head
+
+        if action_head not in ACTION_HEADS:
+            raise ModelError(f"action_head must be one of {', '.join(ACTION_HEADS)}, got {action_head!r}")
         self.tokenizer = tokenizer
         self.action_tokenizer = ActionTokenizer(n_bins=n_bins, vocab_size=vocab_size_for_actions)
         self.action_head = action_head
@@ -89,9 +100,28 @@ class VLA(nn.Module):
             self.chunk_head = ChunkHead(self.hidden_size, self.chunk_size, self.action_dim, head_hidden, state_dim)
         else:
             self.chunk_head = None
+        self.flow_head = self._build_flow(flow or {}) if action_head == "flow" else None
+        self.head = make_head(action_head, self, fast_vocab=fast_vocab)
         self.use_cuda_graphs = False
         self._graphs: dict = {}
         self.checkpoint_layers: Any = None  # None / "all" / set of layer indices / int (first N layers)
+
+    def _build_flow(self, kw: dict):
+        from .flow import FlowExpert, default_layer_map
+
+        if not self._own_loop():
+            raise ModelError(f"--action-head flow needs a Llama-family LLM (OpenVLA, tiny); this model's decoder is "
+                             f"{type(self.decoder).__name__}: use --action-head chunk")
+        cfg = self.llm_config
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        width = int(kw.get("flow_width") or (self.hidden_size // 4 if self.hidden_size >= 1024 else self.hidden_size))
+        layer_map = kw.get("flow_layer_map") or default_layer_map(len(self.decoder.layers))
+        expert = FlowExpert(chunk_size=self.chunk_size, action_dim=self.action_dim, width=width, n_heads=n_kv,
+                            head_dim=hd, layer_map=list(layer_map), state_dim=self.state_dim,
+                            mlp_ratio=int(kw.get("flow_mlp_ratio") or 4), steps=int(kw.get("flow_steps") or 10),
+                            samples=int(kw.get("flow_samples") or 4))
+        return expert
 
     # ------------------------------------------------------------------ to be provided by subclasses
     @property
@@ -133,20 +163,23 @@ class VLA(nn.Module):
         for name, mod in self.named_modules():
             if not isinstance(mod, nn.Linear):
                 continue
-            if name.endswith("lm_head") or name.startswith("chunk_head") or (skip and name.startswith(skip)):
+            if name.endswith("lm_head") or name.startswith(("chunk_head", "flow_head")) or (skip and name.startswith(skip)):
                 continue
             names.append(name)
         return names
 
     def trainable_modules(self) -> list[str]:
-        """Modules trained in full next to LoRA (peft ``modules_to_save``): the chunk head when present."""
-        return ["chunk_head"] if self.chunk_head is not None else []
+        """Modules trained in full next to LoRA (peft ``modules_to_save``): the chunk head / flow expert."""
+        return list(self.head.modules)
 
     def head_config(self) -> dict:
         cfg = {"action_head": self.action_head, "chunk_size": self.chunk_size, "action_dim": self.action_dim,
                "n_images": self.n_images, "image_size": self.image_size}
         if self.chunk_head is not None:
             cfg.update(self.chunk_head.config())
+        if self.flow_head is not None:
+            cfg.update(self.flow_head.config())
+        cfg.update(self.head.config())
         return cfg
 
     # ------------------------------------------------------------------ data side
@@ -163,6 +196,8 @@ class VLA(nn.Module):
         a = np.asarray(img)
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
             raise ModelError(f"images must be HxWx3 uint8 RGB, got shape {a.shape} dtype {a.dtype}")
+        if self.image_transform is not None:
+            a = self.image_transform(a)  # a no-op on the S x S frames finetune.data / the runtime already made
         t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
         s = self.image_size
         if t.shape[1] == s and t.shape[2] == s:
@@ -179,30 +214,12 @@ class VLA(nn.Module):
         ids = self.prompt_ids(instruction)
         prompt_len = len(ids)
         out: dict[str, torch.Tensor] = {"pixel_values": pv}
-        n_act = self.chunk_size * self.action_dim
         if actions is not None:
             a = np.asarray(actions, dtype=np.float32).reshape(-1, self.action_dim) if np.ndim(actions) else None
             if a is None or a.shape != (self.chunk_size, self.action_dim):
                 raise ModelError(f"actions must be ({self.chunk_size}, {self.action_dim}), got {np.shape(actions)}")
             out["actions"] = torch.from_numpy(a)
-        if self.action_head == "tokens":
-            labels = [IGNORE_INDEX] * len(ids)
-            if actions is not None:
-                toks = self.action_tokenizer.encode(out["actions"].numpy()).reshape(-1).tolist()
-                ids = ids + toks + [self.eos_token_id]
-                labels = labels + toks + [self.eos_token_id]
-            out["labels"] = torch.tensor(labels, dtype=torch.long)
-        else:
-            use_state = self.state_dim is not None
-            if use_state:
-                if state is None:
-                    raise ModelError("this chunk head was trained with proprio state: pass state")
-                out["state"] = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(self.state_dim))
-                out["state_mask"] = torch.tensor([False] * len(ids) + [True] + [False] * n_act)
-                ids = ids + [self.pad_token_id]
-            qm = [False] * len(ids) + [True] * n_act
-            ids = ids + [self.pad_token_id] * n_act
-            out["query_mask"] = torch.tensor(qm)
+        ids = self.head.prepare(self, ids, out, state)
         out["input_ids"] = torch.tensor(ids, dtype=torch.long)
         out["prompt_len"] = torch.tensor(prompt_len, dtype=torch.long)
         return out
@@ -293,86 +310,25 @@ class VLA(nn.Module):
 
     def forward(self, pixel_values=None, input_ids=None, attention_mask=None, labels=None, actions=None,
                 query_pos=None, state_pos=None, state=None, prompt_len=None, **_: Any) -> VLAOutput:
-        if self.action_head == "chunk":
-            if query_pos is None:
-                raise ModelError("a chunk-head batch needs query_pos: build it with VLA.collate")
-            pred = self._chunk_fn(pixel_values, input_ids, query_pos, state_pos, state)
-            out = VLAOutput(actions=pred)
-            if actions is not None:
-                tgt = actions.to(pred.device, torch.float32)
-                out.loss = F.l1_loss(pred, tgt)
-                out.l1 = out.loss.detach()
-            return out
-        embeds, P = self._assemble(pixel_values, input_ids)
-        hidden = self.run_llm(embeds)
-        B = hidden.shape[0]
-        if labels is None:
-            logits = self.lm_head_module(hidden[:, -1:]).float()
-            return VLAOutput(logits=logits)
-        labels = labels.to(hidden.device)
-        tgt = labels[:, 1:]
-        sel = tgt != IGNORE_INDEX
-        h = hidden[:, P:-1][sel]  # text positions t (after the image) predict label t+1
-        logits = self.lm_head_module(h).float()
-        gt = tgt[sel]
-        loss = F.cross_entropy(logits, gt)
-        with torch.no_grad():
-            pred = logits.argmax(-1)
-            m = self.action_tokenizer.is_action_token(gt)
-            acc = ((pred == gt) & m).sum().float() / m.sum().clamp(min=1).float()
-            l1 = (self.action_tokenizer.decode_torch(pred[m]) - self.action_tokenizer.decode_torch(gt[m])).abs().mean()
-        n = sel.sum(1)
-        if bool((n == n[0]).all()):
-            logits = logits.view(B, int(n[0]), -1)
-            pa = pred.view(B, -1)[:, : self.chunk_size * self.action_dim]
-            acts = self.action_tokenizer.decode_torch(pa).view(B, self.chunk_size, self.action_dim)
-        else:
-            acts = None
-        return VLAOutput(loss=loss, action_accuracy=acc, l1=l1, logits=logits, actions=acts)
+        """Training / evaluation forward: the action head's loss (``finetune/models/action_heads.py``)."""
+        return self.head.loss(self, pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                              labels=labels, actions=actions, query_pos=query_pos, state_pos=state_pos, state=state,
+                              prompt_len=prompt_len)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor], *, reference: bool = False):
         """-> normalized actions (B, K, D) float32 and confidence (B, K) (token head: mean max-probability of
-        the K*D greedy tokens per step; chunk head: None). ``reference=True`` decodes with transformers' own
-        cached forward (the plain baseline) instead of our static-cache loop."""
-        pv = batch["pixel_values"]
-        if self.action_head == "chunk":
-            args = (pv, batch["input_ids"], batch["query_pos"], batch.get("state_pos"), batch.get("state"))
-            if self._graphable() and not reference:
-                key = ("chunk",) + tuple(tuple(a.shape) if a is not None else None for a in args)
-                pred = self._graph_call(key, self._chunk_fn, *args)
-            else:
-                pred = self._chunk_fn(*args)
-            return pred.float(), None
-        B = pv.shape[0]
-        n_new = self.chunk_size * self.action_dim
-        plen = batch.get("prompt_len")
-        acts, confs = [], []
-        for i in range(B):
-            L = int(plen[i]) if plen is not None else int(batch["attention_mask"][i].sum())
-            ids = batch["input_ids"][i : i + 1, :L]
-            p = pv[i : i + 1]
-            if reference:
-                toks, probs = self._decode_reference(p, ids, n_new)
-            else:
-                try:
-                    toks, probs = self._fast_decode(p, ids, n_new, L)
-                except Exception as exc:  # a torch.compile failure: fall back to the uncompiled step
-                    if not self.compile_decode or not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                        raise
-                    import warnings
+        the K*D greedy tokens per step; chunk head: None; flow: 1 - spread of a few draws; fast: mean
+        max-probability of the chunk's tokens). ``reference=True`` decodes with transformers' own cached
+        forward (the plain baseline) instead of our static-cache loop."""
+        pred = self.head.predict(self, batch, reference=reference)
+        return pred.actions, pred.confidence
 
-                    from recorder.errors import StudioWarning
-
-                    warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager",
-                                  StudioWarning, stacklevel=2)
-                    self.compile_decode = False
-                    self._graphs.clear()
-                    toks, probs = self._fast_decode(p, ids, n_new, L)
-            acts.append(self.action_tokenizer.decode_torch(toks).view(1, self.chunk_size, self.action_dim))
-            confs.append(probs.float().view(1, self.chunk_size, self.action_dim).mean(-1))
-        return torch.cat(acts), torch.cat(confs)
+    @torch.no_grad()
+    def predict_chunk(self, batch: dict[str, torch.Tensor], *, reference: bool = False):
+        """The head's full :class:`~finetune.models.action_heads.HeadPrediction` (with ``valid`` per row)."""
+        return self.head.predict(self, batch, reference=reference)
 
     def _fast_decode(self, p, ids, n_new: int, L: int):
         if self._graphable():
@@ -624,41 +580,59 @@ def _fused_decode_step(dec, h, pos, caches, fn, prefill: bool = False, mv: bool 
     return dec.norm(h)
 
 
-def _cached_pass(dec, h, pos, caches, start: int):
-    """Run every decoder layer over ``h`` (positions ``start..start+T-1``), writing K/V into ``caches``."""
+def _layer_qkv(layer, h, cos, sin, hd: int):
+    """A decoder layer's input norm, q/k/v projections (fused or not) and RoPE -> q, k, v (B, heads, T, hd)."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    cos, sin = dec.rotary_emb(h, pos)
+    attn = layer.self_attn
     B, T, _ = h.shape
+    x = layer.input_layernorm(h)
+    fused = getattr(attn, "_fused_qkv", None)
+    if fused is not None:
+        w, b, sizes = fused
+        q, k, v = F.linear(x, w, b).split(sizes, dim=-1)
+    else:
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    q = q.view(B, T, -1, hd).transpose(1, 2)
+    k = k.view(B, T, -1, hd).transpose(1, 2)
+    v = v.view(B, T, -1, hd).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    return q, k, v
+
+
+def _layer_rest(layer, h, q, K, V, causal: bool):
+    """Attention of ``q`` over ``K``/``V`` (grouped heads repeated), o_proj, residual, MLP (fused or not)."""
+    attn = layer.self_attn
+    B, T, _ = h.shape
+    rep = q.shape[1] // K.shape[1]
+    if rep > 1:
+        K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
+    o = F.scaled_dot_product_attention(q, K, V, is_causal=causal)
+    h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+    mlp = layer.mlp
+    fused = getattr(mlp, "_fused_gu", None)
+    x = layer.post_attention_layernorm(h)
+    if fused is not None:
+        w, b, sizes = fused
+        g, u = F.linear(x, w, b).split(sizes, dim=-1)
+        return h + mlp.down_proj(mlp.act_fn(g) * u)
+    return h + mlp(x)
+
+
+def _prefix_layer(layer, h, cos, sin, hd: int):
+    """One decoder layer over a whole prefix (causal) -> (hidden, k, v): the flow head's prefix K/V,
+    with gradients (LoRA) and under activation checkpointing when training."""
+    q, k, v = _layer_qkv(layer, h, cos, sin, hd)
+    return _layer_rest(layer, h, q, k, v, causal=h.shape[1] > 1), k, v
+
+
+def _cached_pass(dec, h, pos, caches, start: int):
+    """Run every decoder layer over ``h`` (positions ``start..start+T-1``), writing K/V into ``caches``."""
+    cos, sin = dec.rotary_emb(h, pos)
+    T = h.shape[1]
     for layer, (kc, vc) in zip(dec.layers, caches):
-        attn = layer.self_attn
-        x = layer.input_layernorm(h)
-        hd = kc.shape[-1]
-        fused = getattr(attn, "_fused_qkv", None)
-        if fused is not None:
-            w, b, sizes = fused
-            q, k, v = F.linear(x, w, b).split(sizes, dim=-1)
-        else:
-            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-        q = q.view(B, T, -1, hd).transpose(1, 2)
-        k = k.view(B, T, -1, hd).transpose(1, 2)
-        v = v.view(B, T, -1, hd).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        q, k, v = _layer_qkv(layer, h, cos, sin, kc.shape[-1])
         kc[:, :, start : start + T] = k
         vc[:, :, start : start + T] = v
-        K, V = kc[:, :, : start + T], vc[:, :, : start + T]
-        rep = q.shape[1] // K.shape[1]
-        if rep > 1:
-            K, V = K.repeat_interleave(rep, dim=1), V.repeat_interleave(rep, dim=1)
-        o = F.scaled_dot_product_attention(q, K, V, is_causal=(T > 1 and start == 0))
-        h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-        mlp = layer.mlp
-        fused = getattr(mlp, "_fused_gu", None)
-        x = layer.post_attention_layernorm(h)
-        if fused is not None:
-            w, b, sizes = fused
-            g, u = F.linear(x, w, b).split(sizes, dim=-1)
-            h = h + mlp.down_proj(mlp.act_fn(g) * u)
-        else:
-            h = h + mlp(x)
+        h = _layer_rest(layer, h, q, kc[:, :, : start + T], vc[:, :, : start + T], causal=(T > 1 and start == 0))
     return dec.norm(h)

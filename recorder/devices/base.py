@@ -103,6 +103,7 @@ class ThreadedCamera(Camera):
         self._count = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._pace_wake = threading.Event()  # ends a pacing wait early (disconnect, a new rate cap)
         self._opened = threading.Event()
         self._error: BaseException | None = None
 
@@ -116,20 +117,40 @@ class ThreadedCamera(Camera):
     def _close(self) -> None:
         pass
 
+    @property
+    def rate_cap(self) -> float | None:
+        """A lower frame rate the camera's own pacing keeps to while set (None: ``fps``); the record session
+        sets it while the rig is idle and a local training run needs the CPU. Synthetic cameras honour it."""
+        return getattr(self, "_rate_cap", None)
+
+    @rate_cap.setter
+    def rate_cap(self, fps: float | None) -> None:
+        self._rate_cap = fps
+        self._pace_wake.set()  # a lifted cap takes effect at once
+
+    def _period(self) -> float:
+        cap = self.rate_cap
+        return 1.0 / (min(self.fps, cap) if cap else self.fps)
+
     def _pace(self) -> None:
-        """Sleep until the next frame is due at ``fps`` (synthetic cameras pace themselves; in small slices
-        so that disconnect() is prompt). A camera that fell behind skips ahead instead of bursting."""
-        next_t = getattr(self, "_next_t", None)
-        if next_t is None:
-            next_t = self._next_t = time.monotonic()
+        """Sleep until the next frame is due at ``fps`` (or ``rate_cap``; synthetic cameras pace themselves).
+        One wake-up per frame: the wait ends early only for disconnect() or a new rate cap (an idle rig must
+        not wake up often: every wake-up preempts a training process's threads). A camera that fell behind
+        skips ahead instead of bursting."""
+        if getattr(self, "_next_t", None) is None:
+            self._next_t = time.monotonic()
+        prev = getattr(self, "_prev_t", None)
         while True:
-            left = self._next_t - time.monotonic()
+            due = self._next_t if prev is None else min(self._next_t, prev + self._period())
+            left = due - time.monotonic()
             if left <= 0 or self._stop.is_set():
                 break
-            time.sleep(min(left, 0.02))
+            self._pace_wake.wait(left)
+            self._pace_wake.clear()
         now = time.monotonic()
-        period = 1.0 / self.fps
-        self._next_t = max(self._next_t + period, now - period)
+        period = self._period()
+        self._prev_t = now
+        self._next_t = max(due + period, now - period)
 
     # -- public --
     @property
@@ -180,6 +201,7 @@ class ThreadedCamera(Camera):
 
     def disconnect(self) -> None:
         self._stop.set()
+        self._pace_wake.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=5.0)

@@ -48,10 +48,41 @@ def config_from_dict(kind: str, data: dict[str, Any], where: str = "rig file") -
             f"{where}: {kind} type '{type_name}' has no option(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(names))}"
         )
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            _check_type(f, data[f.name], f"{where}: {kind} type '{type_name}'")
     try:
         return cls(**data)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {kind} type '{type_name}': {err}") from err
+
+
+_PLAIN_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "a quoted text", "bool": "true or false"}
+
+
+def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:
+    """A value of the wrong TOML type (``width = "320"``) -> one line naming the option and the fix (options
+    annotated with anything but int, float, str, bool and None are left to the class)."""
+    names = [n.strip() for n in str(f.type).split("|")]
+    if not all(n in _PLAIN_TYPES for n in names):
+        return
+    allowed = tuple(t for n in names for t in _PLAIN_TYPES[n])
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return
+    want = " or ".join(_TYPE_WORDS[n] for n in names if n != "None")
+    example = f.default if f.default is not dataclasses.MISSING and f.default is not None else None
+    hint = f"; e.g. {f.name} = {_toml_literal(example)}" if example is not None else ""
+    raise ConfigError(f"{where}: {f.name} must be {want}, not {_toml_literal(value)} "
+                      f"({type(value).__name__}){hint}")
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value[:40].replace('"', '\\"') + '"'
+    return repr(value)[:40]
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -116,6 +147,18 @@ class SimCameraConfig(CameraConfig):
     shadows: bool = False  # shadows cost ~3x render time at 320x240 on a CPU
 
 
+@register("camera", "metaworld")
+@dataclass(kw_only=True)
+class MetaWorldCameraConfig(CameraConfig):
+    """A camera of the Meta-World scene, rendered after every step (only with the metaworld robot)."""
+
+    camera: str = "corner2"  # the benchmark's camera (LeRobot's protocol); corner, topview, gripperPOV, ...
+    width: int = 224  # render at the model's input size
+    height: int = 224
+    fps: float = 80.0  # Meta-World's control rate
+    shadows: bool = True  # as LeRobot renders; False renders ~4x faster on a CPU but the images differ
+
+
 # ---------------------------------------------------------------- robots
 @dataclass(kw_only=True)
 class RobotConfig:
@@ -132,6 +175,17 @@ class SimRobotConfig(RobotConfig):
     realtime: bool = True  # True: physics follows time.monotonic(); False: only step_physics(dt) advances it
     timestep: float = 0.002  # physics step, seconds
     max_catch_up_s: float = 0.1  # a stall longer than this pauses the sim instead of jumping
+
+
+@register("robot", "metaworld")
+@dataclass(kw_only=True)
+class MetaWorldRobotConfig(RobotConfig):
+    """Meta-World's Sawyer arm: each episode runs one task of ``tasks`` (seeds walk the list in turn)."""
+
+    id: str = "metaworld"
+    tasks: str = "mt10"  # task names and/or lists, comma-separated: "mt10", "mt50", "easy", "pick-place-v3,reach-v3"
+    seed: int | None = None  # seed of the first reset (None: random); each episode reset takes its own seed
+    max_steps: int = 500  # steps per episode (the benchmark's 500 at most)
 
 
 @dataclass(kw_only=True)
@@ -203,7 +257,7 @@ class SpaceMouseTeleopConfig(TeleopConfig):
 @register("teleop", "scripted")
 @dataclass(kw_only=True)
 class ScriptedTeleopConfig(TeleopConfig):
-    """The scripted expert of the sim task (only with the sim robot)."""
+    """The scripted expert of the sim task or of the Meta-World task (only with those robots)."""
 
     fps: float = 30.0
     noise_deg: float = 0.0  # optional action noise for diverse demonstrations

@@ -34,6 +34,15 @@ def make_camera(cfg: C.CameraConfig, name: str | None = None, robot: Robot | Non
                 f"camera '{name}': type 'sim' needs the sim robot in the same rig (robot type = \"sim\")"
             )
         return SimCamera(cfg, robot, name=name)
+    if isinstance(cfg, C.MetaWorldCameraConfig):
+        from recorder.devices.metaworld.devices import MetaWorldCamera, MetaWorldRobot
+
+        if not isinstance(robot, MetaWorldRobot):
+            raise ConfigError(
+                f"camera '{name}': type 'metaworld' needs the Meta-World robot in the same rig "
+                '(robot type = "metaworld")'
+            )
+        return MetaWorldCamera(cfg, robot, name=name)
     raise ConfigError(f"no camera implementation for type '{cfg.type}'")
 
 
@@ -42,6 +51,10 @@ def make_robot(cfg: C.RobotConfig, home: Path | None = None) -> Robot:
         from recorder.devices.sim import SimRobot
 
         return SimRobot(cfg)
+    if isinstance(cfg, C.MetaWorldRobotConfig):
+        from recorder.devices.metaworld.devices import MetaWorldRobot
+
+        return MetaWorldRobot(cfg)
     if isinstance(cfg, C.SO101FollowerConfig | C.SO100FollowerConfig | C.KochFollowerConfig):
         from recorder.devices.arms import ServoArm
 
@@ -63,11 +76,16 @@ def make_teleop(cfg: C.TeleopConfig, robot: Robot | None = None, home: Path | No
 
         return SpaceMouseTeleop(cfg, robot)
     if isinstance(cfg, C.ScriptedTeleopConfig):
+        from recorder.devices.metaworld.devices import MetaWorldExpert, MetaWorldRobot
+
+        if isinstance(robot, MetaWorldRobot):
+            return MetaWorldExpert(robot, cfg)
         from recorder.devices.sim import SimRobot, make_expert
 
         if not isinstance(robot, SimRobot):
             raise ConfigError(
-                "teleop 'scripted' drives the sim robot only: set robot type = \"sim\" in the rig file"
+                "teleop 'scripted' drives the sim robot or the Meta-World robot only: set robot type = "
+                '"sim" or "metaworld" in the rig file'
             )
         return make_expert(robot, cfg)
     if isinstance(cfg, C.LeaderArmConfig):

@@ -116,6 +116,23 @@ def sim_rig_config(
     )
 
 
+def metaworld_rig_config(
+    tasks: str = "mt10",
+    teleop: str = "scripted",
+    width: int = 224,
+    height: int = 224,
+    seed: int | None = None,
+) -> RigConfig:
+    """The built-in Meta-World rig: ``tasks`` (a list name or task names), camera corner2 at the model's size."""
+    teleop_cfg = C.config_from_dict("teleop", {"type": teleop}) if teleop and teleop != "none" else None
+    return RigConfig(
+        name=f"metaworld-{tasks}" if "," not in tasks else "metaworld",
+        robot=C.MetaWorldRobotConfig(tasks=tasks, seed=seed),
+        cameras={"corner2": C.MetaWorldCameraConfig(camera="corner2", width=width, height=height)},
+        teleop=teleop_cfg,
+    )
+
+
 class Rig:
     """The devices of a rig, built (not connected) from a :class:`RigConfig`."""
 
@@ -210,6 +227,13 @@ class Rig:
             snap["robot_info"]["task"] = {"name": task.name, "instruction": task.instruction}
             snap["robot_info"]["seed"] = getattr(self.robot, "last_seed", None)
         snap["camera_info"] = {k: _jsonable(c.features) for k, c in self.cameras.items()}
+        # names the robot's own LeRobot datasets use (Meta-World: "observation.image", action x/y/z/gripper)
+        image_key = getattr(self.robot, "lerobot_image_key", None)
+        if image_key and len(self.cameras) == 1:
+            snap["robot_info"]["lerobot_camera_keys"] = {next(iter(self.cameras)): image_key}
+        names = getattr(self.robot, "lerobot_feature_names", None)
+        if names:
+            snap["feature_names"] = {k: list(v) for k, v in names.items()}
         return snap
 
 
@@ -229,8 +253,11 @@ def read_rig_config(path: str | os.PathLike[str]) -> RigConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"rig file {path} does not exist: pass an existing rig.toml or 'sim'") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"rig file {path} is not a text (UTF-8) file (byte {err.start} is 0x{err.object[err.start]:02x}): "
+                          "pass the rig.toml itself, or write a new one in the Record tab's rig editor") from None
     except OSError as err:
-        raise ConfigError(f"rig file {path} cannot be read: {err.strerror}") from None
+        raise ConfigError(f"rig file {path} cannot be read: {err.strerror or err}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -239,7 +266,8 @@ def read_rig_config(path: str | os.PathLike[str]) -> RigConfig:
 
 
 def load_rig(spec: str | os.PathLike[str] | RigConfig, home: Path | None = None) -> Rig:
-    """Build a rig from ``"sim"``, ``"sim:push"``, a path to rig.toml, or a :class:`RigConfig`."""
+    """Build a rig from ``"sim"``, ``"sim:push"``, ``"metaworld:mt10"`` (any task list), a path to rig.toml,
+    or a :class:`RigConfig`."""
     if isinstance(spec, RigConfig):
         return Rig(spec, home=home)
     s = os.fspath(spec)
@@ -248,6 +276,8 @@ def load_rig(spec: str | os.PathLike[str] | RigConfig, home: Path | None = None)
         if task not in SIM_TASKS:
             raise ConfigError(f"rig '{s}': unknown sim task '{task}': use one of {', '.join(SIM_TASKS)}")
         return Rig(sim_rig_config(task=task), home=home)
+    if s == "metaworld" or s.startswith("metaworld:"):
+        return Rig(metaworld_rig_config(s.split(":", 1)[1] if ":" in s else "mt10"), home=home)
     return Rig(read_rig_config(s), home=home)
 
 

@@ -50,7 +50,10 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 IMAGE_PREFIX = "observation.images."
 # Columns every LeRobot frame row has; not features of the robot.
 INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-# Low-dim columns of our store that are bookkeeping, not robot features.
+# Low-dim columns of our store that are bookkeeping, not robot features. (stale.<cam> is exported on
+# request, ``stale_column=True``: a per-frame 0/1 column "stale.<cam>", 1 where the video holds an older
+# frame than the row's moment. Off by default: a feature lerobot's own recordings lack would stop
+# aggregate_datasets merging the export with them.)
 _STORE_BOOKKEEPING = ("index", "t")
 _STORE_BOOKKEEPING_PREFIXES = ("ts.", "dropped.")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
@@ -262,7 +265,7 @@ class LeRobotWriter:
                  lowdim: dict[str, LowdimSpec], robot_type: str | None = None, codec: str = "h264",
                  gop: int | None = None, data_file_mb: float = DATA_FILE_MB,
                  video_file_mb: float = VIDEO_FILE_MB, chunks_size: int = CHUNKS_SIZE,
-                 threads: bool = True) -> None:
+                 threads: bool = True, camera_keys: dict[str, str] | None = None) -> None:
         ifps = int(round(fps))
         if ifps <= 0 or abs(fps - ifps) > 1e-6:
             raise DatasetError(f"LeRobot datasets need a whole-number fps; these episodes run at {fps}")
@@ -271,6 +274,8 @@ class LeRobotWriter:
         self.root = Path(root)
         self.fps = ifps
         self.cameras = dict(cameras)
+        # our camera name -> its feature key; a rig may name its own (Meta-World's single "observation.image")
+        self.camera_keys = {cam: (camera_keys or {}).get(cam) or camera_key(cam) for cam in self.cameras}
         self.lowdim = {k: LowdimSpec(tuple(v.shape), v.names) for k, v in lowdim.items()}
         self.robot_type = robot_type
         self.codec = codec
@@ -279,7 +284,7 @@ class LeRobotWriter:
         self.chunks_size = chunks_size
         self.data_max_bytes = data_file_mb * 1e6
         self.videos = {
-            cam: _VideoShards(self.root, camera_key(cam), ifps, w, h, codec, self.gop,
+            cam: _VideoShards(self.root, self.camera_keys[cam], ifps, w, h, codec, self.gop,
                               video_file_mb, chunks_size)
             for cam, (w, h) in self.cameras.items()
         }
@@ -321,7 +326,7 @@ class LeRobotWriter:
         for cam, (w, h) in self.cameras.items():
             # the keys and their order as lerobot 0.6 writes them (video_utils.get_video_info): stream facts,
             # then the encoder settings, then is_depth_map
-            feats[camera_key(cam)] = {
+            feats[self.camera_keys[cam]] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
                 "names": ["height", "width", "channels"],
@@ -404,7 +409,7 @@ class LeRobotWriter:
             results = {cam: write_camera(cam, it) for cam, it in frames.items()}
         ep_image_stats = {}
         for cam, (chunk, file, t0, t1, stats) in results.items():
-            key = camera_key(cam)
+            key = self.camera_keys[cam]
             row[f"videos/{key}/chunk_index"] = chunk
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = t0
@@ -486,7 +491,7 @@ class LeRobotWriter:
         for key, parts in self._lowdim_all.items():
             stats[key] = vector_stats(np.concatenate(parts, axis=0))
         for cam, st in self._image_stats.items():
-            stats[camera_key(cam)] = st.result(self.total_frames)
+            stats[self.camera_keys[cam]] = st.result(self.total_frames)
         frame_index = np.concatenate([np.arange(r["length"]) for r in self.episode_rows])
         stats["timestamp"] = vector_stats(frame_index / self.fps)
         stats["frame_index"] = vector_stats(frame_index)
@@ -607,12 +612,13 @@ def exportable(episodes: list, include_failed: bool = False) -> list:
 
 def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264", overwrite: bool = False,
                    robot_type: str | None = None, gop: int | None = None, progress: ProgressFn | None = None,
-                   batch: int = 64) -> ExportResult:
+                   batch: int = 64, stale_column: bool = False) -> ExportResult:
     """Export store episodes (a list of ``EpisodeInfo``) to a LeRobotDataset v3.0 folder ``out``.
 
     ``robot_type`` defaults to :func:`export_robot_type`; ``gop`` (frames between keyframes) to
     :data:`DEFAULT_GOP`, lerobot's own, for fast random access in training. Each episode's success label
-    goes into the ``success`` column of meta/episodes.
+    goes into the ``success`` column of meta/episodes. ``stale_column``: also write each camera's per-frame
+    stale flag (the store's ``stale.<cam>``) as a 0/1 feature ``stale.<cam>``.
 
     Everything is written into ``<out>.partial`` and renamed to ``out`` only once complete, so an
     interrupted export never leaves a folder that looks like a finished dataset.
@@ -639,7 +645,8 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
             try:
                 n = int(reader.num_frames)
                 lowdim = reader.lowdim()
-                values = {k: np.asarray(v) for k, v in lowdim.items() if not _is_bookkeeping(k)}
+                values = {k: np.asarray(v) for k, v in lowdim.items() if not _is_bookkeeping(k)
+                          and (stale_column or not k.startswith("stale."))}
                 cams = {name: (int(spec.width), int(spec.height)) for name, spec in reader.cameras.items()}
                 if writer is None:
                     first_cams = cams
@@ -648,8 +655,11 @@ def export_lerobot(store, out: Path | str, episodes: list, *, codec: str = "h264
                     for k, v in values.items():
                         shape = tuple(v.shape[1:]) or (1,)
                         specs[k] = LowdimSpec(shape, export_names(k, int(np.prod(shape)), rig))
+                    keys = (rig.get("robot_info") or {}).get("lerobot_camera_keys") if isinstance(
+                        rig.get("robot_info"), dict) else None
                     writer = LeRobotWriter(partial, float(reader.fps), cams, specs,
-                                           robot_type=export_robot_type(rig, robot_type), codec=codec, gop=gop)
+                                           robot_type=export_robot_type(rig, robot_type), codec=codec, gop=gop,
+                                           camera_keys=keys if isinstance(keys, dict) else None)
                 else:
                     _check_same_shape(info, cams, first_cams, values, writer, float(reader.fps))
 
@@ -1049,6 +1059,10 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
     if len(cams) != len(src_ds.video_keys):
         raise DatasetError(f"{src_ds.path}: camera keys {src_ds.video_keys} collide once shortened")
     lowdim_shapes = {k: src_ds.lowdim_shape(k) for k in src_ds.lowdim_keys}
+    # our export's per-frame stale flags come back as the store's stale.<cam> column, not as a stream
+    stale_keys = {cam: f"stale.{cam}" for cam in cams if f"stale.{cam}" in lowdim_shapes}
+    for key in stale_keys.values():
+        del lowdim_shapes[key]
     feature_names = {k: src_ds.lowdim_names(k) for k in src_ds.lowdim_keys if src_ds.lowdim_names(k)}
     total = sum(e.length for e in src_ds.episodes)
     done = 0
@@ -1072,7 +1086,8 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
                 t = float(values["timestamp"][i])
                 _wait_for_room(w)
                 w.add_tick(t=t, frames=frames, timestamps={cam: t for cam in frames},
-                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes})
+                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes},
+                           stale={cam: bool(values[k][i].reshape(-1)[0]) for cam, k in stale_keys.items()})
                 done += 1
                 if progress is not None and done % 32 == 0:
                     progress(done, total)

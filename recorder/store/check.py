@@ -2,7 +2,8 @@
 
 Without repair nothing is written (the index is opened read-only) except ``.last-check.json``: after a
 check that found nothing wrong it records when that check started, and the next check (unless
-``full=True``, the CLI's ``--full``) skips the episodes whose index row and files have not changed since. Repair never deletes an episode's
+``full=True``; the CLI's default is incremental, ``--full`` checks all) skips the episodes whose index
+row and files have not changed since. Repair never deletes an episode's
 files, except to finish a ``delete_episode`` that a crash interrupted (row status or meta.json
 ``deleting``): a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
 ``recovered``, fewer ticks); a folder missing from the index is imported from its ``meta.json``; an
@@ -23,6 +24,8 @@ from sqlalchemy import select
 
 from recorder.errors import StoreError
 from recorder.store import models as m
+from recorder.store.backups import Backup, list_backups
+from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
 from recorder.store.paths import resolve_home
@@ -30,18 +33,22 @@ from recorder.store.recovery import usable_ticks
 from recorder.store.store import (
     EPISODES_DIR,
     INDEX_FILE,
+    RUNS_DIR,
     Store,
+    _has_store_data,
     _refuse_foreign,
+    _rel,
     _stream_rows,
     check_schema_version,
     make_engine,
     probe_index,
     remove_episode_folder,
+    sql_errors,
     validate_root,
 )
 from recorder.store.types import DELETING, CameraSpec, LowdimSpec
 from recorder.store.video import scan_video
-from recorder.store.writer import META_FILE, release_lock, try_lock, write_json_atomic
+from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock, write_json_atomic
 
 
 @dataclass
@@ -59,17 +66,21 @@ class Issue:
 class CheckReport:
     root: Path
     episodes_checked: int = 0
-    issues: list[Issue] = field(default_factory=list)
     episodes_skipped: int = 0  # unchanged since the last clean check (incremental check)
     since: datetime | None = None  # start of that last clean check; None: everything was checked
+    issues: list[Issue] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not any(i.fixable and not i.fixed for i in self.issues if i.kind not in ("live", "schema-old"))
+        return not any(i.fixable and not i.fixed for i in self.issues if i.kind not in NOTES)
 
     @property
     def problems(self) -> list[Issue]:
-        return [i for i in self.issues if i.kind not in ("live", "schema-old")]
+        return [i for i in self.issues if i.kind not in NOTES]
+
+
+#: issue kinds that are notes, not problems
+NOTES = ("live", "schema-old", "backup")
 
 
 def _episode_problems(
@@ -84,8 +95,16 @@ def _episode_problems(
                 "meta-missing", f"episode {ep_id}: {folder / META_FILE} is missing", ep_id, folder / META_FILE
             )
         )
+    else:
+        try:
+            read_meta(folder)
+        except StoreError as err:
+            out.append(Issue("meta-bad", f"episode {ep_id}: {err}; repair rewrites it from the index", ep_id,
+                             folder / META_FILE))
     try:
         data, _ = read_lowdim(folder / LOWDIM_FILE)
+    except DiskReadError:
+        raise  # the disk failed, not the file: nothing to repair
     except StoreError as err:
         return out + [Issue("lowdim-truncated", f"episode {ep_id}: {err}", ep_id, folder / LOWDIM_FILE)]
     n_rows = len(data["index"])
@@ -103,6 +122,8 @@ def _episode_problems(
         path = folder / "video" / f"{cam}.mp4"
         try:
             idx = scan_video(path, fps)
+        except DiskReadError:
+            raise
         except StoreError as err:
             out.append(Issue("video-missing", f"episode {ep_id}: {err}", ep_id, path))
             continue
@@ -145,8 +166,17 @@ def _unchanged_since(folder: Path, cameras: list[str], since: float) -> bool:
     return True
 
 
-def check_store(root: str | os.PathLike[str] | None, repair: bool = False, full: bool = True) -> CheckReport:
-    """Compare index and files. ``full=False``: skip the episodes unchanged since the last clean check."""
+def check_store(
+    root: str | os.PathLike[str] | None, repair: bool = False, reindex_runs=None, full: bool = True
+) -> CheckReport:
+    """Compare the index with the files; ``repair`` fixes what it can.
+
+    ``full=False`` (the CLI's default): skip the episodes whose row and files are unchanged since the
+    last check that found nothing wrong (``.last-check.json``).
+
+    ``reindex_runs(store) -> list[run_id]`` (the fine-tune side's ``finetune.run_config.reindex_runs``) puts
+    ``runs/`` folders the index lacks back in; a repair calls it before re-importing episode folders so that
+    rollout episodes find their checkpoints again."""
     started = time.time()
     root = resolve_home(root).absolute()
     index = root / INDEX_FILE
@@ -157,42 +187,22 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, full:
     try:
         validate_root(root)
     except StoreError:
-        if not (root / EPISODES_DIR).is_dir() or index.exists():
+        if not _has_store_data(root) or index.exists():
             raise
         report.issues.append(
             Issue(
                 "index-missing",
-                f"{index} is missing; repair rebuilds it from {root / EPISODES_DIR}",
+                f"{index} is missing; repair rebuilds it from {root / EPISODES_DIR} and {root / RUNS_DIR}",
                 path=index,
             )
         )
     if not root.is_dir():
         raise StoreError(f"{root} does not exist; pass the store folder with --home")
     known_uuids: set[str] = set()
+    known_runs: set[str] = set()
     if index.is_file():
-        engine = make_engine(index, read_only=True)
-        try:
-            try:
-                uv, rev, tables = probe_index(index)
-            except StoreError as err:
-                report.issues.append(Issue("index-corrupt", str(err), path=index))
-                engine.dispose()
-                engine = None
-            if engine is not None:
-                _refuse_foreign(index, uv, rev, tables)
-                if check_schema_version(index, uv, rev):
-                    report.issues.append(
-                        Issue(
-                            "schema-old",
-                            f"{index} has an older schema; it is migrated on the next open",
-                            path=index,
-                        )
-                    )
-                if rev is not None:
-                    _check_rows(engine, root, report, known_uuids, since)
-        finally:
-            if engine is not None:
-                engine.dispose()
+        with sql_errors(root, f"'vla-studio --home {root} store check' again"):
+            _check_index(root, index, report, known_uuids, known_runs, since)
     eps_dir = root / EPISODES_DIR
     if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
         for folder in sorted(eps_dir.iterdir()):
@@ -200,24 +210,128 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, full:
                 if _meta_status(folder) == DELETING:
                     report.issues.append(_leftover_issue(folder))
                     continue
-                meta_ok = (folder / META_FILE).is_file()
+                try:
+                    read_meta(folder)
+                    why = ""
+                except StoreError as err:
+                    why = f" and cannot be rebuilt: {err}"
                 report.issues.append(
-                    Issue(
-                        "orphan-folder",
-                        f"{folder} is not in the index" + ("" if meta_ok else " and has no meta.json"),
-                        path=folder,
-                        fixable=meta_ok,
-                    )
+                    Issue("orphan-folder", f"{folder} is not in the index{why}", path=folder, fixable=not why)
                 )
-    if repair:
-        _repair(root, report)
-    if all(i.fixed for i in report.problems):
+    if eps_dir.is_dir():
+        report.issues.extend(_stray_files(eps_dir))
+    if not any(i.kind == "index-corrupt" for i in report.issues):
+        report.issues.extend(_missing_runs(root, index, known_runs))
+    for b in list_backups(root):
+        report.issues.append(
+            Issue(
+                "backup",
+                f"backup {b['name']}: episode {b.get('episode_id')} as it was before a repair "
+                f"({b.get('num_frames')} ticks, {b.get('status')}"
+                + (f"; originals of {', '.join(b['files'])}" if b.get("files") else "")
+                + f"); undo with "
+                f"'vla-studio --home {root} store restore {b['name']}'",
+                b.get("episode_id"),
+                Path(b["path"]),
+                fixable=False,
+            )
+        )
+    if repair and report.problems:
+        require_free(root, _repair_needs(root, report), f"'vla-studio --home {root} store check --repair' again")
+        _repair(root, report, reindex_runs)
+    if all(i.fixed or i.kind == "backup" for i in report.problems):  # a clean check: the next one can skip
         try:
             write_json_atomic(root / LAST_CHECK_FILE, {"started": started, "episodes": report.episodes_checked
                                                        + report.episodes_skipped})
         except OSError:
             pass  # a read-only store: the next check is a full one
     return report
+
+
+#: left behind by a writer or a repair that was interrupted (the real file is written, then renamed over)
+_STRAY_SUFFIXES = (META_FILE + ".tmp", ".arrows.tmp", ".salvage.mp4")
+
+
+def _mark_runs(store: Store, report: CheckReport, added: list[str]) -> None:
+    listed = {i.path.name: i for i in report.issues if i.kind == "run-missing"}
+    for run_id in added:
+        run = store.run(run_id)
+        issue = listed.get(run_id)
+        if issue is None:
+            issue = Issue("run-missing", f"fine-tune run {run_id} ({run.path}) was not in the index", path=run.path)
+            report.issues.append(issue)
+        issue.fixed = True
+        issue.message += f" -> re-indexed ({run.status}, {run.num_checkpoints} checkpoints)"
+
+
+def _run_ids(engine) -> set[str]:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s:
+        return set(s.scalars(select(m.FinetuneRun.run_id)))
+
+
+def _missing_runs(root: Path, index: Path, known: set[str]) -> list[Issue]:
+    """Run folders (``runs/<id>/config.json``) the index does not list; the fine-tune side re-indexes them."""
+    runs = root / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    return [
+        Issue("run-missing", f"fine-tune run {p.name} ({p}) is not in {index}; repair re-indexes it and its "
+                             "checkpoints", path=p)
+        for p in sorted(runs.iterdir())
+        if p.is_dir() and p.name not in known and (p / "config.json").is_file()
+    ]
+
+
+def _stray_files(eps_dir: Path) -> list[Issue]:
+    out = []
+    for folder in sorted(eps_dir.iterdir()):
+        if not folder.is_dir():
+            continue
+        if (folder / LOCK_FILE).exists():
+            fd = try_lock(folder)
+            if fd is None:
+                continue  # a live writer: its temp files are about to be renamed
+            release_lock(fd)
+        for p in [*folder.iterdir(), *((folder / "video").iterdir() if (folder / "video").is_dir() else [])]:
+            if p.is_file() and p.name.endswith(_STRAY_SUFFIXES):
+                out.append(Issue("stray-temp", f"{p} is left over from an interrupted write; repair removes it",
+                                 path=p))
+    return out
+
+
+def _repair_needs(root: Path, report: CheckReport) -> int:
+    """Bytes a repair may write: the index (rebuilt or migrated) and a copy of every file it rewrites."""
+    need = MIN_FREE_BYTES
+    index = root / INDEX_FILE
+    if index.is_file():
+        need += index.stat().st_size
+    for issue in report.issues:
+        if issue.kind in ("video-truncated", "lowdim-truncated") and issue.path is not None and issue.path.is_file():
+            need += issue.path.stat().st_size
+    return need
+
+
+def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[str], known_runs: set[str],
+                 since: float | None = None) -> None:
+    engine = make_engine(index, read_only=True)
+    try:
+        try:
+            uv, rev, tables = probe_index(index)
+        except IndexCorruptError as err:  # a full disk, a lock, an I/O error: raised as they are
+            report.issues.append(Issue("index-corrupt", str(err), path=index))
+            return
+        _refuse_foreign(index, uv, rev, tables)
+        if check_schema_version(index, uv, rev):
+            report.issues.append(
+                Issue("schema-old", f"{index} has an older schema; it is migrated on the next open", path=index)
+            )
+        if rev is not None:
+            _check_rows(engine, root, report, known_uuids, since)
+            known_runs |= _run_ids(engine)
+    finally:
+        engine.dispose()
 
 
 def _meta_status(folder: Path) -> str | None:
@@ -292,7 +406,7 @@ def _move_aside(index: Path) -> Path:
     return dest
 
 
-def _repair(root: Path, report: CheckReport) -> None:
+def _repair(root: Path, report: CheckReport, reindex_runs=None) -> None:
     index = root / INDEX_FILE
     for issue in report.issues:
         if issue.kind == "index-corrupt":
@@ -302,6 +416,8 @@ def _repair(root: Path, report: CheckReport) -> None:
     rebuild = any(i.kind in ("index-corrupt", "index-missing") for i in report.issues)
     store = Store._open_unchecked(root) if rebuild else Store.open(root)
     try:
+        if reindex_runs is not None:
+            _mark_runs(store, report, reindex_runs(store))
         salvaged = {info.id for info in store.recovered}
         known = {e.uuid for e in store.episodes(status=None)}
         salvaged_now: set[int] = set()
@@ -326,9 +442,19 @@ def _repair(root: Path, report: CheckReport) -> None:
                 if new is not None:
                     salvaged_now.add(issue.episode_id)
                     issue.message += f" -> {new.status}, {new.num_frames} ticks"
-            elif issue.kind == "meta-missing":
+            elif issue.kind in ("meta-missing", "meta-bad"):
                 info = store.episode(issue.episode_id)
-                write_json_atomic(info.path / META_FILE, _meta_from_info(info))
+                if issue.kind == "meta-bad":
+                    backup = Backup(root, info.path, episode_id=info.id, num_frames=info.num_frames,
+                                    status=info.status, reason=f"unreadable meta.json of episode {info.id}")
+                    backup.keep(info.path / META_FILE)
+                meta = _meta_from_info(info)
+                if info.checkpoint_id is not None:
+                    meta["checkpoint_path"] = _rel(store.checkpoint(info.checkpoint_id).path, root)
+                write_json_atomic(info.path / META_FILE, meta)
+                issue.fixed = True
+            elif issue.kind == "stray-temp":
+                issue.path.unlink(missing_ok=True)
                 issue.fixed = True
         orphans = [i for i in report.issues if i.kind == "orphan-folder" and i.fixable]
         if rebuild:
@@ -392,14 +518,37 @@ def _meta_from_info(info) -> dict:
     }
 
 
+def read_meta(folder: Path) -> tuple[dict, dict[str, CameraSpec], dict[str, LowdimSpec], float]:
+    """meta.json of an episode folder with what a rebuild needs from it; StoreError saying what is wrong."""
+    path = folder / META_FILE
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing") from None
+    except OSError as err:
+        raise StoreError(f"{path} cannot be read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StoreError(f"{path} is not valid JSON ({str(err).splitlines()[0][:80]})") from None
+    try:
+        if not isinstance(meta, dict):
+            raise TypeError(f"a {type(meta).__name__}, not an object")
+        cams = {str(c): CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
+        low = {str(k): LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
+        fps = float(meta["fps"])
+        if not fps > 0 or fps != fps or fps == float("inf"):
+            raise ValueError(f"fps {meta['fps']!r}")
+    except KeyError as err:
+        raise StoreError(f"{path} lacks {err} (needed to rebuild the episode's index row)") from None
+    except (AttributeError, TypeError, ValueError) as err:
+        raise StoreError(f"{path} is not an episode's meta.json ({str(err)[:80]})") from None
+    return meta, cams, low, fps
+
+
 def import_folder(store: Store, folder: Path):
     """Add an episode folder that the index does not know, from its meta.json, then salvage-check it."""
     try:
-        meta = json.loads((folder / META_FILE).read_text())
-        cams = {c: CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
-        low = {k: LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
-        fps = float(meta["fps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta, cams, low, fps = read_meta(folder)
+    except StoreError:
         return None
     try:
         start = datetime.fromisoformat(meta.get("start_time"))
@@ -423,7 +572,9 @@ def import_folder(store: Store, folder: Path):
             )
             s.add(ds)
         ck = meta.get("checkpoint_id")
-        if ck is not None and s.get(m.Checkpoint, ck) is None:
+        if meta.get("checkpoint_path"):  # ids change when an index is rebuilt; the folder does not
+            ck = s.scalar(select(m.Checkpoint.id).where(m.Checkpoint.path == str(meta["checkpoint_path"])))
+        elif ck is not None and s.get(m.Checkpoint, ck) is None:
             ck = None
         ep = m.Episode(
             uuid=folder.name,
@@ -460,3 +611,27 @@ def import_folder(store: Store, folder: Path):
     if info is not None and trashed and info.status in ("complete", "recovered"):
         info = store.update_episode(eid, status="trashed")  # back in the trash, remembering its status
     return info
+
+
+def restore_backup(root: str | os.PathLike[str] | None, name: str):
+    """Undo a repair: put the originals kept in backup ``name`` back and the episode's index row as it was."""
+    from recorder.store.backups import find_backup, put_back
+
+    root = resolve_home(root).absolute()
+    backup = find_backup(root, name)
+    with Store.open(root, recover=False) as store:
+        info = store.episode(str(backup["uuid"]))
+        put_back(backup, info.path)
+        with store._write() as s:
+            ep = s.get(m.Episode, info.id)
+            if backup.get("num_frames"):
+                ep.num_frames = int(backup["num_frames"])
+                ep.duration_s = ep.num_frames / ep.fps
+                for st in ep.streams:
+                    st.num_frames = ep.num_frames
+            if backup.get("status") in ("complete", "recovered"):
+                ep.status = backup["status"]
+            ep.dataset.version += 1
+        info = store.episode(info.id)
+        store._update_meta(info)
+        return info

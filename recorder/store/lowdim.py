@@ -2,13 +2,15 @@
 
 One row per tick: ``index`` (int64), ``t`` (float64 monotonic seconds), ``ts.<cam>`` (capture time,
 NaN when the camera gave no frame), ``dropped.<cam>`` (bool: the frame of this tick is not in the
-video), then one fixed-size-list column per declared stream (``observation.state``, ``action``,
+video), ``stale.<cam>`` (bool: the camera had no new frame for this tick, so the image is an older one:
+held from the previous tick, or captured before a sim reset), then one fixed-size-list column per declared stream (``observation.state``, ``action``,
 extras). Rows are buffered and written as a record batch at least every ``flush_s`` seconds; each
 batch is a self-contained message, so a file cut by a crash reads back up to its last whole batch.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -17,9 +19,19 @@ import numpy as np
 import pyarrow as pa
 
 from recorder.errors import StoreError
+from recorder.store.faults import MIN_FREE_BYTES, free_bytes, read_fault
 from recorder.store.types import LowdimSpec
 
 FILENAME = "lowdim.arrows"
+
+#: per-tick columns the store writes itself (not streams a caller declares)
+BOOKKEEPING = ("index", "t")
+BOOKKEEPING_PREFIXES = ("ts.", "dropped.", "stale.")
+
+
+def is_bookkeeping(key: str) -> bool:
+    """True for the store's own per-tick columns (index, t, ts./dropped./stale.<cam>)."""
+    return key in BOOKKEEPING or key.startswith(BOOKKEEPING_PREFIXES)
 
 
 def build_schema(cameras: list[str], lowdim: dict[str, LowdimSpec]) -> pa.Schema:
@@ -27,6 +39,7 @@ def build_schema(cameras: list[str], lowdim: dict[str, LowdimSpec]) -> pa.Schema
     for cam in cameras:
         fields.append(pa.field(f"ts.{cam}", pa.float64()))
         fields.append(pa.field(f"dropped.{cam}", pa.bool_()))
+        fields.append(pa.field(f"stale.{cam}", pa.bool_()))
     for name, spec in lowdim.items():
         n = int(np.prod(spec.shape)) if spec.shape else 1
         fields.append(
@@ -74,21 +87,30 @@ class LowdimWriter:
         ts: dict[str, float],
         dropped: dict[str, bool],
         prepared: list[np.ndarray],
+        stale: dict[str, bool] | None = None,
     ) -> None:
         """Buffer one row; ``prepared`` comes from ``prepare``."""
+        stale = stale or {}
         rows = self._rows
         rows["index"].append(index)
         rows["t"].append(t)
         for cam in self.cameras:
             rows[f"ts.{cam}"].append(ts.get(cam, float("nan")))
             rows[f"dropped.{cam}"].append(bool(dropped.get(cam, False)))
+            rows[f"stale.{cam}"].append(bool(stale.get(cam, False)))
         for name, arr in zip(self.lowdim, prepared):
             rows[name].append(arr)
         self._n_buffered += 1
         if time.monotonic() - self._last_flush >= self.flush_s:
-            self.flush()
+            self.flush(check_space=True)
 
-    def flush(self) -> None:
+    def flush(self, check_space: bool = False) -> None:
+        """Write the buffered rows as one batch. ``check_space``: first make sure the disk has room, and
+        raise ENOSPC *before* writing anything when it has not (a batch cut in the middle is lost; rows
+        kept buffered are written by close() once space is given back)."""
+        if check_space and self._n_buffered and free_bytes(self.path.parent) < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device (less than the store's minimum free)",
+                          str(self.path))
         if self._n_buffered:
             arrays = []
             for f in self.schema:
@@ -131,6 +153,9 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
         try:
             reader = pa.ipc.open_stream(f)
         except (pa.ArrowInvalid, OSError) as err:
+            fault = read_fault(err, path)
+            if fault is not None:
+                raise fault from None
             raise StoreError(
                 f"{path} is not a readable Arrow stream ({err}); run 'vla-studio store check --repair'"
             ) from None
@@ -140,7 +165,10 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
                 batches.append(reader.read_next_batch())
             except StopIteration:
                 break
-            except (pa.ArrowInvalid, OSError):
+            except (pa.ArrowInvalid, OSError) as err:
+                fault = read_fault(err, path)
+                if fault is not None:
+                    raise fault from None
                 truncated = True
                 break
     table = pa.Table.from_batches(batches, schema=schema)
@@ -160,20 +188,35 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
 
 
 def write_lowdim_table(
-    path: Path, data: dict[str, np.ndarray], cameras: list[str], lowdim: dict[str, LowdimSpec]
+    path: Path, data: dict[str, np.ndarray], cameras: list[str], lowdim: dict[str, LowdimSpec], backup=None
 ) -> None:
-    """Write whole arrays as a fresh stream file (used to rewrite a salvaged episode); atomic."""
+    """Write whole arrays as a fresh stream file (used to rewrite a salvaged episode).
+
+    Atomic: the new file is complete and synced before it replaces ``path``, whose original first goes
+    to ``backup`` (a recorder.store.backups.Backup) when one is given. On failure ``path`` is untouched."""
     path = Path(path)
     tmp = path.with_suffix(".arrows.tmp")
-    w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
-    n = len(data["index"])
-    for i in range(n):
-        w.append(
-            int(data["index"][i]),
-            float(data["t"][i]),
-            {c: float(data[f"ts.{c}"][i]) for c in cameras},
-            {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
-            w.prepare({k: data[k][i] for k in lowdim}),
-        )
-    w.close()
+    try:
+        w = LowdimWriter(tmp, cameras, lowdim, flush_s=1e9)
+        n = len(data["index"])
+        no_flag = np.zeros(n, bool)
+        for i in range(n):
+            w.append(
+                int(data["index"][i]),
+                float(data["t"][i]),
+                {c: float(data[f"ts.{c}"][i]) for c in cameras},
+                {c: bool(data[f"dropped.{c}"][i]) for c in cameras},
+                w.prepare({k: data[k][i] for k in lowdim}),
+                {c: bool(data.get(f"stale.{c}", no_flag)[i]) for c in cameras},
+            )
+        w.close()
+        back, cut = read_lowdim(tmp)
+        if cut or len(back["index"]) != n:
+            raise StoreError(f"{tmp}: the rewritten table reads back {len(back['index'])} of {n} rows; "
+                             f"{path} is left as it was")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if backup is not None and path.exists():
+        backup.keep(path)
     os.replace(tmp, path)

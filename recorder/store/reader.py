@@ -79,7 +79,7 @@ class EpisodeReader:
         return self._decoder(camera).frames(ticks)
 
     def lowdim(self) -> dict[str, np.ndarray]:
-        """index, t, ts.<cam>, dropped.<cam>, observation.state, action and extras; one row per tick."""
+        """index, t, ts.<cam>, dropped.<cam>, stale.<cam>, observation.state, action and extras; one row per tick."""
         if self._lowdim is None:
             data, _ = read_lowdim(self.info.path / LOWDIM_FILE)
             n = len(data["index"])
@@ -89,7 +89,23 @@ class EpisodeReader:
                     f"{self.num_frames}; run 'vla-studio store check --repair'"
                 )
             self._lowdim = {k: v[: self.num_frames] for k, v in data.items()}
+            for cam in self.cameras:  # episodes written before the per-tick column: from the stale segments
+                if f"stale.{cam}" not in self._lowdim:
+                    self._lowdim[f"stale.{cam}"] = self._stale_from_segments(cam)
         return {k: v.copy() for k, v in self._lowdim.items()}
+
+    def _stale_from_segments(self, camera: str) -> np.ndarray:
+        flags = np.zeros(self.num_frames, bool)
+        for seg in self.info.segments or ():
+            if seg.get("kind") == f"stale.{camera}":
+                flags[int(seg["start_tick"]): int(seg["end_tick"]) + 1] = True
+        return flags
+
+    def stale(self, camera: str) -> np.ndarray:
+        """(num_frames,) bool: True where ``camera``'s stored image is not of that tick (an older frame)."""
+        if camera not in self.cameras:
+            raise KeyError(f"episode {self.info.id} has no camera {camera!r} (has {sorted(self.cameras)})")
+        return self.lowdim()[f"stale.{camera}"]
 
     def close(self) -> None:
         for dec in self._decoders.values():

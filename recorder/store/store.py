@@ -24,7 +24,16 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
 from recorder.store import models as m
+from recorder.store.backups import BACKUPS_DIR, Backup
+from recorder.store.faults import (
+    IndexCorruptError,
+    SpaceReserve,
+    disk_full_error,
+    is_disk_full,
+    known_sqlite_error,
+)
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
+from recorder.store.lowdim import is_bookkeeping
 from recorder.store.paths import resolve_home
 from recorder.store.query import EpisodeQuery, _as_list, count_statement, page_statement, query_from
 from recorder.store.reader import EpisodeReader
@@ -56,7 +65,9 @@ EPISODES_DIR = "episodes"
 RUNS_DIR = "runs"
 STORE_LOCK = ".store.lock"
 KNOWN_REVISIONS = ("0001", "0002", "0003")
-_STORE_ENTRIES = {INDEX_FILE, EPISODES_DIR, RUNS_DIR, STORE_LOCK, INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
+_STORE_ENTRIES = {
+    INDEX_FILE, EPISODES_DIR, RUNS_DIR, STORE_LOCK, INDEX_FILE + "-wal", INDEX_FILE + "-shm", BACKUPS_DIR
+}
 _UNSET: Any = object()
 
 
@@ -100,10 +111,18 @@ def _ro_uri(index: Path) -> str:
 
 
 def probe_index(index: Path) -> tuple[int, str | None, set[str]]:
-    """(user_version, alembic revision, table names), read-only; StoreError when it is not a SQLite index."""
+    """(user_version, alembic revision, table names), read-only.
+
+    IndexCorruptError when it is not a SQLite index (or fails its integrity check, or is an empty file
+    beside episode folders); a full disk, a lock or an I/O error is another StoreError, never "corrupt"."""
     if not index.exists():
         return 0, None, set()
     root = index.parent
+    if index.is_file() and index.stat().st_size == 0 and _has_store_data(root):
+        raise IndexCorruptError(
+            f"{index} is empty (0 bytes) but {root} holds episodes or runs: the index was lost, this is not a "
+            f"new store; run '{_fix_hint(root)}' to move it aside and rebuild it from the episode and run folders"
+        )
     try:
         con = sqlite3.connect(_ro_uri(index), uri=True, timeout=30)
         try:
@@ -119,11 +138,53 @@ def probe_index(index: Path) -> tuple[int, str | None, set[str]]:
         finally:
             con.close()
     except sqlite3.DatabaseError as err:
-        raise StoreError(
+        known = known_sqlite_error(err, index, then=f"'vla-studio --home {root} store check' again")
+        if known is not None and not isinstance(known, IndexCorruptError):
+            raise known from None
+        raise IndexCorruptError(
             f"{index} is not a readable SQLite index ({err}); run "
             f"'{_fix_hint(root)}' to move it aside and rebuild it from the episode folders"
         ) from None
     return uv, rev, tables
+
+
+def _has_runs(root: Path) -> bool:
+    """True when ``runs/`` holds a fine-tune run folder (one with its config.json)."""
+    try:
+        return any((p / "config.json").is_file() for p in (root / RUNS_DIR).iterdir())
+    except OSError:
+        return False
+
+
+def _has_store_data(root: Path) -> bool:
+    """True when episode or run folders exist under ``root`` (an index there cannot be a new one)."""
+    try:
+        if any(p.is_dir() for p in (root / EPISODES_DIR).iterdir()):
+            return True
+    except OSError:
+        pass
+    return _has_runs(root)
+
+
+def sql_errors(root: Path, then: str = "retry"):
+    """A context manager turning SQLite faults of the store at ``root`` into one-line StoreErrors."""
+    return _SqlErrors(root, then)
+
+
+class _SqlErrors(contextlib.AbstractContextManager):
+    def __init__(self, root: Path, then: str) -> None:
+        self.root, self.then = root, then
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, StoreError):
+            return False
+        if isinstance(exc, (sa.exc.DBAPIError, sqlite3.Error)):
+            known = known_sqlite_error(exc, self.root / INDEX_FILE, then=self.then)
+            if known is not None:
+                raise known from None
+        elif isinstance(exc, OSError) and is_disk_full(exc):
+            raise disk_full_error(self.root, then=self.then) from None
+        return False
 
 
 def _refuse_foreign(index: Path, uv: int, rev: str | None, tables: set[str]) -> None:
@@ -185,6 +246,7 @@ class Store:
         self._Session = sessionmaker(engine, expire_on_commit=False)
         self._wlock = threading.RLock()
         self.recovered: list[EpisodeInfo] = []  # salvaged by open()
+        self.reserve = SpaceReserve(root)  # ballast that lets a writer finish once the disk fills
         self._closed = False
 
     # -- opening -----------------------------------------------------------------------------
@@ -197,6 +259,11 @@ class Store:
 
     @classmethod
     def _open_unchecked(cls, root: Path, *, recover: bool = True) -> Store:
+        with sql_errors(root, "the command again"):
+            return cls._open_inner(root, recover=recover)
+
+    @classmethod
+    def _open_inner(cls, root: Path, *, recover: bool) -> Store:
         index = root / INDEX_FILE
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root} is a file, not a store folder; pass a folder with --home")
@@ -230,11 +297,14 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
-        with self._wlock, self._Session.begin() as s:
+        """One write transaction; SQLite faults (disk full, locked, I/O) come out as one-line StoreErrors."""
+        with sql_errors(self.root, "the command again"), self._wlock, self._Session.begin() as s:
             yield s
 
-    def _read(self) -> Session:
-        return self._Session()
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        with sql_errors(self.root, "the command again"), self._Session() as s:
+            yield s
 
     def episode_dir(self, uuid: str) -> Path:
         return self.root / EPISODES_DIR / uuid
@@ -372,7 +442,7 @@ class Store:
         }
         low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
         for name in list(cams) + list(low):
-            if not name or "/" in name or name.startswith(("ts.", "dropped.")) or name in ("index", "t"):
+            if not name or "/" in name or is_bookkeeping(name):
                 raise ValueError(f"invalid stream name {name!r}")
         features = {
             "fps": float(fps),
@@ -386,6 +456,19 @@ class Store:
         uuid = str(uuidlib.uuid4())
         folder = self.episode_dir(uuid)
         start = m.utcnow()
+        # room to finish an episode once the disk fills: given back by the writer when it does
+        self.reserve.take(then="the recording again")
+        try:
+            return self._begin_episode(
+                dataset, task, fps, rig, source, cams, low, checkpoint_id, tags, flush_s, features, uuid, folder, start
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _begin_episode(
+        self, dataset, task, fps, rig, source, cams, low, checkpoint_id, tags, flush_s, features, uuid, folder, start
+    ) -> EpisodeWriter:
         with self._write() as s:
             ds = s.scalar(select(m.Dataset).where(m.Dataset.name == dataset))
             if ds is None:
@@ -396,7 +479,8 @@ class Store:
                 ds.features = features
             else:
                 _check_features(dataset, ds.features, features)
-            if checkpoint_id is not None and s.get(m.Checkpoint, checkpoint_id) is None:
+            ck = s.get(m.Checkpoint, checkpoint_id) if checkpoint_id is not None else None
+            if checkpoint_id is not None and ck is None:
                 raise StoreError(
                     f"checkpoint id {checkpoint_id} is not in {self.index_path}; "
                     "register it with add_checkpoint first"
@@ -415,6 +499,8 @@ class Store:
                 "cameras": {c: sp.to_dict() for c, sp in cams.items()},
                 "lowdim": {k: v.to_dict() for k, v in low.items()},
                 "checkpoint_id": checkpoint_id,
+                # the checkpoint's folder (store-relative): links the episode again when the index is rebuilt
+                "checkpoint_path": ck.path if ck is not None else None,
                 "status": "recording",
                 "tags": list(tags),
             }
@@ -452,11 +538,16 @@ class Store:
                 lowdim=low,
                 lock_fd=lock_fd,
                 flush_s=flush_s,
+                reserve=self.reserve,
             )
-        except BaseException:
+        except BaseException as err:
             release_lock(lock_fd)
             shutil.rmtree(folder, ignore_errors=True)
+            if is_disk_full(err, self.root):
+                self.reserve.release()
             self._set_discarded(episode_id, note="writer failed to start")
+            if isinstance(err, OSError) and is_disk_full(err, self.root):
+                raise disk_full_error(self.root, then="the recording again") from None
             raise
 
     def _commit_episode(
@@ -729,7 +820,13 @@ class Store:
             segments=list(info.segments),
             status_before_trash=info.status_before_trash,
         )
-        write_json_atomic(path, meta)
+        try:
+            write_json_atomic(path, meta)
+        except OSError as err:  # the index row is the commit point; meta.json is its mirror for a rebuild
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            if not is_disk_full(err, self.root):
+                raise
+            log.warning("could not update %s (disk full); the index holds the episode's labels", path)
 
     def open_episode(self, episode_id: int | str) -> EpisodeReader:
         info = self.episode(episode_id)
@@ -924,10 +1021,16 @@ class Store:
             fd = try_lock(folder)
             if fd is None:
                 return None  # a live writer holds it
-        try:
-            result = salvage_episode(info)
+        backup = Backup(self.root, folder, episode_id=info.id, num_frames=info.num_frames, status=info.status,
+                        reason=f"salvage of episode {info.id} ({info.status})")
+        try:  # a crashed recording loses only a cut tail: no backup; a stored episode keeps its originals
+            result = salvage_episode(info, backup=None if info.status == "recording" else backup)
         finally:
             release_lock(fd)
+        if not backup.used and info.status in ("complete", "recovered") and result.num_frames < info.num_frames:
+            backup.save()  # no file rewritten, but the cut of the index row can be undone too
+        if backup.folder.is_dir():
+            log.info("episode %s: what the repair changed can be undone from %s", info.id, backup.folder)
         if result.num_frames == 0:
             self._set_discarded(episode_id, note=f"nothing usable after a crash: {result.reason}")
             info = self.episode(episode_id)
@@ -1001,6 +1104,11 @@ def validate_root(root: Path) -> None:
     if episodes.is_dir() and any(episodes.iterdir()):
         raise StoreError(
             f"{index} is missing but {episodes} holds episodes; run "
+            f"'{_fix_hint(root)}' to rebuild the index from them"
+        )
+    if _has_runs(root):
+        raise StoreError(
+            f"{index} is missing but {root / RUNS_DIR} holds fine-tune runs; run "
             f"'{_fix_hint(root)}' to rebuild the index from them"
         )
     if entries - _STORE_ENTRIES:

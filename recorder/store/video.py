@@ -27,6 +27,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from recorder.errors import StoreError
+from recorder.store.faults import is_disk_full, read_fault
 from recorder.store.types import CameraSpec
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,10 @@ class VideoEncoder(threading.Thread):
                 self._container.mux(packet)
         except BaseException as err:  # noqa: BLE001 - reported by finish()
             self.error = err
-            log.exception("encoder for camera %s failed", self.camera)
+            if is_disk_full(err, self.path.parent):  # one line: the writer reports it to the person
+                log.info("encoder for camera %s stopped: %s", self.camera, err)
+            else:
+                log.exception("encoder for camera %s failed", self.camera)
             # keep draining so that submit() never blocks on a dead thread
             while True:
                 try:
@@ -174,6 +178,9 @@ def scan_video(path: Path, fps: float) -> PacketIndex:
     try:
         container = av.open(str(path), "r")
     except av.error.FFmpegError as err:
+        fault = read_fault(err, path)
+        if fault is not None:
+            raise fault from None
         why = getattr(err, "strerror", None) or err
         raise StoreError(
             f"{path} is truncated or not a video ({why}); run 'vla-studio store check --repair'"

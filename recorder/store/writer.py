@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recorder.errors import StoreError
+from recorder.store.faults import MIN_FREE_BYTES, RESERVE_BYTES, disk_full_error, is_disk_full
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import LowdimWriter
 from recorder.store.types import CameraSpec, EpisodeInfo, LowdimSpec, WriterStats
@@ -84,6 +85,7 @@ class EpisodeWriter:
         lowdim: dict[str, LowdimSpec],
         lock_fd: int,
         flush_s: float = 0.5,
+        reserve=None,
     ) -> None:
         self._store = store
         self.episode_id = episode_id
@@ -94,6 +96,8 @@ class EpisodeWriter:
         self.lowdim = dict(lowdim)
         self._meta = meta
         self._lock_fd = lock_fd
+        self._reserve = reserve  # a recorder.store.faults.SpaceReserve, released when the disk fills
+        self._disk_full = False
         self._lock = threading.Lock()
         self._segments: list[dict] = []
         self._ticks = 0
@@ -122,8 +126,10 @@ class EpisodeWriter:
         frames: dict[str, Any] | None = None,
         timestamps: dict[str, float] | None = None,
         values: dict[str, np.ndarray] | None = None,
+        stale: dict[str, bool] | None = None,
     ) -> int:
-        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``)."""
+        """Record one tick; returns its index. Frames may be arrays or FramePackets (``.image``, ``.timestamp``).
+        ``stale[cam]`` True: that camera's image is not of this tick (stored as ``stale.<cam>``)."""
         if self._done:
             raise StoreError(f"episode {self.uuid} is already finished; begin a new episode to record more")
         frames = frames or {}
@@ -136,6 +142,10 @@ class EpisodeWriter:
         if undeclared:
             self._check_undeclared(undeclared)
         prepared = self._lowdim.prepare(values)  # raises before anything is queued
+        if not self._disk_full and any(is_disk_full(e.error) for e in self._encoders.values()):
+            self._on_disk_full()
+        if self._disk_full:
+            raise disk_full_error(self._root, then="the recording again")
         ts = dict(timestamps or {})
         tick = self._ticks
         dropped: dict[str, bool] = {}
@@ -148,9 +158,25 @@ class EpisodeWriter:
             if not ok:
                 self._dropped[name] += 1
             dropped[name] = not ok
-        self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared)
+        try:
+            self._lowdim.append(tick, time.monotonic() if t is None else float(t), ts, dropped, prepared, stale)
+        except OSError as err:
+            if not is_disk_full(err, self.path):
+                raise
+            self._on_disk_full()
+            raise disk_full_error(self._root, then="the recording again") from None
         self._ticks += 1
         return tick
+
+    @property
+    def _root(self) -> Path:
+        return self.path.parent.parent
+
+    def _on_disk_full(self) -> None:
+        """The disk filled: give the reserve back so that finish() can still write what it must."""
+        self._disk_full = True
+        if self._reserve is not None:
+            self._reserve.release()
 
     def _check_undeclared(self, names: set[str]) -> None:
         bad = sorted(n for n in names if not n.startswith(OPTIONAL_VALUE_PREFIXES))
@@ -192,16 +218,28 @@ class EpisodeWriter:
         )
 
     # -- ending ------------------------------------------------------------------------------
+    def _bytes_written(self) -> int:
+        total = 0
+        for p in self.path.rglob("*"):
+            try:
+                total += p.stat().st_size if p.is_file() else 0
+            except OSError:
+                pass
+        return total
+
     def _close_files(self) -> list[str]:
         errors = []
+        self._errors: list[BaseException] = []
         try:
             self._lowdim.close(fsync=True)
         except Exception as err:  # noqa: BLE001
             errors.append(f"{self.path / LOWDIM_FILE}: {err}")
+            self._errors.append(err)
         for _name, enc in self._encoders.items():
             enc.close()
             if enc.error is not None:
                 errors.append(f"{enc.path}: {enc.error}")
+                self._errors.append(enc.error)
                 continue
             # no frame ever reached the encoder (e.g. stopped before the first tick): nothing to sync
             if not enc.path.exists():
@@ -219,14 +257,24 @@ class EpisodeWriter:
                 raise StoreError(f"episode {self.uuid} was already finished or discarded")
             self._done = True
             try:
+                if self._disk_full:
+                    self._on_disk_full()
                 errors = self._close_files()
-                if errors:
+                full = self._disk_full or any(is_disk_full(e, self.path) for e in self._errors)
+                if errors or full:
                     # keep what is usable: salvage as after a crash
-                    log.error("episode %s: %s", self.uuid, "; ".join(errors))
+                    if full:
+                        self._on_disk_full()
+                    else:
+                        log.error("episode %s: %s", self.uuid, "; ".join(errors))
                     info = self._store._salvage(self.episode_id, lock_held=True)
+                    kept = (f"episode {info.id} kept as {info.status!r} with {info.num_frames} ticks"
+                            if info.status != "discarded" else f"episode {info.id} had nothing usable")
+                    if full:
+                        need = self._bytes_written() + RESERVE_BYTES + MIN_FREE_BYTES  # this episode again, and room to end it
+                        raise disk_full_error(self._root, need, f"the recording again ({kept})")
                     raise StoreError(
-                        f"episode {self.uuid} could not be written completely ({errors[0]}); "
-                        f"kept as status {info.status!r}"
+                        f"episode {self.uuid} could not be written completely ({errors[0]}); {kept}"
                     )
                 if self._ticks == 0:
                     self._store._set_discarded(self.episode_id, note="no ticks recorded")

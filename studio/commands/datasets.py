@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from recorder.errors import DatasetError
@@ -44,6 +43,9 @@ def register(sub) -> None:
                         "SO-101 data)")
     q.add_argument("--include-failed", action="store_true",
                    help="export failed episodes too (default: successful and unlabelled ones)")
+    q.add_argument("--stale-column", action="store_true",
+                   help="also write each camera's per-frame stale flag as a 0/1 column stale.<camera> (1: the "
+                        "video holds an older frame than the row's moment); lerobot's own recordings lack it")
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     _filters(q)
     q.set_defaults(func=_export)
@@ -169,9 +171,12 @@ def _show(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+def _frames_bar():
+    """A progress bar over frames on a terminal (nothing without one); its ``update(done, total)`` is the
+    progress callback of export, import and merge."""
+    from studio.commands.progress import ItemProgress
+
+    return ItemProgress("frames", None)
 
 
 def _export(args) -> int:
@@ -185,8 +190,14 @@ def _export(args) -> int:
         if eps and not chosen:
             raise DatasetError(f"every selected episode of {args.name!r} is marked failed: add --include-failed "
                                "to export them anyway")
-        res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
-                             robot_type=args.robot_type, gop=args.gop, progress=_progress)
+        try:
+            with _frames_bar() as bar:
+                res = export_lerobot(store, args.out, chosen, codec=args.codec, overwrite=args.force,
+                                     robot_type=args.robot_type, gop=args.gop, progress=bar.update,
+                                     stale_column=args.stale_column)
+        except OSError as err:  # the half-written export is removed by export_lerobot
+            _raise_if_disk_full(err, args.out, chosen)
+            raise
         skipped = len(eps) - len(chosen)
         note = f" (left out {skipped} failed episodes: --include-failed exports them)" if skipped else ""
         print(f"exported {res.episodes} episodes, {res.frames} frames to {res.path} "
@@ -196,12 +207,23 @@ def _export(args) -> int:
     return 0
 
 
+def _raise_if_disk_full(err: OSError, out: Path, eps) -> None:
+    """DiskFullError (one line: where, how much) when ``err`` is the disk holding ``out`` running full."""
+    from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
+
+    target = Path(out).absolute().parent
+    if is_disk_full(err, target) or free_bytes(target) < MIN_FREE_BYTES:
+        need = sum(p.stat().st_size for e in eps for p in e.path.rglob("*") if p.is_file())
+        raise disk_full_error(target, need, "the export again") from None
+
+
 def _import(args) -> int:
     from recorder.interop.lerobot import import_lerobot
 
     store = _open(args)
     try:
-        eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=_progress)
+        with _frames_bar() as bar:
+            eps = import_lerobot(store, args.dir, args.dataset, source=args.source, progress=bar.update)
         print(f"imported {len(eps)} episodes, {sum(e.num_frames for e in eps)} frames into "
               f"{eps[0].dataset!r}")
         if "depth videos" in (eps[0].notes or ""):
@@ -246,7 +268,8 @@ def _merge(args) -> int:
 
     store = _open(args)
     try:
-        eps = merge(store, args.sources, args.into, copy=args.copy, progress=_progress)
+        with _frames_bar() as bar:
+            eps = merge(store, args.sources, args.into, copy=args.copy, progress=bar.update)
         verb = "copied" if args.copy else "moved"
         print(f"{verb} {len(eps)} episodes from {', '.join(args.sources)} into {args.into!r}")
     finally:

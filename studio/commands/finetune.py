@@ -5,8 +5,11 @@
     vla-studio finetune export RUN --out DIR [--step N]
     vla-studio finetune list [--json]
 
-Training prints one JSON object per line on stdout (see finetune/metrics.py) and writes the same
-lines to ``<home>/runs/<run-id>/metrics.jsonl``. ``--gpus N`` (N > 1) relaunches itself under
+Training writes one JSON object per event to ``<home>/runs/<run-id>/metrics.jsonl`` (see
+finetune/metrics.py). On a terminal it shows a progress bar (step, loss, samples/s, ETA) and a line per
+eval and checkpoint; with ``--json``, or whenever stdout is not a terminal (the studio, a remote run, a
+pipe), it prints those same JSON lines instead. ``--logger tensorboard`` also writes TensorBoard event
+files to ``<home>/runs/<run-id>/tensorboard/``. ``--gpus N`` (N > 1) relaunches itself under
 torchrun; rank 0 logs and saves.
 """
 
@@ -18,6 +21,7 @@ import os
 import signal
 import subprocess
 
+from finetune.run_config import ACTION_HEADS
 from recorder.errors import ConfigError
 
 # CLI option -> FinetuneConfig field (options left out keep the preset's / config's value)
@@ -52,7 +56,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-targets", help="all-linear (default) or comma-separated module names")
-    p.add_argument("--action-head", choices=["tokens", "chunk"], help="token bins (OpenVLA) or a continuous chunk head")
+    p.add_argument("--action-head", choices=list(ACTION_HEADS),
+                   help="; ".join(f"{k}: {v}" for k, v in ACTION_HEADS.items()))
     p.add_argument("--chunk", type=int, help="action chunk size K")
     p.add_argument("--cameras", help="cameras fed to the model, comma-separated (default: the model's count)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
@@ -76,6 +81,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, help="GPUs on this host (N > 1 launches torchrun)")
     p.add_argument("--sharding", choices=["ddp", "fsdp"],
                    help="with --gpus N: ddp (default; a whole model per GPU) or fsdp (shard the LLM layers)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per event (the default whenever stdout is not a terminal)")
+    p.add_argument("--logger", choices=["jsonl", "tensorboard"], default=None,  # None: not forwarded to a remote
+                   help="jsonl (default: metrics.jsonl only) or tensorboard (also TensorBoard event files)")
     p.add_argument("--run-id", help=argparse.SUPPRESS)  # the studio picks the id to know the folder up front
     p.add_argument("--stop-at-step", type=int, help=argparse.SUPPRESS)  # tests: stop like a cancel
     p.add_argument("--config-file", help=argparse.SUPPRESS)  # torchrun ranks: the launcher's resolved config
@@ -88,7 +97,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 _PARSER: argparse.ArgumentParser | None = None
-_NOT_FORWARDED = {"help", "resume", "run_id", "config_file", "remote", "remote_home", "remote_cmd", "ssh_key",
+_NOT_FORWARDED = {"help", "json", "resume", "run_id", "config_file", "remote", "remote_home", "remote_cmd", "ssh_key",
                   "ssh_option", "finetune_action", "func", "home", "rig", "command"}
 
 
@@ -199,16 +208,38 @@ def _run_train(args) -> int:
 
         host = RemoteHost.parse(args.remote, args.remote_home, key=args.ssh_key, remote_cmd=args.remote_cmd,
                                 ssh_options=list(args.ssh_option))
-        return run_remote_finetune(args.home, host, cfg, run_id, forwarded_args(args), resume=bool(args.resume))
+        return run_remote_finetune(args.home, host, cfg, run_id, forwarded_args(args), resume=bool(args.resume),
+                                   show=_terminal_display(args))
 
     if cfg.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _launch_torchrun(args, cfg, run_id)
 
     from finetune.recipe import FinetuneRecipe
 
-    recipe = FinetuneRecipe(cfg, args.home, run_id=run_id, resume=bool(args.resume), stop_at_step=args.stop_at_step)
+    recipe = FinetuneRecipe(cfg, args.home, run_id=run_id, resume=bool(args.resume), stop_at_step=args.stop_at_step,
+                            logger_factory=_logger_factory(args))
     result = recipe.run()
     return 0 if result.status in ("done", "cancelled") else 1
+
+
+def _terminal_display(args):
+    """The progress display for a person at a terminal, or None for JSON lines (``--json``, no terminal)."""
+    from studio.commands.progress import FinetuneProgress, json_mode
+
+    return None if json_mode(getattr(args, "json", False)) else FinetuneProgress()
+
+
+def _logger_factory(args):
+    """Run folder -> the run's logger: metrics.jsonl, plus JSON lines on stdout or the terminal display,
+    plus TensorBoard with ``--logger tensorboard``."""
+    from finetune.metrics import build_logger
+
+    def factory(run_path):
+        show = _terminal_display(args)
+        return build_logger(run_path, stdout=show is None, tensorboard=args.logger == "tensorboard",
+                            extra=(show,) if show is not None else ())
+
+    return factory
 
 
 def _launch_torchrun(args, cfg, run_id: str) -> int:
@@ -225,6 +256,10 @@ def _launch_torchrun(args, cfg, run_id: str) -> int:
         argv += ["--resume", run_id]
     if args.stop_at_step is not None:
         argv += ["--stop-at-step", str(args.stop_at_step)]
+    if args.json:
+        argv.append("--json")
+    if args.logger:
+        argv += ["--logger", args.logger]
     cmd = torchrun_command(cfg.gpus, argv)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -260,6 +295,7 @@ def _run_export(args) -> int:
 
 
 def _run_list(args) -> int:
+    from finetune.run_config import effective_status
     from recorder.store import Store
 
     store = Store.open(args.home)
@@ -268,7 +304,7 @@ def _run_list(args) -> int:
         rows = []
         for r in runs:
             cks = store.checkpoints(run_id=r.run_id)
-            rows.append({"run_id": r.run_id, "status": r.status, "dataset": r.dataset, "model": r.model,
+            rows.append({"run_id": r.run_id, "status": effective_status(r.status, r.path), "dataset": r.dataset, "model": r.model,
                          "best_val": r.best_metric, "checkpoints": len(cks),
                          "last_step": max((c.step for c in cks), default=None),
                          "created": r.created_at.isoformat() if r.created_at else None, "path": str(r.path)})

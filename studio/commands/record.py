@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="task instruction stored with each episode "
                    "(default with a sim rig: the sim task's instruction)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes to save (default 1)")
-    p.add_argument("--fps", type=float, default=30.0, help="loop rate in Hz (default 30)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="loop rate in Hz (default: the rig's camera rate, e.g. 80 for Meta-World, else 30)")
     p.add_argument("--episode-time", type=float, default=60.0, help="maximum episode length in s (default 60)")
     p.add_argument("--reset-time", type=float, default=None,
                    help="reset phase between episodes in s (default 10; 0 with --scripted)")
@@ -63,42 +64,25 @@ def build_rig(spec: str, scripted: bool, seed: int | None, size: str | None, fps
     """The rig named on the command line (not connected)."""
     from recorder.devices.rig import SIM_TASKS, load_rig, read_rig_config, sim_rig_config
 
+    if spec == "metaworld" or spec.startswith("metaworld:"):
+        from recorder.devices.rig import metaworld_rig_config
+
+        w, h = _parse_size(size) if size else (224, 224)
+        cfg = metaworld_rig_config(spec.split(":", 1)[1] if ":" in spec else "mt10",
+                                   teleop="scripted" if scripted else "none", width=w, height=h, seed=seed)
+        return load_rig(cfg, home=home)
     if spec == "sim" or spec.startswith("sim:"):
         task = spec.split(":", 1)[1] if ":" in spec else "pick"
         if task not in SIM_TASKS:
             raise ConfigError(f"--rig {spec}: unknown sim task '{task}': use one of {', '.join(SIM_TASKS)}")
         w, h = _parse_size(size) if size else (320, 240)
         cfg = sim_rig_config(task=task, teleop="scripted" if scripted else "keyboard", width=w, height=h,
-                             fps=fps, seed=seed)
+                             fps=fps or 30.0, seed=seed)
         return load_rig(cfg, home=home)
     cfg = read_rig_config(spec)
     if scripted and type(cfg.teleop).__name__ != "ScriptedTeleopConfig":
         raise ConfigError(f"rig file {spec}: --scripted needs teleop = \"scripted\" and a sim robot in the rig file")
     return load_rig(cfg, home=home)
-
-
-def scripted_hooks(rig, seed: int | None) -> dict:
-    """Session hooks for scripted demos: reset the sim per episode, end once the task holds success."""
-    robot, teleop = rig.robot, rig.teleop
-    task = getattr(robot, "task", None)
-    if task is None or not hasattr(robot, "reset"):
-        raise ConfigError("--scripted needs the sim robot (rig 'sim' or a rig file with [robot] type = \"sim\")")
-    held = {"n": 0}
-
-    def before_episode(i: int) -> None:
-        robot.reset(None if seed is None else seed + i)
-        reset = getattr(teleop, "reset", None)
-        if reset is not None:
-            reset()
-        held["n"] = 0
-
-    def episode_done() -> bool:
-        if getattr(teleop, "done", False):
-            return True
-        held["n"] = held["n"] + 1 if task.success() else 0
-        return held["n"] >= 15  # success held for half a second at 30 Hz: the end state is on record
-
-    return {"before_episode": before_episode, "episode_done": episode_done, "auto_label": task.success}
 
 
 class TerminalKeys:
@@ -150,7 +134,7 @@ def run_record(
     dataset: str,
     task: str | None,
     episodes: int,
-    fps: float = 30.0,
+    fps: float | None = 30.0,
     episode_time: float | None = 60.0,
     reset_time: float | None = None,
     scripted: bool = False,
@@ -162,7 +146,7 @@ def run_record(
     key_fd: int | None = None,
 ) -> int:
     """The body of `vla-studio record` (tests call it directly). Returns the exit status."""
-    from recorder.session import Phase, RecordSession, SessionCallbacks, SessionConfig, summary_line
+    from recorder.session import Phase, SessionCallbacks, make_record_session, session_task, summary_line
     from recorder.store import Store
 
     out = out or sys.stdout
@@ -170,20 +154,21 @@ def run_record(
         raise ConfigError(f"--episodes {episodes}: record at least one episode")
     if interactive is None:
         interactive = (not scripted) and sys.stdin.isatty()
-    if reset_time is None:
-        reset_time = 0.0 if scripted else 10.0
     rig = build_rig(rig_spec, scripted, seed, size, fps, home=home)
-    hooks = scripted_hooks(rig, seed) if scripted else {}
-    if task is None:
-        sim_task = getattr(rig.robot, "task", None)
-        if sim_task is None:
-            raise ConfigError("--task is required with a real rig: say what the demonstration does")
-        task = sim_task.instruction
+    if task is None and getattr(rig.robot, "task", None) is None:
+        raise ConfigError("--task is required with a real rig: say what the demonstration does")
+    task = session_task(rig, task)
     store = Store.open(home)
     done = threading.Event()
     exit_code = {"rc": 0}
 
+    from studio.commands.progress import ItemProgress
+
+    # long unattended recordings show a bar on a terminal; a person at the keys (or no terminal) gets lines
+    bar = ItemProgress("episodes", episodes, stream=out, show=False if interactive else None)
+
     def on_state(st) -> None:
+        bar.update(st.saved, note=f"{st.phase.value} episode {min(st.saved + 1, episodes)}")
         if st.phase is Phase.DONE:
             done.set()
         elif st.phase is Phase.RECORDING and interactive:
@@ -192,12 +177,12 @@ def run_record(
             print("stopped: s save, d discard, r re-record", file=out, flush=True)
 
     def on_saved(info) -> None:
-        print(summary_line(info), file=out, flush=True)
+        bar.print(summary_line(info))
 
     def on_fault(msg: str) -> None:
         print(f"vla-studio: fault: {msg}", file=sys.stderr, flush=True)
-        if not interactive:
-            exit_code["rc"] = 1
+        if not interactive:  # a fault a person can fix (disk full, device lost) exits 2 like any KnownError
+            exit_code["rc"] = 1 if session is None or session.fault_is_bug else 2
             done.set()
 
     try:
@@ -208,13 +193,11 @@ def run_record(
     keys = None
     session = None
     try:
-        cfg = SessionConfig(
-            dataset=dataset, task=task, fps=fps, episode_time_s=episode_time, reset_time_s=reset_time,
-            auto_advance=True, num_episodes=episodes, source="scripted" if scripted else "teleop", codec=codec,
-            **hooks,
+        session = make_record_session(
+            store, rig, dataset=dataset, task=task, fps=fps, episode_time_s=episode_time, reset_time_s=reset_time,
+            auto_advance=True, num_episodes=episodes, codec=codec, seed=seed,
+            callbacks=SessionCallbacks(on_state=on_state, on_saved=on_saved, on_fault=on_fault),
         )
-        session = RecordSession(store, rig, cfg, SessionCallbacks(on_state=on_state, on_saved=on_saved,
-                                                                    on_fault=on_fault))
         session.start_thread()
         if interactive:
             print(f"rig connected; dataset '{dataset}', task: {task}\n"
@@ -243,6 +226,7 @@ def run_record(
             keys.stop()
         if session is not None:
             session.close()
+        bar.close()
         try:
             rig.disconnect()
         finally:

@@ -1,7 +1,7 @@
 """`vla-studio rollout`: a tuned policy drives the rig; rollouts are stored as episodes.
 
     vla-studio rollout --checkpoint CKPT --rig sim --task "pick up the red cube" --episodes 5
-    vla-studio rollout --policy-url ws://gpu-box:8765 --token T --rig rig.toml --episodes 3 --ensemble
+    vla-studio rollout --policy-url wss://gpu-box:8765 --token-file ~/.vla-token --tls-ca cert.pem --rig rig.toml --episodes 3 --ensemble
 
 The episodes go into the store (dataset ``rollouts`` unless --dataset says otherwise) with the
 checkpoint id, the predicted chunks per tick and, in the sim, the task detector's success label.
@@ -21,13 +21,20 @@ def register(sub) -> None:
     p.add_argument("--task", default=None, help="instruction given to the policy (default: the sim task's)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default 1)")
     p.add_argument("--policy-url", default=None, help="ws://HOST:PORT of `vla-studio serve` (instead of a local model)")
-    p.add_argument("--token", default=None, help="token of the policy server")
+    p.add_argument("--token-file", default=None, help="file whose first line is the policy server's token "
+                                                       "(or set VLA_STUDIO_TOKEN)")
+    p.add_argument("--token", default=None, help="token of the policy server (visible to local users in ps: "
+                                                  "prefer --token-file or VLA_STUDIO_TOKEN)")
+    p.add_argument("--tls-ca", default=None, help="wss://: trust this CA or the server's self-signed certificate "
+                                                   "(PEM; or set VLA_STUDIO_TLS_CA)")
     p.add_argument("--execute", type=int, default=None, help="actions of each chunk executed before the next (default: all)")
     p.add_argument("--ensemble", action="store_true", help="temporal ensembling (ACT) instead of n-of-K")
     p.add_argument("--sync", action="store_true", help="run inference on the loop thread (the loop waits for it)")
     p.add_argument("--fps", type=float, default=None, help="control rate in Hz (default: the rig's camera rate or 30)")
     p.add_argument("--max-seconds", type=float, default=20.0, help="longest episode (default 20)")
-    p.add_argument("--dataset", default="rollouts", help="store dataset for the episodes (default rollouts)")
+    p.add_argument("--dataset", default=None,
+                   help="store dataset for the episodes (default: rollouts, or rollouts-<WxH>-<fps>fps when "
+                        "'rollouts' holds episodes of another rig shape)")
     p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
     p.add_argument("--device", default=None, help="torch device for a local model")
     p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
@@ -75,7 +82,7 @@ def _open_loop(policy, store, args) -> int:
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
-    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, run_rollouts
+    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, rollout_dataset, run_rollouts
     from recorder.safety import SafetyLayer
     from recorder.store import Store
     from studio.rollout_policy import open_policy
@@ -85,8 +92,18 @@ def _run(args) -> int:
     rig_spec = args.rollout_rig or getattr(args, "rig", None) or "sim"
     store = Store.open(args.home)
     try:
-        policy = open_policy(args.checkpoint, url=args.policy_url, token=args.token, device=args.device,
-                             home=args.home, store=store, quantize=args.quantize)
+        token = None
+
+        def warn(line):
+            print(line, file=sys.stderr, flush=True)
+
+        if args.policy_url:
+            from finetune.server_limits import resolve_token
+
+            token = resolve_token(args.token, args.token_file, warn=warn)
+        policy = open_policy(args.checkpoint, url=args.policy_url, token=token, device=args.device,
+                             home=args.home, store=store, ca_file=args.tls_ca, warn=warn,
+                             quantize=args.quantize)
         rig = None if args.open_loop else load_rig(rig_spec, home=args.home)
     except BaseException:
         store.close()
@@ -112,19 +129,34 @@ def _run(args) -> int:
                             chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble,
                                               asynchronous=not args.sync))
 
+        from studio.commands.progress import ItemProgress
+
+        bar = ItemProgress("rollout episodes", args.episodes)  # a bar on a terminal; the same lines without one
+        wins = []
+
         def on_episode(i, info):
             label = {True: "success", False: "failure", None: "unlabelled"}[info.success]
-            print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}", flush=True)
+            wins.append(bool(info.success))
+            bar.update(i + 1, note=f"{sum(wins)}/{len(wins)} successes")
+            bar.print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}")
 
+        dataset = rollout_dataset(store, rig, fps, args.dataset)  # a named dataset that does not fit: refused now
+        cfg.dataset = dataset
         print(f"rollout of {checkpoint_name(policy)} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
-              f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}", flush=True)
+              f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}; "
+              f"into dataset '{dataset}'", flush=True)
         try:
-            result = run_rollouts(rig, policy, store, cfg, stop=stop,
-                                  safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
-                                  on_episode=on_episode)
+            with bar:
+                result = run_rollouts(rig, policy, store, cfg, stop=stop,
+                                      safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
+                                      on_episode=on_episode)
         except KeyboardInterrupt:
             print("rollout: interrupted; the episode under way was discarded", file=sys.stderr)
             return 130
+        per_task = result.per_task()
+        if len(per_task) > 1:  # a multi-task rig (Meta-World): success per task
+            for text, (k, n) in per_task.items():
+                print(f"  {k}/{n} {text}", flush=True)
         rate = result.success_rate
         print(f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes"
               + (f" ({rate:.0%})" if rate is not None else "")

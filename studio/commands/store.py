@@ -23,10 +23,14 @@ def register(sub) -> None:
         help="check every episode (default: only those changed since the last check that found nothing wrong)",
     )
     check.set_defaults(func=_check)
+    restore = ssub.add_parser("restore", help="undo a repair: put back the originals kept in a backup")
+    restore.add_argument("backup", help="backup name, as 'store check' lists it")
+    restore.set_defaults(func=_restore)
     p.set_defaults(func=_info)
 
 
 def _info(args) -> int:
+    from finetune.run_config import effective_status
     from recorder.store import Store
 
     with Store.open(args.home) as store:
@@ -47,7 +51,8 @@ def _info(args) -> int:
                             for d in datasets
                         ],
                         "runs": [
-                            {"run_id": r.run_id, "status": r.status, "checkpoints": r.num_checkpoints}
+                            {"run_id": r.run_id, "status": effective_status(r.status, r.path),
+                             "checkpoints": r.num_checkpoints}
                             for r in runs
                         ],
                     }
@@ -68,14 +73,15 @@ def _info(args) -> int:
                 + (f" ({other})" if other else "")
             )
         for r in runs:
-            print(f"  run {r.run_id}: {r.status}, {r.num_checkpoints} checkpoints")
+            print(f"  run {r.run_id}: {effective_status(r.status, r.path)}, {r.num_checkpoints} checkpoints")
     return 0
 
 
 def _check(args) -> int:
-    from recorder.store.check import check_store
+    from finetune.run_config import reindex_runs
+    from recorder.store.check import NOTES, check_store
 
-    report = check_store(args.home, repair=args.repair, full=args.full)
+    report = check_store(args.home, repair=args.repair, reindex_runs=reindex_runs, full=args.full)
     skipped = ""
     if report.episodes_skipped:
         skipped = (f", {report.episodes_skipped} unchanged since the last clean check "
@@ -84,7 +90,7 @@ def _check(args) -> int:
     for issue in report.issues:
         if issue.fixed:
             mark = "fixed"
-        elif issue.kind in ("live", "schema-old"):
+        elif issue.kind in NOTES:
             mark = "note"
         else:
             mark = "problem" if issue.fixable else "problem (not fixable)"
@@ -95,3 +101,11 @@ def _check(args) -> int:
     if not args.repair:
         print("  run 'vla-studio store check --repair' to fix what can be fixed")
     return 1
+
+
+def _restore(args) -> int:
+    from recorder.store.check import restore_backup
+
+    info = restore_backup(args.home, args.backup)
+    print(f"restored backup {args.backup}: episode {info.id} back to {info.status}, {info.num_frames} ticks")
+    return 0

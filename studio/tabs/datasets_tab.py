@@ -39,6 +39,7 @@ from PyQt6.QtWidgets import (
 from recorder import curation
 from recorder.errors import KnownError
 from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
+from studio.context import remember_splitter
 from studio.datasets_viewer import EpisodeViewerController
 from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
@@ -205,6 +206,9 @@ class DatasetsTab(QWidget):
         top.setStretchFactor(2, 3)
         layout = QVBoxLayout(self)
         layout.addWidget(top)
+        self.splitter = top
+        remember_splitter(self.ctx, top, "datasets.main")  # the person's pane sizes come back next launch
+        remember_splitter(self.ctx, self.viewer.splitter, "datasets.viewer")
         self._update_buttons()
 
     # ------------------------------------------------------------------------------ data

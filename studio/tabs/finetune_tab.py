@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -39,9 +39,19 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from finetune.learning import NOT_LEARNING
 from finetune.presets import PRESETS, detect_gpu, preset_for, preset_reason
-from finetune.run_config import FinetuneConfig, last_checkpoint, make_run_id, pid_alive, run_dir
+from finetune.run_config import (
+    FinetuneConfig,
+    check_model_spec,
+    effective_status,
+    last_checkpoint,
+    make_run_id,
+    pid_alive,
+    run_dir,
+)
 from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.finetune_process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
@@ -84,6 +94,9 @@ class FinetuneTab(QWidget):
         self.refresh_datasets()
         self.refresh_history()
         ctx.store_changed.connect(self._on_store_changed)
+        ctx.rigs.rig_connected.connect(self._update_load_note)
+        ctx.rigs.rig_disconnected.connect(self._update_load_note)
+        ctx.rigs.lease_changed.connect(self._update_load_note)
         self.reattach()
 
     # ------------------------------------------------------------------ UI
@@ -97,7 +110,11 @@ class FinetuneTab(QWidget):
         basic = QGroupBox("New fine-tune")
         form = QFormLayout(basic)
         self.dataset_combo = QComboBox()
+        self.dataset_combo.currentIndexChanged.connect(self._on_dataset_changed)
         form.addRow("Dataset", self.dataset_combo)
+        self.dataset_info = QLabel()  # how many episodes the chosen dataset holds, or why it cannot be used
+        self.dataset_info.setWordWrap(True)
+        form.addRow("", self.dataset_info)
         model_row = QHBoxLayout()
         self.model_edit = QComboBox()
         self.model_edit.setEditable(True)
@@ -154,8 +171,13 @@ class FinetuneTab(QWidget):
         self.ckpt_check = QCheckBox("activation checkpointing")
         self.cameras_edit = QLineEdit()
         self.cameras_edit.setPlaceholderText("default: the model's camera count, e.g. front,wrist")
+        from finetune.run_config import ACTION_HEADS
+
         self.head_combo = QComboBox()
-        self.head_combo.addItems(["tokens", "chunk"])
+        self.head_combo.addItems(list(ACTION_HEADS))
+        self.head_desc_label = QLabel(ACTION_HEADS["tokens"])  # one line about the chosen action head
+        self.head_desc_label.setWordWrap(True)
+        self.head_combo.currentTextChanged.connect(lambda h: self.head_desc_label.setText(ACTION_HEADS.get(h, "")))
         self.chunk_spin = QSpinBox()
         self.chunk_spin.setRange(1, 64)
         self.chunk_spin.setValue(8)
@@ -178,13 +200,15 @@ class FinetuneTab(QWidget):
         for label, w in [("LoRA rank", self.rank_spin), ("LoRA alpha", self.alpha_spin), ("Learning rate", self.lr_spin),
                          ("Batch", self.batch_spin), ("Grad accumulation", self.accum_spin), ("", self.quant_check),
                          ("", self.ckpt_check), ("Cameras", self.cameras_edit), ("Action head", self.head_combo),
-                         ("Chunk size", self.chunk_spin), ("Eval every", self.eval_spin), ("Save every", self.save_spin),
+                         ("", self.head_desc_label), ("Chunk size", self.chunk_spin), ("Eval every", self.eval_spin), ("Save every", self.save_spin),
                          ("Val fraction", self.val_spin), ("GPUs", self.gpus_spin),
                          ("Multi-GPU", self.sharding_combo), ("", self.vision_lora_check)]:
             adv.addRow(label, w)
         # the memory estimate follows every option it depends on, not only the preset
-        for spin in (self.batch_spin, self.rank_spin):
+        for spin in (self.batch_spin, self.rank_spin, self.chunk_spin):
             spin.valueChanged.connect(self._on_options_changed)
+        self.head_combo.currentTextChanged.connect(self._on_options_changed)
+        self.model_edit.currentTextChanged.connect(self._on_options_changed)
         for check in (self.quant_check, self.ckpt_check, self.vision_lora_check):
             check.toggled.connect(self._on_options_changed)
         self.remote_check = QCheckBox("run on a remote GPU host over SSH")
@@ -227,9 +251,20 @@ class FinetuneTab(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.stats_label = QLabel("")
+        # "not learning: ..." with the likely causes, when the run's loss / val L1 stays flat
+        self.learning_label = QLabel("")
+        self.learning_label.setWordWrap(True)
+        self.learning_label.setStyleSheet("color: #b35900;")
+        self.learning_label.hide()
         live_box.addWidget(self.status_label)
         live_box.addWidget(self.progress)
         live_box.addWidget(self.stats_label)
+        live_box.addWidget(self.learning_label)
+        # why a local run may be slower than expected (a connected rig shares the CPU)
+        self.load_label = QLabel("")
+        self.load_label.setWordWrap(True)
+        self.load_label.hide()
+        live_box.addWidget(self.load_label)
         self.curves = CurvesWidget()
         live_box.addWidget(self.curves, 1)
         right.addWidget(live)
@@ -261,6 +296,8 @@ class FinetuneTab(QWidget):
         hbox.addLayout(hb)
         right.addWidget(history)
         right.setSizes([450, 120, 200])
+        self.splitter = right
+        remember_splitter(self.ctx, right, "finetune.right")  # the person's pane sizes come back next launch
         root.addWidget(right, 1)
         self._on_preset_changed()
         self._on_history_selection_changed()
@@ -307,13 +344,16 @@ class FinetuneTab(QWidget):
         shape = shape_from_folder(Path(model)) if Path(model).is_dir() else None
         if shape is None:
             return f"{preset.title}. Memory estimate: shown when the run starts (model not local)."
+        head = self.head_combo.currentText()
         est = self._estimate(shape)
         budget = f" of {self._gpu.total_gib:.0f} GiB" if self._gpu else ""
-        return f"{preset.title}. Estimate: {est.summary()}{budget}"
+        return f"{preset.title}. Estimate ({head} head): {est.summary()}{budget}"
 
     def _estimate(self, shape):
-        from finetune.presets import estimate_memory
+        """The estimate for ``shape`` with the chosen action head (its LLM tokens and fully trained params)."""
+        from finetune.presets import estimate_memory, head_shape
 
+        shape = head_shape(shape, self.head_combo.currentText(), self.chunk_spin.value(), 7, base_action_tokens=7)
         layers = int(self._preset().settings.get("checkpoint_layers", 0) or 0)
         fraction = min(1.0, layers / shape.layers) if layers > 0 and shape.layers else 1.0
         return estimate_memory(shape, batch_size=self.batch_spin.value(), lora_rank=self.rank_spin.value(),
@@ -338,16 +378,48 @@ class FinetuneTab(QWidget):
         return True
 
     def refresh_datasets(self) -> None:
+        """List every dataset (empty ones too, marked). The choice never moves on its own: a chosen dataset
+        that emptied or vanished stays chosen and says so; the first non-empty one is chosen only when none was."""
         current = self.dataset_combo.currentText()
         try:
-            names = [d.name for d in self.ctx.store.datasets() if d.num_episodes > 0]
+            self._dataset_sizes = {d.name: int(d.num_episodes) for d in self.ctx.store.datasets()}
         except Exception as err:  # noqa: BLE001 - a broken store is shown, not raised into Qt
             self.ctx.error_posted.emit(str(err))
-            names = []
-        self.dataset_combo.clear()
-        self.dataset_combo.addItems(names)
-        if current in names:
-            self.dataset_combo.setCurrentText(current)
+            self._dataset_sizes = {}
+        names = list(self._dataset_sizes)
+        if current and current not in names:
+            names.append(current)
+        with QSignalBlocker(self.dataset_combo):
+            self.dataset_combo.clear()
+            self.dataset_combo.addItems(names)
+            if current:
+                self.dataset_combo.setCurrentText(current)
+            else:
+                filled = [n for n in names if self._dataset_sizes.get(n)]
+                self.dataset_combo.setCurrentText(filled[0] if filled else (names[0] if names else ""))
+        self._on_dataset_changed()
+
+    def dataset_problem(self, name: str) -> str | None:
+        """Why ``name`` cannot be trained on (one line), or None."""
+        sizes = getattr(self, "_dataset_sizes", {})
+        if not name:
+            return "no dataset to train on: record episodes in the Record tab first"
+        if name not in sizes:
+            return f"dataset '{name}' is not in the store: pick another one or record it in the Record tab"
+        if not sizes[name]:
+            return f"dataset '{name}' is empty (0 episodes): record episodes into it in the Record tab first"
+        return None
+
+    def _on_dataset_changed(self, *_) -> None:
+        name = self.dataset_combo.currentText()
+        problem = self.dataset_problem(name) if name else None
+        if problem:
+            self.dataset_info.setText(problem)
+            self.dataset_info.setStyleSheet("color: #c0392b;")
+        else:
+            n = getattr(self, "_dataset_sizes", {}).get(name, 0)
+            self.dataset_info.setText(f"{n} episode{'s' if n != 1 else ''}" if name else "")
+            self.dataset_info.setStyleSheet("")
 
     def build_config(self) -> FinetuneConfig:
         """The FinetuneConfig the form describes (the child resolves the same values from its CLI args)."""
@@ -406,8 +478,15 @@ class FinetuneTab(QWidget):
             self.ctx.error_posted.emit("a fine-tune is already running here: cancel it or wait for it to finish")
             return None
         cfg = self.build_config()
-        if not cfg.dataset:
-            self.ctx.error_posted.emit("no dataset to train on: record episodes in the Record tab first")
+        self.refresh_datasets()  # the store may have changed since the list was drawn
+        problem = self.dataset_problem(cfg.dataset)
+        if problem is None and not self.remote_check.isChecked():  # a remote run resolves its own model
+            try:
+                check_model_spec(cfg.model)
+            except KnownError as err:
+                problem = f"base model: {err}"
+        if problem:
+            self._refuse(problem)
             return None
         if self.remote_check.isChecked() and not self.remote_host_edit.text().strip():
             self.ctx.error_posted.emit("remote run: enter the SSH host (user@host[:port])")
@@ -417,6 +496,12 @@ class FinetuneTab(QWidget):
         run_id = make_run_id(cfg)
         self._launch(self.build_args(cfg, run_id), run_id, cfg.steps, fresh=True)
         return run_id
+
+    def _refuse(self, message: str) -> None:
+        """A run that cannot start: say why where the person looks, start nothing."""
+        self.status_label.setText(f"Not started: {message}")
+        self.status_label.setStyleSheet("color: #c0392b;")
+        self.ctx.error_posted.emit(message)
 
     def resume_run(self, run_id: str) -> None:
         if self.is_running:
@@ -443,6 +528,31 @@ class FinetuneTab(QWidget):
             for event in read_events(run_dir(self.home, run_id) / "metrics.jsonl"):
                 self._apply_event(event, replay=True)
         self.process.start_local(args, run_dir(self.home, run_id), program=self.child_program, env=self.child_env)
+        self._set_local_training("--remote" not in args)
+
+    def _set_local_training(self, on: bool) -> None:
+        self.ctx.set_local_training(on)
+        self._update_load_note()
+
+    def _update_load_note(self, *_) -> None:
+        """Say why a local run may be slow: a connected rig renders and runs its loop on the same CPU."""
+        from recorder.session import IDLE_YIELD_CAMERA_FPS
+
+        rigs = self.ctx.rigs
+        rig = rigs.rig
+        if not (self.ctx.local_training and rig is not None):
+            self.load_label.hide()
+            return
+        name = getattr(rig, "name", "rig")
+        if rigs.holder == "Rollout":
+            text = (f"The Rollout tab drives the rig ({name}) on this computer: its loop and cameras share the CPU "
+                    "with this run, so training is slower until the rollout ends.")
+        else:
+            text = (f"A rig is connected ({name}): while this run trains, its idle cameras render at "
+                    f"{IDLE_YIELD_CAMERA_FPS:g} fps so the training keeps the CPU. Recording meanwhile restores the "
+                    "full rate and slows the training; disconnect the rig for the fastest run.")
+        self.load_label.setText(text)
+        self.load_label.show()
 
     def _begin_following(self, run_id: str, steps: int, clear: bool) -> None:
         if self.process is not None:
@@ -457,6 +567,8 @@ class FinetuneTab(QWidget):
         self._started_at = time.time()
         if clear:
             self.curves.clear()
+        self.learning_label.clear()
+        self.learning_label.hide()
         self.progress.setMaximum(max(1, steps))
         self.progress.setValue(0)
         self.status_label.setText(f"Starting {run_id} …")
@@ -481,6 +593,7 @@ class FinetuneTab(QWidget):
             self._begin_following(run.run_id, steps, clear=True)
             self.log_view.appendPlainText(f"re-attached to {run.run_id} (pid {pid})")
             self.process.attach(run.path, pid=pid, from_start=True)
+            self._set_local_training(not (run.config or {}).get("remote"))
             self.ctx.status_posted.emit(f"re-attached to the running fine-tune {run.run_id}")
             return run.run_id
         return None
@@ -516,6 +629,9 @@ class FinetuneTab(QWidget):
                     f"step {step}/{self.total_steps}   loss {event.get('loss', float('nan')):.4f}   "
                     f"lr {event.get('lr', 0):.2e}   {event.get('samples_per_s', 0):.1f} samples/s   "
                     f"ETA {_fmt_duration(event.get('eta_s'))}   {mem_text}")
+        elif kind == "rewound":  # a resume went back to its checkpoint: the steps after it are trained again
+            self.curves.drop_after(step)
+            self.progress.setValue(min(step, self.progress.maximum()))
         elif kind == "eval":
             self.curves.add_eval(step, event.get("val_loss"), event.get("action_accuracy"), event.get("l1"))
             if not replay:
@@ -527,6 +643,12 @@ class FinetuneTab(QWidget):
             self.refresh_history()
         elif kind == "config_drift" and not replay:
             self.log_view.appendPlainText(f"config changed since the checkpoint: {event.get('fields')}")
+        elif kind == "warning" and event.get("kind") == NOT_LEARNING:
+            self.learning_label.setText(f"Step {step}: {event.get('message')}")
+            self.learning_label.setToolTip("Likely causes:\n" + "\n".join(f"- {c}" for c in event.get("causes") or []))
+            self.learning_label.show()
+            if not replay:
+                self.log_view.appendPlainText(f"warning: {event.get('message')}")
         elif kind in ("error", "warning") and not replay:
             self.log_view.appendPlainText(f"{kind}: {event.get('message')}")
 
@@ -535,6 +657,7 @@ class FinetuneTab(QWidget):
 
     def _on_process_finished(self, status: str, message: str) -> None:
         run_id = self.run_id or ""
+        self._set_local_training(False)
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if status == "done":
@@ -569,9 +692,7 @@ class FinetuneTab(QWidget):
         for row, run in enumerate(runs):
             end = run.finished_at or (now if run.status == "running" else None)
             duration = (end - run.created_at).total_seconds() if end and run.created_at else None
-            status = run.status
-            if status == "running" and pid_alive(run.path) is None:
-                status = "interrupted"  # the index says running but no process trains it (killed, power loss)
+            status = effective_status(run.status, run.path)  # "running" with no live process: interrupted
             values = [run.run_id, status, run.dataset or "-", run.model, _fmt_duration(duration),
                       "-" if run.best_metric is None else f"{run.best_metric:.4f}", str(run.num_checkpoints)]
             for col, value in enumerate(values):

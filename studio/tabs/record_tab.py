@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGraphicsItem,
     QGridLayout,
     QGroupBox,
@@ -30,16 +31,20 @@ from PyQt6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from recorder.errors import KnownError
+from studio.context import remember_splitter
 from studio.loop_thread import SessionThread
 from studio.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
 from studio.rig_manager import default_rig_factory
 from studio.teleop_keys import forward_teleop_key
+from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
 from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter
 from widgets.strip_chart import StripChartWidget
@@ -104,19 +109,21 @@ class RecordTab(QWidget):
         self._disk_timer.timeout.connect(self.disk.refresh)
         self._disk_timer.start(5000)
         self._set_phase_ui("disconnected")
+        self._update_hotkey_labels()
         rigs = ctx.rigs
         rigs.rig_connected.connect(self._on_manager_connected)
         rigs.rig_failed.connect(self._on_manager_failed)
         rigs.rig_disconnected.connect(self._on_manager_disconnected)
         rigs.lease_changed.connect(self._on_lease_changed)
         self._on_lease_changed(rigs.holder)
+        ctx.local_training_changed.connect(self._on_local_training_changed)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         rig_box = QGroupBox("Rig")
         self.rig_combo = QComboBox()
         self.rig_combo.setEditable(True)
-        self.rig_combo.addItems(["sim", "sim:push"])
+        self.rig_combo.addItems(["sim", "sim:push", "metaworld:mt10"])
         self.rig_combo.setCurrentText(str(getattr(self.ctx, "rig", "sim") or "sim"))
         self.browse_btn = QPushButton("Open…")
         self.edit_btn = QPushButton("Edit…")
@@ -153,9 +160,9 @@ class RecordTab(QWidget):
         form.addRow("episodes", self.num_episodes)
         form.addRow("", self.auto_advance)
 
-        self.views_box = QWidget()
-        self.views_grid = QGridLayout(self.views_box)
-        self.views_grid.setContentsMargins(0, 0, 0, 0)
+        self.views = CameraGridWidget()  # the live previews, as large as the space allows
+        self.views.set_placeholder("No rig connected.\n\nChoose 'sim' (the built-in simulated arm with two cameras) "
+                                   "or your rig file above and press Connect: the cameras show here live.")
 
         self.phase_label = QLabel()
         self.phase_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -185,7 +192,10 @@ class RecordTab(QWidget):
         self.disk = DiskWidget(self.ctx.home)
         self.chart = StripChartWidget()
 
-        side = QVBoxLayout()
+        side_panel = QWidget()
+        side = QVBoxLayout(side_panel)
+        side.setContentsMargins(0, 0, 4, 0)
+        side.addWidget(form_box)
         side.addWidget(self.phase_label)
         side.addWidget(self.timer_label)
         side.addWidget(self.count_label)
@@ -208,19 +218,30 @@ class RecordTab(QWidget):
         side.addWidget(self.teleop_help)
         side.addStretch(1)
 
-        center = QVBoxLayout()
-        center.addWidget(self.views_box, 3)
-        center.addWidget(self.chart, 1)
-        body = QHBoxLayout()
-        left = QVBoxLayout()
-        left.addWidget(form_box)
-        left.addStretch(1)
-        body.addLayout(left, 0)
-        body.addLayout(center, 1)
-        body.addLayout(side, 0)
+        # one column of controls on the left (scrolls on a small screen), the previews and the chart beside it
+        scroll = QScrollArea()
+        scroll.setWidget(side_panel)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(side_panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.center_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.center_splitter.addWidget(self.views)
+        self.center_splitter.addWidget(self.chart)
+        self.center_splitter.setStretchFactor(0, 3)
+        self.center_splitter.setStretchFactor(1, 1)
+        self.center_splitter.setSizes([460, 260])
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(scroll)
+        self.splitter.addWidget(self.center_splitter)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([400, 1000])
+        remember_splitter(self.ctx, self.splitter, "record.main")  # the person's pane sizes come back next launch
+        remember_splitter(self.ctx, self.center_splitter, "record.views")
         layout = QVBoxLayout(self)
         layout.addWidget(rig_box)
-        layout.addLayout(body, 1)
+        layout.addWidget(self.splitter, 1)
 
         self.browse_btn.clicked.connect(self._on_browse_clicked)
         self.edit_btn.clicked.connect(self._on_edit_clicked)
@@ -233,6 +254,7 @@ class RecordTab(QWidget):
         self.failure_btn.clicked.connect(lambda: self._label(False))
         self.estop_btn.clicked.connect(self.estop)
         self.task_edit.editingFinished.connect(self._on_task_edited)
+        self.rig_combo.currentTextChanged.connect(self._update_hotkey_labels)  # the keys follow the rig chosen
 
     # ------------------------------------------------------------------ rig
     def _on_browse_clicked(self) -> None:
@@ -288,6 +310,7 @@ class RecordTab(QWidget):
             self.ctx.rigs.release_lease(OWNER)
             self.connect_btn.setEnabled(True)
             self.conn_label.setText("not connected")
+            self._clear_live("not connected", f"not connected: {msg}")
             self.ctx.error_posted.emit(msg)
         elif self._disconnecting:
             self.ctx.error_posted.emit(msg)
@@ -312,27 +335,29 @@ class RecordTab(QWidget):
             self.connect_btn.setToolTip("")
 
     def _on_rig_connected(self, rig) -> None:
-        from recorder.session import RecordSession, SessionConfig
+        from recorder.session import make_record_session
 
         self.rig = rig
         n = self.num_episodes.value()
-        cfg = SessionConfig(
-            dataset=self.dataset_edit.text().strip() or "demos",
-            task=self.task_edit.text().strip() or "demonstration",
-            episode_time_s=self.episode_time.value(),
-            reset_time_s=self.reset_time.value(),
-            auto_advance=self.auto_advance.isChecked(),
-            num_episodes=n or None,
-        )
         self.thread = SessionThread(self)
         try:
-            self.session = RecordSession(self.ctx.store, rig, cfg, self.thread.callbacks())
+            # the same set-up as `vla-studio record` (sim reset before each episode, scripted expert, task)
+            self.session = make_record_session(
+                self.ctx.store, rig, dataset=self.dataset_edit.text().strip() or "demos",
+                # an empty field on a sim rig records the rig's own task; a real rig needs some text
+                task=self.task_edit.text().strip() or (None if getattr(rig.robot, "task", None) else "demonstration"),
+                episode_time_s=self.episode_time.value(),
+                reset_time_s=self.reset_time.value(), auto_advance=self.auto_advance.isChecked(),
+                num_episodes=n or None, seed=None, callbacks=self.thread.callbacks(),
+            )
+            cfg = self.session.cfg
         except KnownError as err:
             self.thread = None
             self.ctx.error_posted.emit(str(err))
             self.disconnect_rig()
             return
         self.thread.set_session(self.session)
+        self.session.set_yield(self.ctx.local_training)
         self.thread.ticked.connect(self._on_ticked)
         self.thread.state_changed.connect(self._on_state_changed)
         self.thread.episode_saved.connect(self._on_episode_saved)
@@ -346,6 +371,17 @@ class RecordTab(QWidget):
         self.ctx.status_posted.emit(f"rig connected; recording into dataset '{cfg.dataset}'")
         self._update_hotkey_labels()
         self.setFocus()
+
+    def _on_local_training_changed(self, on: bool) -> None:
+        """A local fine-tune wants the CPU: the idle rig renders and loops slower (recording is never slowed)."""
+        if self.session is not None:
+            self.session.set_yield(on)
+            if on:
+                from recorder.session import IDLE_YIELD_CAMERA_FPS
+
+                self.ctx.status_posted.emit(
+                    f"a fine-tune is training on this computer: the idle rig's previews run at "
+                    f"{IDLE_YIELD_CAMERA_FPS:g} fps meanwhile (recording runs at the full rate)")
 
     def disconnect_rig(self, wait: bool = False) -> None:
         """Stop the session (keeping an open episode), give the lease back and disconnect the rig off the
@@ -372,6 +408,7 @@ class RecordTab(QWidget):
 
     def _on_disconnected(self, _result) -> None:
         self.conn_label.setText("disconnected")
+        self._clear_live("disconnected", "disconnected: connect a rig to see its cameras")
         self._update_hotkey_labels()
         self.connect_btn.setText("Connect")
         self.connect_btn.setEnabled(True)
@@ -380,16 +417,22 @@ class RecordTab(QWidget):
         self._set_phase_ui("disconnected")
         self._on_lease_changed(self.ctx.rigs.holder)
 
+    def _clear_live(self, view_text: str, message: str) -> None:
+        """Nothing of the last session stays on screen as if it were live: previews (showing ``view_text``),
+        counters, timer, label and status go back to their empty state and ``message`` says why."""
+        self.views.clear_frames(view_text)
+        self._last_index = {}
+        self.stats.clear()
+        self.chart.clear()
+        self.timer_label.setText("00:00.0")
+        self.label_label.setText("label: -")
+        self.last_status = None
+        if self.faults and self.message_label.text() == self.faults[-1]:
+            message = f"{message}\nlast fault: {self.faults[-1]}"  # a failure stays readable
+        self.message_label.setText(message)
+
     def _setup_views(self, cameras: list[str], joints: list[str]) -> None:
-        for v in self._views.values():
-            self.views_grid.removeWidget(v)
-            v.deleteLater()
-        self._views = {}
-        cols = 2 if len(cameras) > 1 else 1
-        for i, name in enumerate(cameras):
-            view = CameraView(name)
-            self.views_grid.addWidget(view, i // cols, i % cols)
-            self._views[name] = view
+        self._views = dict(self.views.set_cameras(cameras))
         self._meters = {n: RateMeter() for n in cameras}
         self._last_index = {}
         self.stats.set_cameras(cameras)
@@ -462,8 +505,9 @@ class RecordTab(QWidget):
                                                                       if status.discarded else ""))
         self.label_label.setText("label: " + {True: "success", False: "failure", None: "-"}[status.label])
         if status.message:
-            self.message_label.setText(status.message)
-            self.ctx.status_posted.emit(status.message)
+            message = self._in_force_keys(status.message)
+            self.message_label.setText(message)
+            self.ctx.status_posted.emit(message)
         with QSignalBlocker(self.task_edit):
             if not self.task_edit.hasFocus():
                 self.task_edit.setText(status.task)
@@ -486,7 +530,7 @@ class RecordTab(QWidget):
             f"font-size: 18px; font-weight: bold; color: white; padding: 4px; background: {color}")
         connected = phase != "disconnected"
         open_episode = phase in ("recording", "review")
-        key = (HOTKEYS_KEYBOARD_TELEOP if self._keyboard_teleop() else HOTKEYS_PLAIN)["start_stop"][1]
+        key = self._keys_in_force()["start_stop"][1]
         self.start_btn.setText(f"{'Stop' if phase == 'recording' else 'Start'} ({key})")
         self.start_btn.setEnabled(connected and phase != "review")
         for b in (self.save_btn, self.discard_btn, self.rerecord_btn):
@@ -526,10 +570,33 @@ class RecordTab(QWidget):
         """Whether the connected rig is steered by key presses (then letters belong to the teleoperator)."""
         return callable(getattr(getattr(self.rig, "teleop", None), "press", None))
 
-    def _update_hotkey_labels(self) -> None:
-        keyboard = self._keyboard_teleop()
-        self.teleop_help.setText(TELEOP_HELP if keyboard else "")
-        keys = HOTKEYS_KEYBOARD_TELEOP if keyboard else HOTKEYS_PLAIN
+    def _keys_in_force(self) -> dict:
+        """The session hotkeys that work now: with the keyboard teleoperator (the sim rig's, before it is even
+        connected) letters steer the arm, so the session keys are Enter and Ctrl+letters."""
+        if self.rig is not None:
+            keyboard = self._keyboard_teleop()
+        else:
+            keyboard = (self.rig_combo.currentText().strip() or "sim").startswith("sim")
+        return HOTKEYS_KEYBOARD_TELEOP if keyboard else HOTKEYS_PLAIN
+
+    def _in_force_keys(self, text: str) -> str:
+        """A session message names the terminal's keys ("press Space to record"); say the ones in force here."""
+        start = self._keys_in_force()["start_stop"][1]
+        return text.replace("press Space", f"press {start}") if start != "Space" else text
+
+    def key_hint(self) -> str:
+        """One sentence naming the keys that record with the teleoperator in force (for the first-launch guide)."""
+        keys = self._keys_in_force()
+        text = (f"{keys['start_stop'][1]} starts and stops an episode, {keys['save'][1]} saves it, "
+                f"{keys['discard'][1]} discards it, {keys['success'][1]}/{keys['failure'][1]} label it, "
+                "Esc is the emergency stop")
+        if keys is HOTKEYS_KEYBOARD_TELEOP:
+            text += "; the letters steer the arm (W/S, A/D, R/F move the gripper, O/C open and close it)"
+        return text
+
+    def _update_hotkey_labels(self, *_args) -> None:
+        self.teleop_help.setText(TELEOP_HELP if self._keyboard_teleop() else "")
+        keys = self._keys_in_force()
         for name, btn in (("start_stop", self.start_btn), ("save", self.save_btn), ("discard", self.discard_btn),
                           ("rerecord", self.rerecord_btn), ("success", self.success_btn),
                           ("failure", self.failure_btn)):

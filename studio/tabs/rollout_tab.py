@@ -19,6 +19,7 @@ from PyQt6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -26,22 +27,28 @@ from PyQt6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from recorder.errors import KnownError
+from recorder.safety import RULES as SAFETY_RULES
+from studio.context import remember_splitter
 from studio.rollout_calibration import load_calibrations
-from studio.rollout_overlay import RateMeter, overlay_from_live
+from studio.rollout_overlay import RateMeter, overlay_from_live, path_start_projector
 from studio.rollout_review import JOINTS, RolloutReviewWidget
 from studio.rollout_worker import EvaluationThread, PolicySpec, RolloutThread
 from studio.teleop_keys import forward_teleop_key
 from widgets.action_bars import ActionBarsWidget
+from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
-from widgets.overlays import OVERLAYS, install_overlays
+from widgets.overlays import OVERLAY_TIPS, OVERLAYS, install_overlays
+from widgets.status_widgets import COUNTER_TIPS
 
 OWNER = "Rollout"
 
@@ -70,7 +77,10 @@ class RolloutTab(QWidget):
         self._low = np.array([-180.0] * 5 + [0.0])
         self._high = np.array([180.0] * 5 + [100.0])
         self._names = list(JOINTS)
+        self._calibrations: dict = {}  # of the running batch (the path overlay's start point uses them too)
+        self._path_start = None  # observation -> {camera: (u, v)} of the gripper now
         self.successes = 0
+        self.per_task: dict[str, list[int]] = {}  # task -> [successes, episodes] of this batch
         self.episodes_done = 0
         self.ticks_shown = 0
 
@@ -86,9 +96,14 @@ class RolloutTab(QWidget):
 
         lay = QHBoxLayout(live)
         panel = QWidget()
-        panel.setMaximumWidth(420)
         pl = QVBoxLayout(panel)
-        lay.addWidget(panel)
+        pl.setContentsMargins(0, 0, 4, 0)
+        scroll = QScrollArea()  # the controls scroll on a small screen instead of growing the window
+        scroll.setWidget(panel)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        lay.addWidget(scroll)
 
         # --- policy
         pol = QGroupBox("Policy")
@@ -144,6 +159,7 @@ class RolloutTab(QWidget):
         self.max_delta_spin.setRange(0.1, 180)
         self.max_delta_spin.setValue(10)
         self.max_delta_spin.setSuffix(" °/tick")
+        self.max_delta_spin.setToolTip(COUNTER_TIPS["max_delta"])
         rf.addRow("task", self.task_edit)
         rf.addRow("episodes", self.episodes_spin)
         rf.addRow("control rate (Hz)", self.fps_spin)
@@ -223,20 +239,37 @@ class RolloutTab(QWidget):
         self.status_label.setWordWrap(True)
         self.safety_label = QLabel("")
         self.safety_label.setWordWrap(True)
+        self.success_label.setToolTip("rollout episodes the task detector judged a success, of those stored so far")
+        self.status_label.setToolTip(COUNTER_TIPS["held"])
+        self.safety_label.setToolTip("\n".join(f"{k}: {v}" for k, v in COUNTER_TIPS.items() if k in SAFETY_RULES))
         pl.addWidget(self.success_label)
         pl.addWidget(self.status_label)
         pl.addWidget(self.safety_label)
         pl.addStretch(1)
 
+        # the controls fit beside their scroll bar; the cameras get the rest
+        scroll.setFixedWidth(min(460, panel.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4))
+
         # --- views
-        right = QVBoxLayout()
-        self.views_grid = QGridLayout()
-        right.addLayout(self.views_grid, 1)
+        self.views_grid = CameraGridWidget()  # the cameras as large as the space allows
+        self.views_grid.set_placeholder(
+            "Pick a checkpoint (fine-tune one in the Fine-tune tab) or a policy server, then press Start:\n"
+            "the policy drives the rig and its cameras show here with the predicted path and the overlays.")
+        self.views_grid.setToolTip(OVERLAY_TIPS)
         self.bars = ActionBarsWidget(self._names, self._low, self._high)
-        self.bars.setMaximumHeight(130)
-        right.addWidget(QLabel("predicted (blue) vs executed (orange) per joint"))
-        right.addWidget(self.bars)
-        lay.addLayout(right, 1)
+        bars_box = QWidget()
+        bl = QVBoxLayout(bars_box)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addWidget(QLabel("predicted (blue) vs executed (orange) per joint"))
+        bl.addWidget(self.bars, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)  # cameras above the action bars, sizes remembered
+        self.splitter.addWidget(self.views_grid)
+        self.splitter.addWidget(bars_box)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setSizes([560, 150])
+        remember_splitter(ctx, self.splitter, "rollout.live")
+        lay.addWidget(self.splitter, 1)
 
         ctx.rigs.lease_changed.connect(self._on_lease_changed)
         self._on_lease_changed(ctx.rigs.holder)
@@ -363,6 +396,8 @@ class RolloutTab(QWidget):
             self.ctx.error_posted.emit(msg)
             return
         self.successes = self.episodes_done = 0
+        self.per_task = {}
+        self._calibrations = calibs
         self._update_success_label()
         self._rate.reset()
         th = RolloutThread(store=self.ctx.store, rig_spec=self.rig_spec, policy=spec,
@@ -443,25 +478,23 @@ class RolloutTab(QWidget):
         self.takeover_button.setToolTip("" if has_teleop else "this rig has no teleoperator to take over with")
         names = list(rig.cameras)
         if sorted(names) != sorted(self.views):
-            for v in self.views.values():
-                v.setParent(None)
-                v.deleteLater()
-            self.views = {}
-            for i, cam in enumerate(names):
-                view = CameraView(cam)
+            self.views = dict(self.views_grid.set_cameras(names))
+            for cam, view in self.views.items():
                 install_overlays(view, lambda c=cam: self._overlay.get(c),
                                  {n: cb.isChecked() for n, cb in self.overlay_checks.items()})
-                self.views_grid.addWidget(view, i // 2, i % 2)
-                self.views[cam] = view
+                view.setToolTip(OVERLAY_TIPS)
+        self._path_start = path_start_projector(rig, self._calibrations)
 
     def _on_ticked(self, rt) -> None:
         try:
             info = rt.info
             rate = self._rate.add(info.t)
+            start = self._path_start(info.observation) if self._path_start is not None else None
             for cam, view in self.views.items():
                 pkt = info.frames.get(cam)
                 self._overlay[cam] = overlay_from_live(rt, cam, low=self._low, high=self._high, names=self._names,
-                                                       rate_hz=rate, target_hz=self.fps_spin.value())
+                                                       rate_hz=rate, target_hz=self.fps_spin.value(),
+                                                       start_px=start)
                 if pkt is not None:
                     view.set_frame(pkt.image)
             pol = rt.policy
@@ -477,11 +510,18 @@ class RolloutTab(QWidget):
     def _on_episode_saved(self, info) -> None:
         self.episodes_done += 1
         self.successes += int(bool(info.success))
+        counts = self.per_task.setdefault(info.task or "", [0, 0])
+        counts[0] += int(bool(info.success))
+        counts[1] += 1
         self._update_success_label()
         self.ctx.store_changed.emit()
 
     def _update_success_label(self) -> None:
-        self.success_label.setText(f"successes {self.successes}/{self.episodes_done}")
+        text = f"successes {self.successes}/{self.episodes_done}"
+        per_task = self.per_task
+        if len(per_task) > 1:  # a multi-task rig (Meta-World): one line per task
+            text += "".join(f"\n{k}/{n}  {task}" for task, (k, n) in per_task.items())
+        self.success_label.setText(text)
 
     def _on_batch_finished(self, result) -> None:
         text = (f"done: {sum(bool(s) for s in result.successes)}/{len(result.successes)} successes, "
@@ -491,10 +531,16 @@ class RolloutTab(QWidget):
 
     def _on_failed(self, text: str) -> None:
         self.status_label.setText(f"failed: {text}")
+        # nothing stale stays on screen as if it were live
+        self._overlay = {}
+        self.views_grid.clear_frames("failed: see the message on the left")
+        self.bars.set_values(None, None)
+        self.safety_label.setText("")
         self.ctx.error_posted.emit(text)
 
     def _on_thread_finished(self) -> None:
         self._rig = None
+        self._path_start = None
         self.takeover_button.setEnabled(True)
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)

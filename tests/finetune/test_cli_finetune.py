@@ -96,7 +96,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(toy_home):
     assert proc.returncode == 0, err
     assert events[-1]["event"] == "cancelled" and events[-1]["reason"] == "SIGTERM"
     ckpt = Path(events[-1]["checkpoint"])
-    assert (ckpt / "training_state.pt").is_file() and (ckpt / "adapter").is_dir()
+    assert (ckpt / "training_state.json").is_file() and (ckpt / "training_state.safetensors").is_file()
+    assert (ckpt / "adapter").is_dir()
     assert (toy_home / "runs" / "sigterm-run" / "checkpoints" / "last").read_text().strip() == ckpt.name
     assert not (toy_home / "runs" / "sigterm-run" / "pid").exists()
     from recorder.store import Store

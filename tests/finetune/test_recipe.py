@@ -87,7 +87,8 @@ def test_resume_continues_bit_exact_against_an_uninterrupted_run(two_episodes):
         assert run.status == "done" and run.best_metric is not None
         assert [c.step for c in store.checkpoints(run_id="split")] == [4, 8]
     ck = last_checkpoint(two_episodes / "runs" / "split")
-    assert sorted(p.name for p in ck.iterdir()) == ["adapter", "config.json", "norm_stats.json", "training_state.pt"]
+    assert sorted(p.name for p in ck.iterdir()) == ["adapter", "config.json", "norm_stats.json",
+                                                 "training_state.json", "training_state.safetensors"]
     stats = json.loads((ck / "norm_stats.json").read_text())
     assert set(stats["three"]["action"]) >= {"q01", "q99", "mask"}
 
@@ -279,3 +280,34 @@ def test_recipe_on_cuda_trains_bf16_adapters_with_fused_adamw_and_checkpointing(
     losses = [e["loss"] for e in recipe.logger.of("train")]
     assert result.status == "done" and len(losses) == 4 and all(np.isfinite(losses))
     assert all(e["gpu_mem_gb"] > 0 for e in recipe.logger.of("train"))
+
+
+def test_after_a_resume_each_replayed_step_is_in_metrics_jsonl_once(two_episodes):
+    """Killed after logging step 5 (its last checkpoint is step 4): the resumed run trains step 5 again, and
+    metrics.jsonl (what the Fine-tune tab draws) has one line per step."""
+    from finetune.metrics import JsonlLogger, read_events
+
+    run = two_episodes / "runs" / "killed"
+
+    class DiesAfterStep5(JsonlLogger):
+        def log_dict(self, payload, step=None):
+            super().log_dict(payload, step)
+            if payload.get("event") == "train" and step == 5:
+                raise KeyboardInterrupt  # the process dies here (as a SIGKILL would, a step after the checkpoint)
+
+    cfg = _cfg(steps=6, save_every=2)
+    logger = DiesAfterStep5(run / "metrics.jsonl", stream=None)
+    with pytest.raises(KeyboardInterrupt):
+        FinetuneRecipe(cfg, two_episodes, run_id="killed", logger=logger, install_signal_handlers=False).run()
+    logger.close()
+    assert last_checkpoint(run).name == "0000004"
+    first = {e["step"]: e["loss"] for e in read_events(run / "metrics.jsonl") if e["event"] == "train"}
+    result = FinetuneRecipe(cfg, two_episodes, run_id="killed", resume=True, install_signal_handlers=False).run()
+    assert result.status == "done" and result.step == 6
+    events = read_events(run / "metrics.jsonl")
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [2, 4, 6]
+    rewound = [e for e in events if e["event"] == "rewound"]
+    assert len(rewound) == 1 and rewound[0]["step"] == 4 and rewound[0]["dropped"] == 1
+    again = {e["step"]: e["loss"] for e in events if e["event"] == "train"}
+    assert [again[s] for s in (1, 2, 3, 4)] == [first[s] for s in (1, 2, 3, 4)]  # history before the checkpoint kept

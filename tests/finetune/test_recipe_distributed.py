@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from studio.cli import main
 from tests.finetune.synth_store import CHILD_ENV, one_torch_thread, write_dataset  # noqa: F401
@@ -138,7 +137,9 @@ def test_fsdp_on_two_gloo_ranks_matches_one_process_and_writes_the_usual_checkpo
     assert main([*common, "--batch", "4", "--run-id", "ref"]) == 0
     assert main([*common, "--batch", "2", "--gpus", "2", "--sharding", "fsdp", "--run-id", "fsdp",
                  "--stop-at-step", "2"]) == 0
-    state = torch.load(home / "runs" / "fsdp" / "checkpoints" / "0000002" / "training_state.pt", weights_only=False)
+    from finetune.checkpoint import load_training_state
+
+    state = load_training_state(home / "runs" / "fsdp" / "checkpoints" / "0000002")
     assert sorted(state["optimizer"]["state"]) == list(range(len(state["optimizer"]["state"])))  # plain form
     assert all(s["exp_avg"].abs().sum() > 0 for s in state["optimizer"]["state"].values())
     shapes_2 = {k: v.shape for k, v in _adapter(home, "fsdp", 2).items()}

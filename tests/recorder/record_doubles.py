@@ -202,12 +202,12 @@ class MemoryWriter:
         self.finished = None
         self.discarded = False
 
-    def add_tick(self, t, frames, timestamps, values):
+    def add_tick(self, t, frames, timestamps, values, stale=None):
         import errno
 
         if self.enospc_after is not None and len(self.ticks) >= self.enospc_after:
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.ticks.append({"t": t, "frames": frames, "timestamps": timestamps, "values": values})
+        self.ticks.append({"t": t, "frames": frames, "timestamps": timestamps, "values": values, "stale": stale})
         self.stats.ticks += 1
         for n in frames:
             if self.drop_every and len(self.ticks) % self.drop_every == 0:

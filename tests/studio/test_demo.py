@@ -18,7 +18,13 @@ def demo_home(tmp_path_factory):
     import contextlib
     import io
 
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from recorder.session import rig_features
+
     home = tmp_path_factory.mktemp("demo") / "home"
+    # a used store: it already holds rollouts of another rig shape (issue 12: the demo failed on it)
+    with Store.open(home) as store:
+        store.get_or_create_dataset("rollouts", features=rig_features(load_rig(sim_rig_config()), 30.0))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["--home", str(home), "demo", "--headless", *TINY])
@@ -38,7 +44,7 @@ def test_demo_headless_end_to_end(demo_home):
         ckpts = store.checkpoints(runs[0].run_id)
         assert ckpts
         rollouts = store.episodes(source="policy")
-        assert len(rollouts) == 1
+        assert len(rollouts) == 1 and rollouts[0].dataset == "rollouts-64x48-10fps"
         ro = rollouts[0]
         assert ro.success is not None  # labelled by the sim task's detector
         assert ro.checkpoint_id == ckpts[-1].id  # linked to the tuned checkpoint in the index

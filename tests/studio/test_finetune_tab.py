@@ -87,14 +87,99 @@ def test_a_crashing_child_shows_the_error_and_the_tab_survives(ctx, qtbot):
     assert "device-side assert" in tab.log_view.toPlainText()
     assert errors and "device-side assert" in errors[-1] and "\n" not in errors[-1]
     assert tab.start_button.isEnabled() and not tab.cancel_button.isEnabled()
-    # a training error event (bad dataset) from the real child is shown the same way
+    # a dataset that is not in the store is refused before any child starts
     tab.child_program = None
     tab.dataset_combo.addItem("ghost")
     tab.dataset_combo.setCurrentText("ghost")
-    with qtbot.waitSignal(tab.run_finished, timeout=120_000) as finished:
-        tab.start_button.click()
-    assert finished.args[1] == "failed"
+    tab.process = None
+    tab.start_button.click()
+    assert tab.process is None
     assert "dataset 'ghost' is not in the store" in tab.status_label.text()
+    assert "dataset 'ghost' is not in the store" in errors[-1]
+
+
+def test_the_dataset_choice_never_switches_and_empty_datasets_or_bad_models_never_start(ctx, qtbot, home):
+    tab = _tab(ctx, qtbot)
+    ctx.store.get_or_create_dataset("aaa-empty")
+    ctx.store_changed.emit()
+    # the empty dataset is listed (marked), the one with episodes is chosen
+    assert [tab.dataset_combo.itemText(i) for i in range(tab.dataset_combo.count())] == ["aaa-empty", "toy"]
+    assert tab.dataset_combo.currentText() == "toy" and tab.dataset_info.text() == "2 episodes"
+    tab.dataset_combo.setCurrentText("aaa-empty")
+    assert "empty (0 episodes)" in tab.dataset_info.text()
+    _small_run(tab, steps=2)
+    tab.dataset_combo.setCurrentText("aaa-empty")
+    tab.start_button.click()
+    assert tab.process is None and tab.start_button.isEnabled()
+    assert "Not started: dataset 'aaa-empty' is empty" in tab.status_label.text()
+    # every episode of the chosen dataset goes to the trash: the choice stays, and says why it cannot train
+    tab.dataset_combo.setCurrentText("toy")
+    for e in ctx.store.episodes(dataset="toy"):
+        ctx.store.update_episode(e.id, status="trashed")
+    ctx.store_changed.emit()
+    assert tab.dataset_combo.currentText() == "toy" and "empty (0 episodes)" in tab.dataset_info.text()
+    # a model folder that does not exist is refused before the child process starts
+    ctx.store.get_or_create_dataset("toy")
+    write_dataset(home, "toy2", episodes=1, frames=4)
+    ctx.store_changed.emit()
+    tab.dataset_combo.setCurrentText("toy2")
+    tab.model_edit.setCurrentText(str(home / "no-such-model"))
+    tab.start_button.click()
+    assert tab.process is None
+    assert "base model:" in tab.status_label.text() and "no such folder" in tab.status_label.text()
+
+
+_RESUMED_CHILD = """
+import sys, time
+from pathlib import Path
+from finetune.metrics import JsonlLogger
+home, run_id = Path(sys.argv[sys.argv.index("--home") + 1]), sys.argv[sys.argv.index("--resume") + 1]
+time.sleep(0.5)  # a real child spends seconds importing torch before it opens the run
+log = JsonlLogger(home / "runs" / run_id / "metrics.jsonl", stream=None)
+log.rewind(4)  # what FinetuneRecipe.setup does on --resume from checkpoint 4
+log.log_dict({"event": "start", "run_id": run_id, "steps": 6, "resumed_from": "checkpoints/0000004"}, 4)
+for step in (5, 6):
+    time.sleep(0.2)
+    log.log_dict({"event": "train", "loss": 0.5 - step / 100, "lr": 1e-3}, step)
+log.log_dict({"event": "eval", "val_loss": 0.25}, 6)
+log.log_dict({"event": "done", "checkpoint": None}, 6)
+log.close()
+"""
+
+
+def test_after_a_resume_the_replayed_steps_appear_once_in_the_file_and_the_curves(ctx, qtbot, home):
+    """A run killed after step 30 with its last checkpoint at step 4 replays from step 5 when resumed (this
+    stand-in child stops after step 6, so the test reads: everything after step 6 is gone, steps 5-6 are new)."""
+    import json
+    from pathlib import Path
+
+    from finetune.metrics import read_events
+
+    run = home / "runs" / "killed-run"
+    run.mkdir(parents=True)
+    old = [{"event": "start", "step": 0, "run_id": "killed-run", "steps": 6}]
+    for step in range(1, 31):
+        old.append({"event": "train", "step": step, "loss": 1.0 - step / 100})
+        if step % 2 == 0:
+            old.append({"event": "eval", "step": step, "val_loss": 0.9 - step / 100})
+        if step == 4:
+            old.append({"event": "checkpoint", "step": 4, "path": str(run / "checkpoints" / "0000004")})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))  # then SIGKILL
+    tab = _tab(ctx, qtbot)
+    root = str(Path(__file__).resolve().parents[2])
+    tab.child_env = dict(CHILD_ENV, PYTHONPATH=root)
+    tab.child_program = [sys.executable, "-c", _RESUMED_CHILD]
+    with qtbot.waitSignal(tab.run_finished, timeout=30_000) as finished:
+        tab.resume_run("killed-run")
+        assert tab.curves.train_steps == list(range(1, 31))  # where the run stood, from the file
+    assert finished.args == ["killed-run", "done"], tab.log_view.toPlainText()
+    assert tab.curves.train_steps == [1, 2, 3, 4, 5, 6]
+    assert tab.curves.train_loss[4:] == [0.45, 0.44]  # steps 5-6 as the resumed run trained them
+    assert tab.curves.val_steps == [2, 4, 6] and tab.curves.val_loss[-1] == 0.25
+    events = read_events(run / "metrics.jsonl")
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in events if e["event"] == "eval"] == [2, 4, 6]
+    assert [e["event"] for e in events].count("rewound") == 1
 
 
 @pytest.mark.slow
@@ -157,6 +242,20 @@ def test_memory_estimate_follows_the_options_and_multi_gpu_choices_reach_the_com
     args = tab.build_args(tab.build_config(), "run-x")
     assert args[args.index("--gpus") + 1] == "2" and args[args.index("--sharding") + 1] == "fsdp"
     assert "--lora-include-vision" in args
+
+
+def test_a_run_that_does_not_learn_is_flagged_in_the_tab(ctx, qtbot):
+    tab = _tab(ctx, qtbot)
+    _small_run(tab, steps=6, eval_every=2)
+    tab.lr_spin.setValue(1e-6)  # the smallest the tab allows: the predicted actions cannot move in 6 steps
+    assert tab.learning_label.isHidden()
+    with qtbot.waitSignal(tab.run_finished, timeout=180_000) as finished:
+        tab.start_button.click()
+    assert finished.args[1] == "done", tab.log_view.toPlainText()
+    assert not tab.learning_label.isHidden()
+    text = tab.learning_label.text()
+    assert "not learning" in text and "validation L1 stayed at" in text and "likely causes" in text
+    assert "learning rate" in tab.learning_label.toolTip()
 
 
 def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(ctx, qtbot, tmp_path, monkeypatch):

@@ -144,4 +144,4 @@ def test_cancelling_a_remote_run_checkpoints_there_and_brings_it_back(sshd, tmp_
     with Store.open(local) as store:
         assert store.run("far").status == "cancelled"
         cks = store.checkpoints(run_id="far")
-        assert [c.step for c in cks] == [step] and (cks[0].path / "training_state.pt").is_file()
+        assert [c.step for c in cks] == [step] and (cks[0].path / "training_state.json").is_file()

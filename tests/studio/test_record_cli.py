@@ -106,3 +106,19 @@ def test_terminal_keys_record_save_and_quit(home):
         # auto-advance had started episode 2 (no reset time): the e-stop kept it, marked recovered
         for other in store.episodes(dataset="keys", status=("recovered",)):
             assert "e-stop" in other.notes
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(128, 256)), "is not a text (UTF-8) file"),
+    (b'name = "r"\n[robot]\ntype = "sim"\n[cameras.front]\ntype = "sim"\nwidth = "320"\n',
+     'width must be a whole number, not "320" (str); e.g. width = 320'),
+    (b'name = "r"\n[robot]\ntype = "sim"\n[cameras.front]\ntype = "sim"\nfps = "fast"\n',
+     'fps must be a number, not "fast"'),
+])
+def test_hostile_rig_file_is_one_clear_line(home, capsys, tmp_path, content, message):
+    rig = tmp_path / "rig.toml"
+    rig.write_bytes(content)
+    rc = main(["--home", str(home), "record", "--rig", str(rig), "--dataset", "x", "--task", "t"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert str(rig) in err[0] and message in err[0], err

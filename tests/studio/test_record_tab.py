@@ -197,3 +197,104 @@ def test_rig_editor_detects_devices_off_the_gui_thread(qtbot):
     qtbot.waitUntil(lambda: dlg._detect is None, timeout=20000)
     text = dlg.devices.toPlainText()
     assert "camera types:" in text and "test_pattern" in text and "sim" in text
+
+
+def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(qtbot, home):
+    import sys
+
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from recorder.session import IDLE_YIELD_CAMERA_FPS
+    from studio.context import AppContext
+    from studio.tabs.finetune_tab import FinetuneTab
+    from studio.tabs.record_tab import RecordTab
+    from tests.finetune.synth_store import write_dataset
+
+    write_dataset(home, "toy", episodes=1, frames=4)
+    ctx = AppContext(home=home)
+    rec, ft = RecordTab(ctx), FinetuneTab(ctx)
+    for t in (rec, ft):
+        qtbot.addWidget(t)
+        t.show()
+    try:
+        rec.rig_factory = lambda spec, home: load_rig(sim_rig_config(width=64, height=48, fps=15.0), home=home)
+        rec.connect_rig()
+        qtbot.waitUntil(lambda: rec.phase == "idle", timeout=20000)
+        cam = rec.rig.cameras["front"]
+
+        def fps(seconds=1.2):
+            i0, t0 = cam.read_latest().index, time.monotonic()
+            qtbot.wait(int(seconds * 1000))
+            return (cam.read_latest().index - i0) / (time.monotonic() - t0)
+
+        assert fps() > 9 and ft.load_label.isHidden()
+        ft.child_program = [sys.executable, "-c", "import time; time.sleep(4)"]  # a local child that just runs
+        ft.dataset_combo.setCurrentText("toy")
+        ft.start_button.click()
+        assert ctx.local_training
+        qtbot.waitUntil(lambda: rec.session.yielding, timeout=5000)
+        assert fps() <= IDLE_YIELD_CAMERA_FPS + 1.5
+        assert not ft.load_label.isHidden() and "idle cameras render at" in ft.load_label.text()
+        with qtbot.waitSignal(ft.run_finished, timeout=30000):
+            pass
+        assert not ctx.local_training and ft.load_label.isHidden()
+        qtbot.waitUntil(lambda: not rec.session.yielding, timeout=5000)
+        assert fps() > 9
+    finally:
+        rec.shutdown()
+        ft.shutdown(wait_s=10)
+        ctx.close()
+
+
+def test_record_tab_resets_the_sim_before_every_episode_and_frame_0_is_fresh(qtbot, make_tab, home):
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from tests.recorder.sim_truth import assert_frames_show_the_cube, note_cube_truth
+
+    # the person's sim rig (keyboard teleop), the push task: the task field takes the rig's own task
+    tab, ctx = make_tab(lambda spec, home: load_rig(sim_rig_config(task="push", width=96, height=72, fps=15.0),
+                                                    home=home))
+    tab.dataset_edit.setText("resets")
+    tab.episode_time.setValue(1.0)
+    tab.reset_time.setValue(0.5)
+    tab.num_episodes.setValue(2)
+    tab.auto_advance.setChecked(True)
+    tab.connect_rig()
+    qtbot.waitUntil(lambda: tab.phase == "idle", timeout=20000)
+    assert tab.task_edit.text() == "push the red cube onto the green square"
+    session = tab.session
+    cubes = note_cube_truth(session)
+    tab.setFocus()
+    _key(qtbot, tab, Qt.Key.Key_Return)  # keyboard teleop: Enter starts
+    qtbot.waitUntil(lambda: tab.phase == "done", timeout=20000)
+    assert tab.count_label.text().startswith("episodes saved: 2")
+    with Store.open(home) as store:
+        eps = store.episodes(dataset="resets")
+        assert [e.task for e in eps] == ["push the red cube onto the green square"] * 2
+        seeds = [e.rig["robot_info"]["seed"] for e in eps]
+        assert seeds[0] != seeds[1]  # a fresh layout per episode
+        assert np.linalg.norm(cubes[1][0] - cubes[0][-1]) > 0.005
+        assert_frames_show_the_cube(store, [e.id for e in eps], [cubes[0], cubes[1]], session.rig.robot)
+@pytest.mark.slow
+def test_metaworld_rig_records_scripted_episodes_each_with_its_task(qtbot, make_tab, home):
+    """Meta-World in the Record tab: the expert drives, each episode runs the next task and says which."""
+    from recorder.devices.configs import MetaWorldCameraConfig
+    from recorder.devices.rig import load_rig, metaworld_rig_config
+
+    def factory(spec, home):
+        cfg = metaworld_rig_config("reach-v3,button-press-topdown-v3", teleop="scripted", width=48, height=48)
+        cfg.cameras = {"corner2": MetaWorldCameraConfig(width=48, height=48, shadows=False)}
+        return load_rig(cfg)
+
+    tab, ctx = make_tab(factory)
+    tab.dataset_edit.setText("mw-gui")
+    tab.num_episodes.setValue(2)
+    tab.reset_time.setValue(0)
+    tab.auto_advance.setChecked(True)  # save each episode as the expert finishes it
+    tab.connect_rig()
+    qtbot.waitUntil(lambda: tab.phase == "idle", timeout=30000)
+    _key(qtbot, tab, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: len(tab.saved_episodes) == 2, timeout=120000)
+    assert tab.task_edit.text() == "Press a button from the top"  # the field follows the episode's task
+    with Store.open(home) as store:
+        eps = store.episodes(dataset="mw-gui")
+    assert [e.task for e in eps] == ["Reach a goal position", "Press a button from the top"]
+    assert all(e.success is True and e.source == "scripted" for e in eps)  # ended and labelled at success

@@ -131,3 +131,19 @@ def test_detected_devices_fill_the_form_choices(qtbot, dialog):
     form.camera_widgets(1)["type"].setCurrentText("realsense")
     assert form.camera_widgets(1)["source"].itemText(0) == "999"
     assert dlg.devices.toPlainText() == "found"
+
+
+def test_metaworld_rig_opens_as_toml_and_saves_unchanged(qtbot, dialog, tmp_path):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "assets" / "rigs" / "metaworld_mt10.toml"
+    dlg = dialog(str(src), tmp_path / "out.toml")
+    # the form has no Meta-World fields: the rig opens as TOML (nothing is turned into the sim arm) and says why
+    assert dlg.raw_check.isChecked() and "robot type 'metaworld' has no form fields" in dlg.error.text()
+    dlg.raw_check.setChecked(False)
+    assert dlg.raw_check.isChecked()  # it stays in TOML
+    dlg._on_save()
+    cfg = read_rig_config(tmp_path / "out.toml")
+    assert isinstance(cfg.robot, C.MetaWorldRobotConfig) and cfg.robot.tasks == "mt10" and cfg.robot.seed == 0
+    assert cfg.cameras["corner2"].camera == "corner2" and cfg.cameras["corner2"].width == 224
+    assert isinstance(cfg.teleop, C.ScriptedTeleopConfig)

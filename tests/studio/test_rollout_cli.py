@@ -31,11 +31,17 @@ def test_cli_rollout_with_a_remote_policy_stores_the_episode(home, capsys):
         store.close()
 
 
-def test_cli_rollout_with_a_wrong_token_is_one_clear_line(home, capsys):
+def test_cli_rollout_with_a_wrong_token_is_one_clear_line(home, capsys, tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("wrong\n")
+    secret.chmod(0o600)
     with PolicyServer(FixedChunkPolicy(), port=0, token="right") as srv:
+        rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--token-file", str(secret)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "unauthorized" in err and len(err.strip().splitlines()) == 1
         rc = main(["--home", str(home), "rollout", "--policy-url", srv.url, "--token", "wrong"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "unauthorized" in err and len(err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 2 and "--token is visible to every user" in err[0] and "unauthorized" in err[1]
 
 
 def test_serve_refuses_a_public_address_without_a_token(home, capsys):
@@ -62,3 +68,20 @@ def test_cli_open_loop_prints_the_error_per_joint(home, capsys):
     rows = dict(line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
                 ("shoulder_pan", "elbow_flex", "gripper", "mean"))
     assert rows == {"shoulder_pan": "1.000", "elbow_flex": "1.000", "gripper": "4.000", "mean": "1.833"}
+
+
+def test_cli_rollout_into_a_dataset_of_another_shape_is_refused_in_one_line(home, capsys, tmp_path):
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from recorder.session import rig_features
+
+    with Store.open(home) as store:
+        store.get_or_create_dataset("taken", features=rig_features(load_rig(sim_rig_config(width=96, height=72)), 10.0))
+    secret = tmp_path / "token"
+    secret.write_text("t\n")
+    secret.chmod(0o600)
+    with PolicyServer(FixedChunkPolicy(), port=0, token="t") as srv:
+        rc = main(["--home", str(home), "rollout", "--rig", "sim", "--policy-url", srv.url, "--token-file", str(secret),
+                   "--episodes", "1", "--max-seconds", "0.3", "--fps", "10", "--dataset", "taken"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "rollout dataset 'taken' holds episodes of another shape" in err and "96x72" in err

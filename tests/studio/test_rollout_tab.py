@@ -47,6 +47,8 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     view = tab.views["front"]
     data = tab._overlay["front"]
     assert data.path_px is not None and np.isfinite(data.path_px).all()
+    # the path starts where the gripper is now (the sim's forward kinematics, projected like the path)
+    assert data.path_start_px is not None and np.isfinite(data.path_start_px).all()
     qtbot.wait(50)
     on = _pixels(view)
     tab.overlay_checks["path"].setChecked(False)
@@ -73,6 +75,13 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     assert review.tick_label.text().startswith("tick 6/")
     pb = review._overlay_data["front"]
     assert pb.path_px is not None and np.isfinite(pb.path_px).all() and pb.mode == "playback"
+    # Play toggles to Pause while it plays, and back
+    shown = review.tick_label.text()
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Pause"
+    qtbot.waitUntil(lambda: review.tick_label.text() != shown, timeout=3000)  # it plays
+    qtbot.mouseClick(review.play_button, Qt.MouseButton.LeftButton)
+    assert review.play_button.text() == "Play" and not review._timer.isActive()
     review.close_reader()
 
 
@@ -156,3 +165,49 @@ def test_takeover_hands_the_arm_to_the_keyboard_and_marks_the_segment(qtbot, tab
     state = np.asarray(low["observation.state"])
     # the keyboard moved the arm while it had it (the policy alone holds still)
     assert np.abs(state[-1] - state[start]).max() > 0.5
+
+
+class _BreaksAfter(FixedChunkPolicy):
+    """Good chunks for a few calls, then actions of the wrong size (a broken model mid-rollout)."""
+
+    def predict(self, images, state, instruction):
+        out = super().predict(images, state, instruction)
+        if len(self.calls) > 4:
+            out.actions = out.actions[:, :3]
+        return out
+
+
+def test_a_failure_mid_rollout_clears_the_live_view(qtbot, tab):
+    tab.policy_object = _BreaksAfter(chunk_size=2, step=1.0)
+    tab.async_check.setChecked(False)
+    tab.max_s_spin.setValue(5.0)
+    tab.start_rollout()
+    qtbot.waitUntil(lambda: tab.ticks_shown > 0 and tab.views["front"].image_size() is not None, timeout=20000)
+    with qtbot.waitSignal(tab.thread.finished, timeout=30000):
+        pass
+    assert tab.status_label.text().startswith("failed:") and "dims" in tab.status_label.text()
+    # no frozen frame, overlay or action bars left on screen as if the arm were still running
+    assert all(v.image_size() is None for v in tab.views.values())
+    assert tab._overlay == {} and tab.safety_label.text() == ""
+    assert tab.start_button.isEnabled()
+
+
+def test_metaworld_rollout_reports_success_per_task(qtbot, tab):
+    """A Meta-World rig with two tasks: each episode runs its own task, the label counts per task."""
+    from recorder.devices.configs import MetaWorldCameraConfig, MetaWorldRobotConfig
+    from recorder.devices.rig import metaworld_rig_config
+
+    cfg = metaworld_rig_config("reach-v3,button-press-topdown-v3", teleop="none", seed=0)
+    cfg.robot = MetaWorldRobotConfig(tasks="reach-v3,button-press-topdown-v3", seed=0, max_steps=8)
+    cfg.cameras = {"corner2": MetaWorldCameraConfig(width=48, height=48, shadows=False)}
+    tab.rig_spec = cfg
+    tab.fps_spin.setValue(80)
+    tab.episodes_spin.setValue(2)
+    tab.max_s_spin.setValue(20.0)
+    tab.policy_object = FixedChunkPolicy(chunk_size=4, action_dim=4, step=0.0, camera_names=("corner2",))
+    tab.start_rollout()
+    with qtbot.waitSignal(tab.thread.finished, timeout=120000):
+        pass
+    assert tab.success_label.text() == ("successes 0/2\n0/1  Reach a goal position\n0/1  Press a button from the top")
+    eps = tab.ctx.store.episodes(source="policy")
+    assert [e.num_frames for e in eps] == [8, 8]  # the robot's own step limit ended each episode

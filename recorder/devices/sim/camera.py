@@ -27,6 +27,7 @@ from recorder.errors import ConfigError, DeviceError
 log = logging.getLogger(__name__)
 
 _BACKEND: str | None = None
+_CHECKED = "VLA_STUDIO_GL_CHECKED"  # the backend a parent process already probed
 _GL_LOCK = threading.Lock()
 
 _PROBE = (
@@ -41,17 +42,30 @@ def gl_backend() -> str:
     if _BACKEND is not None:
         return _BACKEND
     env = os.environ.get("MUJOCO_GL", "").lower()
-    if env in ("egl", "osmesa"):
+    checked = "egl:" + os.environ.get("MUJOCO_EGL_DEVICE_ID", "")  # what a parent process found working
+    # mujoco already imported with EGL: it cannot switch any more, keep EGL (a failure then names it)
+    if env == "osmesa" or (env == "egl" and (os.environ.get(_CHECKED) == checked or "mujoco" in sys.modules)):
         _BACKEND = env
     else:
+        # EGL (asked for, or unset) is tried in a child process first: once a failing EGL has been loaded in
+        # this process, MuJoCo 3.3 can no longer switch to OSMesa ("gladLoadGL error")
         try:
             ok = (
-                subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=30).returncode
+                subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=60).returncode
                 == 0
             )
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
+            ok = True  # a busy machine, not a verdict on EGL: try it (a failure is still caught in-process)
+        except OSError:
             ok = False
         _BACKEND = "egl" if ok else "osmesa"
+        if not ok and env == "egl":
+            log.warning("EGL offscreen rendering is not available here; rendering with OSMesa")
+        os.environ["MUJOCO_GL"] = _BACKEND
+        if ok:
+            os.environ[_CHECKED] = checked  # child processes (benchmark workers) skip the probe
+        else:
+            _switch_to_osmesa()  # `import mujoco` may have set PyOpenGL up for EGL already
     os.environ.setdefault("PYOPENGL_PLATFORM", _BACKEND)
     return _BACKEND
 

@@ -28,6 +28,7 @@ def _wrap180(deg: float) -> float:
 
 class _ExpertBase(SimpleTeleoperator):
     speed = 0.20  # m/s of the commanded tool point
+    scripted = True  # no person: the record session lets it act only while an episode is recorded
 
     def __init__(self, robot: SimRobot, cfg: ScriptedTeleopConfig | None = None) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ TABLE_Z = 0.0
 
 
 def _mujoco():
+    if "mujoco" not in sys.modules:
+        # `import mujoco` loads the GL library MUJOCO_GL names: choose (and check) it first
+        from recorder.devices.sim.camera import gl_backend
+
+        gl_backend()
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         import mujoco

@@ -127,3 +127,12 @@ def plan(index_path, statement: str, params: tuple = ()) -> list[str]:
         return [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + statement, params)]
     finally:
         con.close()
+def drop_index_row(home, episode_id: int) -> None:
+    """Delete an episode's index row behind the store's back (its folder stays: an orphan)."""
+    import sqlite3
+
+    con = sqlite3.connect(home / "index.sqlite")
+    con.execute("PRAGMA foreign_keys=ON")
+    con.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+    con.commit()
+    con.close()

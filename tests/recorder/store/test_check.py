@@ -11,7 +11,7 @@ from recorder.store import Store
 from recorder.store.check import check_store
 from studio.cli import main
 
-from .helpers import record, smooth_image
+from .helpers import drop_index_row, record, smooth_image
 
 
 def _snapshot(root):
@@ -140,11 +140,7 @@ def test_not_a_store(tmp_path):
 def test_orphan_folder_is_reported_and_imported(home):
     with Store.open(home) as store:
         info = record(store, n=6)
-    con = sqlite3.connect(home / "index.sqlite")
-    con.execute("PRAGMA foreign_keys=ON")
-    con.execute("DELETE FROM episodes WHERE id = ?", (info.id,))
-    con.commit()
-    con.close()
+    drop_index_row(home, info.id)
     report = check_store(home)
     assert [i.kind for i in report.problems] == ["orphan-folder"]
     report = check_store(home, repair=True)
