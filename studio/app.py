@@ -130,4 +130,17 @@ def run_gui(home: Path, rig: str = "sim") -> int:
     ctx = AppContext(home=home, rig=rig)
     window = MainWindow(ctx)
     window.show()
+    freeze_startup_heap()
     return app.exec()
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, widgets) out of the garbage collector's view.
+
+    A full (generation 2) collection walks every tracked object: with the studio's imports that was a
+    74 ms GUI freeze in the middle of scrolling a 10k-episode table (bench/scale.py); after the freeze a
+    collection walks only what was made since."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -168,9 +168,10 @@ class ThumbnailWorker(QObject):
     thumbnail_ready = pyqtSignal(int, object)
     _wake = pyqtSignal()
 
-    def __init__(self, width: int = 96) -> None:
+    def __init__(self, width: int = 96, load=None) -> None:
         super().__init__()
         self.width = width
+        self.load = load  # episode id -> EpisodeInfo, called in this thread for requests that are plain rows
         self._lock = threading.Lock()
         self._queue: list = []
         self._wake.connect(self._process, Qt.ConnectionType.QueuedConnection)
@@ -189,9 +190,11 @@ class ThumbnailWorker(QObject):
                 if not self._queue:
                     return
                 info = self._queue.pop(0)
-            if not info.cameras or not info.num_frames:
-                continue
             try:
+                if self.load is not None:
+                    info = self.load(info.id)
+                if not info.cameras or not info.num_frames:
+                    continue
                 with EpisodeReader(info) as r:
                     img = r.frame(next(iter(info.cameras)), info.num_frames // 2)
             except Exception as err:  # noqa: BLE001 - a thumbnail is optional

@@ -1,15 +1,15 @@
-"""Episode table: a QAbstractTableModel over plain episode records, a filter/sort proxy, and the view."""
+"""Episode table: a lazily fetched QAbstractTableModel over episode records (filters and sorting are the
+source's job: SQL in the studio), and the view."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PyQt6.QtGui import QColor, QImage
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ID_ROLE = Qt.ItemDataRole.UserRole + 2
 THUMB_SIZE = (96, 72)
 
@@ -45,21 +45,61 @@ def _success_text(v) -> str:
     return {True: "yes", False: "no", None: "-"}[v]
 
 
-class EpisodeTableModel(QAbstractTableModel):
-    """Rows are episode records (objects with the fields of ``recorder.store.EpisodeInfo``)."""
+#: column -> sort key the episode source understands (``recorder.store.query.SORT_KEYS``); others sort by id
+SORT_KEY = {"thumb": "id", "id": "id", "dataset": "dataset", "task": "task", "success": "success",
+            "source": "source", "start": "start", "duration": "duration", "frames": "frames", "status": "status"}
 
-    def __init__(self, parent=None) -> None:
+#: fetch(sort_key, descending, last_record_or_None, limit) -> the next records in that order
+Fetch = Callable[[str, bool, object, int], list]
+
+
+class EpisodeTableModel(QAbstractTableModel):
+    """Rows are episode records (objects with the fields of ``recorder.store.EpisodeInfo``), fetched lazily.
+
+    The model never holds the whole store: :meth:`set_source` gives it a ``fetch`` function (SQL with
+    keyset paging in the studio) and it loads ``page_size`` rows, then one more page each time the view
+    scrolls to the end (Qt's ``canFetchMore`` / ``fetchMore``). Sorting a column asks the source again."""
+
+    def __init__(self, parent=None, page_size: int = 200) -> None:
         super().__init__(parent)
+        self.page_size = int(page_size)
         self._rows: list = []
         self._row_of: dict[int, int] = {}
         self._thumbs: dict[int, QImage] = {}
+        self._fetch: Fetch | None = None
+        self._more = False
+        self._sort = ("id", True)
 
     # -- data in
-    def set_episodes(self, episodes: list) -> None:
+    def set_source(self, fetch: Fetch | None, keep_rows: int = 0) -> None:
+        """Show the records ``fetch`` gives, first page now (at least ``keep_rows`` rows, to keep a scroll)."""
+        self._fetch = fetch
         self.beginResetModel()
-        self._rows = list(episodes)
-        self._row_of = {e.id: i for i, e in enumerate(self._rows)}
+        self._rows, self._row_of = [], {}
+        self._more = fetch is not None
+        if fetch is not None:
+            want = max(self.page_size, int(keep_rows))
+            self._append(fetch(self._sort[0], self._sort[1], None, want), want)
         self.endResetModel()
+
+    def set_episodes(self, episodes: list) -> None:
+        """Show a fixed list (already in the order wanted)."""
+        rows = list(episodes)
+        self.set_source(lambda key, desc, last, limit: [] if last is not None else rows, len(rows))
+        self._more = False
+
+    def _append(self, page: list, limit: int) -> None:
+        for e in page:
+            self._row_of[e.id] = len(self._rows)
+            self._rows.append(e)
+        self._more = len(page) >= limit
+
+    def reload(self) -> None:
+        """Fetch again what is loaded now (after the store changed), keeping the loaded row count."""
+        self.set_source(self._fetch, keep_rows=len(self._rows))
+
+    def sort_order(self) -> tuple[str, bool]:
+        return self._sort
 
     def set_thumbnail(self, episode_id: int, image: QImage) -> None:
         self._thumbs[episode_id] = image
@@ -75,10 +115,33 @@ class EpisodeTableModel(QAbstractTableModel):
         return self._rows[row]
 
     def episodes(self) -> list:
+        """The records loaded so far."""
         return list(self._rows)
 
     def row_of(self, episode_id: int) -> int | None:
         return self._row_of.get(episode_id)
+
+    # -- lazy loading (called by the view when it scrolls to the end)
+    def canFetchMore(self, parent: QModelIndex = QModelIndex()) -> bool:  # noqa: N802, B008
+        return not parent.isValid() and self._more and self._fetch is not None
+
+    def fetchMore(self, parent: QModelIndex = QModelIndex()) -> None:  # noqa: N802, B008
+        if not self.canFetchMore(parent):
+            return
+        last = self._rows[-1] if self._rows else None
+        page = self._fetch(self._sort[0], self._sort[1], last, self.page_size)
+        if page:
+            self.beginInsertRows(QModelIndex(), len(self._rows), len(self._rows) + len(page) - 1)
+            self._append(page, self.page_size)
+            self.endInsertRows()
+        else:
+            self._more = False
+
+    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
+        key = SORT_KEY.get(COLUMNS[column].key, "id")
+        self._sort = (key, order == Qt.SortOrder.DescendingOrder)
+        if self._fetch is not None:
+            self.reload()
 
     # -- Qt model API
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
@@ -103,8 +166,6 @@ class EpisodeTableModel(QAbstractTableModel):
             return self._thumbs.get(e.id)
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(e, key)
-        if role == SORT_ROLE:
-            return self._sort_key(e, key)
         if role == Qt.ItemDataRole.ForegroundRole and key == "success":
             return {True: QColor(30, 140, 30), False: QColor(200, 30, 30)}.get(e.success)
         if role == Qt.ItemDataRole.ToolTipRole and key in ("task", "tags"):
@@ -131,96 +192,9 @@ class EpisodeTableModel(QAbstractTableModel):
             return str(sum((e.dropped or {}).values()))
         return str(getattr(e, key, ""))
 
-    @staticmethod
-    def _sort_key(e, key: str):
-        if key in ("id", "thumb"):
-            return e.id
-        if key == "success":
-            return {True: 2, False: 0, None: 1}[e.success]
-        if key == "start":
-            return e.start_time.timestamp() if e.start_time else 0.0
-        if key == "duration":
-            return float(e.duration_s)
-        if key == "frames":
-            return int(e.num_frames)
-        if key == "dropped":
-            return sum((e.dropped or {}).values())
-        return EpisodeTableModel._display(e, key).lower()
-
-
-@dataclass
-class EpisodeFilter:
-    """What the table shows; empty/None fields do not filter."""
-
-    dataset: str | None = None
-    task: str = ""  # substring, case-insensitive
-    success: str = "any"  # any | yes | no | unknown
-    source: str | None = None
-    tag: str = ""  # one tag that must be present (exact)
-    since: datetime | None = None
-    until: datetime | None = None
-    min_duration: float = 0.0
-    max_duration: float | None = None
-
-    def accepts(self, e) -> bool:
-        if self.dataset and e.dataset != self.dataset:
-            return False
-        if self.task and self.task.lower() not in (e.task or "").lower():
-            return False
-        want = {"yes": True, "no": False, "unknown": None}.get(self.success, "any")
-        if want != "any" and e.success is not want:
-            return False
-        if self.source and e.source != self.source:
-            return False
-        if self.tag and self.tag not in e.tags:
-            return False
-        start = e.start_time
-        if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-        if self.since and start and start < self.since:
-            return False
-        if self.until and start and start > self.until:
-            return False
-        if e.duration_s < self.min_duration:
-            return False
-        return not (self.max_duration is not None and e.duration_s > self.max_duration)
-
-
-class EpisodeFilterProxy(QSortFilterProxyModel):
-    """Sorts by each column's natural key (numbers as numbers) and filters with an :class:`EpisodeFilter`."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self._filter = EpisodeFilter()
-        self.setSortRole(SORT_ROLE)
-
-    @property
-    def filter(self) -> EpisodeFilter:
-        return self._filter
-
-    def set_filter(self, f: EpisodeFilter) -> None:
-        if hasattr(self, "beginFilterChange") and hasattr(self, "endFilterChange"):
-            self.beginFilterChange()
-            self._filter = f
-            self.endFilterChange()
-        else:
-            self._filter = f
-            self.invalidateFilter()
-
-    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:  # noqa: N802
-        model = self.sourceModel()
-        return self._filter.accepts(model.episode(source_row))
-
-    def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:  # noqa: N802
-        a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
-        try:
-            return a < b
-        except TypeError:
-            return str(a) < str(b)
-
 
 class EpisodeTableView(QTableView):
-    """Multi-select, sortable table of episodes with thumbnails."""
+    """Multi-select, sortable table of episodes with thumbnails (sorting asks the model's source)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -230,6 +204,7 @@ class EpisodeTableView(QTableView):
         self.setAlternatingRowColors(True)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(THUMB_SIZE[1] // 2 + 6)
+        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row sizing: 10k rows stay cheap
         self.setIconSize(self.iconSize().scaled(THUMB_SIZE[0] // 2, THUMB_SIZE[1] // 2,
                                                 Qt.AspectRatioMode.KeepAspectRatio))
         self.horizontalHeader().setStretchLastSection(False)
@@ -240,6 +215,17 @@ class EpisodeTableView(QTableView):
         rows = {i.row() for i in self.selectionModel().selectedRows()} if self.selectionModel() else set()
         model = self.model()
         return sorted(model.index(r, 0).data(ID_ROLE) for r in rows)
+
+    def visible_rows(self) -> range:
+        """The rows on screen now (for on-demand thumbnails)."""
+        n = self.model().rowCount() if self.model() is not None else 0
+        if not n:
+            return range(0)
+        top = self.rowAt(0)
+        bottom = self.rowAt(self.viewport().height() - 1)
+        top = 0 if top < 0 else top
+        bottom = n - 1 if bottom < 0 else bottom
+        return range(top, bottom + 1)
 
     def select_id(self, episode_id: int) -> bool:
         model = self.model()

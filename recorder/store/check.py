@@ -1,6 +1,9 @@
 """``vla-studio store check``: compare the index with the files; ``--repair`` fixes what it can.
 
-Without repair nothing is written (the index is opened read-only). Repair never deletes an episode's
+Without repair nothing is written (the index is opened read-only) except ``.last-check.json``: after a
+check that found nothing wrong it records when that check started, and the next check (unless
+``full=True``; the CLI's default is incremental, ``--full`` checks all) skips the episodes whose index
+row and files have not changed since. Repair never deletes an episode's
 files, except to finish a ``delete_episode`` that a crash interrupted (row status or meta.json
 ``deleting``): a missing folder marks its row ``discarded``; a cut video or low-dim file is salvaged (status
 ``recovered``, fewer ticks); a folder missing from the index is imported from its ``meta.json``; an
@@ -63,6 +66,8 @@ class Issue:
 class CheckReport:
     root: Path
     episodes_checked: int = 0
+    episodes_skipped: int = 0  # unchanged since the last clean check (incremental check)
+    since: datetime | None = None  # start of that last clean check; None: everything was checked
     issues: list[Issue] = field(default_factory=list)
 
     @property
@@ -135,15 +140,50 @@ def _episode_problems(
     return out
 
 
-def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reindex_runs=None) -> CheckReport:
+LAST_CHECK_FILE = ".last-check.json"
+
+
+def _last_clean_check(root: Path) -> float | None:
+    try:
+        return float(json.loads((root / LAST_CHECK_FILE).read_text())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _unchanged_since(folder: Path, cameras: list[str], since: float) -> bool:
+    """True when the episode's folder and every file the check reads are older than ``since``."""
+    paths = [folder, folder / META_FILE, folder / LOWDIM_FILE]
+    if cameras:
+        paths.append(folder / "video")
+        paths += [folder / "video" / f"{c}.mp4" for c in cameras]
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return False
+        if max(st.st_mtime, st.st_ctime) >= since:
+            return False
+    return True
+
+
+def check_store(
+    root: str | os.PathLike[str] | None, repair: bool = False, reindex_runs=None, full: bool = True
+) -> CheckReport:
     """Compare the index with the files; ``repair`` fixes what it can.
+
+    ``full=False`` (the CLI's default): skip the episodes whose row and files are unchanged since the
+    last check that found nothing wrong (``.last-check.json``).
 
     ``reindex_runs(store) -> list[run_id]`` (the fine-tune side's ``finetune.run_config.reindex_runs``) puts
     ``runs/`` folders the index lacks back in; a repair calls it before re-importing episode folders so that
     rollout episodes find their checkpoints again."""
+    started = time.time()
     root = resolve_home(root).absolute()
     index = root / INDEX_FILE
     report = CheckReport(root)
+    since = None if full or repair else _last_clean_check(root)
+    if since is not None:
+        report.since = datetime.fromtimestamp(since).astimezone()
     try:
         validate_root(root)
     except StoreError:
@@ -162,7 +202,7 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reind
     known_runs: set[str] = set()
     if index.is_file():
         with sql_errors(root, f"'vla-studio --home {root} store check' again"):
-            _check_index(root, index, report, known_uuids, known_runs)
+            _check_index(root, index, report, known_uuids, known_runs, since)
     eps_dir = root / EPISODES_DIR
     if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
         for folder in sorted(eps_dir.iterdir()):
@@ -199,6 +239,12 @@ def check_store(root: str | os.PathLike[str] | None, repair: bool = False, reind
     if repair and report.problems:
         require_free(root, _repair_needs(root, report), f"'vla-studio --home {root} store check --repair' again")
         _repair(root, report, reindex_runs)
+    if all(i.fixed or i.kind == "backup" for i in report.problems):  # a clean check: the next one can skip
+        try:
+            write_json_atomic(root / LAST_CHECK_FILE, {"started": started, "episodes": report.episodes_checked
+                                                       + report.episodes_skipped})
+        except OSError:
+            pass  # a read-only store: the next check is a full one
     return report
 
 
@@ -267,7 +313,8 @@ def _repair_needs(root: Path, report: CheckReport) -> int:
     return need
 
 
-def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[str], known_runs: set[str]) -> None:
+def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[str], known_runs: set[str],
+                 since: float | None = None) -> None:
     engine = make_engine(index, read_only=True)
     try:
         try:
@@ -281,7 +328,7 @@ def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[
                 Issue("schema-old", f"{index} has an older schema; it is migrated on the next open", path=index)
             )
         if rev is not None:
-            _check_rows(engine, root, report, known_uuids)
+            _check_rows(engine, root, report, known_uuids, since)
             known_runs |= _run_ids(engine)
     finally:
         engine.dispose()
@@ -300,7 +347,7 @@ def _leftover_issue(folder: Path) -> Issue:
     )
 
 
-def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> None:
+def _check_rows(engine, root: Path, report: CheckReport, known: set[str], since: float | None = None) -> None:
     from sqlalchemy.orm import Session, selectinload
 
     with Session(engine) as s:
@@ -342,6 +389,10 @@ def _check_rows(engine, root: Path, report: CheckReport, known: set[str]) -> Non
                     )
                 continue
             cams = [st.name for st in ep.streams if st.kind == "video"]
+            if since is not None and ep.updated_at.timestamp() < since and _unchanged_since(folder, cams, since):
+                report.episodes_checked -= 1
+                report.episodes_skipped += 1
+                continue
             report.issues.extend(_episode_problems(folder, ep.id, ep.num_frames, ep.fps, cams))
 
 

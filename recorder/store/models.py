@@ -26,8 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1
-HEAD_REVISION = "0002"
+SCHEMA_MINOR = 2
+HEAD_REVISION = "0003"
 
 
 def pack_user_version(major: int, minor: int) -> int:
@@ -116,8 +116,16 @@ class Checkpoint(Base):
 class Episode(Base):
     __tablename__ = "episodes"
     __table_args__ = (
-        Index("ix_episodes_dataset_status", "dataset_id", "status"),
+        # one index per filter the GUI and CLI offer (0003); tests/recorder/store/test_query_plans.py
+        # checks that every query the code runs is served by one
+        Index("ix_episodes_dataset_status_frames", "dataset_id", "status", "num_frames"),  # covers counts
+        Index("ix_episodes_dataset_id", "dataset_id"),  # (dataset_id, id): a dataset's pages in id order
         Index("ix_episodes_start_time", "start_time"),
+        Index("ix_episodes_status_start", "status", "start_time"),
+        Index("ix_episodes_task_success_start", "task", "success", "start_time"),
+        Index("ix_episodes_source_status", "source", "status"),
+        Index("ix_episodes_success_status", "success", "status"),
+        Index("ix_episodes_status_duration", "status", "duration_s"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -154,9 +162,10 @@ class Episode(Base):
 
 class EpisodeTag(Base):
     __tablename__ = "episode_tags"
+    __table_args__ = (Index("ix_episode_tags_tag_episode", "tag", "episode_id"),)  # tag filter (0003)
 
     episode_id: Mapped[int] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), primary_key=True)
-    tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
 
     episode: Mapped[Episode] = relationship(back_populates="tag_rows")
 

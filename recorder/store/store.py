@@ -35,6 +35,7 @@ from recorder.store.faults import (
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import is_bookkeeping
 from recorder.store.paths import resolve_home
+from recorder.store.query import EpisodeQuery, _as_list, count_statement, page_statement, query_from
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
     DELETING,
@@ -44,6 +45,7 @@ from recorder.store.types import (
     CheckpointInfo,
     DatasetInfo,
     EpisodeInfo,
+    EpisodeRow,
     LowdimSpec,
     RunInfo,
 )
@@ -62,7 +64,7 @@ INDEX_FILE = "index.sqlite"
 EPISODES_DIR = "episodes"
 RUNS_DIR = "runs"
 STORE_LOCK = ".store.lock"
-KNOWN_REVISIONS = ("0001", "0002")
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 _STORE_ENTRIES = {
     INDEX_FILE, EPISODES_DIR, RUNS_DIR, STORE_LOCK, INDEX_FILE + "-wal", INDEX_FILE + "-shm", BACKUPS_DIR
 }
@@ -602,36 +604,82 @@ class Store:
         status: str | Iterable[str] | None = ("complete", "recovered"),
         checkpoint_id: int | None = None,
         limit: int | None = None,
+        *,
+        query: EpisodeQuery | None = None,
     ) -> list[EpisodeInfo]:
-        """Episodes matching every given filter (tags: all of them), oldest first. status=None: any status."""
-        q = self._ep_query().join(m.Dataset)
-        if dataset is not None:
-            q = q.where(m.Dataset.name.in_(_as_list(dataset)))
-        if task is not None:
-            q = q.where(m.Episode.task == task)
-        if success is not None:
-            q = q.where(m.Episode.success.is_(bool(success)))
-        if source is not None:
-            q = q.where(m.Episode.source.in_(_as_list(source)))
-        for tag in _as_list(tags) if tags is not None else []:
-            q = q.where(
-                select(m.EpisodeTag.episode_id)
-                .where(m.EpisodeTag.episode_id == m.Episode.id, m.EpisodeTag.tag == tag)
-                .exists()
-            )
-        if since is not None:
-            q = q.where(m.Episode.start_time >= since)
-        if until is not None:
-            q = q.where(m.Episode.start_time < until)
-        if status is not None:
-            q = q.where(m.Episode.status.in_(_as_list(status)))
-        if checkpoint_id is not None:
-            q = q.where(m.Episode.checkpoint_id == checkpoint_id)
-        q = q.order_by(m.Episode.id)
-        if limit is not None:
-            q = q.limit(limit)
+        """Episodes matching every given filter (tags: all of them), oldest first. status=None: any status.
+
+        ``query`` (an :class:`EpisodeQuery`, which can also ask for unlabelled episodes) replaces the
+        keyword filters."""
+        if query is None:
+            query = query_from(dataset, task, success, source, tags, since, until, status, checkpoint_id)
+        return self.episode_page(query, limit=limit)
+
+    def episode_page(
+        self,
+        query: EpisodeQuery,
+        *,
+        sort: str = "id",
+        descending: bool = False,
+        after: tuple | None = None,
+        limit: int | None = None,
+    ) -> list[EpisodeInfo]:
+        """One page of the episodes matching ``query``, ordered by ``sort`` (see ``query.SORT_KEYS``) then id;
+        ``after`` is ``(sort_value(last), last.id)`` of the previous page."""
+        ids_stmt = page_statement(query, m.Episode.id, sort=sort, descending=descending, after=after, limit=limit)
         with self._read() as s:
-            return [self._ep_info(ep) for ep in s.scalars(q)]
+            ids = list(s.scalars(ids_stmt))
+            if not ids:
+                return []
+            by_id = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                for ep in s.scalars(self._ep_query().where(m.Episode.id.in_(chunk))):
+                    by_id[ep.id] = self._ep_info(ep)
+            return [by_id[i] for i in ids if i in by_id]
+
+    def episode_rows(
+        self,
+        query: EpisodeQuery,
+        *,
+        sort: str = "id",
+        descending: bool = False,
+        after: tuple | None = None,
+        limit: int | None = None,
+    ) -> list[EpisodeRow]:
+        """Like :meth:`episode_page` but only the label columns (:class:`EpisodeRow`): two indexed queries,
+        no ORM objects, no stream rows; for listings of many episodes."""
+        e = m.Episode
+        cols = [e.id, e.uuid, e.dataset_id, e.task, e.start_time, e.duration_s, e.num_frames, e.status, e.source,
+                e.success, e.notes, e.dropped]
+        stmt = page_statement(query, cols, sort=sort, descending=descending, after=after, limit=limit)
+        ids = page_statement(query, e.id, sort=sort, descending=descending, after=after, limit=limit)
+        with self._read() as s:
+            rows = s.execute(stmt).all()
+            if not rows:
+                return []
+            names = dict(s.execute(select(m.Dataset.id, m.Dataset.name)).all())
+            tags: dict[int, list[str]] = {}
+            tag_q = select(m.EpisodeTag.episode_id, m.EpisodeTag.tag).where(
+                m.EpisodeTag.episode_id.in_(ids))
+            for eid, tag in s.execute(tag_q):
+                tags.setdefault(eid, []).append(tag)
+        return [
+            EpisodeRow(id=r[0], uuid=r[1], dataset=names.get(r[2], ""), task=r[3], start_time=r[4], duration_s=r[5],
+                       num_frames=r[6], status=r[7], source=r[8], success=r[9], tags=tuple(sorted(tags.get(r[0], ()))),
+                       notes=r[10], dropped=dict(r[11] or {}))
+            for r in rows
+        ]
+
+    def count_episodes(self, query: EpisodeQuery) -> int:
+        """How many episodes match ``query`` (one indexed COUNT, no rows loaded)."""
+        with self._read() as s:
+            return int(s.scalar(count_statement(query)) or 0)
+
+    def episode_ids(self, query: EpisodeQuery) -> list[int]:
+        """The ids of every episode matching ``query``, ascending (no rows loaded)."""
+        with self._read() as s:
+            return list(s.scalars(page_statement(query, m.Episode.id)))
 
     def episode(self, episode_id: int | str) -> EpisodeInfo:
         with self._read() as s:
@@ -1081,12 +1129,6 @@ def _jsonable(v: Any) -> Any:
 def to_json(v: Any) -> Any:
     """A plain-JSON copy (numpy arrays and scalars become lists and numbers, anything else a string)."""
     return json.loads(json.dumps(v, default=_jsonable))
-
-
-def _as_list(v: Any) -> list:
-    if isinstance(v, str):
-        return [v]
-    return list(v)
 
 
 def _stream_rows(cams: dict[str, CameraSpec], low: dict[str, LowdimSpec]) -> list[m.Stream]:

@@ -80,6 +80,26 @@ class LowdimSpec:
 
 
 @dataclass(frozen=True)
+class EpisodeRow:
+    """The label columns of one episode, what a listing prints (``Store.episode_rows``): no streams, no rig,
+    so a listing of thousands of episodes is one light query."""
+
+    id: int
+    uuid: str
+    dataset: str
+    task: str
+    start_time: datetime
+    duration_s: float
+    num_frames: int
+    status: str
+    source: str
+    success: bool | None
+    tags: tuple[str, ...]
+    notes: str
+    dropped: dict[str, int]  # camera -> dropped frame count
+
+
+@dataclass(frozen=True)
 class EpisodeInfo:
     id: int
     uuid: str

@@ -114,23 +114,22 @@ def _success_arg(v: str | None):
     return {"yes": True, "no": False, "unknown": None}.get(v, "any") if v is not None else "any"
 
 
+def _query(store, name: str, task=None, success="any", source=None, tags=None, status=None):
+    """The filters as one SQL query (``recorder.store.query``: every filter is served by an index of the
+    store); DatasetError if the dataset does not exist."""
+    from recorder.store.query import USABLE, EpisodeQuery
+
+    try:
+        store.dataset(name)
+    except DatasetError:
+        raise DatasetError(f"no dataset named {name!r}: see 'vla-studio datasets list'") from None
+    return EpisodeQuery(dataset=name, task=task or None, success=success, source=source or None,
+                        tags=tuple(tags or ()), status=USABLE if status is None else tuple(status))
+
+
 def select(store, name: str, task=None, success="any", source=None, tags=None, status=None) -> list:
-    """Episodes of dataset ``name`` matching the filters (DatasetError if the dataset does not exist)."""
-    if name not in {d.name for d in store.datasets()}:
-        raise DatasetError(f"no dataset named {name!r}: see 'vla-studio datasets list'")
-    kwargs = {"dataset": name}
-    if task:
-        kwargs["task"] = task
-    if source:
-        kwargs["source"] = source
-    if tags:
-        kwargs["tags"] = list(tags)
-    if status is not None:
-        kwargs["status"] = status
-    eps = store.episodes(**kwargs)
-    if success != "any":
-        eps = [e for e in eps if e.success is success]
-    return sorted(eps, key=lambda e: e.id)
+    """Episodes of dataset ``name`` matching the filters, by id (DatasetError if the dataset does not exist)."""
+    return store.episodes(query=_query(store, name, task, success, source, tags, status))
 
 
 def _fmt_success(v) -> str:
@@ -158,8 +157,8 @@ def _show(args) -> int:
 
     store = _open(args)
     try:
-        eps = select(store, args.name, args.task, _success_arg(args.success), args.source, args.tag,
-                     status=("trashed",) if args.trashed else None)
+        eps = store.episode_rows(_query(store, args.name, args.task, _success_arg(args.success), args.source,
+                                        args.tag, status=("trashed",) if args.trashed else None))
         print(f"{'id':>5} {'start (UTC)':19} {'frames':>6} {'dur s':>6} {'source':8} {'ok':3} {'status':9} "
               f"{'tags':20} task")
         for e in eps:

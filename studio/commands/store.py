@@ -17,6 +17,11 @@ def register(sub) -> None:
         action="store_true",
         help="fix what can be fixed: salvage cut files, re-index folders, rebuild a bad index",
     )
+    check.add_argument(
+        "--full",
+        action="store_true",
+        help="check every episode (default: only those changed since the last check that found nothing wrong)",
+    )
     check.set_defaults(func=_check)
     restore = ssub.add_parser("restore", help="undo a repair: put back the originals kept in a backup")
     restore.add_argument("backup", help="backup name, as 'store check' lists it")
@@ -76,8 +81,12 @@ def _check(args) -> int:
     from finetune.run_config import reindex_runs
     from recorder.store.check import NOTES, check_store
 
-    report = check_store(args.home, repair=args.repair, reindex_runs=reindex_runs)
-    print(f"store {report.root}: {report.episodes_checked} episodes checked")
+    report = check_store(args.home, repair=args.repair, reindex_runs=reindex_runs, full=args.full)
+    skipped = ""
+    if report.episodes_skipped:
+        skipped = (f", {report.episodes_skipped} unchanged since the last clean check "
+                   f"({report.since:%Y-%m-%d %H:%M}) skipped: --full checks them too")
+    print(f"store {report.root}: {report.episodes_checked} episodes checked{skipped}")
     for issue in report.issues:
         if issue.fixed:
             mark = "fixed"

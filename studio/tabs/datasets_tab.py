@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PyQt6.QtCore import QDate, Qt
+from PyQt6.QtCore import QDate, Qt, QTimer
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -38,10 +38,11 @@ from PyQt6.QtWidgets import (
 
 from recorder import curation
 from recorder.errors import KnownError
+from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
 from studio.context import remember_splitter
 from studio.datasets_viewer import EpisodeViewerController
 from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
-from widgets.episode_table import EpisodeFilter, EpisodeFilterProxy, EpisodeTableModel, EpisodeTableView
+from widgets.episode_table import EpisodeTableModel, EpisodeTableView
 from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
 
 ALL = "All datasets"
@@ -52,15 +53,28 @@ SUCCESS_CHOICES = [("any", "any"), ("yes", "success"), ("no", "failure"), ("unkn
 class DatasetsTab(QWidget):
     """Controller of the Datasets tab (dataset list, episode table, viewer, edit panel, actions)."""
 
+    #: episode rows fetched per page (one more page each time the table is scrolled to its end)
+    PAGE_SIZE = 100
+    #: a refresh (after any store change) reloads the rows already loaded, up to this many (~25 ms of SQL)
+    KEEP_ROWS = 2000
+
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.jobs: list[StoreJob] = []
         self._current_id: int | None = None
         self._build()
-        self.thumbs = ThumbnailWorker()
+        self.thumbs = ThumbnailWorker(load=lambda eid: self.ctx.store.episode(eid))  # full record, in its thread
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
         self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
+        # thumbnails only for the rows on screen, asked for once scrolling pauses
+        self._thumb_timer = QTimer(self)
+        self._thumb_timer.setSingleShot(True)
+        self._thumb_timer.setInterval(60)
+        self._thumb_timer.timeout.connect(self._request_visible_thumbnails)
+        self.table.verticalScrollBar().valueChanged.connect(self._thumb_timer.start)
+        self.model.modelReset.connect(self._thumb_timer.start)
+        self.model.rowsInserted.connect(self._thumb_timer.start)
         self.viewer_ctl = EpisodeViewerController(self.viewer)
         self.viewer_ctl.failed.connect(ctx.error_posted)
         ctx.store_changed.connect(self.refresh)
@@ -124,12 +138,10 @@ class DatasetsTab(QWidget):
                   self.min_duration, self.show_trash):
             filters.addWidget(w)
 
-        self.model = EpisodeTableModel(self)
-        self.proxy = EpisodeFilterProxy(self)
-        self.proxy.setSourceModel(self.model)
+        self.model = EpisodeTableModel(self, page_size=self.PAGE_SIZE)  # rows come from SQL a page at a time (see _apply_filter)
         self.table = EpisodeTableView()
-        self.table.setModel(self.proxy)
-        self.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+        self.table.setModel(self.model)
+        self.table.horizontalHeader().setSortIndicator(1, Qt.SortOrder.DescendingOrder)
         self.table.setColumnWidth(0, 56)
         self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
 
@@ -201,12 +213,9 @@ class DatasetsTab(QWidget):
 
     # ------------------------------------------------------------------------------ data
     def refresh(self) -> None:
-        """Reload datasets and episodes from the index, keeping the selection."""
+        """Reload datasets and the loaded episode rows from the index, keeping the selection."""
         try:
-            store = self.ctx.store
-            datasets = store.datasets()
-            status = ("trashed",) if self.show_trash.isChecked() else ("complete", "recovered")
-            episodes = store.episodes(status=status)
+            datasets = self.ctx.store.datasets()
         except KnownError as err:
             self.ctx.error_posted.emit(str(err))
             return
@@ -227,46 +236,78 @@ class DatasetsTab(QWidget):
                 select = it
         self.dataset_list.setCurrentItem(select)
         self.dataset_list.blockSignals(False)
-        self.model.set_episodes(episodes)
-        self._apply_filter()
+        self._apply_filter(keep_rows=True)
         for eid in keep:
             self._select_more(eid)
         if self._current_id is not None and self.model.row_of(self._current_id) is not None:
             self._load_edit_panel(self.model.episode(self.model.row_of(self._current_id)))
-        self.thumbs.request([e for e in episodes if not self.model.has_thumbnail(e.id)])
         self._update_buttons()
 
     def _select_more(self, eid: int) -> None:
         from PyQt6.QtCore import QItemSelectionModel
 
-        for r in range(self.proxy.rowCount()):
-            idx = self.proxy.index(r, 0)
-            if self.proxy.data(idx, Qt.ItemDataRole.UserRole + 2) == eid:
-                self.table.selectionModel().select(
-                    idx, QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+        row = self.model.row_of(eid)
+        if row is not None:
+            self.table.selectionModel().select(
+                self.model.index(row, 0),
+                QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
 
-    def current_filter(self) -> EpisodeFilter:
+    def current_query(self) -> EpisodeQuery:
+        """The filters as one SQL query (dataset, task text, success, source, tag, date, duration, trash)."""
         item = self.dataset_list.currentItem()
         since = None
         if self.since_filter.date() != self.since_filter.minimumDate():
             d = self.since_filter.date()
             since = datetime(d.year(), d.month(), d.day(), tzinfo=UTC)
-        return EpisodeFilter(
+        success = {"yes": True, "no": False, "unknown": None}.get(self.success_filter.currentData(), ANY)
+        tag = self.tag_filter.text().strip()
+        return EpisodeQuery(
             dataset=item.data(Qt.ItemDataRole.UserRole) if item else None,
-            task=self.task_filter.text().strip(),
-            success=self.success_filter.currentData(),
+            task_contains=self.task_filter.text().strip(),
+            success=success,
             source=self.source_filter.currentData(),
-            tag=self.tag_filter.text().strip(),
+            tags=(tag,) if tag else (),
             since=since,
             min_duration=self.min_duration.value(),
+            status=("trashed",) if self.show_trash.isChecked() else USABLE,
         )
 
-    def _apply_filter(self, *_args) -> None:
-        self.proxy.set_filter(self.current_filter())
-        self.count_label.setText(f"{self.proxy.rowCount()} of {self.model.rowCount()} episodes")
+    def _apply_filter(self, *_args, keep_rows: bool = False) -> None:
+        query = self.current_query()
+        store = self.ctx.store
+
+        def fetch(key, descending, last, limit):
+            after = None if last is None else (sort_value(last, key), last.id)
+            return store.episode_rows(query, sort=key, descending=descending, after=after, limit=limit)
+
+        try:
+            shown = store.count_episodes(query)
+            total = store.count_episodes(EpisodeQuery(status=query.status))
+            keep = min(self.model.rowCount(), self.KEEP_ROWS) if keep_rows else 0
+            self.model.set_source(fetch, keep_rows=keep)
+        except KnownError as err:
+            self.ctx.error_posted.emit(str(err))
+            return
+        self.count_label.setText(f"{shown} of {total} episodes")
+
+    def matching_ids(self) -> list[int]:
+        """Every episode id the filters select (all of them, not only the rows loaded so far)."""
+        return self.ctx.store.episode_ids(self.current_query())
 
     def visible_ids(self) -> list[int]:
-        return [self.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 2) for r in range(self.proxy.rowCount())]
+        """The ids of the rows loaded in the table, in table order."""
+        return [self.model.episode(r).id for r in range(self.model.rowCount())]
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().showEvent(event)
+        self._thumb_timer.start()  # thumbnails of the rows now on screen
+
+    def _request_visible_thumbnails(self) -> None:
+        if not self.table.isVisible():
+            return  # asked again when the tab is shown
+        rows = self.table.visible_rows()
+        want = [self.model.episode(r) for r in rows]
+        self.thumbs.request([e for e in want if not self.model.has_thumbnail(e.id)])
 
     def select_episode(self, episode_id: int) -> bool:
         self.table.clearSelection()
@@ -285,7 +326,9 @@ class DatasetsTab(QWidget):
         if len(ids) == 1:
             if ids[0] != self._current_id:
                 self._current_id = ids[0]
-                info = self.model.episode(self.model.row_of(ids[0]))
+                info = self._guard(self.ctx.store.episode, ids[0])  # the full record: streams for the viewer
+                if info is FAILED:
+                    return
                 self._load_edit_panel(info)
                 self.viewer_ctl.show_episode(info)
         elif not ids:
@@ -474,7 +517,7 @@ class DatasetsTab(QWidget):
         name = self._selected_dataset()
         if name is None:
             return
-        ids = [i for i in self.visible_ids()]
+        ids = self.matching_ids()
         out = self._ask_out_dir(f"{name}_lerobot")
         if out is not None:
             self.export_episodes(ids, out, include_failed=False)

@@ -27,6 +27,8 @@ def tab(qtbot, home):
     t = DatasetsTab(ctx)
     qtbot.addWidget(t)
     t.resize(1400, 800)
+    t.show()  # thumbnails are decoded for the rows on screen
+    qtbot.waitExposed(t)
     t.ids = ids
     yield t
     t.shutdown()
@@ -125,3 +127,177 @@ def test_export_dataset_button_leaves_failed_episodes_out_and_says_so(qtbot, tab
     info = json.loads((out / "meta/info.json").read_text())
     assert info["total_episodes"] == 1  # the failed one stayed home
     assert any("1 failed episode left out" in s for s in statuses), statuses
+
+
+# -- a store larger than one page: the table fetches rows lazily, filters and counts come from SQL ------------
+
+N_BIG, PAGE = 50, 15
+TASKS = ("pick up the red cube", "push the blue cube", "open the drawer")
+
+
+def _tiny_episode(store, i: int):
+    """One small episode (3 ticks, one 32x24 camera) whose labels vary with ``i``."""
+    import numpy as np
+
+    from recorder.store import CameraSpec
+
+    w = store.begin_episode(dataset="big" if i % 5 else "side", task=TASKS[i % 3], fps=10.0,
+                            source=("teleop", "policy", "scripted")[i % 3 == 0 and 1 or (i % 7 == 0 and 2 or 0)],
+                            cameras={"front": CameraSpec(width=32, height=24)}, lowdim={"action": (2,)},
+                            tags=("good",) if i % 4 == 0 else ())
+    for t in range(3):
+        w.add_tick(t=t / 10, frames={"front": np.full((24, 32, 3), (i * 3 + t) % 255, np.uint8)},
+                   values={"action": np.array([i, t], np.float32)})
+    return w.finish(success=(True, False, None)[i % 3])
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory):
+    """Built once for the module; each test gets a copy."""
+    root = tmp_path_factory.mktemp("big") / "store"
+    with Store.open(root) as store:
+        eps = [_tiny_episode(store, i) for i in range(N_BIG)]
+        eps[3] = store.update_episode(eps[3].id, status="trashed")
+    return root, eps
+
+
+@pytest.fixture
+def big_tab(qtbot, home, monkeypatch, big_store):
+    import shutil
+
+    monkeypatch.setattr(DatasetsTab, "PAGE_SIZE", PAGE)
+    root, eps = big_store
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(root, home)
+    ctx = AppContext(home)
+    t = DatasetsTab(ctx)
+    qtbot.addWidget(t)
+    t.resize(1400, 500)  # a few rows on screen, fewer than a page
+    t.show()
+    qtbot.waitExposed(t)
+    t.truth = {e.id: e for e in eps if e.status != "trashed"}
+    t.trashed = eps[3].id
+    yield t
+    t.shutdown()
+    ctx.close()
+
+
+def _scroll_to_end(qtbot, tab) -> None:
+    bar = tab.table.verticalScrollBar()
+    for _ in range(N_BIG // PAGE + 3):
+        bar.setValue(bar.maximum())
+        qtbot.wait(5)
+
+
+def _newest_first(eps) -> list[int]:
+    return sorted((e.id for e in eps), reverse=True)
+
+
+def test_table_loads_one_page_then_more_as_you_scroll(qtbot, big_tab):
+    tab = big_tab
+    qtbot.wait(100)  # let the view settle: it must not pull the whole store in
+    assert tab.model.rowCount() == PAGE
+    assert tab.count_label.text() == f"{N_BIG - 1} of {N_BIG - 1} episodes"
+    assert tab.visible_ids() == _newest_first(tab.truth.values())[:PAGE]
+    _scroll_to_end(qtbot, tab)
+    assert tab.visible_ids() == _newest_first(tab.truth.values())  # every row once, in order
+    assert not tab.model.canFetchMore()
+
+
+def test_thumbnails_decode_only_for_rows_on_screen(qtbot, big_tab):
+    tab = big_tab
+    first = tab.visible_ids()[0]
+    qtbot.waitUntil(lambda: tab.model.has_thumbnail(first), timeout=10000)
+    qtbot.wait(300)
+    on_screen = set(tab.table.visible_rows())
+    assert PAGE - 1 not in on_screen
+    assert not tab.model.has_thumbnail(tab.model.episode(PAGE - 1).id)  # loaded, not shown: not decoded
+    _scroll_to_end(qtbot, tab)
+    rows = tab.table.visible_rows()
+    assert rows.stop > PAGE  # rows of a later page are on screen now
+    qtbot.waitUntil(lambda: all(tab.model.has_thumbnail(tab.model.episode(r).id) for r in rows), timeout=10000)
+
+
+def test_filters_give_the_right_rows_and_counts(qtbot, big_tab):
+    tab = big_tab
+    truth = list(tab.truth.values())
+
+    def check(expected, label_total=N_BIG - 1):
+        _scroll_to_end(qtbot, tab)
+        assert tab.visible_ids() == _newest_first(expected)
+        assert tab.count_label.text() == f"{len(expected)} of {label_total} episodes"
+        assert sorted(tab.matching_ids()) == sorted(e.id for e in expected)
+
+    tab.success_filter.setCurrentIndex(tab.success_filter.findData("unknown"))
+    check([e for e in truth if e.success is None])
+    tab.success_filter.setCurrentIndex(tab.success_filter.findData("yes"))
+    tab.source_filter.setCurrentIndex(tab.source_filter.findText("policy"))
+    check([e for e in truth if e.success is True and e.source == "policy"])
+    tab.success_filter.setCurrentIndex(0)
+    tab.source_filter.setCurrentIndex(0)
+    tab.task_filter.setText("BLUE")  # substring, any case
+    check([e for e in truth if "blue" in e.task])
+    tab.task_filter.setText("")
+    tab.tag_filter.setText("good")
+    check([e for e in truth if "good" in e.tags])
+    tab.tag_filter.setText("")
+    tab.dataset_list.setCurrentRow(next(i for i in range(tab.dataset_list.count())
+                                        if tab.dataset_list.item(i).text().startswith("side")))
+    check([e for e in truth if e.dataset == "side"])
+    tab.dataset_list.setCurrentRow(0)
+    from PyQt6.QtCore import QDate
+
+    tab.since_filter.setDate(QDate.currentDate().addDays(2))
+    check([])
+    tab.since_filter.setDate(tab.since_filter.minimumDate())
+    tab.show_trash.setChecked(True)
+    assert tab.visible_ids() == [tab.trashed] and tab.count_label.text() == "1 of 1 episodes"
+
+
+def test_sorting_a_column_pages_in_that_order(qtbot, big_tab):
+    from PyQt6.QtCore import Qt
+
+    from widgets.episode_table import COL
+
+    tab = big_tab
+    tab.table.sortByColumn(COL["task"], Qt.SortOrder.AscendingOrder)
+    assert tab.model.rowCount() == PAGE
+    _scroll_to_end(qtbot, tab)
+    want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (e.task, e.id))]
+    assert tab.visible_ids() == want
+    tab.table.sortByColumn(COL["success"], Qt.SortOrder.DescendingOrder)
+    _scroll_to_end(qtbot, tab)
+    rank = {True: 2, None: 1, False: 0}
+    want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (rank[e.success], e.id), reverse=True)]
+    assert tab.visible_ids() == want
+
+
+def test_every_query_the_tab_and_the_cli_run_uses_an_index(qtbot, big_tab, capsys):
+    """The SQL that the Datasets tab's filters, paging and counts and `datasets list/show` really run is
+    served by indexes (EXPLAIN QUERY PLAN): none scans the episodes or tags tables."""
+    from PyQt6.QtCore import QDate
+
+    from studio.cli import main
+    from tests.recorder.store.helpers import SQLLog, full_scans
+
+    tab = big_tab
+    home = tab.ctx.home
+    with SQLLog() as log:
+        tab.refresh()
+        _scroll_to_end(qtbot, tab)
+        tab.success_filter.setCurrentIndex(tab.success_filter.findData("no"))
+        tab.source_filter.setCurrentIndex(tab.source_filter.findText("teleop"))
+        tab.tag_filter.setText("good")
+        tab.since_filter.setDate(QDate(2020, 1, 1))
+        tab.min_duration.setValue(0.1)
+        tab.dataset_list.setCurrentRow(1)
+        _scroll_to_end(qtbot, tab)
+        tab.show_trash.setChecked(True)
+        assert main(["--home", str(home), "datasets", "list"]) == 0
+        assert main(["--home", str(home), "datasets", "show", "big", "--task", TASKS[0], "--success", "unknown",
+                     "--source", "teleop", "--tag", "good"]) == 0
+        assert main(["--home", str(home), "datasets", "show", "big", "--trashed"]) == 0
+        assert main(["--home", str(home), "store", "info"]) == 0
+    capsys.readouterr()
+    assert len(log.touching("episodes.success IS", "LIMIT")) >= 1  # the filters did reach SQL
+    assert full_scans(home / "index.sqlite", log.selects) == []

@@ -63,6 +63,70 @@ def record(
     return w.finish(success=success)
 
 
+# -- query plans: every filter query the code runs must be served by an index -------------------------------
+_BIG_TABLES = ("episodes", "episode_tags", "streams")
+
+
+class SQLLog:
+    """Collects the SELECTs every SQLAlchemy engine of this process runs while in the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.selects: list[tuple[str, tuple]] = []
+
+    def _on_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if not executemany and statement.lstrip().upper().startswith("SELECT"):
+            self.selects.append((statement, tuple(parameters or ())))
+
+    def __enter__(self) -> SQLLog:
+        import sqlalchemy as sa
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._on_execute)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sqlalchemy as sa
+
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._on_execute)
+
+    def touching(self, *words: str) -> list[tuple[str, tuple]]:
+        """The statements that mention every one of ``words`` (e.g. a column a filter uses)."""
+        return [(s, p) for s, p in self.selects if all(w in s for w in words)]
+
+
+def _bounded_id_walk(stmt: str, plan: list[str]) -> bool:
+    """A page in id order (ORDER BY id, LIMIT, no sort): SQLite walks the table's own b-tree from the newest
+    (or oldest) id and stops after LIMIT matching rows; EXPLAIN calls that a SCAN, it reads only the page."""
+    return "ORDER BY episodes.id" in stmt and " LIMIT " in stmt and not any("TEMP B-TREE" in p for p in plan)
+
+
+def full_scans(index_path, statements) -> list[str]:
+    """``EXPLAIN QUERY PLAN`` of each statement; a description of each one that scans a big table
+    (other than a LIMIT-bounded walk in id order)."""
+    import re
+    import sqlite3
+
+    con = sqlite3.connect(index_path)
+    bad = []
+    try:
+        for stmt, params in statements:
+            plan = [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + stmt, params)]
+            scans = [line for line in plan if re.match(rf"SCAN ({'|'.join(_BIG_TABLES)})\b", line)]
+            if scans and not (scans == ["SCAN episodes"] and _bounded_id_walk(" ".join(stmt.split()), plan)):
+                bad.append(f"{' '.join(stmt.split())}\n    plan: {plan}")
+    finally:
+        con.close()
+    return bad
+
+
+def plan(index_path, statement: str, params: tuple = ()) -> list[str]:
+    """The ``EXPLAIN QUERY PLAN`` lines of one statement."""
+    import sqlite3
+
+    con = sqlite3.connect(index_path)
+    try:
+        return [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + statement, params)]
+    finally:
+        con.close()
 def drop_index_row(home, episode_id: int) -> None:
     """Delete an episode's index row behind the store's back (its folder stays: an orphan)."""
     import sqlite3

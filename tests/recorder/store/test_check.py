@@ -182,3 +182,30 @@ def test_foreign_sqlite_file_is_not_touched(tmp_path):
     con.close()
     assert (root / "index.sqlite").read_bytes() == before
     assert sorted(p.name for p in root.iterdir()) == ["index.sqlite"]
+
+
+def test_incremental_check_skips_what_did_not_change_since_the_last_clean_check(home, capsys):
+    with Store.open(home) as store:
+        a, b, c = (record(store, n=12, task=f"t{i}") for i in range(3))
+    first = check_store(home, full=False)  # no clean check yet: everything
+    assert (first.episodes_checked, first.episodes_skipped, first.problems) == (3, 0, [])
+    again = check_store(home, full=False)
+    assert (again.episodes_checked, again.episodes_skipped) == (0, 3) and again.ok
+
+    with Store.open(home) as store:
+        store.update_episode(c.id, success=False)  # an edited row is checked again
+    video = b.path / "video" / "front.mp4"
+    with open(video, "r+b") as f:  # and so is a file changed behind the store's back
+        f.truncate(video.stat().st_size // 2)
+    report = check_store(home, full=False)
+    assert (report.episodes_checked, report.episodes_skipped) == (2, 1)
+    assert [(i.kind, i.episode_id) for i in report.problems] == [("video-truncated", b.id)]
+    # a check that found a problem is not a clean one: the damage is reported until it is fixed
+    assert [i.episode_id for i in check_store(home, full=False).problems] == [b.id]
+
+    assert main(["--home", str(home), "store", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "2 episodes checked, 1 unchanged since the last clean check" in out and "--full" in out
+    assert main(["--home", str(home), "store", "check", "--full"]) == 1
+    out = capsys.readouterr().out
+    assert "3 episodes checked\n" in out and "front.mp4 is truncated" in out

@@ -152,8 +152,8 @@ def test_a_0001_store_is_migrated_and_keeps_its_rows(home):
     with Store.open(home) as store:
         assert store.restore_episode(4).status == "recovered"
     con = sqlite3.connect(home / "index.sqlite")
-    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002" == m.HEAD_REVISION
-    assert m.unpack_user_version(con.execute("PRAGMA user_version").fetchone()[0]) == (1, 1)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == m.HEAD_REVISION
+    assert m.unpack_user_version(con.execute("PRAGMA user_version").fetchone()[0]) == (1, m.SCHEMA_MINOR)
     assert con.execute("SELECT count(*) FROM streams").fetchone()[0] == 8
     con.close()
     engine = store_mod.make_engine(home / "index.sqlite")
@@ -163,7 +163,8 @@ def test_a_0001_store_is_migrated_and_keeps_its_rows(home):
     assert diff == [], f"a migrated 0001 store differs from the models: {diff}"
 
 
-def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
+def _alembic(home, action: str, revision: str, user_version: tuple[int, int] | None = None) -> None:
+    """Run an Alembic upgrade/downgrade on the store's index as the store does (optionally set user_version)."""
     from pathlib import Path
 
     from alembic import command
@@ -171,15 +172,21 @@ def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
 
     import recorder.store.store as store_mod
 
-    _store_at_revision_0001(home)
-    Store.open(home).close()  # -> 0002
     engine = store_mod.make_engine(home / "index.sqlite")
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(store_mod.__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
+        getattr(command, action)(cfg, revision)
+        if user_version is not None:
+            conn.exec_driver_sql(f"PRAGMA user_version={m.pack_user_version(*user_version)}")
     engine.dispose()
+
+
+def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
+    _store_at_revision_0001(home)
+    Store.open(home).close()  # -> head
+    _alembic(home, "downgrade", "0001")
     con = sqlite3.connect(home / "index.sqlite")
     cols = [r[1] for r in con.execute("PRAGMA table_info(episodes)")]
     assert "status_before_trash" not in cols
@@ -188,3 +195,44 @@ def test_downgrade_to_0001_keeps_rows_and_puts_the_old_tag_back(home):
         (2,)
     ]
     con.close()
+
+
+def _indexes(home) -> set[str]:
+    con = sqlite3.connect(home / "index.sqlite")
+    try:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+                if not r[0].startswith("sqlite_")}
+    finally:
+        con.close()
+
+
+def test_a_0002_store_gets_the_filter_indexes_and_keeps_its_rows(home):
+    """A store left by the previous schema (0002) upgrades to the filter indexes (0003); the downgrade
+    puts the 0002 indexes back."""
+    from recorder.store.query import EpisodeQuery
+    from tests.recorder.store.helpers import SQLLog, full_scans
+
+    _store_at_revision_0001(home)
+    _alembic(home, "upgrade", "0002", user_version=(1, 1))
+    before = _indexes(home)
+    assert "ix_episodes_dataset_status" in before and "ix_episodes_task_success_start" not in before
+
+    with Store.open(home) as store, SQLLog() as log:
+        assert [e.id for e in store.episodes(task="task 1", success=True)] == [1]
+        assert [e.id for e in store.episodes(tags="good")] == [1]
+        assert store.count_episodes(EpisodeQuery(status="trashed")) == 2
+        assert store.dataset("old").num_frames == 60
+    assert full_scans(home / "index.sqlite", log.selects) == []
+    after = _indexes(home)
+    assert {"ix_episodes_task_success_start", "ix_episodes_status_start", "ix_episodes_source_status",
+            "ix_episodes_success_status", "ix_episodes_status_duration", "ix_episodes_dataset_status_frames",
+            "ix_episodes_dataset_id",
+            "ix_episode_tags_tag_episode"} <= after
+    assert "ix_episodes_dataset_status" not in after
+    con = sqlite3.connect(home / "index.sqlite")
+    assert con.execute("SELECT count(*) FROM episodes").fetchone()[0] == 4
+    assert con.execute("SELECT count(*) FROM streams").fetchone()[0] == 8
+    con.close()
+
+    _alembic(home, "downgrade", "0002")
+    assert _indexes(home) == before
