@@ -35,6 +35,8 @@ import torch
 
 from finetune.run_config import CHECKPOINTS_DIR, LAST_FILE, NORM_STATS_FILE, last_checkpoint
 from recorder.errors import ModelError
+from recorder.fsutil import write_json_atomic as _write_json_atomic
+from recorder.fsutil import write_text_atomic
 
 ADAPTER_DIR = "adapter"
 STATE_FILE = "training_state.json"
@@ -63,9 +65,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    """The run's JSON files (``run.json``, ...): sorted keys, indent 2, through the one atomic writer."""
+    _write_json_atomic(path, data, indent=2, sort_keys=True)
 
 
 def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, samples_seen: int,
@@ -98,9 +99,7 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    last_tmp = ckpts / (LAST_FILE + ".tmp")
-    last_tmp.write_text(final.name + "\n")
-    os.replace(last_tmp, ckpts / LAST_FILE)
+    write_text_atomic(ckpts / LAST_FILE, final.name + "\n")
     return final
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import select
 
 from recorder.errors import StoreError
+from recorder.fsutil import write_json_atomic
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
 from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
@@ -45,7 +46,7 @@ from recorder.store.store import (
 )
 from recorder.store.types import DELETING, CameraSpec, LowdimSpec
 from recorder.store.video import scan_video
-from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock, write_json_atomic
+from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock
 
 
 @dataclass

@@ -23,6 +23,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
+from recorder.fsutil import write_json_atomic
+from recorder.stats import feature_stats
 from recorder.store import models as m
 from recorder.store.backups import BACKUPS_DIR, Backup
 from recorder.store.faults import (
@@ -52,7 +54,6 @@ from recorder.store.writer import (
     EpisodeWriter,
     release_lock,
     try_lock,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -809,16 +810,8 @@ class Store:
                     cols.setdefault(key, []).append(data[key].reshape(len(data[key]), -1).astype(np.float64))
         stats = {}
         for key, parts in cols.items():
-            x = np.concatenate(parts)
-            stats[key] = {
-                "min": x.min(0).tolist(),
-                "max": x.max(0).tolist(),
-                "mean": x.mean(0).tolist(),
-                "std": x.std(0).tolist(),
-                "q01": np.quantile(x, 0.01, axis=0).tolist(),
-                "q99": np.quantile(x, 0.99, axis=0).tolist(),
-                "count": int(len(x)),
-            }
+            st = feature_stats(np.concatenate(parts))
+            stats[key] = {k: v.tolist() for k, v in st.items() if k != "count"} | {"count": int(st["count"][0])}
         with self._write() as s:
             ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
             if ds.version == version:

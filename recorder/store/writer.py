@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recorder.errors import StoreError
+from recorder.fsutil import write_json_atomic
 from recorder.store.faults import MIN_FREE_BYTES, RESERVE_BYTES, disk_full_error, is_disk_full
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import LowdimWriter
@@ -33,15 +33,6 @@ META_FORMAT = 1
 #: source plugged into a loop whose episode did not declare them); add_tick drops them, logs it once and
 #: lists them in meta.json ``ignored_values``. Any other undeclared name is an error.
 OPTIONAL_VALUE_PREFIXES = ("policy.", "extra.")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def try_lock(folder: Path) -> int | None:
