@@ -117,7 +117,7 @@ def calibration_dir(cfg_dir: str | None, home: Path | None) -> Path:
     if cfg_dir:
         return Path(cfg_dir).expanduser()
     if home is None:
-        from recorder.store.paths import resolve_home
+        from recorder.paths import resolve_home
 
         home = resolve_home(None)
     return Path(home) / "calibration"

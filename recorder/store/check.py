@@ -21,12 +21,12 @@ from sqlalchemy import select
 
 from recorder.errors import StoreError
 from recorder.fsutil import write_json_atomic
+from recorder.paths import resolve_home
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
 from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
-from recorder.store.paths import resolve_home
 from recorder.store.recovery import usable_ticks
 from recorder.store.store import (
     EPISODES_DIR,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
 from recorder.fsutil import write_json_atomic
+from recorder.paths import resolve_home
 from recorder.stats import feature_stats
 from recorder.store import models as m
 from recorder.store.backups import BACKUPS_DIR, Backup
@@ -35,7 +36,6 @@ from recorder.store.faults import (
     known_sqlite_error,
 )
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
-from recorder.store.paths import resolve_home
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
     DELETING,
@@ -227,6 +227,27 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root.absolute()))
     except ValueError:
         return str(path)
+
+
+class _WriterCommits:
+    """The Store's side of :class:`~recorder.store.writer.EpisodeCommits`: all an episode's writer may do."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def commit(self, episode_id: int, *, num_frames: int, success: bool | None, notes: str,
+               dropped: dict[str, int], segments: list[dict], tags: list[str],
+               frames_per_camera: dict[str, int]) -> EpisodeInfo:
+        return self._store._commit_episode(episode_id, num_frames=num_frames, success=success, notes=notes,
+                                           dropped=dropped, segments=segments, tags=tags,
+                                           frames_per_camera=frames_per_camera)
+
+    def discard(self, episode_id: int, note: str) -> EpisodeInfo:
+        self._store._set_discarded(episode_id, note=note)
+        return self._store.episode(episode_id)
+
+    def salvage(self, episode_id: int) -> EpisodeInfo:
+        return self._store._salvage(episode_id, lock_held=True)
 
 
 class Store:
@@ -526,7 +547,7 @@ class Store:
             episode_id = ep.id
         try:
             return EpisodeWriter(
-                self,
+                _WriterCommits(self),
                 episode_id=episode_id,
                 uuid=uuid,
                 path=folder,

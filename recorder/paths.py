@@ -1,4 +1,8 @@
-"""Where the store lives: ``--home`` > ``$VLA_STUDIO_HOME`` > ``$XDG_DATA_HOME/vla-studio`` > ``~/.local/share/vla-studio``."""
+"""Where vla-studio keeps its data (the store, calibration files): ``--home`` > ``$VLA_STUDIO_HOME`` >
+``$XDG_DATA_HOME/vla-studio`` > ``~/.local/share/vla-studio``.
+
+A neutral module: devices (calibration files) and the store both import it; devices never import the store.
+"""
 
 from __future__ import annotations
 
