@@ -33,16 +33,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from finetune.run_config import CHECKPOINTS_DIR, LAST_FILE, NORM_STATS_FILE, last_checkpoint
+from finetune.checkpoint_ref import (  # noqa: F401 - the checkpoint's file names, owned by checkpoint_ref
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    STATE_TENSORS_FILE,
+    step_folder,
+    step_name,
+)
+from finetune.run_config import CHECKPOINTS_DIR, LAST_FILE, NORM_STATS_FILE
 from recorder.errors import ModelError
 from recorder.fsutil import write_json_atomic as _write_json_atomic
 from recorder.fsutil import write_text_atomic
 
-ADAPTER_DIR = "adapter"
-STATE_FILE = "training_state.json"
-STATE_TENSORS_FILE = "training_state.safetensors"
-LEGACY_STATE_FILE = "training_state.pt"  # pickled, written before the JSON + safetensors format
-CONFIG_FILE = "config.json"
 _STATE_FORMAT = 1
 
 
@@ -80,8 +84,8 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     ``extra_files``: name -> text written into the folder too (the action head's side files: FAST's tokenizer)."""
     ckpts = Path(run_path) / CHECKPOINTS_DIR
     ckpts.mkdir(parents=True, exist_ok=True)
-    final = ckpts / f"{step:07d}"
-    tmp = ckpts / f".{step:07d}.partial"
+    final = ckpts / step_name(step)
+    tmp = ckpts / f".{step_name(step)}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -254,20 +258,9 @@ def read_checkpoint_config(ckpt_dir: Path) -> dict:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A run folder, a ``checkpoints`` folder or a step folder -> the step folder to load."""
-    path = Path(path)
-    if (path / STATE_FILE).is_file() or (path / LEGACY_STATE_FILE).is_file() or (path / ADAPTER_DIR).is_dir():
-        return path
-    for base in (path, path.parent):
-        found = last_checkpoint(base)
-        if found is not None:
-            return found
-    if path.name == CHECKPOINTS_DIR:
-        found = last_checkpoint(path.parent)
-        if found is not None:
-            return found
-    raise ModelError(f"{path} holds no checkpoint (no checkpoints/last and no adapter/): "
-                     "pick a run folder or a checkpoint step folder")
+    """A run folder, a ``checkpoints`` folder or a step folder -> the step folder to load
+    (:func:`finetune.checkpoint_ref.step_folder`)."""
+    return step_folder(path)
 
 
 def checkpoint_state_dim(info: dict, norm_stats: dict, key: str | None = None) -> int | None:

@@ -768,7 +768,8 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     """Merge a run's LoRA adapter into its base model and save a standalone model folder."""
     from peft import PeftModel
 
-    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim, resolve_checkpoint
+    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim
+    from finetune.checkpoint_ref import in_run
     from finetune.models import load_vla
 
     src = Path(run_id_or_path)
@@ -776,7 +777,7 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
         src = run_dir(home, run_id_or_path)
     if not src.exists():
         raise ConfigError(f"run {run_id_or_path!r} not found under {Path(home) / 'runs'}: see `vla-studio finetune list`")
-    ckpt = resolve_checkpoint(src / "checkpoints" / step if step else src)
+    ckpt = in_run(src, step).folder
     meta = read_checkpoint_config(ckpt)
     cfg = FinetuneConfig.from_dict(meta["config"])
     info = meta.get("model", {})

@@ -161,16 +161,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
     path = Path(checkpoint_dir).expanduser()
     if str(checkpoint_dir) != "tiny" and not path.exists():
         raise ModelError(f"{path}: no such checkpoint folder; pick a run's checkpoint or a merged model folder")
-    ckpt = path
-    if path.is_dir() and not (path / "adapter").is_dir() and not (path / "config.json").is_file():
-        from .checkpoint import resolve_checkpoint
+    from .checkpoint_ref import ADAPTER_DIR, EXPORT_INFO_FILE, NORM_STATS_FILE, CheckpointRef
 
-        ckpt = resolve_checkpoint(path)
-    elif path.is_dir() and (path / "checkpoints").is_dir() and not (path / "adapter").is_dir():
-        from .checkpoint import resolve_checkpoint
-
-        ckpt = resolve_checkpoint(path)
-    if (ckpt / "adapter").is_dir():
+    # a run / checkpoints folder -> its last step folder; a merged export folder stays as it is
+    ckpt = CheckpointRef.from_folder(path).folder if path.is_dir() else path
+    if (ckpt / ADAPTER_DIR).is_dir():
         from .checkpoint import read_checkpoint_config
 
         meta = read_checkpoint_config(ckpt)
@@ -224,11 +219,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize,
                        action_head=action_head, require_trained_head=True)
         norm_stats = vla.norm_stats
-        sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
+        sidecar = ckpt / NORM_STATS_FILE if ckpt.is_dir() else None
         if not norm_stats and sidecar is not None and sidecar.exists():
             norm_stats = load_norm_stats(sidecar)
         cams, center_crop = None, False
-        extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
+        extra = ckpt / EXPORT_INFO_FILE if ckpt.is_dir() else None
         if extra is not None and extra.exists():
             from .run_config import read_json_object
 
