@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,89 @@ def resolve_checkpoint(path: Path) -> Path:
     """A run folder, a ``checkpoints`` folder or a step folder -> the step folder to load
     (:func:`finetune.checkpoint_ref.step_folder`)."""
     return step_folder(path)
+
+
+@dataclass
+class TrainedModel:
+    """A training checkpoint's model as :func:`load_trained_model` built it."""
+
+    vla: Any  #: the VLA, the adapter merged in (or kept beside a 4-bit base, as trained)
+    info: dict  #: the checkpoint's "model" block (``use_state`` filled in from the run config when missing)
+    run_config: dict  #: the run's config (``FinetuneConfig`` as a dict)
+    norm_stats: dict
+    unnorm_key: str  #: the statistics the head was built with
+    base: str  #: the base model it was fine-tuned from
+
+
+def load_trained_model(ckpt: Path, *, dtype=None, device=None, quantize: str | None = None,
+                       action_head: str | None = None, seed: int | None = None) -> TrainedModel:
+    """The one loader of a training checkpoint (step folder): base model + head rebuilt in the shape the run
+    trained (camera count, proprio size, chunk size, action head), then its LoRA adapter. Used by the policy
+    runtime and the merged export alike.
+
+    ``quantize``: None runs the checkpoint as it was trained (a QLoRA run on its 4-bit base, the adapter
+    kept beside it); "none" gives the model dtype, a QLoRA run's base dequantized (the values it trained on)
+    with the adapter merged; "4bit"/"8bit" quantize the LLM. ``action_head``: the head the caller expects
+    (a ModelError naming the checkpoint's head otherwise). ``seed``: seed torch first (the export's
+    reproducible build)."""
+    import warnings
+
+    from peft import PeftModel
+
+    from finetune.models import load_vla
+    from finetune.norm import load_norm_stats
+
+    ckpt = Path(ckpt)
+    meta = read_checkpoint_config(ckpt)
+    info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+    if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+        raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                         "the checkpoint is damaged, pick another one")
+    info, run_cfg = dict(info), dict(run_cfg)
+    base = info.get("base_model") or run_cfg.get("model")
+    if not base:
+        raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
+    cams = info.get("cameras") or run_cfg.get("cameras") or None
+    head = info.get("action_head") or run_cfg.get("action_head")
+    if action_head and (head or "tokens") != action_head:
+        raise ModelError(f"{ckpt}: this checkpoint was trained with the {head or 'tokens'} head and has no "
+                         f"{action_head} head; pick a run fine-tuned with --action-head {action_head}")
+    info.setdefault("use_state", bool(run_cfg.get("use_state", False)))
+    dataset = run_cfg.get("dataset")
+    key = info.get("unnorm_key") or (dataset if dataset in norm_stats else next(iter(norm_stats)))
+    # the run's chunk size when the head's block lacks it, the config's default when the run's lacks it too
+    # (before, the runtime fell back to 8 and the export to the config)
+    from finetune.run_config import FinetuneConfig
+
+    chunk_size = int(info.get("chunk_size") or run_cfg.get("chunk_size") or FinetuneConfig.chunk_size)
+    trained_4bit = bool(run_cfg.get("quantize_4bit"))
+    q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    vla = load_vla(base, dtype=dtype, device=device, action_head=head, chunk_size=chunk_size,
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None,
+                   state_dim=checkpoint_state_dim(info, norm_stats, key), norm_stats=norm_stats,
+                   quantize=q or ("4bit" if trained_4bit else None), head_config=info.get("head_config"),
+                   head_dir=ckpt if head == "fast" else None)
+    if trained_4bit and not q:
+        from finetune.models.quant import dequantize_llm
+
+        dequantize_llm(vla)
+    try:
+        peft_model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
+    except Exception as exc:
+        raise ModelError(f"{ckpt}/{ADAPTER_DIR}: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: "
+                         f"{exc}); is the base model the one the run used?") from None
+    if q and q == ("4bit" if trained_4bit else None):
+        vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
+    else:
+        with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
+            warnings.filterwarnings("ignore", message="Merge lora module to")
+            # on quantized layers peft merges layer by layer (dequantize, add, requantize)
+            vla = peft_model.merge_and_unload()
+    return TrainedModel(vla=vla, info=info, run_config=run_cfg, norm_stats=norm_stats, unnorm_key=key,
+                        base=str(base))
 
 
 def checkpoint_state_dim(info: dict, norm_stats: dict, key: str | None = None) -> int | None:
