@@ -57,6 +57,7 @@ from finetune.run_config import (
     make_run_id,
     process_start_time,
     run_dir,
+    runs_root,
 )
 from recorder.errors import ConfigError, KnownError, ModelError
 from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
@@ -774,7 +775,7 @@ def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | Non
     if not src.exists():
         src = run_dir(home, run_id_or_path)
     if not src.exists():
-        raise ConfigError(f"run {run_id_or_path!r} not found under {Path(home) / 'runs'}: see `vla-studio finetune list`")
+        raise ConfigError(f"run {run_id_or_path!r} not found under {runs_root(home)}: see `vla-studio finetune list`")
     ckpt = in_run(src, step).folder
     meta = read_checkpoint_config(ckpt)
     cfg = FinetuneConfig.from_dict(meta["config"])
