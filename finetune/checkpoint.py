@@ -27,20 +27,27 @@ import os
 import random
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from finetune.run_config import CHECKPOINTS_DIR, LAST_FILE, NORM_STATS_FILE, last_checkpoint
+from finetune.checkpoint_ref import (  # noqa: F401 - the checkpoint's file names, owned by checkpoint_ref
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    LEGACY_STATE_FILE,
+    STATE_FILE,
+    STATE_TENSORS_FILE,
+    step_folder,
+    step_name,
+)
+from finetune.run_config import CHECKPOINTS_DIR, LAST_FILE, NORM_STATS_FILE
 from recorder.errors import ModelError
+from recorder.fsutil import write_json_atomic as _write_json_atomic
+from recorder.fsutil import write_text_atomic
 
-ADAPTER_DIR = "adapter"
-STATE_FILE = "training_state.json"
-STATE_TENSORS_FILE = "training_state.safetensors"
-LEGACY_STATE_FILE = "training_state.pt"  # pickled, written before the JSON + safetensors format
-CONFIG_FILE = "config.json"
 _STATE_FORMAT = 1
 
 
@@ -63,9 +70,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    """The run's JSON files (``run.json``, ...): sorted keys, indent 2, through the one atomic writer."""
+    _write_json_atomic(path, data, indent=2, sort_keys=True)
 
 
 def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, samples_seen: int,
@@ -79,8 +85,8 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     ``extra_files``: name -> text written into the folder too (the action head's side files: FAST's tokenizer)."""
     ckpts = Path(run_path) / CHECKPOINTS_DIR
     ckpts.mkdir(parents=True, exist_ok=True)
-    final = ckpts / f"{step:07d}"
-    tmp = ckpts / f".{step:07d}.partial"
+    final = ckpts / step_name(step)
+    tmp = ckpts / f".{step_name(step)}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -98,9 +104,7 @@ def save_checkpoint(run_path: Path, step: int, *, model, optimizer, scheduler, s
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    last_tmp = ckpts / (LAST_FILE + ".tmp")
-    last_tmp.write_text(final.name + "\n")
-    os.replace(last_tmp, ckpts / LAST_FILE)
+    write_text_atomic(ckpts / LAST_FILE, final.name + "\n")
     return final
 
 
@@ -255,20 +259,92 @@ def read_checkpoint_config(ckpt_dir: Path) -> dict:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A run folder, a ``checkpoints`` folder or a step folder -> the step folder to load."""
-    path = Path(path)
-    if (path / STATE_FILE).is_file() or (path / LEGACY_STATE_FILE).is_file() or (path / ADAPTER_DIR).is_dir():
-        return path
-    for base in (path, path.parent):
-        found = last_checkpoint(base)
-        if found is not None:
-            return found
-    if path.name == CHECKPOINTS_DIR:
-        found = last_checkpoint(path.parent)
-        if found is not None:
-            return found
-    raise ModelError(f"{path} holds no checkpoint (no checkpoints/last and no adapter/): "
-                     "pick a run folder or a checkpoint step folder")
+    """A run folder, a ``checkpoints`` folder or a step folder -> the step folder to load
+    (:func:`finetune.checkpoint_ref.step_folder`)."""
+    return step_folder(path)
+
+
+@dataclass
+class TrainedModel:
+    """A training checkpoint's model as :func:`load_trained_model` built it."""
+
+    vla: Any  #: the VLA, the adapter merged in (or kept beside a 4-bit base, as trained)
+    info: dict  #: the checkpoint's "model" block (``use_state`` filled in from the run config when missing)
+    run_config: dict  #: the run's config (``FinetuneConfig`` as a dict)
+    norm_stats: dict
+    unnorm_key: str  #: the statistics the head was built with
+    base: str  #: the base model it was fine-tuned from
+
+
+def load_trained_model(ckpt: Path, *, dtype=None, device=None, quantize: str | None = None,
+                       action_head: str | None = None, seed: int | None = None) -> TrainedModel:
+    """The one loader of a training checkpoint (step folder): base model + head rebuilt in the shape the run
+    trained (camera count, proprio size, chunk size, action head), then its LoRA adapter. Used by the policy
+    runtime and the merged export alike.
+
+    ``quantize``: None runs the checkpoint as it was trained (a QLoRA run on its 4-bit base, the adapter
+    kept beside it); "none" gives the model dtype, a QLoRA run's base dequantized (the values it trained on)
+    with the adapter merged; "4bit"/"8bit" quantize the LLM. ``action_head``: the head the caller expects
+    (a ModelError naming the checkpoint's head otherwise). ``seed``: seed torch first (the export's
+    reproducible build)."""
+    import warnings
+
+    from peft import PeftModel
+
+    from finetune.models import load_vla
+    from finetune.norm import load_norm_stats
+
+    ckpt = Path(ckpt)
+    meta = read_checkpoint_config(ckpt)
+    info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
+    if not isinstance(info, dict) or not isinstance(run_cfg, dict):
+        raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
+                         "the checkpoint is damaged, pick another one")
+    info, run_cfg = dict(info), dict(run_cfg)
+    base = info.get("base_model") or run_cfg.get("model")
+    if not base:
+        raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
+    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
+    cams = info.get("cameras") or run_cfg.get("cameras") or None
+    head = info.get("action_head") or run_cfg.get("action_head")
+    if action_head and (head or "tokens") != action_head:
+        raise ModelError(f"{ckpt}: this checkpoint was trained with the {head or 'tokens'} head and has no "
+                         f"{action_head} head; pick a run fine-tuned with --action-head {action_head}")
+    info.setdefault("use_state", bool(run_cfg.get("use_state", False)))
+    dataset = run_cfg.get("dataset")
+    key = info.get("unnorm_key") or (dataset if dataset in norm_stats else next(iter(norm_stats)))
+    # the run's chunk size when the head's block lacks it, the config's default when the run's lacks it too
+    # (before, the runtime fell back to 8 and the export to the config)
+    from finetune.run_config import FinetuneConfig
+
+    chunk_size = int(info.get("chunk_size") or run_cfg.get("chunk_size") or FinetuneConfig.chunk_size)
+    trained_4bit = bool(run_cfg.get("quantize_4bit"))
+    q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    vla = load_vla(base, dtype=dtype, device=device, action_head=head, chunk_size=chunk_size,
+                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None,
+                   state_dim=checkpoint_state_dim(info, norm_stats, key), norm_stats=norm_stats,
+                   quantize=q or ("4bit" if trained_4bit else None), head_config=info.get("head_config"),
+                   head_dir=ckpt if head == "fast" else None)
+    if trained_4bit and not q:
+        from finetune.models.quant import dequantize_llm
+
+        dequantize_llm(vla)
+    try:
+        peft_model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
+    except Exception as exc:
+        raise ModelError(f"{ckpt}/{ADAPTER_DIR}: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: "
+                         f"{exc}); is the base model the one the run used?") from None
+    if q and q == ("4bit" if trained_4bit else None):
+        vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
+    else:
+        with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
+            warnings.filterwarnings("ignore", message="Merge lora module to")
+            # on quantized layers peft merges layer by layer (dequantize, add, requantize)
+            vla = peft_model.merge_and_unload()
+    return TrainedModel(vla=vla, info=info, run_config=run_cfg, norm_stats=norm_stats, unnorm_key=key,
+                        base=str(base))
 
 
 def checkpoint_state_dim(info: dict, norm_stats: dict, key: str | None = None) -> int | None:

@@ -178,13 +178,9 @@ def compute_norm_stats(episodes: list[EpisodeData], dataset: str) -> dict:
     from finetune import norm
 
     actions = np.concatenate([e.actions for e in episodes], axis=0)
-    entry: dict[str, Any] = {"action": norm.compute_stats(actions)}
     states = [e.state for e in episodes if e.state is not None]
-    if states:
-        entry["proprio"] = norm.compute_stats(np.concatenate(states, axis=0))
-    entry["num_transitions"] = int(len(actions))
-    entry["num_trajectories"] = len(episodes)
-    return {dataset: entry}
+    proprio = np.concatenate(states, axis=0) if states else None
+    return norm.make_norm_stats(dataset, actions, proprio, num_trajectories=len(episodes))
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
+
+from recorder.fsutil import write_text_atomic
 
 REPLAYED_EVENTS = ("train", "eval", "checkpoint")  # what a resumed run logs again for the steps it replays
 REWOUND_EVENT = "rewound"  # {"event": "rewound", "step": N}: the events after step N were dropped (a resume)
@@ -100,9 +101,8 @@ class JsonlLogger:
             kept.append(line)
         dropped = len(lines) - len(kept)
         marker = encode_event({"event": REWOUND_EVENT, "dropped": dropped}, step)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in [*kept, marker]))  # a reader sees the marker with the cut
-        os.replace(tmp, self.path)
+        # a reader sees the marker with the cut
+        write_text_atomic(self.path, "".join(line + "\n" for line in [*kept, marker]))
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
         self._echo(marker)
         return dropped

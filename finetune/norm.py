@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recorder.errors import ModelError
+from recorder.stats import feature_stats
 
 __all__ = [
     "compute_stats",
@@ -44,15 +45,8 @@ def compute_stats(values: np.ndarray, mask: np.ndarray | list[bool] | None = Non
     m = np.ones(d, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if m.shape != (d,):
         raise ValueError(f"mask has shape {m.shape}, expected ({d},)")
-    return {
-        "mean": x.mean(0).tolist(),
-        "std": x.std(0).tolist(),
-        "max": x.max(0).tolist(),
-        "min": x.min(0).tolist(),
-        "q01": np.quantile(x, 0.01, axis=0).tolist(),
-        "q99": np.quantile(x, 0.99, axis=0).tolist(),
-        "mask": m.tolist(),
-    }
+    st = feature_stats(x, (0.01, 0.99))
+    return {k: st[k].tolist() for k in ("mean", "std", "max", "min", "q01", "q99")} | {"mask": m.tolist()}
 
 
 def make_norm_stats(
@@ -60,12 +54,16 @@ def make_norm_stats(
     actions: np.ndarray,
     proprio: np.ndarray | None = None,
     action_mask: list[bool] | None = None,
+    num_trajectories: int | None = None,
 ) -> dict[str, Any]:
-    """``{key: {"action": stats, "proprio": stats}}`` (proprio omitted when None)."""
+    """``{key: {"action": stats, "proprio": stats, "num_transitions": N}}`` (proprio omitted when None;
+    ``num_trajectories`` added when given)."""
     entry: dict[str, Any] = {"action": compute_stats(actions, action_mask)}
     if proprio is not None:
         entry["proprio"] = compute_stats(proprio)
     entry["num_transitions"] = int(np.asarray(actions).shape[0])
+    if num_trajectories is not None:
+        entry["num_trajectories"] = int(num_trajectories)
     return {key: entry}
 
 

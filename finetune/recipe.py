@@ -58,6 +58,7 @@ from finetune.run_config import (
     make_run_id,
     process_start_time,
     run_dir,
+    runs_root,
 )
 from recorder.errors import ConfigError, KnownError, ModelError
 from recorder.store.faults import MIN_FREE_BYTES, disk_full_error, free_bytes, is_disk_full
@@ -776,52 +777,35 @@ class _nullctx:
 
 def export_merged(home: Path, run_id_or_path: str, out: Path, *, step: str | None = None) -> Path:
     """Merge a run's LoRA adapter into its base model and save a standalone model folder."""
-    from peft import PeftModel
 
-    from finetune.checkpoint import ADAPTER_DIR, checkpoint_state_dim, resolve_checkpoint
-    from finetune.models import load_vla
+    from finetune.checkpoint import load_trained_model
+    from finetune.checkpoint_ref import in_run
 
     src = Path(run_id_or_path)
     if not src.exists():
         src = run_dir(home, run_id_or_path)
     if not src.exists():
-        raise ConfigError(f"run {run_id_or_path!r} not found under {Path(home) / 'runs'}: see `vla-studio finetune list`")
-    ckpt = resolve_checkpoint(src / "checkpoints" / step if step else src)
+        raise ConfigError(f"run {run_id_or_path!r} not found under {runs_root(home)}: see `vla-studio finetune list`")
+    ckpt = in_run(src, step).folder
     meta = read_checkpoint_config(ckpt)
     cfg = FinetuneConfig.from_dict(meta["config"])
     info = meta.get("model", {})
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new --out folder")
-    from finetune.norm import load_norm_stats
 
-    norm_stats = load_norm_stats(ckpt / NORM_STATS_FILE)
-    # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it: camera count and proprio size
-    # decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera, no state)
-    cams = info.get("cameras") or cfg.cameras
-    head = info.get("action_head", cfg.action_head)
-    info.setdefault("use_state", cfg.use_state)
-    key = info.get("unnorm_key") or (cfg.dataset if cfg.dataset in norm_stats else next(iter(norm_stats)))
-    torch.manual_seed(cfg.seed)
-    # a QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same way,
-    # on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
+    # the head is rebuilt exactly as finetune.runtime.load_policy rebuilds it (one loader): camera count and
+    # proprio size decide the model's shape (a 2-camera chunk head with state must not come back as 1 camera).
+    # A QLoRA run was trained on the 4-bit base: merge into the dequantized values it saw (quantized the same
+    # way, on the GPU: bitsandbytes), saved in bf16, so the export predicts what the 4-bit run did
     qlora = bool(cfg.quantize_4bit)
     if qlora:
         from finetune.models.quant import check_quantize_supported
 
         check_quantize_supported("4bit", "cuda", option="exporting a --4bit (QLoRA) run")
-    vla = load_vla(cfg.model, dtype=torch.bfloat16 if qlora else torch.float32, device="cuda" if qlora else "cpu",
-                   action_head=head, chunk_size=int(info.get("chunk_size") or cfg.chunk_size),
-                   action_dim=info.get("action_dim"), n_images=len(cams) if cams else None,
-                   state_dim=checkpoint_state_dim(info, norm_stats, key), norm_stats=norm_stats,
-                   quantize="4bit" if qlora else None, head_config=info.get("head_config"),
-                   head_dir=ckpt if head == "fast" else None)
-    if qlora:
-        from finetune.models.quant import dequantize_llm
-
-        dequantize_llm(vla)
-    model = PeftModel.from_pretrained(vla, str(ckpt / ADAPTER_DIR))
-    merged = model.merge_and_unload()
+    trained = load_trained_model(ckpt, dtype=torch.bfloat16 if qlora else torch.float32,
+                                 device="cuda" if qlora else "cpu", quantize="none", seed=cfg.seed)
+    merged, norm_stats, info = trained.vla, trained.norm_stats, trained.info
     if hasattr(merged, "norm_stats"):
         try:
             merged.norm_stats = norm_stats

@@ -23,16 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.checkpoint_ref import (  # noqa: F401 - the run's file names, owned by checkpoint_ref
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    LAST_FILE,
+    METRICS_FILE,
+    NORM_STATS_FILE,
+    PID_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
+    last_checkpoint,
+    run_dir,
+    runs_root,
+)
 from recorder.errors import ConfigError
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-NORM_STATS_FILE = "norm_stats.json"
-PID_FILE = "pid"
-STDOUT_FILE = "stdout.log"
-STDERR_FILE = "stderr.log"
-CHECKPOINTS_DIR = "checkpoints"
-LAST_FILE = "last"
 
 # The action heads a run can train (finetune/models/action_heads.py), with the one line the Fine-tune tab shows.
 ACTION_HEADS = {
@@ -175,14 +179,6 @@ def make_run_id(cfg: FinetuneConfig, now: float | None = None) -> str:
     return "-".join(parts) + "-" + stamp
 
 
-def runs_root(home: Path) -> Path:
-    return Path(home) / "runs"
-
-
-def run_dir(home: Path, run_id: str) -> Path:
-    return runs_root(home) / run_id
-
-
 def read_json_object(path: Path, *, fix: str, error: type[Exception] = ConfigError) -> dict:
     """A JSON file that must hold an object -> the dict; anything else (missing, unreadable, not UTF-8, not
     JSON, not an object) -> one ``error`` line naming the file, what is wrong with it and ``fix``."""
@@ -210,17 +206,6 @@ def read_config(path: Path) -> FinetuneConfig:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: \"config\" is not a JSON object; is this a run folder?")
     return FinetuneConfig.from_dict(cfg)
-
-
-def last_checkpoint(run_path: Path) -> Path | None:
-    """The newest complete checkpoint folder of a run (from ``checkpoints/last``), or None."""
-    ckpts = Path(run_path) / CHECKPOINTS_DIR
-    last = ckpts / LAST_FILE
-    if last.is_file():
-        step_dir = ckpts / last.read_text().strip()
-        if step_dir.is_dir():
-            return step_dir
-    return None
 
 
 def read_pid(run_path: Path) -> tuple[int, float] | None:

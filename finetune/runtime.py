@@ -161,62 +161,16 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
     path = Path(checkpoint_dir).expanduser()
     if str(checkpoint_dir) != "tiny" and not path.exists():
         raise ModelError(f"{path}: no such checkpoint folder; pick a run's checkpoint or a merged model folder")
-    ckpt = path
-    if path.is_dir() and not (path / "adapter").is_dir() and not (path / "config.json").is_file():
-        from .checkpoint import resolve_checkpoint
+    from .checkpoint_ref import ADAPTER_DIR, EXPORT_INFO_FILE, NORM_STATS_FILE, CheckpointRef
 
-        ckpt = resolve_checkpoint(path)
-    elif path.is_dir() and (path / "checkpoints").is_dir() and not (path / "adapter").is_dir():
-        from .checkpoint import resolve_checkpoint
+    # a run / checkpoints folder -> its last step folder; a merged export folder stays as it is
+    ckpt = CheckpointRef.from_folder(path).folder if path.is_dir() else path
+    if (ckpt / ADAPTER_DIR).is_dir():
+        from .checkpoint import load_trained_model
 
-        ckpt = resolve_checkpoint(path)
-    if (ckpt / "adapter").is_dir():
-        from .checkpoint import read_checkpoint_config
-
-        meta = read_checkpoint_config(ckpt)
-        info, run_cfg = meta.get("model") or {}, meta.get("config") or {}
-        if not isinstance(info, dict) or not isinstance(run_cfg, dict):
-            raise ModelError(f"{ckpt}/config.json: \"model\" and \"config\" must be JSON objects; "
-                             "the checkpoint is damaged, pick another one")
-        info, run_cfg = dict(info), dict(run_cfg)
-        base = info.get("base_model") or run_cfg.get("model")
-        if not base:
-            raise ModelError(f"{ckpt}/config.json names no base model; re-save the checkpoint")
-        from .checkpoint import checkpoint_state_dim
-
-        norm_stats = load_norm_stats(ckpt / "norm_stats.json")
-        cams = info.get("cameras") or run_cfg.get("cameras") or None
-        head = info.get("action_head")
-        if action_head and (head or "tokens") != action_head:
-            raise ModelError(f"{ckpt}: this checkpoint was trained with the {head or 'tokens'} head and has no "
-                             f"{action_head} head; pick a run fine-tuned with --action-head {action_head}")
-        trained_4bit = bool(run_cfg.get("quantize_4bit"))
-        q = ("4bit" if trained_4bit else None) if quantize is None else (None if quantize == "none" else quantize)
-        vla = load_vla(base, dtype=dtype, device=device, action_head=head,
-                       chunk_size=int(info.get("chunk_size") or 8), action_dim=info.get("action_dim"),
-                       n_images=len(cams) if cams else None, state_dim=checkpoint_state_dim(info, norm_stats),
-                       norm_stats=norm_stats, quantize=q or ("4bit" if trained_4bit else None),
-                       head_config=info.get("head_config"), head_dir=ckpt if head == "fast" else None)
-        if trained_4bit and not q:
-            from .models.quant import dequantize_llm
-
-            dequantize_llm(vla)
-        from peft import PeftModel
-
-        try:
-            peft_model = PeftModel.from_pretrained(vla, str(ckpt / "adapter"))
-        except Exception as exc:
-            raise ModelError(f"{ckpt}/adapter: cannot apply the LoRA adapter to {base} ({type(exc).__name__}: {exc}); "
-                             "is the base model the one the run used?") from None
-        if q and q == ("4bit" if trained_4bit else None):
-            vla = peft_model.base_model.model  # the adapter stays beside the 4-bit layers, exactly as trained
-        else:
-            import warnings
-
-            with warnings.catch_warnings():  # peft's "may get different generations due to rounding": known, measured
-                warnings.filterwarnings("ignore", message="Merge lora module to")
-                # on quantized layers peft merges layer by layer (dequantize, add, requantize)
-                vla = peft_model.merge_and_unload()
+        trained = load_trained_model(ckpt, dtype=dtype, device=device, quantize=quantize, action_head=action_head)
+        vla, info, norm_stats = trained.vla, trained.info, trained.norm_stats
+        cams = info.get("cameras") or trained.run_config.get("cameras") or None
         unnorm_key = unnorm_key or info.get("unnorm_key")
         center_crop = bool(info.get("center_crop", False))
         source = str(ckpt)
@@ -224,11 +178,11 @@ def load_policy(checkpoint_dir: str | Path, device=None, *, dtype=None, fast: bo
         vla = load_vla(ckpt, dtype=dtype, device=device, quantize=None if quantize in (None, "none") else quantize,
                        action_head=action_head, require_trained_head=True)
         norm_stats = vla.norm_stats
-        sidecar = ckpt / "norm_stats.json" if ckpt.is_dir() else None
+        sidecar = ckpt / NORM_STATS_FILE if ckpt.is_dir() else None
         if not norm_stats and sidecar is not None and sidecar.exists():
             norm_stats = load_norm_stats(sidecar)
         cams, center_crop = None, False
-        extra = ckpt / "vla_studio.json" if ckpt.is_dir() else None
+        extra = ckpt / EXPORT_INFO_FILE if ckpt.is_dir() else None
         if extra is not None and extra.exists():
             from .run_config import read_json_object
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recorder.devices.base import JOINT_NAMES
 from recorder.errors import DatasetError
 from recorder.rollout import checkpoint_name, match_cameras
 
-SO101_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+SO101_JOINTS = JOINT_NAMES  # the SO-101's joints, named in one place (recorder.devices.base)
 
 
 def mae_per_joint(predicted: np.ndarray, recorded: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 from recorder.errors import KnownError
-from recorder.store.paths import resolve_home
+from recorder.paths import resolve_home
 from studio.commands import COMMANDS
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
+from finetune.checkpoint_ref import checkpoint_folder
 from recorder.errors import ConfigError, KnownError
 
 
@@ -280,7 +281,7 @@ def _run_remote(local_home, host, cfg, run_id, train_args, resume, local_run, lo
     with Store.open(local_home) as store:
         for ck in checkpoints:
             step = int(ck.get("step", 0))
-            local_ck = local_run / "checkpoints" / f"{step:07d}"
+            local_ck = checkpoint_folder(local_run, step)
             if local_ck.is_dir():
                 metrics = {k: v for k, v in ck.items() if k not in ("event", "path", "time")}
                 store.add_checkpoint(run_id, step, local_ck, metrics)

@@ -24,7 +24,7 @@ from PyQt6.QtWidgets import (
 
 from recorder.errors import KnownError
 from studio.rollout_demo import STAGES, DemoCallbacks, DemoPipeline
-from studio.rollout_overlay import RateMeter, overlay_from_live
+from studio.rollout_overlay import control_rate_meter, overlay_from_live
 from widgets.camera_view import CameraView
 from widgets.overlays import install_overlays
 
@@ -131,7 +131,7 @@ class DemoWindow(QMainWindow):
             install_overlays(v, lambda c=cam: self._overlay.get(c))
             self.views[cam] = v
             right.addWidget(v, 1)
-        self._rate = RateMeter()
+        self._rate = control_rate_meter()
         self._low = np.array([-180.0] * 5 + [0.0])
         self._high = np.array([180.0] * 5 + [100.0])
         self.current_stage = None

@@ -5,10 +5,9 @@ Live and playback share this code so that a stored rollout looks like it did whe
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
+from recorder.rates import RateMeter
 from recorder.rollout import (
     EXTRA_ACTION,
     EXTRA_CHUNK,
@@ -24,20 +23,13 @@ from widgets.overlays import OverlayData
 GRIPPER = 5
 
 
-class RateMeter:
-    """Achieved control rate from tick times (the mean over the last ``n`` intervals)."""
+#: the achieved control rate shown during a rollout: the mean over the last this many tick intervals
+CONTROL_RATE_TICKS = 30
 
-    def __init__(self, n: int = 30) -> None:
-        self._t: deque[float] = deque(maxlen=n + 1)
 
-    def add(self, t: float) -> float | None:
-        self._t.append(t)
-        if len(self._t) < 2 or self._t[-1] <= self._t[0]:
-            return None
-        return (len(self._t) - 1) / (self._t[-1] - self._t[0])
-
-    def reset(self) -> None:
-        self._t.clear()
+def control_rate_meter() -> RateMeter:
+    """The meter of a rollout's achieved control rate (live tab and demo window alike)."""
+    return RateMeter(window_s=None, last=CONTROL_RATE_TICKS)
 
 
 def _future(path: np.ndarray | None, row: int) -> np.ndarray | None:

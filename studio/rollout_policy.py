@@ -8,33 +8,18 @@ from recorder.errors import ModelError
 
 
 def resolve_checkpoint_arg(spec: str | Path, home: Path | None = None) -> Path:
-    """A path, or a run id / ``run-id/step`` under ``<home>/runs``, -> an existing folder."""
-    p = Path(spec).expanduser()
-    if p.exists():
-        return p
-    if home is not None:
-        cand = Path(home) / "runs" / str(spec)
-        if cand.exists():
-            return cand
-        parts = str(spec).split("/")
-        if len(parts) == 2:
-            cand = Path(home) / "runs" / parts[0] / "checkpoints" / parts[1]
-            if cand.exists():
-                return cand
-    raise ModelError(f"checkpoint {spec}: no such folder or run in {home}/runs; "
-                     "pass a checkpoint folder (runs/<id>/checkpoints/<step>) or a run id")
+    """A path, or a run id / ``run-id/step`` / ``run-id @ step`` under ``<home>/runs``, -> the folder to load
+    (:func:`finetune.checkpoint_ref.resolve`)."""
+    from finetune.checkpoint_ref import resolve
+
+    return resolve(spec, home).folder
 
 
 def checkpoint_label(path: Path) -> str:
     """``<run-id>/<step>`` for a run's checkpoint folder, else the folder name."""
-    path = Path(path)
-    if path.parent.name == "checkpoints":
-        return f"{path.parent.parent.name}/{path.name}"
-    if (path / "checkpoints").is_dir():
-        last = path / "checkpoints" / "last"
-        step = last.read_text().strip() if last.is_file() else "last"
-        return f"{path.name}/{step}"
-    return path.name
+    from finetune.checkpoint_ref import CheckpointRef
+
+    return CheckpointRef.from_folder(path).label
 
 
 def load_local_policy(spec: str | Path, device: str | None = None, home: Path | None = None, store=None,
@@ -42,25 +27,21 @@ def load_local_policy(spec: str | Path, device: str | None = None, home: Path | 
     """Load a checkpoint with ``finetune.runtime``; the store's checkpoint id and a label go with it.
     ``quantize``: None (as trained), "none", "4bit" or "8bit" (see ``finetune.runtime.load_policy``);
     ``unnorm_key``: which dataset's statistics put actions in real units when the model has several."""
-    path = resolve_checkpoint_arg(spec, home)
+    from finetune.checkpoint_ref import resolve
+
+    ref = resolve(spec, home)  # a run folder -> its last step folder (the store indexes step folders)
     try:
         from finetune.runtime import load_policy
     except ImportError as err:
-        raise ModelError(f"cannot load {path}: the policy runtime is not installed ({err}); "
+        raise ModelError(f"cannot load {ref.folder}: the policy runtime is not installed ({err}); "
                          "install vla-studio[train-cpu] or use --policy-url with a policy server") from None
-    try:  # a run folder -> its last step folder (the store indexes step folders)
-        from finetune.checkpoint import resolve_checkpoint
-
-        path = resolve_checkpoint(path)
-    except (ImportError, ModelError):
-        pass  # a merged model folder: loaded as it is
     ck = None
     if store is not None:
-        ck = store.find_checkpoint(path)
-    policy = load_policy(path, device=device, checkpoint_id=None if ck is None else int(ck.id), quantize=quantize,
-                         unnorm_key=unnorm_key)
-    policy.checkpoint_label = f"{ck.run_id}/{ck.step}" if ck is not None else checkpoint_label(path)
-    policy.checkpoint_dir = path
+        ck = store.find_checkpoint(ref.folder)
+    policy = load_policy(ref.folder, device=device, checkpoint_id=None if ck is None else int(ck.id),
+                         quantize=quantize, unnorm_key=unnorm_key)
+    policy.checkpoint_label = f"{ck.run_id}/{ck.step}" if ck is not None else ref.label
+    policy.checkpoint_dir = ref.folder
     return policy
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from recorder.store.writer import write_json_atomic
+from recorder.fsutil import write_json_atomic
 
 SCHEMA_VERSION = 1
 SETTINGS_FILE = "settings.json"

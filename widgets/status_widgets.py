@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections import deque
 from pathlib import Path
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QGridLayout, QLabel, QProgressBar, QWidget
 
-
-class RateMeter:
-    """Frames per second over a sliding window of arrival times."""
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_s = window_s
-        self._t: deque[float] = deque()
-
-    def tick(self, t: float | None = None) -> None:
-        t = time.monotonic() if t is None else t
-        self._t.append(t)
-        while self._t and t - self._t[0] > self.window_s:
-            self._t.popleft()
-
-    def rate(self) -> float:
-        if len(self._t) < 2:
-            return 0.0
-        span = self._t[-1] - self._t[0]
-        return (len(self._t) - 1) / span if span > 0 else 0.0
-
+from recorder.rates import RateMeter  # noqa: F401 - the Record tab's per-camera fps meter
 
 #: what each counter means, in plain words (tooltips on the Record tab's counters)
 COUNTER_TIPS = {

@@ -18,7 +18,6 @@ Calibration (per arm id, ``<store root>/calibration/<arm id>.json``), done in so
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from recorder.devices.configs import (
 )
 from recorder.devices.motors import STS3215, XL_SERIES, DynamixelBus, FeetechBus, MotorTable, ServoBus
 from recorder.errors import ConfigError, DeviceError, DeviceTimeoutError
+from recorder.fsutil import write_json_atomic
 
 MOTOR_IDS = {name: i + 1 for i, name in enumerate(JOINT_NAMES)}
 
@@ -117,7 +117,7 @@ def calibration_dir(cfg_dir: str | None, home: Path | None) -> Path:
     if cfg_dir:
         return Path(cfg_dir).expanduser()
     if home is None:
-        from recorder.store.paths import resolve_home
+        from recorder.paths import resolve_home
 
         home = resolve_home(None)
     return Path(home) / "calibration"
@@ -129,10 +129,7 @@ def calibration_path(arm_id: str, cfg_dir: str | None = None, home: Path | None 
 
 def save_calibration(cal: ArmCalibration, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cal.to_json(), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, cal.to_json(), indent=2)
 
 
 def load_calibration(path: Path, arm_type: str) -> ArmCalibration:

@@ -35,6 +35,7 @@ from recorder.devices import configs as C
 from recorder.devices.base import Camera, Robot, Teleoperator, ThreadedCamera
 from recorder.devices.factory import make_camera, make_robot, make_teleop
 from recorder.errors import ConfigError
+from recorder.fsutil import write_text_atomic
 
 SIM_TASKS = ("pick", "push")
 
@@ -286,7 +287,4 @@ def save_rig(cfg: RigConfig, path: str | os.PathLike[str]) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(tomli_w.dumps(cfg.to_dict()), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, tomli_w.dumps(cfg.to_dict()))

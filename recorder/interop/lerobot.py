@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from recorder.devices.base import JOINT_NAMES
 from recorder.errors import DatasetError
+from recorder.stats import feature_stats
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
@@ -94,20 +95,7 @@ def camera_name(key: str) -> str:
 # --------------------------------------------------------------------------------------------- stats
 def vector_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     """min/max/mean/std/count and quantiles per dimension of an (N, D) array."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    out = {
-        "min": x.min(axis=0),
-        "max": x.max(axis=0),
-        "mean": x.mean(axis=0),
-        "std": x.std(axis=0),
-        "count": np.array([x.shape[0]], dtype=np.int64),
-    }
-    qs = np.quantile(x, QUANTILES, axis=0)
-    for q, row in zip(QUANTILES, qs):
-        out[f"q{round(q * 100):02d}"] = row
-    return out
+    return feature_stats(x, QUANTILES)
 
 
 class _ImageStats:

@@ -1,6 +1,6 @@
 """The episode store: videos + Arrow low-dim files per episode, indexed by SQLite (see docs/INTERFACES.md)."""
 
-from recorder.store.paths import default_home, resolve_home
+from recorder.paths import default_home, resolve_home
 from recorder.store.reader import EpisodeReader
 from recorder.store.store import Store
 from recorder.store.types import (

@@ -57,7 +57,7 @@ class Backup:
 
     def save(self) -> None:
         """Write the manifest (also with no file kept: the index row before a cut is worth keeping)."""
-        from recorder.store.writer import write_json_atomic
+        from recorder.fsutil import write_json_atomic
 
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.folder / MANIFEST, self.manifest)

@@ -23,12 +23,13 @@ import numpy as np
 from sqlalchemy import select
 
 from recorder.errors import StoreError
+from recorder.fsutil import write_json_atomic
+from recorder.paths import resolve_home
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
 from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
-from recorder.store.paths import resolve_home
 from recorder.store.recovery import usable_ticks
 from recorder.store.store import (
     EPISODES_DIR,
@@ -48,7 +49,7 @@ from recorder.store.store import (
 )
 from recorder.store.types import DELETING, CameraSpec, LowdimSpec
 from recorder.store.video import scan_video
-from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock, write_json_atomic
+from recorder.store.writer import LOCK_FILE, META_FILE, release_lock, try_lock
 
 
 @dataclass

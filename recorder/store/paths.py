@@ -1,21 +1,8 @@
-"""Where the store lives: ``--home`` > ``$VLA_STUDIO_HOME`` > ``$XDG_DATA_HOME/vla-studio`` > ``~/.local/share/vla-studio``."""
+"""Kept so that ``from recorder.store.paths import resolve_home`` still works: the names live in the
+neutral :mod:`recorder.paths` (devices import that one; they never import the store)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from recorder.paths import HOME_ENV, default_home, resolve_home
 
-HOME_ENV = "VLA_STUDIO_HOME"
-
-
-def default_home() -> Path:
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "vla-studio"
-
-
-def resolve_home(home: str | os.PathLike[str] | None) -> Path:
-    return Path(home).expanduser() if home else default_home()
+__all__ = ["HOME_ENV", "default_home", "resolve_home"]

@@ -23,6 +23,9 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from recorder.errors import DatasetError, SchemaTooNewError, StoreError
+from recorder.fsutil import write_json_atomic
+from recorder.paths import resolve_home
+from recorder.stats import feature_stats
 from recorder.store import models as m
 from recorder.store.backups import BACKUPS_DIR, Backup
 from recorder.store.faults import (
@@ -34,7 +37,6 @@ from recorder.store.faults import (
 )
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import is_bookkeeping
-from recorder.store.paths import resolve_home
 from recorder.store.query import EpisodeQuery, _as_list, count_statement, page_statement, query_from
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
@@ -55,7 +57,6 @@ from recorder.store.writer import (
     EpisodeWriter,
     release_lock,
     try_lock,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,27 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root.absolute()))
     except ValueError:
         return str(path)
+
+
+class _WriterCommits:
+    """The Store's side of :class:`~recorder.store.writer.EpisodeCommits`: all an episode's writer may do."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def commit(self, episode_id: int, *, num_frames: int, success: bool | None, notes: str,
+               dropped: dict[str, int], segments: list[dict], tags: list[str],
+               frames_per_camera: dict[str, int]) -> EpisodeInfo:
+        return self._store._commit_episode(episode_id, num_frames=num_frames, success=success, notes=notes,
+                                           dropped=dropped, segments=segments, tags=tags,
+                                           frames_per_camera=frames_per_camera)
+
+    def discard(self, episode_id: int, note: str) -> EpisodeInfo:
+        self._store._set_discarded(episode_id, note=note)
+        return self._store.episode(episode_id)
+
+    def salvage(self, episode_id: int) -> EpisodeInfo:
+        return self._store._salvage(episode_id, lock_held=True)
 
 
 class Store:
@@ -528,7 +550,7 @@ class Store:
             episode_id = ep.id
         try:
             return EpisodeWriter(
-                self,
+                _WriterCommits(self),
                 episode_id=episode_id,
                 uuid=uuid,
                 path=folder,
@@ -858,16 +880,8 @@ class Store:
                     cols.setdefault(key, []).append(data[key].reshape(len(data[key]), -1).astype(np.float64))
         stats = {}
         for key, parts in cols.items():
-            x = np.concatenate(parts)
-            stats[key] = {
-                "min": x.min(0).tolist(),
-                "max": x.max(0).tolist(),
-                "mean": x.mean(0).tolist(),
-                "std": x.std(0).tolist(),
-                "q01": np.quantile(x, 0.01, axis=0).tolist(),
-                "q99": np.quantile(x, 0.99, axis=0).tolist(),
-                "count": int(len(x)),
-            }
+            st = feature_stats(np.concatenate(parts))
+            stats[key] = {k: v.tolist() for k, v in st.items() if k != "count"} | {"count": int(st["count"][0])}
         with self._write() as s:
             ds = s.scalar(select(m.Dataset).where(m.Dataset.name == name))
             if ds.version == version:

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from recorder.errors import StoreError
+from recorder.fsutil import write_json_atomic
 from recorder.store.faults import MIN_FREE_BYTES, RESERVE_BYTES, disk_full_error, is_disk_full
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import LowdimWriter
 from recorder.store.types import CameraSpec, EpisodeInfo, LowdimSpec, WriterStats
 from recorder.store.video import VideoEncoder
-
-if TYPE_CHECKING:
-    from recorder.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +32,24 @@ META_FORMAT = 1
 OPTIONAL_VALUE_PREFIXES = ("policy.", "extra.")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class EpisodeCommits(Protocol):
+    """What an :class:`EpisodeWriter` may do to its episode's index row, and nothing more: the narrow
+    interface the Store hands each writer (``Store.begin_episode``), so the writer never reaches into the
+    Store's private methods."""
+
+    def commit(self, episode_id: int, *, num_frames: int, success: bool | None, notes: str,
+               dropped: dict[str, int], segments: list[dict], tags: list[str],
+               frames_per_camera: dict[str, int]) -> EpisodeInfo:
+        """Mark the row ``complete`` with these counts (the files are flushed and meta.json written)."""
+        ...
+
+    def discard(self, episode_id: int, note: str) -> EpisodeInfo:
+        """Mark the row ``discarded``, adding ``note`` to its notes; the row as it is now."""
+        ...
+
+    def salvage(self, episode_id: int) -> EpisodeInfo:
+        """Keep what the (failed) files hold, as crash recovery does; the caller holds the writer lock."""
+        ...
 
 
 def try_lock(folder: Path) -> int | None:
@@ -74,7 +82,7 @@ class EpisodeWriter:
 
     def __init__(
         self,
-        store: Store,
+        index: EpisodeCommits,
         *,
         episode_id: int,
         uuid: str,
@@ -87,7 +95,7 @@ class EpisodeWriter:
         flush_s: float = 0.5,
         reserve=None,
     ) -> None:
-        self._store = store
+        self._index = index
         self.episode_id = episode_id
         self.uuid = uuid
         self.path = Path(path)
@@ -267,7 +275,7 @@ class EpisodeWriter:
                         self._on_disk_full()
                     else:
                         log.error("episode %s: %s", self.uuid, "; ".join(errors))
-                    info = self._store._salvage(self.episode_id, lock_held=True)
+                    info = self._index.salvage(self.episode_id)
                     kept = (f"episode {info.id} kept as {info.status!r} with {info.num_frames} ticks"
                             if info.status != "discarded" else f"episode {info.id} had nothing usable")
                     if full:
@@ -277,8 +285,7 @@ class EpisodeWriter:
                         f"episode {self.uuid} could not be written completely ({errors[0]}); {kept}"
                     )
                 if self._ticks == 0:
-                    self._store._set_discarded(self.episode_id, note="no ticks recorded")
-                    return self._store.episode(self.episode_id)
+                    return self._index.discard(self.episode_id, note="no ticks recorded")
                 tags = sorted(set(self._meta.get("tags") or []) | set(tags or []))
                 self._meta.update(
                     status="complete",
@@ -294,7 +301,7 @@ class EpisodeWriter:
                     self._meta["ignored_values"] = sorted(self._ignored)
                 write_json_atomic(self.path / META_FILE, self._meta)
                 frames_per_cam = {n: e.frames_written for n, e in self._encoders.items()}
-                return self._store._commit_episode(
+                return self._index.commit(
                     self.episode_id,
                     num_frames=self._ticks,
                     success=success,
@@ -320,7 +327,7 @@ class EpisodeWriter:
                 release_lock(self._lock_fd)
                 self._lock_fd = None
             shutil.rmtree(self.path, ignore_errors=True)
-            self._store._set_discarded(self.episode_id, note="discarded by the recorder")
+            self._index.discard(self.episode_id, note="discarded by the recorder")
 
     def __enter__(self) -> EpisodeWriter:
         return self

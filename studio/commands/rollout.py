@@ -44,27 +44,16 @@ def register(sub) -> None:
                    help="no rollout: run the policy over DATASET's recorded episodes and print the error per joint")
     p.add_argument("--open-loop-episodes", type=int, default=5, help="episodes for --open-loop (default 5)")
     p.add_argument("--calibration", default=None,
-                   help="JSON {camera: {intrinsics: 3x3, world_to_camera: 4x4}} to draw the predicted path on "
+                   help="JSON or TOML {camera: {intrinsics: 3x3, world_to_camera: 4x4}} to draw the predicted path on "
                         "real cameras (the sim needs none)")
     p.set_defaults(func=_run)
 
 
 def _calibrations(path: str | None) -> dict:
-    import json
-    from pathlib import Path
+    """--calibration: the same parser as the Rollout tab's calibration field (JSON or TOML)."""
+    from studio.rollout_calibration import load_calibrations
 
-    from recorder.errors import ConfigError
-    from recorder.rollout import PinholeCalibration
-
-    if not path:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"--calibration {path}: cannot read ({err}); give a JSON file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--calibration {path}: expected {{camera: {{intrinsics, world_to_camera}}}}")
-    return {str(cam): PinholeCalibration.from_dict(d) for cam, d in data.items()}
+    return load_calibrations(path)
 
 
 def _open_loop(policy, store, args) -> int:

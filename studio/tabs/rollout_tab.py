@@ -40,7 +40,7 @@ from recorder.errors import KnownError
 from recorder.safety import RULES as SAFETY_RULES
 from studio.context import remember_splitter
 from studio.rollout_calibration import load_calibrations
-from studio.rollout_overlay import RateMeter, overlay_from_live, path_start_projector
+from studio.rollout_overlay import control_rate_meter, overlay_from_live, path_start_projector
 from studio.rollout_review import JOINTS, RolloutReviewWidget
 from studio.rollout_worker import EvaluationThread, PolicySpec, RolloutThread
 from studio.teleop_keys import forward_teleop_key
@@ -73,7 +73,7 @@ class RolloutTab(QWidget):
         self._rig = None  # the connected rig of the running batch (its keyboard teleoperator gets keys)
         self.views: dict[str, CameraView] = {}
         self._overlay: dict[str, object] = {}
-        self._rate = RateMeter()
+        self._rate = control_rate_meter()
         self._low = np.array([-180.0] * 5 + [0.0])
         self._high = np.array([180.0] * 5 + [100.0])
         self._names = list(JOINTS)
