@@ -33,6 +33,8 @@ class PolicyOutput:
 
 
 class Policy:
+    """A local checkpoint as a rollout policy (satisfies :class:`recorder.policy.Policy`)."""
+
     def __init__(self, vla, norm_stats: dict, *, camera_names: list[str] | None = None, unnorm_key: str | None = None,
                  checkpoint_id: int | None = None, center_crop: bool = False, source: str = ""):
         from .norm import Normalizer, select_stats
@@ -53,6 +55,9 @@ class Policy:
         if len(self.camera_names) != n:
             raise ModelError(f"{source}: the model takes {n} cameras but the checkpoint names {self.camera_names}")
         self.checkpoint_id = checkpoint_id
+        # run/step and the folder, set by whoever knows them (studio.rollout_policy.load_local_policy)
+        self.checkpoint_label: str | None = None
+        self.checkpoint_dir: Path | None = None
         self.center_crop = bool(center_crop)
         self.source = source
         self.undecodable = 0  # predictions replaced by a hold-still chunk (shown by the rollout tab)

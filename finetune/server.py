@@ -233,8 +233,8 @@ class PolicyServer:
         return {"ok": True, "camera_names": list(p.camera_names), "action_dim": int(p.action_dim),
                 "chunk_size": int(p.chunk_size),
                 "checkpoint_id": None if p.checkpoint_id is None else str(p.checkpoint_id),
-                "checkpoint_label": getattr(p, "checkpoint_label", None),
-                "action_head": getattr(p, "action_head", None),
+                "checkpoint_label": p.checkpoint_label,
+                "action_head": p.action_head,
                 "limits": {"max_message_bytes": self.limits.max_message_bytes,
                            "max_instruction_chars": self.limits.max_instruction_chars,
                            "max_image_side": self.limits.max_image_side, "max_queue": self.max_queue}}
@@ -462,6 +462,7 @@ class RemotePolicy:
         self.action_head = info.get("action_head")  # the served checkpoint's head (None: not said)
         label = info.get("checkpoint_label") or self.checkpoint_id
         self.checkpoint_label = f"{label}@{url}" if label else url
+        self.checkpoint_dir = None  # the checkpoint lives on the server (satisfies recorder.policy.Policy)
 
     def _call(self, request: dict) -> tuple[dict, int]:
         deadline = time.monotonic() + self.timeout

@@ -20,7 +20,8 @@ import numpy as np
 
 from recorder.devices.base import JOINT_NAMES
 from recorder.errors import DatasetError
-from recorder.rollout import checkpoint_name, match_cameras
+from recorder.policy import checkpoint_name
+from recorder.rollout import match_cameras
 
 SO101_JOINTS = JOINT_NAMES  # the SO-101's joints, named in one place (recorder.devices.base)
 
@@ -100,7 +101,7 @@ def evaluate_open_loop(policy, store, *, dataset: str | None = None, episode_ids
     K, D = int(policy.chunk_size), int(policy.action_dim)
     joint_names: list[str] = []
     result = OpenLoopResult(checkpoint_id=checkpoint_name(policy), dataset=dataset,
-                            joint_names=joint_names, action_head=getattr(policy, "action_head", None))
+                            joint_names=joint_names, action_head=policy.action_head)
     horizon_err = np.zeros((K, D))
     horizon_n = np.zeros((K, D))
     for n_ep, info in enumerate(infos):

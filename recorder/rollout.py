@@ -17,9 +17,8 @@ Pieces, each usable alone:
   checkpoint id, the predicted chunks as per-tick extras, the safety counts in the notes, and the
   success label from the sim task's detector.
 
-``recorder`` never imports ``finetune``: any object with ``predict(images, state, instruction) ->
-output(actions (K, D), confidence (K,) | None, latency_s)``, ``camera_names``, ``action_dim``,
-``chunk_size`` and ``checkpoint_id`` is a policy here (a local Policy or a ``RemotePolicy``).
+``recorder`` never imports ``finetune``: a policy here is anything that satisfies
+:class:`recorder.policy.Policy` (a local Policy, a ``RemotePolicy``, a test double).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recorder.errors import ConfigError, KnownError, ModelError, StoreError
+from recorder.policy import Policy, checkpoint_name, checkpoint_tag, head_tags, store_checkpoint_id
 
 # per-tick extras stored with every rollout episode (flattened to 1-D; K = chunk size, D = action dim)
 EXTRA_CHUNK = "policy.chunk"  # (K*D,) the chunk being executed, row-major; NaN when none
@@ -168,7 +168,7 @@ def match_cameras(policy_cameras: list[str], rig_cameras: list[str]) -> dict[str
 class _Inference:
     """One worker thread running ``policy.predict``; at most one request in flight."""
 
-    def __init__(self, policy, instruction: str) -> None:
+    def __init__(self, policy: Policy, instruction: str) -> None:
         self.policy = policy
         self.instruction = instruction
         self._requests: queue.Queue = queue.Queue(maxsize=1)
@@ -231,7 +231,7 @@ class PolicySource:
     projected on the loop thread (where the sim lives) for the overlays and stored per tick.
     """
 
-    def __init__(self, policy, instruction: str, chunk: ChunkConfig | None = None, *, fps: float = 30.0,
+    def __init__(self, policy: Policy, instruction: str, chunk: ChunkConfig | None = None, *, fps: float = 30.0,
                  camera_map: dict[str, str] | None = None, teleop=None, fk: Callable | None = None,
                  projectors: dict[str, Callable] | None = None, success: Callable[[], bool] | None = None,
                  stop_on_success_ticks: int = 0, stop: threading.Event | None = None,
@@ -592,7 +592,7 @@ def rollout_dataset(store, rig, fps: float, requested: str | None = None) -> str
     return name
 
 
-def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Event | None = None,
+def run_rollouts(rig, policy: Policy, store, cfg: RolloutConfig, *, stop: threading.Event | None = None,
                  estop: threading.Event | None = None, takeover: threading.Event | None = None,
                  safety=None, on_tick: Callable[[RolloutTick], None] | None = None,
                  on_episode: Callable[[int, object], None] | None = None) -> RolloutResult:
@@ -701,40 +701,6 @@ def run_rollouts(rig, policy, store, cfg: RolloutConfig, *, stop: threading.Even
             result.estopped = True
             break
     return result
-
-
-def checkpoint_name(policy) -> str:
-    """A readable checkpoint name: ``checkpoint_label`` (run/step) when the policy has one, else its id."""
-    label = getattr(policy, "checkpoint_label", None)
-    if label:
-        return str(label)
-    cid = getattr(policy, "checkpoint_id", None)
-    return str(cid) if cid is not None else "unknown"
-
-
-def checkpoint_tag(policy) -> str:
-    """The tag that groups rollouts by checkpoint (also for remote policies the store does not know)."""
-    return f"ckpt:{checkpoint_name(policy)}"
-
-
-def head_tags(policy) -> list[str]:
-    """``head:<name>`` when the policy says which action head it runs (the review compares heads by it)."""
-    head = getattr(policy, "action_head", None)
-    return [f"head:{head}"] if head else []
-
-
-def store_checkpoint_id(store, policy) -> int | None:
-    """The store's id of the policy's checkpoint, when the store knows it."""
-    cid = getattr(policy, "checkpoint_id", None)
-    if isinstance(cid, int):
-        return cid
-    path = getattr(policy, "checkpoint_dir", None)
-    find = getattr(store, "find_checkpoint", None)
-    if path is not None and find is not None:
-        ck = find(path)
-        if ck is not None:
-            return int(ck.id)
-    return None
 
 
 def _counts(safety) -> dict[str, int]:

@@ -27,6 +27,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from recorder.errors import StoreError
+from recorder.store.query import EpisodeQuery
 from studio.context import remember_splitter
 from studio.rollout_overlay import StoredRollout
 from widgets.camera_grid import CameraGridWidget
@@ -36,24 +38,64 @@ from widgets.overlays import OVERLAY_TIPS, install_overlays
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
 
-def checkpoint_label(info) -> str:
-    """``run/step`` of the rollout's checkpoint, with its action head when the rollout recorded it
-    (``run/step (flow)``): the per-checkpoint tables then compare heads on the same data."""
-    label = next((tag[5:] for tag in info.tags if tag.startswith("ckpt:")), None)
-    if label is None:
-        label = str(info.checkpoint_id) if info.checkpoint_id is not None else "?"
-    head = next((tag[5:] for tag in info.tags if tag.startswith("head:")), None)
+#: the newest rollouts the list shows (the rates count every rollout, in SQL): opening the review costs the same
+#: whatever the store holds
+LIST_LIMIT = 500
+#: which episodes the review lists
+ROLLOUTS = EpisodeQuery(source=("policy",))
+
+
+def _tag(tags, prefix: str) -> str | None:
+    return next((t[len(prefix):] for t in tags if t and t.startswith(prefix)), None)
+
+
+class CheckpointNames:
+    """Store checkpoint id -> ``run/step``, each looked up once (a deleted run's id reads as ``checkpoint N``)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._names: dict[int, str] = {}
+
+    def __call__(self, checkpoint_id: int) -> str:
+        name = self._names.get(checkpoint_id)
+        if name is None:
+            try:
+                ck = self.store.checkpoint(checkpoint_id)
+                name = f"{ck.run_id}/{ck.step}"
+            except StoreError:
+                name = f"checkpoint {checkpoint_id}"
+            self._names[checkpoint_id] = name
+        return name
+
+
+def checkpoint_label(checkpoint_id: int | None, ckpt_tag: str | None, head: str | None, names) -> str:
+    """``run/step`` of a rollout's checkpoint, from its ``checkpoint_id`` (the store's checkpoint row) or, for
+    an episode without one (stored before episodes carried it, or by a policy server the store does not
+    know), its ``ckpt:`` tag; with its action head when the rollout recorded it (``run/step (flow)``): the
+    per-checkpoint tables then compare heads on the same data."""
+    if checkpoint_id is not None:
+        label = names(int(checkpoint_id))
+    else:
+        label = ckpt_tag or "?"
     return f"{label} ({head})" if head else label
 
 
-def success_by_checkpoint(infos) -> dict[str, tuple[int, int]]:
-    """checkpoint label -> (successes, labelled episodes)."""
+def row_label(row, names) -> str:
+    """:func:`checkpoint_label` of an ``EpisodeRow``/``EpisodeInfo``."""
+    return checkpoint_label(row.checkpoint_id, _tag(row.tags, "ckpt:"), _tag(row.tags, "head:"), names)
+
+
+def success_by_checkpoint(store, query: EpisodeQuery = ROLLOUTS) -> dict[str, tuple[int, int]]:
+    """checkpoint label -> (successes, labelled episodes), over every episode of ``query`` (one GROUP BY)."""
+    names = CheckpointNames(store)
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for e in infos:
-        row = out[checkpoint_label(e)]
-        if e.success is not None:
-            row[1] += 1
-            row[0] += int(bool(e.success))
+    for cid, ckpt, head, success, n in store.outcome_counts(query, tag_prefixes=("ckpt:", "head:")):
+        label = checkpoint_label(cid, None if cid is not None or ckpt is None else ckpt[5:],
+                                 None if head is None else head[5:], names)
+        row = out[label]
+        if success is not None:
+            row[1] += n
+            row[0] += n * int(bool(success))
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
@@ -104,7 +146,8 @@ class RolloutReviewWidget(QWidget):
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         left = QVBoxLayout()
-        left.addWidget(QLabel("Stored rollouts"))
+        self.list_label = QLabel("Stored rollouts")
+        left.addWidget(self.list_label)
         left.addWidget(self.table)
         right = QVBoxLayout()
         right.addWidget(QLabel("Success rate per checkpoint"))
@@ -181,14 +224,19 @@ class RolloutReviewWidget(QWidget):
     # ------------------------------------------------------------------ lists
     def refresh(self) -> None:
         store = self.ctx.store
-        self._episodes = list(reversed(store.episodes(source="policy")))
+        names = CheckpointNames(store)
+        # the newest LIST_LIMIT rollouts, label columns only (one paged SQL query, not every episode)
+        self._episodes = store.episode_rows(ROLLOUTS, descending=True, limit=LIST_LIMIT)
         self.table.setRowCount(len(self._episodes))
+        total = store.count_episodes(ROLLOUTS) if len(self._episodes) >= LIST_LIMIT else len(self._episodes)
+        self.list_label.setText(f"Stored rollouts: the newest {len(self._episodes)} of {total}"
+                                if total > len(self._episodes) else "Stored rollouts")
         for r, e in enumerate(self._episodes):
             succ = {True: "yes", False: "no", None: "—"}[e.success]
-            for c, v in enumerate([e.id, checkpoint_label(e), e.task, succ, e.num_frames,
+            for c, v in enumerate([e.id, row_label(e, names), e.task, succ, e.num_frames,
                                    e.start_time.strftime("%Y-%m-%d %H:%M:%S")]):
                 self.table.setItem(r, c, _item(v))
-        rates = success_by_checkpoint(self._episodes)
+        rates = success_by_checkpoint(store)
         self.rates.setRowCount(len(rates))
         for r, (k, (s, n)) in enumerate(sorted(rates.items())):
             self.rates.setItem(r, 0, _item(k))

@@ -33,6 +33,9 @@ class FixedChunkPolicy:
         self.action_dim = action_dim
         self.camera_names = list(camera_names)
         self.checkpoint_id = checkpoint_id
+        self.checkpoint_label = None  # recorder.policy.Policy: no run/step, no folder, no head said
+        self.checkpoint_dir = None
+        self.action_head = None
         self.step = step
         self.delay_s = delay_s
         self.calls: list[tuple[np.ndarray, str]] = []

@@ -37,6 +37,11 @@ SORT_KEYS = {
 }
 
 
+def like_escaped(text: str) -> str:
+    """``text`` for a LIKE pattern with ``escape="\\"``: its ``%`` and ``_`` match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _as_list(v: Any) -> list:
     if isinstance(v, str):
         return [v]
@@ -73,8 +78,7 @@ class EpisodeQuery:
         if self.task is not None:
             c.append(m.Episode.task == self.task)
         if self.task_contains:
-            esc = self.task_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            c.append(m.Episode.task.like(f"%{esc}%", escape="\\"))
+            c.append(m.Episode.task.like(f"%{like_escaped(self.task_contains)}%", escape="\\"))
         if self.success is not ANY:
             c.append(m.Episode.success.is_(None if self.success is None else bool(self.success)))
         if self.source is not None:

@@ -37,7 +37,7 @@ from recorder.store.faults import (
 )
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import is_bookkeeping
-from recorder.store.query import EpisodeQuery, _as_list, count_statement, page_statement, query_from
+from recorder.store.query import EpisodeQuery, _as_list, count_statement, like_escaped, page_statement, query_from
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
     DELETING,
@@ -673,7 +673,7 @@ class Store:
         no ORM objects, no stream rows; for listings of many episodes."""
         e = m.Episode
         cols = [e.id, e.uuid, e.dataset_id, e.task, e.start_time, e.duration_s, e.num_frames, e.status, e.source,
-                e.success, e.notes, e.dropped]
+                e.success, e.notes, e.dropped, e.checkpoint_id]
         stmt = page_statement(query, cols, sort=sort, descending=descending, after=after, limit=limit)
         ids = page_statement(query, e.id, sort=sort, descending=descending, after=after, limit=limit)
         with self._read() as s:
@@ -689,9 +689,24 @@ class Store:
         return [
             EpisodeRow(id=r[0], uuid=r[1], dataset=names.get(r[2], ""), task=r[3], start_time=r[4], duration_s=r[5],
                        num_frames=r[6], status=r[7], source=r[8], success=r[9], tags=tuple(sorted(tags.get(r[0], ()))),
-                       notes=r[10], dropped=dict(r[11] or {}))
+                       notes=r[10], dropped=dict(r[11] or {}), checkpoint_id=r[12])
             for r in rows
         ]
+
+    def outcome_counts(self, query: EpisodeQuery, *, tag_prefixes: tuple[str, ...] = ()) -> list[tuple]:
+        """``(checkpoint_id, tag per prefix..., success, count)`` over the episodes matching ``query``,
+        one GROUP BY (no rows loaded): per-checkpoint success rates of any number of rollouts. Each
+        ``tag_prefixes`` entry adds the episode's first tag with that prefix (None when it has none)."""
+        e = m.Episode
+        tag_cols = []
+        for prefix in tag_prefixes:
+            t = m.EpisodeTag.__table__.alias()
+            tag_cols.append(select(sa.func.min(t.c.tag)).where(t.c.episode_id == e.id, t.c.tag.like(
+                f"{like_escaped(prefix)}%", escape="\\")).scalar_subquery().label(f"tag{len(tag_cols)}"))
+        stmt = (select(e.checkpoint_id, *tag_cols, e.success, sa.func.count()).where(*query.where())
+                .group_by(e.checkpoint_id, *tag_cols, e.success))
+        with self._read() as s:
+            return [tuple(r) for r in s.execute(stmt).all()]
 
     def count_episodes(self, query: EpisodeQuery) -> int:
         """How many episodes match ``query`` (one indexed COUNT, no rows loaded)."""

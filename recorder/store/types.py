@@ -97,6 +97,7 @@ class EpisodeRow:
     tags: tuple[str, ...]
     notes: str
     dropped: dict[str, int]  # camera -> dropped frame count
+    checkpoint_id: int | None = None  # the store's checkpoint row of a rollout episode
 
 
 @dataclass(frozen=True)
