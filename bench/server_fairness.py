@@ -52,6 +52,9 @@ class SleepPolicy:
     action_dim = 7
     chunk_size = 8
     checkpoint_id = None
+    checkpoint_label = None  # recorder.policy.Policy: no checkpoint behind it
+    checkpoint_dir = None
+    action_head = None
 
     def __init__(self, model_s: float) -> None:
         self.model_s = model_s

@@ -345,7 +345,7 @@ class RolloutReviewWidget(QWidget):
         self.eval_results.append(result)
         r = self.mae_table.rowCount()
         self.mae_table.insertRow(r)
-        head = getattr(result, "action_head", None)
+        head = result.action_head
         self.mae_table.setItem(r, 0, _item(f"{result.checkpoint_id} ({head})" if head else result.checkpoint_id))
         for j, v in enumerate(result.mae_per_joint if result.mae_per_joint is not None else []):
             if j < len(JOINTS):

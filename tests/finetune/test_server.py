@@ -3,6 +3,7 @@ import pytest
 
 from finetune.server import PolicyServer, RemotePolicy, packb, unpackb
 from recorder.errors import ConfigError, ModelError, StudioWarning
+from recorder.policy import Policy as RolloutPolicy
 from tests.rollout_doubles import FixedChunkPolicy
 
 TOKEN = "s3cret"
@@ -28,6 +29,9 @@ def test_round_trip_matches_local_policy(server):
     with RemotePolicy(server.url, token=TOKEN) as remote:
         assert remote.chunk_size == 5 and remote.action_dim == 6 and remote.camera_names == ["front"]
         assert remote.checkpoint_id == "double/1"
+        # what a rollout needs of a policy, the same on both sides of the wire
+        assert isinstance(remote, RolloutPolicy) and isinstance(FixedChunkPolicy(), RolloutPolicy)
+        assert remote.checkpoint_dir is None and remote.action_head is None
         out = remote.predict({"front": img}, state, "pick up the red cube")
     local = FixedChunkPolicy(chunk_size=5).predict({"front": img}, state, "x")
     np.testing.assert_array_equal(out.actions, local.actions)

@@ -102,6 +102,10 @@ def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
             assert remote.chunk_size == local.chunk_size and remote.camera_names == local.camera_names
             np.testing.assert_allclose(out_r.actions, out_l.actions, atol=1e-4)
             assert remote.checkpoint_label.startswith(f"{run.name}/")
+            from recorder.policy import Policy as RolloutPolicy
+
+            assert isinstance(local, RolloutPolicy) and isinstance(remote, RolloutPolicy)
+            assert local.checkpoint_dir is not None and remote.checkpoint_dir is None
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
