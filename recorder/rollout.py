@@ -706,3 +706,94 @@ def run_rollouts(rig, policy: Policy, store, cfg: RolloutConfig, *, stop: thread
 def _counts(safety) -> dict[str, int]:
     snap = getattr(safety, "counts_snapshot", None)
     return snap() if snap is not None else {}
+
+
+@dataclass
+class RolloutCallbacks:
+    """Called on the thread that runs :meth:`RolloutSession.run`. The Qt adapter turns each into a signal."""
+
+    on_status: Callable[[str], None] | None = None  # one line of progress ("rolling out run/step: ...")
+    on_tick: Callable[[RolloutTick], None] | None = None
+    on_episode: Callable[[int, object], None] | None = None  # (index, stored EpisodeInfo)
+
+
+class RolloutSession:
+    """One batch of rollouts over a connected rig, an open store and a loaded policy: the twin of
+    :class:`recorder.session.RecordSession`, and the one place a rollout is set up (the CLI, the Rollout
+    tab's thread and the demo build it with :func:`make_rollout_session` and listen to its callbacks).
+
+    It owns the default instruction (the rig's own sim / Meta-World task), the camera check of the
+    calibrations, the rollouts dataset choice (:func:`rollout_dataset`), the safety layer, the episode hooks
+    and the link to the checkpoint (:attr:`checkpoint`). Everything it refuses is refused at construction,
+    before anything moves. ``stop`` / ``estop`` / ``takeover`` may be set from any thread."""
+
+    def __init__(self, store, rig, policy: Policy, cfg: RolloutConfig, callbacks: RolloutCallbacks | None = None,
+                 *, safety=None, max_delta: float = 10.0, stop: threading.Event | None = None,
+                 estop: threading.Event | None = None, takeover: threading.Event | None = None) -> None:
+        from recorder.safety import SafetyLayer
+
+        self.store = store
+        self.rig = rig
+        self.policy = policy
+        self.cb = callbacks or RolloutCallbacks()
+        unknown = sorted(set(cfg.calibrations or {}) - set(rig.cameras))
+        if unknown:
+            raise ConfigError(f"camera calibration names camera(s) {', '.join(unknown)} that the rig does not "
+                              f"have ({', '.join(rig.cameras) or 'none'}): fix the calibration file")
+        if not (cfg.instruction or "").strip():
+            task = getattr(rig.robot, "task", None)
+            own = getattr(task, "instruction", None)
+            if not own:
+                raise ConfigError("rollout: no instruction for the policy: pass --task TEXT or type it in the "
+                                  "task field")
+            cfg.instruction = own
+        cfg.instruction = cfg.instruction.strip()
+        cfg.dataset = rollout_dataset(store, rig, cfg.fps, cfg.dataset)  # a named dataset that does not fit: now
+        self.cfg = cfg
+        self.safety = safety if safety is not None else SafetyLayer.for_robot(rig.robot, max_delta=max_delta)
+        self.stop = stop or threading.Event()  # ends the batch after the current tick
+        self.estop = estop or threading.Event()  # halts the arm within one tick, ends the batch
+        self.takeover = takeover or threading.Event()  # while set the rig's teleoperator drives
+        self.result: RolloutResult | None = None
+
+    @property
+    def dataset(self) -> str:
+        return str(self.cfg.dataset)
+
+    @property
+    def instruction(self) -> str:
+        return self.cfg.instruction
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint the episodes belong to, for people (``run/step``, else its id)."""
+        return checkpoint_name(self.policy)
+
+    def run(self) -> RolloutResult:
+        """Run the batch on the calling thread; returns (and keeps in :attr:`result`) the RolloutResult."""
+        if self.cb.on_status is not None:
+            self.cb.on_status(f"rolling out {self.checkpoint}: {self.cfg.instruction!r}")
+        self.result = run_rollouts(self.rig, self.policy, self.store, self.cfg, stop=self.stop, estop=self.estop,
+                                   takeover=self.takeover, safety=self.safety, on_tick=self.cb.on_tick,
+                                   on_episode=self.cb.on_episode)
+        return self.result
+
+
+def make_rollout_session(store, rig, policy: Policy, *, instruction: str | None = None, episodes: int = 1,
+                         fps: float | None = None, max_seconds: float = 20.0, dataset: str | None = None,
+                         seed: int | None = 1000, calibrations: dict | None = None, chunk: ChunkConfig | None = None,
+                         max_delta: float = 10.0, callbacks: RolloutCallbacks | None = None,
+                         safety=None, stop: threading.Event | None = None, estop: threading.Event | None = None,
+                         takeover: threading.Event | None = None) -> RolloutSession:
+    """The one way a rollout batch is set up (CLI, Rollout tab, demo): ``instruction`` None or empty gives the
+    rig's own task; ``fps`` None the rig's camera rate; ``dataset`` None the rollouts dataset of this rig."""
+    from recorder.session import rig_fps
+
+    if int(episodes) < 1:
+        raise ConfigError("rollout: --episodes must be at least 1")
+    cfg = RolloutConfig(instruction=(instruction or "").strip(), episodes=int(episodes),
+                        fps=float(fps) if fps else rig_fps(rig), max_seconds=float(max_seconds), dataset=dataset,
+                        seed=seed, chunk=chunk if chunk is not None else ChunkConfig(),
+                        calibrations=dict(calibrations or {}))
+    return RolloutSession(store, rig, policy, cfg, callbacks, safety=safety, max_delta=max_delta, stop=stop,
+                          estop=estop, takeover=takeover)

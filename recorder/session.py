@@ -101,6 +101,11 @@ def rig_features(rig, fps: float, codec: str = "h264") -> dict:
     }
 
 
+def rig_fps(rig) -> float:
+    """The rig's camera rate (Meta-World steps at 80 Hz), else 30: the default control rate."""
+    return float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
+
+
 def features_diff(stored: dict, wanted: dict) -> list[str]:
     """Human-readable differences that forbid appending: fps, camera names and sizes, state/action, joints."""
     out: list[str] = []
@@ -683,8 +688,8 @@ def make_record_session(store, rig, *, dataset: str, task: str | None = None, fp
     label and the task; ``reset_time_s`` None gives 10 s with a person, 0 with a scripted expert; ``fps`` None
     the rig's camera rate."""
     scripted = is_scripted(rig)
-    if fps is None:  # the rig's camera rate (Meta-World steps at 80 Hz), else 30
-        fps = float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
+    if fps is None:
+        fps = rig_fps(rig)
     if reset_time_s is None:
         reset_time_s = 0.0 if scripted else 10.0
     cfg = SessionConfig(
@@ -705,7 +710,7 @@ def summary_line(info) -> str:
 
 __all__ = [
     "Phase", "SessionConfig", "SessionStatus", "SessionCallbacks", "RecordSession",
-    "rig_features", "features_diff", "open_dataset", "summary_line", "make_record_session", "sim_hooks",
+    "rig_features", "rig_fps", "features_diff", "open_dataset", "summary_line", "make_record_session", "sim_hooks",
     "session_task", "is_scripted",
 ]
 

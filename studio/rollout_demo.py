@@ -177,8 +177,7 @@ class DemoPipeline:
         return ckpt
 
     def rollout(self, store, checkpoint: Path):
-        from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
-        from recorder.safety import SafetyLayer
+        from recorder.rollout import RolloutCallbacks, make_rollout_session
         from studio.rollout_policy import load_local_policy
 
         cfg = self.cfg
@@ -189,18 +188,16 @@ class DemoPipeline:
         rig = self._rig()
         rig.connect()
         try:
-            rcfg = RolloutConfig(instruction=rig.robot.task.instruction, episodes=cfg.rollouts, fps=cfg.fps,
-                                 max_seconds=cfg.rollout_time, seed=cfg.seed + 1000,
-                                 chunk=ChunkConfig(execute=None, asynchronous=True))
-
             def on_episode(i, info):
                 label = "success" if info.success else "failure"
                 self.cb.on_stage("rollout", f"rollout {i + 1}/{cfg.rollouts}: {label}")
 
-            self.cb.on_stage("rollout", f"rolling out {policy.checkpoint_label} in the sim")
-            res = run_rollouts(rig, policy, store, rcfg, stop=self.stop, estop=self.estop,
-                               safety=SafetyLayer.for_robot(rig.robot), on_tick=self.cb.on_rollout_tick,
-                               on_episode=on_episode)
+            session = make_rollout_session(
+                store, rig, policy, episodes=cfg.rollouts, fps=cfg.fps, max_seconds=cfg.rollout_time,
+                seed=cfg.seed + 1000, stop=self.stop, estop=self.estop,
+                callbacks=RolloutCallbacks(on_tick=self.cb.on_rollout_tick, on_episode=on_episode))
+            self.cb.on_stage("rollout", f"rolling out {session.checkpoint} in the sim")
+            res = session.run()
         finally:
             rig.disconnect()
         self.result.rollout = res

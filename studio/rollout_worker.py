@@ -35,7 +35,7 @@ def _error_text(err: BaseException) -> str:
 
 
 class RolloutThread(QThread):
-    """Loads a policy and a rig, runs ``recorder.rollout.run_rollouts`` and reports each tick.
+    """Loads a policy and a rig, runs a ``recorder.rollout.RolloutSession`` and turns its callbacks into signals.
 
     Control from the GUI thread through the events: ``estop`` (halts within one tick, ends the
     batch), ``stop`` (ends after the current tick), ``takeover`` (the rig's teleoperator drives).
@@ -77,6 +77,7 @@ class RolloutThread(QThread):
         self._pending = 0
         self.skipped_ticks = 0
         self.result = None
+        self.session = None  # the RolloutSession once the rig is connected
 
     def tick_consumed(self) -> None:
         with self._lock:
@@ -92,8 +93,7 @@ class RolloutThread(QThread):
 
     def run(self) -> None:
         from recorder.devices.rig import load_rig
-        from recorder.rollout import checkpoint_name, run_rollouts
-        from recorder.safety import SafetyLayer
+        from recorder.rollout import RolloutCallbacks, RolloutSession
         from studio.rollout_policy import open_policy
 
         rig = None
@@ -116,21 +116,13 @@ class RolloutThread(QThread):
                 rig = self.rig_spec if hasattr(self.rig_spec, "connect") else load_rig(self.rig_spec, home=self.home)
                 if not getattr(rig, "is_connected", False):
                     rig.connect()
-            unknown = sorted(set(getattr(self.config, "calibrations", None) or {}) - set(rig.cameras))
-            if unknown:
-                from recorder.errors import ConfigError
-
-                raise ConfigError(f"camera calibration names camera(s) {', '.join(unknown)} that the rig does not "
-                                  f"have ({', '.join(rig.cameras) or 'none'}): fix the calibration file")
-            if not self.config.instruction:
-                task = getattr(rig.robot, "task", None)
-                self.config.instruction = task.instruction if task is not None else ""
+            session = RolloutSession(self.store, rig, self.policy, self.config, RolloutCallbacks(
+                on_status=self.status_posted.emit, on_tick=self._on_tick,
+                on_episode=lambda i, info: self.episode_saved.emit(info)), max_delta=self.max_delta,
+                stop=self.stop_event, estop=self.estop, takeover=self.takeover)
+            self.session = session
             self.rig_ready.emit(rig)
-            self.status_posted.emit(f"rolling out {checkpoint_name(self.policy)}: {self.config.instruction!r}")
-            self.result = run_rollouts(
-                rig, self.policy, self.store, self.config, stop=self.stop_event, estop=self.estop,
-                takeover=self.takeover, safety=SafetyLayer.for_robot(rig.robot, max_delta=self.max_delta),
-                on_tick=self._on_tick, on_episode=lambda i, info: self.episode_saved.emit(info))
+            self.result = session.run()
             self.finished_batch.emit(self.result)
         except BaseException as err:  # noqa: BLE001 - never take the app down
             self.failed.emit(_error_text(err))

@@ -10,7 +10,6 @@ checkpoint id, the predicted chunks per tick and, in the sim, the task detector'
 from __future__ import annotations
 
 import sys
-import threading
 
 
 def register(sub) -> None:
@@ -71,12 +70,11 @@ def _open_loop(policy, store, args) -> int:
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
-    from recorder.rollout import ChunkConfig, RolloutConfig, checkpoint_name, rollout_dataset, run_rollouts
-    from recorder.safety import SafetyLayer
+    from recorder.rollout import ChunkConfig, RolloutCallbacks, make_rollout_session
     from recorder.store import Store
     from studio.rollout_policy import open_policy
 
-    if args.episodes < 1:
+    if args.episodes < 1:  # before the model is loaded (make_rollout_session says it again)
         raise ConfigError("rollout: --episodes must be at least 1")
     rig_spec = args.rollout_rig or getattr(args, "rig", None) or "sim"
     store = Store.open(args.home)
@@ -105,19 +103,8 @@ def _run(args) -> int:
             close = getattr(policy, "close", None)
             if close is not None:
                 close()
-    stop = threading.Event()
     try:
         rig.connect()
-        task = getattr(rig.robot, "task", None)
-        instruction = args.task or (task.instruction if task is not None else None)
-        if not instruction:
-            raise ConfigError("rollout: pass --task TEXT (the instruction given to the policy)")
-        fps = args.fps or float(min((getattr(c, "fps", 30.0) for c in rig.cameras.values()), default=30.0))
-        cfg = RolloutConfig(instruction=instruction, episodes=args.episodes, fps=fps, max_seconds=args.max_seconds,
-                            dataset=args.dataset, seed=args.seed, calibrations=_calibrations(args.calibration),
-                            chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble,
-                                              asynchronous=not args.sync))
-
         from studio.commands.progress import ItemProgress
 
         bar = ItemProgress("rollout episodes", args.episodes)  # a bar on a terminal; the same lines without one
@@ -129,16 +116,19 @@ def _run(args) -> int:
             bar.update(i + 1, note=f"{sum(wins)}/{len(wins)} successes")
             bar.print(f"episode {i + 1}/{args.episodes}: {label}, {info.num_frames} ticks, {info.notes}")
 
-        dataset = rollout_dataset(store, rig, fps, args.dataset)  # a named dataset that does not fit: refused now
-        cfg.dataset = dataset
-        print(f"rollout of {checkpoint_name(policy)} on {rig_spec}: {instruction!r}, chunk {policy.chunk_size}, "
+        # a named dataset that does not fit, a calibration of a camera the rig lacks: refused now
+        session = make_rollout_session(
+            store, rig, policy, instruction=args.task, episodes=args.episodes, fps=args.fps,
+            max_seconds=args.max_seconds, dataset=args.dataset, seed=args.seed,
+            calibrations=_calibrations(args.calibration), max_delta=args.max_delta,
+            chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble, asynchronous=not args.sync),
+            callbacks=RolloutCallbacks(on_episode=on_episode))
+        print(f"rollout of {session.checkpoint} on {rig_spec}: {session.instruction!r}, chunk {policy.chunk_size}, "
               f"{'ensembling' if args.ensemble else f'execute {args.execute or policy.chunk_size}'}; "
-              f"into dataset '{dataset}'", flush=True)
+              f"into dataset '{session.dataset}'", flush=True)
         try:
             with bar:
-                result = run_rollouts(rig, policy, store, cfg, stop=stop,
-                                      safety=SafetyLayer.for_robot(rig.robot, max_delta=args.max_delta),
-                                      on_episode=on_episode)
+                result = session.run()
         except KeyboardInterrupt:
             print("rollout: interrupted; the episode under way was discarded", file=sys.stderr)
             return 130
