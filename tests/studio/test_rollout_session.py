@@ -1,5 +1,7 @@
 """`vla-studio rollout`, the Rollout tab and the demo set a rollout up through one RolloutSession (issue 19, item 1)."""
 
+import json
+
 import pytest
 
 from recorder.devices.rig import load_rig, sim_rig_config
@@ -83,9 +85,8 @@ def test_a_calibration_of_a_camera_the_rig_lacks_is_refused_by_the_cli_too(home,
 
     monkeypatch.setattr(studio.rollout_policy, "open_policy", lambda *a, **k: FixedChunkPolicy())
     calib = tmp_path / "calib.json"
-    eye = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
-    calib.write_text('{"top": {"intrinsics": %s, "world_to_camera": %s}}'
-                     % (eye, [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    calib.write_text(json.dumps({"top": {"intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                                         "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}))
     rc = main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim", "--calibration", str(calib)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "camera(s) top that the rig does not have (front, wrist)" in err[0]
