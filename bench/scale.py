@@ -41,8 +41,8 @@ TICKS = 30
 
 
 # ------------------------------------------------------------------------------------------- building
-def build(root: Path, n: int, smaller: Path | None) -> float:
-    """Make ``root`` hold ``n`` episodes (reusing what is there); seconds spent writing."""
+def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS) -> float:
+    """Make ``root`` hold ``n`` episodes in ``datasets`` datasets (reusing what is there); seconds spent writing."""
     import numpy as np
 
     from recorder.store import CameraSpec, Store
@@ -50,6 +50,18 @@ def build(root: Path, n: int, smaller: Path | None) -> float:
     done = root / f".built-{n}"
     if done.exists():
         return 0.0
+    spread = root.parent / f"store-{n}"
+    if datasets != DATASETS and not (root / "index.sqlite").exists() and (spread / f".built-{n}").exists():
+        # the same episodes in fewer datasets: copy the usual store and move episodes (Store.update_episode)
+        shutil.copytree(spread, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".built-*"))
+        t0 = time.perf_counter()
+        with Store.open(root) as store:
+            for e in store.episode_rows(_q(status=None)):
+                want = f"ds{int(e.dataset[2:]) % datasets}"
+                if e.dataset != want:
+                    store.update_episode(e.id, dataset=want)
+        done.touch()
+        return time.perf_counter() - t0
     if not (root / "index.sqlite").exists() and smaller is not None and smaller.exists():
         shutil.copytree(smaller, root, dirs_exist_ok=True)
     t0 = time.perf_counter()
@@ -59,7 +71,7 @@ def build(root: Path, n: int, smaller: Path | None) -> float:
         have = store.count_episodes(_q(status=None))
         for i in range(have, n):
             w = store.begin_episode(
-                dataset=f"ds{i % DATASETS}", task=TASKS[i % 3], fps=30.0,
+                dataset=f"ds{i % datasets}", task=TASKS[i % 3], fps=30.0,
                 source=("teleop", "policy", "scripted")[(i // 3) % 3],
                 cameras={"front": cam}, lowdim={"observation.state": (6,), "action": (6,)},
                 tags=("good",) if i % 10 == 0 else (), flush_s=60.0)
@@ -257,6 +269,9 @@ def main() -> int:
                     help="where the built stores are kept between runs")
     ap.add_argument("--no-append", action="store_true", help="print only; do not append to docs/benchmarks.md")
     ap.add_argument("--build-only", action="store_true", help="build (or top up) the stores, measure nothing")
+    ap.add_argument("--datasets", type=int, default=DATASETS,
+                    help="datasets the episodes are spread over (1: the fine-tune set-up covers the whole store)")
+    ap.add_argument("--only", action="append", choices=MEASUREMENTS, help="run only these measurements")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -271,18 +286,18 @@ def main() -> int:
     built: dict[int, float] = {}
     prev = None
     for n in sizes:
-        home = args.cache / f"store-{n}"
-        built[n] = build(home, n, prev)
+        home = args.cache / (f"store-{n}" if args.datasets == DATASETS else f"store-{n}-ds{args.datasets}")
+        built[n] = build(home, n, prev, args.datasets)
         prev = home
         if args.build_only:
             continue
         results[n] = {}
-        for name in MEASUREMENTS:
+        for name in args.only or MEASUREMENTS:
             results[n][name] = r = run_child(name, home)
             print(f"{n:>7} {name:34} {json.dumps(r)}", flush=True)
     if args.build_only:
         return 0
-    text = report(sizes, results, built, load, os.getloadavg())
+    text = report(sizes, results, built, load, os.getloadavg(), args.datasets)
     print(text)
     if not args.no_append:
         with open(ROOT / "docs" / "benchmarks.md", "a") as f:
@@ -297,7 +312,7 @@ def _cell(r: dict, key: str = "s", fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def report(sizes, results, built, load0, load1) -> str:
+def report(sizes, results, built, load0, load1, datasets: int = DATASETS) -> str:
     cmd = "python bench/scale.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -305,7 +320,7 @@ def report(sizes, results, built, load0, load1) -> str:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other engineers (load average "
         f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end), Python {platform.python_version()}. "
-        f"Command: `{cmd}`. Episodes: {TICKS} ticks, one 64x48 camera, {DATASETS} datasets; each measurement "
+        f"Command: `{cmd}`. Episodes: {TICKS} ticks, one 64x48 camera, {datasets} datasets; each measurement "
         "in its own process, peak memory = that process's max RSS (imports included).",
         "",
         "| measurement | " + " | ".join(f"{n:,} episodes" for n in sizes) + " |",
@@ -313,6 +328,8 @@ def report(sizes, results, built, load0, load1) -> str:
     ]
 
     def row(title, name, key="s", fmt="{:.2f} s"):
+        if not all(name in results[n] for n in sizes):  # not measured this run (--only)
+            return
         lines.append(f"| {title} | " + " | ".join(_cell(results[n][name], key, fmt) for n in sizes) + " |")
 
     row("`datasets list`", "datasets list")
@@ -332,7 +349,7 @@ def report(sizes, results, built, load0, load1) -> str:
     row("  longest event-loop pass while scrolling", "GUI", "scroll_pass_s", "{:.3f} s")
     row("one episode into the viewer", "GUI", "viewer_s", "{:.3f} s")
     row("  longest pass meanwhile", "GUI", "viewer_pass_s", "{:.3f} s")
-    row("fine-tune data set-up over ds0", "fine-tune set-up")
+    row("fine-tune data set-up over ds0 (`finetune.data.build_datasets`)", "fine-tune set-up")
     row("  episodes in it", "fine-tune set-up", "episodes", "{:.0f}")
     for title, name in (("imports only (floor)", "imports only"), ("datasets list", "datasets list"),
                         ("datasets show", "datasets show"), ("filtered query", "filtered query"),

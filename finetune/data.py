@@ -72,7 +72,7 @@ def first_episode_lowdim(home, dataset: str) -> tuple[list, dict]:
     store = Store.open(Path(home))
     try:
         infos = list_episodes(store, dataset)
-        reader = store.open_episode(infos[0].id)
+        reader = store.open_episode(infos[0])
         try:
             return infos, reader.lowdim()
         finally:
@@ -107,7 +107,7 @@ def load_episode_data(store, episodes: list, cameras: list[str], use_state: bool
     action_dim = state_dim = None
     first = None
     for info in episodes:
-        reader = store.open_episode(info.id)
+        reader = store.open_episode(info)
         try:
             low = reader.lowdim()
             ep_cams = tuple(reader.cameras)
@@ -158,7 +158,7 @@ def choose_cameras(store, episodes: list, wanted: list[str], n_images: int) -> l
     for info in episodes:
         cams = list(info.cameras) if getattr(info, "cameras", None) else None
         if cams is None:
-            reader = store.open_episode(info.id)
+            reader = store.open_episode(info)
             cams = list(reader.cameras)
             reader.close()
         shared = cams if shared is None else [c for c in shared if c in cams]

@@ -145,6 +145,33 @@ class LowdimWriter:
 def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
     """All rows as numpy arrays (lists reshaped to their declared shape) and whether the file was cut short."""
     path = Path(path)
+    try:
+        with pa.OSFile(str(path), "rb") as f:
+            table = pa.ipc.open_stream(f).read_all()  # the common case (a whole file) in one call
+        truncated = False
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; run 'vla-studio store check --repair'") from None
+    except (pa.ArrowInvalid, OSError):  # cut short, unreadable or failing: batch by batch says which
+        table, truncated = _read_batches(path)
+    out: dict[str, np.ndarray] = {}
+    n = table.num_rows
+    for f, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_fixed_size_list(f.type):
+            shape = tuple(int(s) for s in (f.metadata or {}).get(b"shape", b"").decode().split(",") if s)
+            if not n:
+                values = pa.array([], type=f.type.value_type)
+            elif col.num_chunks == 1:
+                values = col.chunk(0).flatten()
+            else:
+                values = col.combine_chunks().flatten()
+            out[f.name] = np.asarray(values.to_numpy(zero_copy_only=False)).reshape((n, *shape))
+        else:
+            out[f.name] = col.to_numpy()
+    return out, truncated
+
+
+def _read_batches(path: Path) -> tuple[pa.Table, bool]:
+    """The whole batches of a stream file, and whether it was cut short (a crash mid-batch)."""
     if not path.is_file():
         raise StoreError(f"{path} is missing; run 'vla-studio store check --repair'")
     batches = []
@@ -171,20 +198,7 @@ def read_lowdim(path: Path) -> tuple[dict[str, np.ndarray], bool]:
                     raise fault from None
                 truncated = True
                 break
-    table = pa.Table.from_batches(batches, schema=schema)
-    out: dict[str, np.ndarray] = {}
-    for f in schema:
-        col = table.column(f.name)
-        if pa.types.is_fixed_size_list(f.type):
-            shape = tuple(int(s) for s in (f.metadata or {}).get(b"shape", b"").decode().split(",") if s)
-            values = (
-                col.combine_chunks().flatten() if table.num_rows else pa.array([], type=f.type.value_type)
-            )
-            arr = np.asarray(values.to_numpy(zero_copy_only=False)).reshape((table.num_rows, *shape))
-            out[f.name] = arr
-        else:
-            out[f.name] = col.to_numpy()
-    return out, truncated
+    return pa.Table.from_batches(batches, schema=schema), truncated
 
 
 def write_lowdim_table(

@@ -865,8 +865,9 @@ class Store:
                 raise
             log.warning("could not update %s (disk full); the index holds the episode's labels", path)
 
-    def open_episode(self, episode_id: int | str) -> EpisodeReader:
-        info = self.episode(episode_id)
+    def open_episode(self, episode_id: int | str | EpisodeInfo) -> EpisodeReader:
+        """A reader of the episode; given an :class:`EpisodeInfo` (from ``episodes()``), no index query is made."""
+        info = episode_id if isinstance(episode_id, EpisodeInfo) else self.episode(episode_id)
         if info.status == "recording":
             raise StoreError(f"episode {info.id} is still recording; read it after finish()")
         if info.num_frames == 0:

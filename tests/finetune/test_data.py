@@ -63,6 +63,25 @@ def test_norm_stats_are_openvla_form_over_training_episodes_only(toy_home):
     assert np.abs(real).max() <= 40.5 and np.abs(real).max() > 1.0
 
 
+def test_set_up_reads_the_episode_list_once_not_the_index_per_episode(toy_home, monkeypatch):
+    """The set-up over a lab-sized dataset: one listing query, then only the episodes' own low-dim files
+    (looking each episode up in the index again cost ~4 ms an episode: 80 s over 20k)."""
+    from recorder.store import Store
+
+    lookups = []
+    real = Store.episode
+    monkeypatch.setattr(Store, "episode", lambda self, eid: lookups.append(eid) or real(self, eid))
+    data = _build(toy_home, cameras=["front", "wrist"], n_images=2)
+    assert lookups == []
+    assert len(data.train) == 30 and data.train[0]["instruction"] == "pick up the red cube"
+    with Store.open(toy_home) as store:  # what it read is what the store holds
+        info = store.episodes(dataset="toy")[0]
+        with store.open_episode(info.id) as by_id, store.open_episode(info) as by_info:
+            assert np.array_equal(by_id.lowdim()["action"], by_info.lowdim()["action"])
+    ep = next(e for e in data.train.episodes + data.val.episodes if e.episode_id == info.id)
+    assert np.array_equal(ep.actions, by_id.lowdim()["action"])
+
+
 def test_split_is_by_episode_seeded_and_disjoint(toy_home):
     a, b = _build(toy_home, seed=1), _build(toy_home, seed=1)
     assert a.train_episode_ids == b.train_episode_ids and a.val_episode_ids == b.val_episode_ids
