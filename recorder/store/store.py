@@ -37,7 +37,14 @@ from recorder.store.faults import (
 )
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import is_bookkeeping
-from recorder.store.query import EpisodeQuery, _as_list, count_statement, like_escaped, page_statement, query_from
+from recorder.store.query import (
+    EpisodeQuery,
+    _as_list,
+    count_statement,
+    like_escaped,
+    page_statement,
+    query_from,
+)
 from recorder.store.reader import EpisodeReader
 from recorder.store.types import (
     DELETING,
