@@ -27,6 +27,7 @@ from recorder.fsutil import write_json_atomic
 from recorder.paths import resolve_home
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
+from recorder.store.bulk import staged_imports
 from recorder.store.faults import MIN_FREE_BYTES, DiskReadError, IndexCorruptError, require_free
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import read_lowdim
@@ -81,7 +82,7 @@ class CheckReport:
 
 
 #: issue kinds that are notes, not problems
-NOTES = ("live", "schema-old", "backup")
+NOTES = ("live", "schema-old", "backup", "import-interrupted")
 
 
 def _episode_problems(
@@ -205,9 +206,22 @@ def check_store(
         with sql_errors(root, f"'vla-studio --home {root} store check' again"):
             _check_index(root, index, report, known_uuids, known_runs, since)
     eps_dir = root / EPISODES_DIR
+    importing = set()  # folders a bulk import is committing (or was, when it stopped): not orphans
+    for imp in staged_imports(root):
+        importing |= set(imp.journal)
+        if imp.live:
+            report.issues.append(Issue("live", f"a bulk import is writing into this store now ({imp.folder})",
+                                       path=imp.folder, fixable=False))
+        else:
+            lost = imp.staged + sum(1 for u in imp.journal if u not in known_uuids and (eps_dir / u).is_dir())
+            report.issues.append(Issue(
+                "import-interrupted",
+                f"an import into this store was interrupted: its last batch ({lost} episodes) was never committed "
+                f"and is not in the store (earlier batches are); the next open of the store removes {imp.folder}",
+                path=imp.folder, fixable=False))
     if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
         for folder in sorted(eps_dir.iterdir()):
-            if folder.is_dir() and folder.name not in known_uuids:
+            if folder.is_dir() and folder.name not in known_uuids and folder.name not in importing:
                 if _meta_status(folder) == DELETING:
                     report.issues.append(_leftover_issue(folder))
                     continue

@@ -28,6 +28,7 @@ from recorder.paths import resolve_home
 from recorder.stats import feature_stats
 from recorder.store import models as m
 from recorder.store.backups import BACKUPS_DIR, Backup
+from recorder.store.bulk import DEFAULT_BATCH, BulkImport, roll_back_interrupted
 from recorder.store.faults import (
     IndexCorruptError,
     SpaceReserve,
@@ -461,26 +462,7 @@ class Store:
         flush_s: float = 0.5,
     ) -> EpisodeWriter:
         """Start an episode (row status ``recording``) and return its writer."""
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-        if not fps or fps <= 0:
-            raise ValueError(f"fps must be positive, not {fps!r}")
-        cams = {
-            str(k): (v if isinstance(v, CameraSpec) else CameraSpec.from_dict(v))
-            for k, v in (cameras or {}).items()
-        }
-        low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
-        for name in list(cams) + list(low):
-            if not name or "/" in name or is_bookkeeping(name):
-                raise ValueError(f"invalid stream name {name!r}")
-        features = {
-            "fps": float(fps),
-            "cameras": {
-                c: {"shape": [sp.height, sp.width, 3], "dtype": "uint8", "codec": sp.codec}
-                for c, sp in cams.items()
-            },
-            "lowdim": {k: v.to_dict() for k, v in low.items()},
-        }
+        cams, low, features = episode_streams(fps, source, cameras, lowdim)
         rig = to_json(rig or {})
         uuid = str(uuidlib.uuid4())
         folder = self.episode_dir(uuid)
@@ -516,23 +498,9 @@ class Store:
                 )
             folder.mkdir(parents=True)
             lock_fd = try_lock(folder)
-            meta = {
-                "format": META_FORMAT,
-                "uuid": uuid,
-                "dataset": dataset,
-                "task": task,
-                "fps": float(fps),
-                "start_time": start.isoformat(),
-                "source": source,
-                "rig": rig or {},
-                "cameras": {c: sp.to_dict() for c, sp in cams.items()},
-                "lowdim": {k: v.to_dict() for k, v in low.items()},
-                "checkpoint_id": checkpoint_id,
-                # the checkpoint's folder (store-relative): links the episode again when the index is rebuilt
-                "checkpoint_path": ck.path if ck is not None else None,
-                "status": "recording",
-                "tags": list(tags),
-            }
+            meta = episode_meta(uuid=uuid, dataset=dataset, task=task, fps=fps, start=start, source=source, rig=rig,
+                                cams=cams, low=low, checkpoint_id=checkpoint_id,
+                                checkpoint_path=ck.path if ck is not None else None, tags=tags)
             write_json_atomic(folder / META_FILE, meta)
             ep = m.Episode(
                 uuid=uuid,
@@ -1032,8 +1000,17 @@ class Store:
             shutil.rmtree(folder)
 
     # -- recovery ----------------------------------------------------------------------------
+    def bulk_import(self, batch_size: int = DEFAULT_BATCH, *, on_commit=None,
+                    then: str = "the import again") -> BulkImport:
+        """Write many whole episodes, ``batch_size`` per index transaction and one file-system sync per batch;
+        a crash loses only the batch in progress (see :mod:`recorder.store.bulk`). ``then``: what the
+        one-line error of a full disk tells the person to run again."""
+        return BulkImport(self, batch_size, on_commit=on_commit, then=then)
+
     def recover(self) -> list[EpisodeInfo]:
-        """Salvage episodes left ``recording`` by a crash (those with a live writer are left alone)."""
+        """Salvage episodes left ``recording`` by a crash (those with a live writer are left alone) and remove
+        the uncommitted batch of a bulk import that crashed."""
+        roll_back_interrupted(self)
         with self._read() as s:
             ids = list(s.scalars(select(m.Episode.id).where(m.Episode.status == "recording")))
         out = []
@@ -1168,34 +1145,76 @@ def to_json(v: Any) -> Any:
     return json.loads(json.dumps(v, default=_jsonable))
 
 
-def _stream_rows(cams: dict[str, CameraSpec], low: dict[str, LowdimSpec]) -> list[m.Stream]:
+def episode_streams(
+    fps: float, source: str, cameras: dict[str, CameraSpec | dict] | None, lowdim: dict[str, Any] | None
+) -> tuple[dict[str, CameraSpec], dict[str, LowdimSpec], dict]:
+    """Check a new episode's arguments; its camera specs, low-dim specs and dataset ``features``."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, not {fps!r}")
+    cams = {
+        str(k): (v if isinstance(v, CameraSpec) else CameraSpec.from_dict(v))
+        for k, v in (cameras or {}).items()
+    }
+    low = {str(k): LowdimSpec.coerce(v) for k, v in (lowdim or {}).items()}
+    for name in list(cams) + list(low):
+        if not name or "/" in name or is_bookkeeping(name):
+            raise ValueError(f"invalid stream name {name!r}")
+    features = {
+        "fps": float(fps),
+        "cameras": {
+            c: {"shape": [sp.height, sp.width, 3], "dtype": "uint8", "codec": sp.codec}
+            for c, sp in cams.items()
+        },
+        "lowdim": {k: v.to_dict() for k, v in low.items()},
+    }
+    return cams, low, features
+
+
+def episode_meta(*, uuid: str, dataset: str, task: str, fps: float, start: datetime, source: str, rig: dict,
+                 cams: dict[str, CameraSpec], low: dict[str, LowdimSpec], checkpoint_id: int | None,
+                 checkpoint_path: str | None, tags: Iterable[str], status: str = "recording") -> dict:
+    """An episode folder's ``meta.json`` as it starts (the writer adds the counts when it finishes)."""
+    return {
+        "format": META_FORMAT,
+        "uuid": uuid,
+        "dataset": dataset,
+        "task": task,
+        "fps": float(fps),
+        "start_time": start.isoformat(),
+        "source": source,
+        "rig": rig or {},
+        "cameras": {c: sp.to_dict() for c, sp in cams.items()},
+        "lowdim": {k: v.to_dict() for k, v in low.items()},
+        "checkpoint_id": checkpoint_id,
+        # the checkpoint's folder (store-relative): links the episode again when the index is rebuilt
+        "checkpoint_path": checkpoint_path,
+        "status": status,
+        "tags": list(tags),
+    }
+
+
+def stream_values(cams: dict[str, CameraSpec], low: dict[str, LowdimSpec], num_frames: int = 0,
+                  frames_per_camera: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The ``streams`` rows of an episode (column values, without ``episode_id``): one per camera, one per
+    low-dim stream."""
+    fpc = frames_per_camera or {}
     rows = [
-        m.Stream(
-            name=c,
-            kind="video",
-            shape=[sp.height, sp.width, 3],
-            dtype="uint8",
-            codec=sp.codec,
-            path=f"video/{c}.mp4",
-            num_frames=0,
-            options=sp.to_dict(),
-        )
+        dict(name=c, kind="video", shape=[sp.height, sp.width, 3], dtype="uint8", codec=sp.codec,
+             path=f"video/{c}.mp4", num_frames=fpc.get(c, num_frames), options=sp.to_dict())
         for c, sp in cams.items()
     ]
     rows += [
-        m.Stream(
-            name=k,
-            kind="lowdim",
-            shape=list(v.shape),
-            dtype=v.dtype,
-            codec="arrow",
-            path=LOWDIM_FILE,
-            num_frames=0,
-            options={},
-        )
+        dict(name=k, kind="lowdim", shape=list(v.shape), dtype=v.dtype, codec="arrow", path=LOWDIM_FILE,
+             num_frames=num_frames, options={})
         for k, v in low.items()
     ]
     return rows
+
+
+def _stream_rows(cams: dict[str, CameraSpec], low: dict[str, LowdimSpec]) -> list[m.Stream]:
+    return [m.Stream(**row) for row in stream_values(cams, low)]
 
 
 def _check_features(dataset: str, have: dict, new: dict) -> None:

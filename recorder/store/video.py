@@ -69,8 +69,59 @@ def _open_output(path: Path, spec: CameraSpec, fps: float):
     return container, stream, keyint
 
 
+class VideoFile:
+    """One camera's fragmented MP4, encoded in the caller's thread: ``encode(tick, image)`` then ``close()``.
+
+    The record loop's :class:`VideoEncoder` runs one in its thread; a bulk import
+    (``Store.bulk_import``) calls it directly. One colour converter (swscale context) is kept for the file:
+    building a new one per frame costs more than encoding a small frame."""
+
+    def __init__(self, path: Path, name: str, spec: CameraSpec, fps: float) -> None:
+        self.path = Path(path)
+        self.camera = name
+        self.spec = spec
+        self.frames_written = 0
+        self.last_tick = -1
+        self._container, self._stream, self._keyint = _open_output(self.path, spec, fps)
+        self._last_key_tick: int | None = None
+        self._time_base = self._stream.time_base
+        self._yuv = VideoReformatter()
+        self._closed = False
+
+    def encode(self, tick: int, image: np.ndarray) -> None:
+        spec = self.spec
+        if image.shape != (spec.height, spec.width, 3) or image.dtype != np.uint8:
+            raise StoreError(
+                f"camera {self.camera!r} frame is {image.shape} {image.dtype}, expected "
+                f"({spec.height}, {spec.width}, 3) uint8; fix the CameraSpec passed to begin_episode"
+            )
+        frame = self._yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"),
+                                   format="yuv420p")
+        frame.pts = tick
+        frame.time_base = self._time_base
+        if self._last_key_tick is None or tick - self._last_key_tick >= self._keyint:
+            frame.pict_type = av.video.frame.PictureType.I
+            self._last_key_tick = tick
+        else:
+            frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self.last_tick = tick
+
+    def flush(self) -> None:
+        """Encode what the codec still holds (the file stays open)."""
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._container.close()
+
+
 class VideoEncoder(threading.Thread):
-    """Encodes (tick, rgb frame) pairs from a bounded queue into one fragmented MP4."""
+    """Encodes (tick, rgb frame) pairs from a bounded queue into one fragmented MP4 (a :class:`VideoFile`)."""
 
     def __init__(self, path: Path, name: str, spec: CameraSpec, fps: float) -> None:
         super().__init__(name=f"encoder-{name}", daemon=True)
@@ -79,12 +130,16 @@ class VideoEncoder(threading.Thread):
         self.spec = spec
         self.fps = fps
         self.queue: queue.Queue = queue.Queue(maxsize=spec.queue_size)
-        self.frames_written = 0
-        self.last_tick = -1
         self.error: BaseException | None = None
-        self._container, self._stream, self._keyint = _open_output(self.path, spec, fps)
-        self._last_key_tick: int | None = None
-        self._time_base = self._stream.time_base
+        self._file = VideoFile(self.path, name, spec, fps)
+
+    @property
+    def frames_written(self) -> int:
+        return self._file.frames_written
+
+    @property
+    def last_tick(self) -> int:
+        return self._file.last_tick
 
     def submit(self, tick: int, image: np.ndarray) -> bool:
         """Queue a frame without blocking; False when the queue is full (the frame is dropped)."""
@@ -104,8 +159,7 @@ class VideoEncoder(threading.Thread):
                     break
                 if self.error is None:
                     self._encode_one(*item)
-            for packet in self._stream.encode():
-                self._container.mux(packet)
+            self._file.flush()
         except BaseException as err:  # noqa: BLE001 - reported by finish()
             self.error = err
             if is_disk_full(err, self.path.parent):  # one line: the writer reports it to the person
@@ -121,32 +175,13 @@ class VideoEncoder(threading.Thread):
                     time.sleep(0.01)
         finally:
             try:
-                self._container.close()
+                self._file.close()
             except BaseException as err:  # noqa: BLE001
                 if self.error is None:
                     self.error = err
 
     def _encode_one(self, tick: int, image: np.ndarray) -> None:
-        spec = self.spec
-        if image.shape != (spec.height, spec.width, 3) or image.dtype != np.uint8:
-            raise StoreError(
-                f"camera {self.camera!r} frame is {image.shape} {image.dtype}, expected "
-                f"({spec.height}, {spec.width}, 3) uint8; fix the CameraSpec passed to begin_episode"
-            )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
-            format="yuv420p"
-        )
-        frame.pts = tick
-        frame.time_base = self._time_base
-        if self._last_key_tick is None or tick - self._last_key_tick >= self._keyint:
-            frame.pict_type = av.video.frame.PictureType.I
-            self._last_key_tick = tick
-        else:
-            frame.pict_type = av.video.frame.PictureType.NONE
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames_written += 1
-        self.last_tick = tick
+        self._file.encode(tick, image)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish encoding what is queued and close the file (blocks)."""

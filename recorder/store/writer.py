@@ -52,6 +52,16 @@ class EpisodeCommits(Protocol):
         ...
 
 
+def check_undeclared(folder: Path, names: set[str], declared) -> None:
+    """StoreError naming the values of ``names`` that were not declared and are not optional diagnostics."""
+    bad = sorted(n for n in names if not n.startswith(OPTIONAL_VALUE_PREFIXES))
+    if bad:
+        raise StoreError(
+            f"episode {folder}: add_tick got values {bad} not declared in lowdim at begin_episode "
+            f"(declared: {sorted(declared)}); declare them in begin_episode(lowdim=...) or leave them out"
+        )
+
+
 def try_lock(folder: Path) -> int | None:
     """Take the writer lock of an episode folder; None when a live writer (any process) holds it."""
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -187,12 +197,7 @@ class EpisodeWriter:
             self._reserve.release()
 
     def _check_undeclared(self, names: set[str]) -> None:
-        bad = sorted(n for n in names if not n.startswith(OPTIONAL_VALUE_PREFIXES))
-        if bad:
-            raise StoreError(
-                f"episode {self.path}: add_tick got values {bad} not declared in lowdim at begin_episode "
-                f"(declared: {sorted(self.lowdim)}); declare them in begin_episode(lowdim=...) or leave them out"
-            )
+        check_undeclared(self.path, names, self.lowdim)
         new = names - self._ignored
         if new:
             self._ignored |= new
