@@ -38,14 +38,18 @@ sys.path.insert(0, str(ROOT))
 DATASETS = 5
 TASKS = ("pick up the red cube", "push the blue cube", "open the drawer")
 TICKS = 30
+BATCH = 256  # episodes per bulk-import transaction
 
 
 # ------------------------------------------------------------------------------------------- building
-def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS) -> float:
-    """Make ``root`` hold ``n`` episodes in ``datasets`` datasets (reusing what is there); seconds spent writing."""
-    import numpy as np
+def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS, per_episode: bool = False,
+          workers: int = 1) -> float:
+    """Make ``root`` hold ``n`` episodes in ``datasets`` datasets (reusing what is there); seconds spent writing.
 
-    from recorder.store import CameraSpec, Store
+    ``Store.bulk_import`` by default; ``per_episode``: ``begin_episode`` / ``add_tick`` / ``finish`` per episode
+    (the record loop's path, the baseline of the build rate). ``workers`` > 1: that many processes write
+    side by side (a bulk import each)."""
+    from recorder.store import Store
 
     done = root / f".built-{n}"
     if done.exists():
@@ -63,26 +67,71 @@ def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS) ->
         done.touch()
         return time.perf_counter() - t0
     if not (root / "index.sqlite").exists() and smaller is not None and smaller.exists():
-        shutil.copytree(smaller, root, dirs_exist_ok=True)
+        shutil.copytree(smaller, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".built-*"))
+    t0 = time.perf_counter()
+    with Store.open(root) as store:  # (rolls back the uncommitted batch of an interrupted build)
+        have = store.count_episodes(_q(status=None))
+    if workers > 1 and not per_episode and n - have >= 2 * BATCH * workers:
+        # processes importing side by side into one store (each its own staging folder and batches)
+        cuts = [have + (n - have) * k // workers for k in range(workers + 1)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        procs = [subprocess.Popen([sys.executable, __file__, "--build-part", f"{a}:{b}", "--home", str(root),
+                                   "--datasets", str(datasets)], env=env) for a, b in zip(cuts, cuts[1:])]
+        if any(p.wait() for p in procs):
+            raise SystemExit(f"a build worker failed; run the same command again to top up {root}")
+    else:
+        build_part(root, have, n, datasets, per_episode)
+    done.touch()
+    return time.perf_counter() - t0
+
+
+def build_part(root: Path, start: int, stop: int, datasets: int = DATASETS, per_episode: bool = False) -> None:
+    """Write synthetic episodes ``start`` .. ``stop - 1`` into the store at ``root``."""
+    import numpy as np
+
+    from recorder.store import CameraSpec, Store
+
     t0 = time.perf_counter()
     cam = CameraSpec(width=64, height=48, preset="ultrafast")
     frames = [np.full((48, 64, 3), (7 * t) % 255, np.uint8) for t in range(TICKS)]
     with Store.open(root) as store:
-        have = store.count_episodes(_q(status=None))
-        for i in range(have, n):
-            w = store.begin_episode(
-                dataset=f"ds{i % datasets}", task=TASKS[i % 3], fps=30.0,
+        if per_episode:  # the record loop's path: a writer per episode, its own transaction and fsyncs
+            for i in range(start, stop):
+                w = store.begin_episode(**_episode_args(i, datasets, cam), flush_s=60.0)
+                _write_ticks(w, i, frames)
+                w.finish(**_episode_end(i))
+                _progress(i, stop, t0)
+        else:  # Store.bulk_import: BATCH episodes per transaction, one file-system sync per batch
+            with store.bulk_import(batch_size=BATCH) as imp:
+                for i in range(start, stop):
+                    w = imp.begin_episode(**_episode_args(i, datasets, cam))
+                    _write_ticks(w, i, frames)
+                    w.finish(**_episode_end(i))
+                    _progress(i, stop, t0)
+
+
+def _episode_args(i: int, datasets: int, cam) -> dict:
+    return dict(dataset=f"ds{i % datasets}", task=TASKS[i % 3], fps=30.0,
                 source=("teleop", "policy", "scripted")[(i // 3) % 3],
                 cameras={"front": cam}, lowdim={"observation.state": (6,), "action": (6,)},
-                tags=("good",) if i % 10 == 0 else (), flush_s=60.0)
-            for t in range(TICKS):
-                v = np.full(6, i + t / TICKS, np.float32)
-                w.add_tick(t=t / 30, frames={"front": frames[t]}, values={"observation.state": v, "action": v})
-            w.finish(success=(True, False, None)[i % 3] if i % 7 else True)
-            if (i + 1) % 1000 == 0:
-                print(f"  built {i + 1}/{n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-    done.touch()
-    return time.perf_counter() - t0
+                tags=("good",) if i % 10 == 0 else ())
+
+
+def _write_ticks(w, i: int, frames) -> None:
+    import numpy as np
+
+    for t in range(TICKS):
+        v = np.full(6, i + t / TICKS, np.float32)
+        w.add_tick(t=t / 30, frames={"front": frames[t]}, values={"observation.state": v, "action": v})
+
+
+def _episode_end(i: int) -> dict:
+    return dict(success=(True, False, None)[i % 3] if i % 7 else True)
+
+
+def _progress(i: int, n: int, t0: float) -> None:
+    if (i + 1) % 1000 == 0:
+        print(f"  built {i + 1}/{n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 
 def _q(**kw):
@@ -272,22 +321,34 @@ def main() -> int:
     ap.add_argument("--datasets", type=int, default=DATASETS,
                     help="datasets the episodes are spread over (1: the fine-tune set-up covers the whole store)")
     ap.add_argument("--only", action="append", choices=MEASUREMENTS, help="run only these measurements")
+    ap.add_argument("--build-rate", type=int, metavar="N",
+                    help="only time writing N episodes into fresh stores: per episode (the record loop's path) vs "
+                         "Store.bulk_import, alternating, same run")
+    ap.add_argument("--build-workers", type=int, default=1,
+                    help="processes that write a store side by side (each a Store.bulk_import)")
+    ap.add_argument("--build-part", help=argparse.SUPPRESS)
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_part:
+        a, b = (int(x) for x in args.build_part.split(":"))
+        build_part(args.home, a, b, args.datasets)
+        return 0
     if args.measure:
         print(json.dumps(measure(args.measure, args.home)))
         return 0
 
-    sizes = sorted(int(s) for s in args.sizes.split(","))
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.build_rate:
+        return build_rate(args.cache, args.build_rate)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
     load = os.getloadavg()
     results: dict[int, dict] = {}
     built: dict[int, float] = {}
     prev = None
     for n in sizes:
         home = args.cache / (f"store-{n}" if args.datasets == DATASETS else f"store-{n}-ds{args.datasets}")
-        built[n] = build(home, n, prev, args.datasets)
+        built[n] = build(home, n, prev, args.datasets, workers=args.build_workers)
         prev = home
         if args.build_only:
             continue
@@ -302,6 +363,22 @@ def main() -> int:
     if not args.no_append:
         with open(ROOT / "docs" / "benchmarks.md", "a") as f:
             f.write("\n" + text)
+    return 0
+
+
+def build_rate(cache: Path, n: int, rounds: int = 2) -> int:
+    """ms per episode of both write paths, alternating (``rounds`` each) into fresh stores under ``cache``."""
+    load = os.getloadavg()[0]
+    times: dict[str, list[float]] = {"per episode": [], "bulk_import": []}
+    for r in range(rounds):
+        for mode in times:
+            root = cache / f"rate-{mode.replace(' ', '-')}-{r}"
+            shutil.rmtree(root, ignore_errors=True)
+            times[mode].append(build(root, n, None, per_episode=mode == "per episode") / n * 1000)
+            shutil.rmtree(root, ignore_errors=True)
+    for mode, ms in times.items():
+        print(f"{mode:12} {n} episodes: " + ", ".join(f"{t:.1f}" for t in ms) + " ms/episode")
+    print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -1026,12 +1026,19 @@ class LeRobotSource:
 
 
 # --------------------------------------------------------------------------------------------- import
+#: episodes per index transaction of an import (Store.bulk_import)
+IMPORT_BATCH = 64
+
+
 def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source: str = "teleop",
-                   progress: ProgressFn | None = None, tags: Iterable[str] = ("lerobot",)) -> list:
+                   progress: ProgressFn | None = None, tags: Iterable[str] = ("lerobot",),
+                   batch_size: int = IMPORT_BATCH) -> list:
     """Import every episode of a LeRobot v3.0/v2.x folder into ``dataset`` (default: the folder name).
 
-    Returns the new ``EpisodeInfo`` list. The whole folder is checked before anything is written;
-    an episode that fails half-way is discarded.
+    Returns the new ``EpisodeInfo`` list. The whole folder is checked before anything is written. Episodes
+    are written through ``Store.bulk_import``, ``batch_size`` per index transaction (a DROID-sized dataset
+    is tens of thousands of episodes): when an episode fails half-way, or the process dies, the batch in
+    progress is dropped and the batches before it stay imported.
     """
     from recorder.store import CameraSpec
 
@@ -1054,42 +1061,39 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
     feature_names = {k: src_ds.lowdim_names(k) for k in src_ds.lowdim_keys if src_ds.lowdim_names(k)}
     total = sum(e.length for e in src_ds.episodes)
     done = 0
-    imported = []
-    for ep in src_ds.episodes:
-        values = src_ds.read_lowdim(ep)
-        task = ep.tasks[0] if ep.tasks else ""
-        w = store.begin_episode(
-            dataset=name, task=task, fps=src_ds.fps,
-            rig={"imported_from": str(src_ds.path), "format": f"lerobot {src_ds.version}",
-                 "robot_type": src_ds.robot_type, "episode_index": ep.index,
-                 "feature_names": feature_names},
-            source=source,
-            cameras={cam: _spec(CameraSpec, src_ds.camera_shape(key)) for cam, key in cams.items()},
-            lowdim=lowdim_shapes,
-        )
-        try:
-            iters = {cam: src_ds.iter_frames(ep, key) for cam, key in cams.items()}
-            for i in range(ep.length):
-                frames = {cam: next(it) for cam, it in iters.items()}
-                t = float(values["timestamp"][i])
-                _wait_for_room(w)
-                w.add_tick(t=t, frames=frames, timestamps={cam: t for cam in frames},
-                           values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes},
-                           stale={cam: bool(values[k][i].reshape(-1)[0]) for cam, k in stale_keys.items()})
-                done += 1
-                if progress is not None and done % 32 == 0:
-                    progress(done, total)
-            for it in iters.values():
-                it.close()
-            left_out = f"; depth videos {', '.join(src_ds.depth_keys)} left out (no depth streams in the store)" \
-                if src_ds.depth_keys else ""
-            info = w.finish(success=ep.success,
-                            notes=f"imported from {src_ds.path} (episode {ep.index}){left_out}",
-                            tags=list(tags))
-        except BaseException:
-            w.discard()
-            raise
-        imported.append(info)
+    imported: list = []
+    left_out = f"; depth videos {', '.join(src_ds.depth_keys)} left out (no depth streams in the store)" \
+        if src_ds.depth_keys else ""
+    with store.bulk_import(batch_size=batch_size, on_commit=imported.extend,
+                           then=f"'vla-studio datasets import {src_ds.path}' again") as imp:
+        for ep in src_ds.episodes:
+            values = src_ds.read_lowdim(ep)
+            task = ep.tasks[0] if ep.tasks else ""
+            with imp.begin_episode(
+                dataset=name, task=task, fps=src_ds.fps,
+                rig={"imported_from": str(src_ds.path), "format": f"lerobot {src_ds.version}",
+                     "robot_type": src_ds.robot_type, "episode_index": ep.index,
+                     "feature_names": feature_names},
+                source=source,
+                cameras={cam: _spec(CameraSpec, src_ds.camera_shape(key)) for cam, key in cams.items()},
+                lowdim=lowdim_shapes,
+            ) as w:
+                iters = {cam: src_ds.iter_frames(ep, key) for cam, key in cams.items()}
+                try:
+                    for i in range(ep.length):
+                        frames = {cam: next(it) for cam, it in iters.items()}
+                        t = float(values["timestamp"][i])
+                        w.add_tick(t=t, frames=frames, timestamps={cam: t for cam in frames},
+                                   values={k: values[k][i].reshape(lowdim_shapes[k]) for k in lowdim_shapes},
+                                   stale={cam: bool(values[k][i].reshape(-1)[0]) for cam, k in stale_keys.items()})
+                        done += 1
+                        if progress is not None and done % 32 == 0:
+                            progress(done, total)
+                finally:
+                    for it in iters.values():
+                        it.close()
+                w.finish(success=ep.success, notes=f"imported from {src_ds.path} (episode {ep.index}){left_out}",
+                         tags=list(tags))
     if progress is not None:
         progress(total, total)
     return imported
@@ -1097,15 +1101,3 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
 
 def _spec(camera_spec_cls, wh: tuple[int, int]):
     return camera_spec_cls(width=int(wh[0]), height=int(wh[1]), queue_size=64)
-
-
-def _wait_for_room(writer, limit: int = 8, timeout: float = 60.0) -> None:
-    """Back-pressure for bulk writes: the store drops frames when its encoder queue is full."""
-    deadline = time.monotonic() + timeout
-    while True:
-        depth = getattr(writer.stats, "queue_depth", {}) or {}
-        if not depth or max(depth.values()) < limit:
-            return
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.002)

@@ -114,6 +114,7 @@ class BulkEpisodeWriter:
         self._ignored: set[str] = set()
         self._done = False
         self._videos: dict[str, VideoFile] = {}
+        self._lowdim: LowdimWriter | None = None
         try:
             (folder / "video").mkdir(parents=True)
             for name, spec in cameras.items():
@@ -170,6 +171,7 @@ class BulkEpisodeWriter:
                 video.flush()
                 video.close()
             self._lowdim.close(fsync=False)  # the batch syncs once for all its files
+            self._videos, self._lowdim = {}, None  # an encoder's buffers are freed now, not with the batch
             if self._ticks == 0:
                 self._abandon()
                 return
@@ -196,8 +198,9 @@ class BulkEpisodeWriter:
         for video in self._videos.values():
             with contextlib.suppress(BaseException):
                 video.close()
-        with contextlib.suppress(BaseException):
-            self._lowdim._file.close()
+        if self._lowdim is not None:
+            with contextlib.suppress(BaseException):
+                self._lowdim._file.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._batch._open = None
 

@@ -628,12 +628,64 @@ class Store:
             ids = list(s.scalars(ids_stmt))
             if not ids:
                 return []
-            by_id = {}
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                for ep in s.scalars(self._ep_query().where(m.Episode.id.in_(chunk))):
-                    by_id[ep.id] = self._ep_info(ep)
+            by_id = self._ep_infos(s, ids)
             return [by_id[i] for i in ids if i in by_id]
+
+    _INFO_COLUMNS = ("id", "uuid", "dataset_id", "task", "fps", "start_time", "duration_s", "num_frames", "status",
+                     "source", "success", "notes", "dropped", "checkpoint_id", "segments", "rig", "status_before_trash")
+
+    def _ep_infos(self, s: Session, ids: list[int]) -> dict[int, EpisodeInfo]:
+        """EpisodeInfos of ``ids`` from plain SQL reads (three indexed queries per 500 ids, no ORM objects):
+        the same values as :meth:`_ep_info` of the ORM rows, at a fraction of the cost for long listings.
+        JSON columns are read as text and each distinct text is decoded once (a store's episodes share a few
+        camera options, shapes and drop counts); what an EpisodeInfo holds is never shared with another."""
+        e, st, tg = m.Episode.__table__, m.Stream.__table__, m.EpisodeTag.__table__
+
+        def text(col):
+            return sa.type_coerce(col, sa.Text)
+
+        names = dict(s.execute(select(m.Dataset.id, m.Dataset.name)).all())
+        cam_specs: dict[str, CameraSpec] = {}  # one (frozen) spec per distinct camera options
+        low_specs: dict[tuple[str, str], LowdimSpec] = {}
+        dropped_of: dict[str, dict] = {}
+        eps_dir = self.root / EPISODES_DIR
+        out: dict[int, EpisodeInfo] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            cams: dict[int, dict[str, CameraSpec]] = {}
+            low: dict[int, dict[str, LowdimSpec]] = {}
+            stream_q = (select(st.c.episode_id, st.c.name, st.c.kind, text(st.c.shape), st.c.dtype,
+                               text(st.c.options))
+                        .where(st.c.episode_id.in_(chunk)).order_by(st.c.episode_id, st.c.id))
+            for eid, name, kind, shape, dtype, options in s.execute(stream_q):
+                if kind == "video":
+                    spec = cam_specs.get(options)
+                    if spec is None:
+                        spec = cam_specs[options] = CameraSpec.from_dict(json.loads(options))
+                    cams.setdefault(eid, {})[name] = spec
+                else:
+                    lspec = low_specs.get((shape, dtype))
+                    if lspec is None:
+                        lspec = low_specs[(shape, dtype)] = LowdimSpec(tuple(json.loads(shape)), dtype)
+                    low.setdefault(eid, {})[name] = lspec
+            tags: dict[int, list[str]] = {}
+            for eid, tag in s.execute(select(tg.c.episode_id, tg.c.tag).where(tg.c.episode_id.in_(chunk))):
+                tags.setdefault(eid, []).append(tag)
+            cols = [text(e.c[c]) if c in ("dropped", "segments", "rig") else e.c[c] for c in self._INFO_COLUMNS]
+            for r in s.execute(select(*cols).where(e.c.id.in_(chunk))):
+                (eid, uuid, ds_id, task, fps, start, dur, nf, status, source, success, notes, dropped, ck,
+                 segments, rig, before) = r
+                drop = dropped_of.get(dropped)
+                if drop is None:
+                    drop = dropped_of[dropped] = json.loads(dropped) if dropped else {}
+                out[eid] = EpisodeInfo(
+                    id=eid, uuid=uuid, dataset=names.get(ds_id, ""), task=task, fps=fps, start_time=start,
+                    duration_s=dur, num_frames=nf, status=status, source=source, success=success,
+                    tags=tuple(sorted(tags.get(eid, ()))), notes=notes, dropped=dict(drop or {}),
+                    checkpoint_id=ck, path=eps_dir / uuid, cameras=cams.get(eid, {}), lowdim=low.get(eid, {}),
+                    segments=tuple(json.loads(segments) or ()) if segments and segments != "[]" else (),
+                    rig=dict(json.loads(rig) or {}) if rig and rig != "{}" else {}, status_before_trash=before)
+        return out
 
     def episode_rows(
         self,

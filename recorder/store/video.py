@@ -96,7 +96,7 @@ class VideoFile:
                 f"({spec.height}, {spec.width}, 3) uint8; fix the CameraSpec passed to begin_episode"
             )
         frame = self._yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"),
-                                   format="yuv420p")
+                                   format="yuv420p", threads=1)  # one thread per camera already
         frame.pts = tick
         frame.time_base = self._time_base
         if self._last_key_tick is None or tick - self._last_key_tick >= self._keyint:
