@@ -154,10 +154,11 @@ def _last_clean_check(root: Path) -> float | None:
 
 def _unchanged_since(folder: Path, cameras: list[str], since: float) -> bool:
     """True when the episode's folder and every file the check reads are older than ``since``."""
-    paths = [folder, folder / META_FILE, folder / LOWDIM_FILE]
+    f = str(folder)
+    paths = [f, f"{f}/{META_FILE}", f"{f}/{LOWDIM_FILE}"]
     if cameras:
-        paths.append(folder / "video")
-        paths += [folder / "video" / f"{c}.mp4" for c in cameras]
+        paths.append(f"{f}/video")
+        paths += [f"{f}/video/{c}.mp4" for c in cameras]
     for p in paths:
         try:
             st = os.stat(p)
@@ -202,9 +203,10 @@ def check_store(
         raise StoreError(f"{root} does not exist; pass the store folder with --home")
     known_uuids: set[str] = set()
     known_runs: set[str] = set()
+    unchanged: set[str] = set()  # episode folders unchanged since the last clean check (incremental)
     if index.is_file():
         with sql_errors(root, f"'vla-studio --home {root} store check' again"):
-            _check_index(root, index, report, known_uuids, known_runs, since)
+            _check_index(root, index, report, known_uuids, known_runs, since, unchanged)
     eps_dir = root / EPISODES_DIR
     importing = set()  # folders a bulk import is committing (or was, when it stopped): not orphans
     for imp in staged_imports(root):
@@ -219,9 +221,11 @@ def check_store(
                 f"an import into this store was interrupted: its last batch ({lost} episodes) was never committed "
                 f"and is not in the store (earlier batches are); the next open of the store removes {imp.folder}",
                 path=imp.folder, fixable=False))
-    if eps_dir.is_dir() and not any(i.kind == "index-corrupt" for i in report.issues):
-        for folder in sorted(eps_dir.iterdir()):
-            if folder.is_dir() and folder.name not in known_uuids and folder.name not in importing:
+    folders = _episode_folders(eps_dir)
+    if folders and not any(i.kind == "index-corrupt" for i in report.issues):
+        for name in folders:
+            folder = eps_dir / name
+            if name not in known_uuids and name not in importing:
                 if _meta_status(folder) == DELETING:
                     report.issues.append(_leftover_issue(folder))
                     continue
@@ -233,8 +237,8 @@ def check_store(
                 report.issues.append(
                     Issue("orphan-folder", f"{folder} is not in the index{why}", path=folder, fixable=not why)
                 )
-    if eps_dir.is_dir():
-        report.issues.extend(_stray_files(eps_dir))
+    if folders:
+        report.issues.extend(_stray_files(eps_dir, folders, unchanged))
     if not any(i.kind == "index-corrupt" for i in report.issues):
         report.issues.extend(_missing_runs(root, index, known_runs))
     for b in list_backups(root):
@@ -299,20 +303,37 @@ def _missing_runs(root: Path, index: Path, known: set[str]) -> list[Issue]:
     ]
 
 
-def _stray_files(eps_dir: Path) -> list[Issue]:
+def _episode_folders(eps_dir: Path) -> list[str]:
+    """Names of the folders in ``episodes/``, sorted (one directory read, no stat per entry)."""
+    try:
+        with os.scandir(eps_dir) as it:
+            return sorted(e.name for e in it if e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _stray_files(eps_dir: Path, folders: list[str], unchanged: set[str] = frozenset()) -> list[Issue]:
+    """Temp files an interrupted write left in episode folders. A folder in ``unchanged`` (it and its
+    ``video/`` not modified since the last clean check, which found none) cannot have gained one: skipped."""
     out = []
-    for folder in sorted(eps_dir.iterdir()):
-        if not folder.is_dir():
+    for name in folders:
+        if name in unchanged:
             continue
-        if (folder / LOCK_FILE).exists():
+        folder = eps_dir / name
+        strays = []
+        for sub in (folder, folder / "video"):
+            try:
+                with os.scandir(sub) as it:
+                    strays += [Path(e.path) for e in it if e.name.endswith(_STRAY_SUFFIXES) and e.is_file()]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        if strays and (folder / LOCK_FILE).exists():
             fd = try_lock(folder)
             if fd is None:
                 continue  # a live writer: its temp files are about to be renamed
             release_lock(fd)
-        for p in [*folder.iterdir(), *((folder / "video").iterdir() if (folder / "video").is_dir() else [])]:
-            if p.is_file() and p.name.endswith(_STRAY_SUFFIXES):
-                out.append(Issue("stray-temp", f"{p} is left over from an interrupted write; repair removes it",
-                                 path=p))
+        out += [Issue("stray-temp", f"{p} is left over from an interrupted write; repair removes it", path=p)
+                for p in sorted(strays)]
     return out
 
 
@@ -329,7 +350,7 @@ def _repair_needs(root: Path, report: CheckReport) -> int:
 
 
 def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[str], known_runs: set[str],
-                 since: float | None = None) -> None:
+                 since: float | None = None, unchanged: set[str] | None = None) -> None:
     engine = make_engine(index, read_only=True)
     try:
         try:
@@ -343,7 +364,7 @@ def _check_index(root: Path, index: Path, report: CheckReport, known_uuids: set[
                 Issue("schema-old", f"{index} has an older schema; it is migrated on the next open", path=index)
             )
         if rev is not None:
-            _check_rows(engine, root, report, known_uuids, since)
+            _check_rows(engine, root, report, known_uuids, since, unchanged)
             known_runs |= _run_ids(engine)
     finally:
         engine.dispose()
@@ -362,53 +383,63 @@ def _leftover_issue(folder: Path) -> Issue:
     )
 
 
-def _check_rows(engine, root: Path, report: CheckReport, known: set[str], since: float | None = None) -> None:
-    from sqlalchemy.orm import Session, selectinload
+def _check_rows(engine, root: Path, report: CheckReport, known: set[str], since: float | None = None,
+                unchanged: set[str] | None = None) -> None:
+    """Check every episode row against its folder (plain SQL reads: one pass over the rows, one over the video
+    streams; nothing kept per episode but its uuid). ``unchanged`` collects the uuids skipped by ``since``."""
+    from sqlalchemy.orm import Session
 
+    e, st = m.Episode.__table__, m.Stream.__table__
+    eps_dir = root / EPISODES_DIR
     with Session(engine) as s:
-        eps = s.scalars(
-            select(m.Episode).options(selectinload(m.Episode.streams)).order_by(m.Episode.id)
-        ).all()
-        for ep in eps:
-            known.add(ep.uuid)
-            folder = root / EPISODES_DIR / ep.uuid
-            if ep.status == "discarded":
+        cams_of: dict[int, list[str]] = {}
+        for eid, name in s.execute(select(st.c.episode_id, st.c.name).where(st.c.kind == "video")
+                                   .order_by(st.c.episode_id, st.c.id)):
+            cams_of.setdefault(eid, []).append(name)
+        rows = s.execute(select(e.c.id, e.c.uuid, e.c.status, e.c.num_frames, e.c.fps, e.c.updated_at)
+                         .order_by(e.c.id))
+        for ep_id, uuid, status, num_frames, fps, updated_at in rows:
+            known.add(uuid)
+            folder = eps_dir / uuid
+            if status == "discarded":
                 continue
-            if ep.status == DELETING:
+            if status == DELETING:
                 report.issues.append(
                     Issue(
                         "deleting",
-                        f"episode {ep.id} was being deleted when it was interrupted; repair finishes "
+                        f"episode {ep_id} was being deleted when it was interrupted; repair finishes "
                         f"deleting {folder} and its index row",
-                        ep.id,
+                        ep_id,
                         folder,
                     )
                 )
                 continue
             report.episodes_checked += 1
-            if ep.status == "recording":
+            if status == "recording":
                 fd = try_lock(folder) if folder.is_dir() else None
                 if folder.is_dir() and fd is None:
                     report.issues.append(
-                        Issue("live", f"episode {ep.id} is being recorded now", ep.id, folder, fixable=False)
+                        Issue("live", f"episode {ep_id} is being recorded now", ep_id, folder, fixable=False)
                     )
                 else:
                     release_lock(fd)
                     report.issues.append(
                         Issue(
                             "crashed",
-                            f"episode {ep.id} was left 'recording' by a crash; repair salvages it",
-                            ep.id,
+                            f"episode {ep_id} was left 'recording' by a crash; repair salvages it",
+                            ep_id,
                             folder,
                         )
                     )
                 continue
-            cams = [st.name for st in ep.streams if st.kind == "video"]
-            if since is not None and ep.updated_at.timestamp() < since and _unchanged_since(folder, cams, since):
+            cams = cams_of.get(ep_id, [])
+            if since is not None and updated_at.timestamp() < since and _unchanged_since(folder, cams, since):
                 report.episodes_checked -= 1
                 report.episodes_skipped += 1
+                if unchanged is not None:
+                    unchanged.add(uuid)
                 continue
-            report.issues.extend(_episode_problems(folder, ep.id, ep.num_frames, ep.fps, cams))
+            report.issues.extend(_episode_problems(folder, ep_id, num_frames, fps, cams))
 
 
 def _move_aside(index: Path) -> Path:

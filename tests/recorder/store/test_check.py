@@ -209,3 +209,14 @@ def test_incremental_check_skips_what_did_not_change_since_the_last_clean_check(
     assert main(["--home", str(home), "store", "check", "--full"]) == 1
     out = capsys.readouterr().out
     assert "3 episodes checked\n" in out and "front.mp4 is truncated" in out
+
+
+def test_incremental_check_finds_a_temp_file_left_after_the_last_clean_check(home):
+    with Store.open(home) as store:
+        a, b = (record(store, n=6, task=f"t{i}") for i in range(2))
+    assert check_store(home, full=False).ok
+    stray = b.path / "video" / "front.mp4.salvage.mp4"  # an interrupted repair of b, after that clean check
+    stray.write_bytes(b"half a video")
+    report = check_store(home, full=False)
+    assert [(i.kind, i.path) for i in report.problems] == [("stray-temp", stray)]
+    assert report.episodes_skipped == 1  # a's folder did not change: neither read nor listed again
