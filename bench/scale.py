@@ -43,7 +43,7 @@ BATCH = 256  # episodes per bulk-import transaction
 
 # ------------------------------------------------------------------------------------------- building
 def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS, per_episode: bool = False,
-          workers: int = 1) -> float:
+          workers: int = 1, rgb: bool = False) -> float:
     """Make ``root`` hold ``n`` episodes in ``datasets`` datasets (reusing what is there); seconds spent writing.
 
     ``Store.bulk_import`` by default; ``per_episode``: ``begin_episode`` / ``add_tick`` / ``finish`` per episode
@@ -80,13 +80,16 @@ def build(root: Path, n: int, smaller: Path | None, datasets: int = DATASETS, pe
         if any(p.wait() for p in procs):
             raise SystemExit(f"a build worker failed; run the same command again to top up {root}")
     else:
-        build_part(root, have, n, datasets, per_episode)
+        build_part(root, have, n, datasets, per_episode, rgb)
     done.touch()
     return time.perf_counter() - t0
 
 
-def build_part(root: Path, start: int, stop: int, datasets: int = DATASETS, per_episode: bool = False) -> None:
-    """Write synthetic episodes ``start`` .. ``stop - 1`` into the store at ``root``."""
+def build_part(root: Path, start: int, stop: int, datasets: int = DATASETS, per_episode: bool = False,
+               rgb: bool = False) -> None:
+    """Write synthetic episodes ``start`` .. ``stop - 1`` into the store at ``root``. The bulk import gets its
+    frames as yuv420p ``av.VideoFrame`` objects, as the LeRobot importer hands over decoded frames (``rgb``:
+    RGB arrays, as a camera gives them; the record loop's path always gets those)."""
     import numpy as np
 
     from recorder.store import CameraSpec, Store
@@ -94,6 +97,10 @@ def build_part(root: Path, start: int, stop: int, datasets: int = DATASETS, per_
     t0 = time.perf_counter()
     cam = CameraSpec(width=64, height=48, preset="ultrafast")
     frames = [np.full((48, 64, 3), (7 * t) % 255, np.uint8) for t in range(TICKS)]
+    if not (per_episode or rgb):
+        import av
+
+        frames = [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p") for f in frames]
     with Store.open(root) as store:
         if per_episode:  # the record loop's path: a writer per episode, its own transaction and fsyncs
             for i in range(start, stop):
@@ -324,6 +331,8 @@ def main() -> int:
     ap.add_argument("--build-rate", type=int, metavar="N",
                     help="only time writing N episodes into fresh stores: per episode (the record loop's path) vs "
                          "Store.bulk_import, alternating, same run")
+    ap.add_argument("--rate-modes", action="append", choices=RATE_MODES,
+                    help="with --build-rate: only these write paths (a tree without bulk_import: 'per episode')")
     ap.add_argument("--build-workers", type=int, default=1,
                     help="processes that write a store side by side (each a Store.bulk_import)")
     ap.add_argument("--build-part", help=argparse.SUPPRESS)
@@ -340,7 +349,7 @@ def main() -> int:
 
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.build_rate:
-        return build_rate(args.cache, args.build_rate)
+        return build_rate(args.cache, args.build_rate, modes=args.rate_modes or RATE_MODES)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     load = os.getloadavg()
     results: dict[int, dict] = {}
@@ -366,18 +375,21 @@ def main() -> int:
     return 0
 
 
-def build_rate(cache: Path, n: int, rounds: int = 2) -> int:
-    """ms per episode of both write paths, alternating (``rounds`` each) into fresh stores under ``cache``."""
+RATE_MODES = ("per episode", "bulk_import, RGB arrays", "bulk_import, yuv frames")
+
+
+def build_rate(cache: Path, n: int, rounds: int = 2, modes=RATE_MODES) -> int:
+    """ms per episode of the write paths, alternating (``rounds`` each) into fresh stores under ``cache``."""
     load = os.getloadavg()[0]
-    times: dict[str, list[float]] = {"per episode": [], "bulk_import": []}
+    times: dict[str, list[float]] = {m: [] for m in modes}
     for r in range(rounds):
         for mode in times:
-            root = cache / f"rate-{mode.replace(' ', '-')}-{r}"
+            root = cache / f"rate-{RATE_MODES.index(mode)}-{r}"
             shutil.rmtree(root, ignore_errors=True)
-            times[mode].append(build(root, n, None, per_episode=mode == "per episode") / n * 1000)
+            times[mode].append(build(root, n, None, per_episode=mode == "per episode", rgb="RGB" in mode) / n * 1000)
             shutil.rmtree(root, ignore_errors=True)
     for mode, ms in times.items():
-        print(f"{mode:12} {n} episodes: " + ", ".join(f"{t:.1f}" for t in ms) + " ms/episode")
+        print(f"{mode:24} {n} episodes: " + ", ".join(f"{t:.1f}" for t in ms) + " ms/episode")
     print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
     return 0
 

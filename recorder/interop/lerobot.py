@@ -991,8 +991,10 @@ class LeRobotSource:
             out["task_index"] = _column_to_numpy(table.column("task_index"), n)[:, 0].astype(np.int64)
         return out
 
-    def iter_frames(self, ep: SourceEpisode, key: str) -> Iterator[np.ndarray]:
-        """The episode's frames of one camera, in order (exactly ``ep.length`` of them or a DatasetError)."""
+    def iter_frames(self, ep: SourceEpisode, key: str, rgb: bool = True) -> Iterator:
+        """The episode's frames of one camera, in order (exactly ``ep.length`` of them or a DatasetError):
+        RGB arrays, or with ``rgb=False`` the decoded ``av.VideoFrame`` objects themselves (what an import
+        hands the store's encoder: no conversion to RGB and back)."""
         import av
 
         path, start = ep.videos[key]
@@ -1012,7 +1014,7 @@ class LeRobotSource:
                 t = float(frame.pts * stream.time_base) if frame.pts is not None else (frame.time or 0.0)
                 if t < start - half:
                     continue
-                yield frame.to_ndarray(format="rgb24")
+                yield frame.to_ndarray(format="rgb24") if rgb else frame
                 count += 1
                 if count >= ep.length:
                     break
@@ -1078,7 +1080,7 @@ def import_lerobot(store, src: Path | str, dataset: str | None = None, *, source
                 cameras={cam: _spec(CameraSpec, src_ds.camera_shape(key)) for cam, key in cams.items()},
                 lowdim=lowdim_shapes,
             ) as w:
-                iters = {cam: src_ds.iter_frames(ep, key) for cam, key in cams.items()}
+                iters = {cam: src_ds.iter_frames(ep, key, rgb=False) for cam, key in cams.items()}
                 try:
                     for i in range(ep.length):
                         frames = {cam: next(it) for cam, it in iters.items()}

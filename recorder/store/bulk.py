@@ -132,7 +132,9 @@ class BulkEpisodeWriter:
     def add_tick(self, t: float | None = None, frames: dict[str, Any] | None = None,
                  timestamps: dict[str, float] | None = None, values: dict[str, np.ndarray] | None = None,
                  stale: dict[str, bool] | None = None) -> int:
-        """Write one tick (arguments as ``EpisodeWriter.add_tick``); every declared camera needs a frame."""
+        """Write one tick (arguments as ``EpisodeWriter.add_tick``); every declared camera needs a frame: an
+        RGB array, a FramePacket, or an ``av.VideoFrame`` (e.g. decoded from the source dataset's video: encoded
+        without a round trip through RGB)."""
         if self._done:
             raise StoreError(f"episode {self.uuid} is already finished; begin a new episode to write more")
         frames = frames or {}

@@ -88,15 +88,27 @@ class VideoFile:
         self._yuv = VideoReformatter()
         self._closed = False
 
-    def encode(self, tick: int, image: np.ndarray) -> None:
+    def encode(self, tick: int, image: np.ndarray | av.VideoFrame) -> None:
+        """Encode one frame: an RGB ``(h, w, 3)`` uint8 array, or an ``av.VideoFrame`` of any pixel format
+        (a decoded frame of another video: no round trip through RGB; yuv420p ones are encoded as they are,
+        and the frame object is taken over: its pts and picture type are set here)."""
         spec = self.spec
-        if image.shape != (spec.height, spec.width, 3) or image.dtype != np.uint8:
-            raise StoreError(
-                f"camera {self.camera!r} frame is {image.shape} {image.dtype}, expected "
-                f"({spec.height}, {spec.width}, 3) uint8; fix the CameraSpec passed to begin_episode"
-            )
-        frame = self._yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"),
-                                   format="yuv420p", threads=1)  # one thread per camera already
+        if isinstance(image, av.VideoFrame):
+            if (image.height, image.width) != (spec.height, spec.width):
+                raise StoreError(
+                    f"camera {self.camera!r} frame is {image.width}x{image.height}, expected "
+                    f"{spec.width}x{spec.height}; fix the CameraSpec passed to begin_episode"
+                )
+            frame = image if image.format.name == "yuv420p" else self._yuv.reformat(
+                image, format="yuv420p", threads=1)
+        else:
+            if image.shape != (spec.height, spec.width, 3) or image.dtype != np.uint8:
+                raise StoreError(
+                    f"camera {self.camera!r} frame is {image.shape} {image.dtype}, expected "
+                    f"({spec.height}, {spec.width}, 3) uint8; fix the CameraSpec passed to begin_episode"
+                )
+            frame = self._yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"),
+                                       format="yuv420p", threads=1)  # one thread per camera already
         frame.pts = tick
         frame.time_base = self._time_base
         if self._last_key_tick is None or tick - self._last_key_tick >= self._keyint:
