@@ -80,6 +80,17 @@ _STORE_ENTRIES = {
 _UNSET: Any = object()
 
 
+def _json_once(cache: dict[str, Any], text: str | None) -> Any:
+    """``json.loads(text)`` through ``cache`` (the caller copies what it keeps); None for NULL."""
+    if text is None:
+        return None
+    try:
+        return cache[text]
+    except KeyError:
+        value = cache[text] = json.loads(text)
+        return value
+
+
 def _fix_hint(root: Path) -> str:
     return f"vla-studio --home {root} store check --repair"
 
@@ -647,7 +658,7 @@ class Store:
         names = dict(s.execute(select(m.Dataset.id, m.Dataset.name)).all())
         cam_specs: dict[str, CameraSpec] = {}  # one (frozen) spec per distinct camera options
         low_specs: dict[tuple[str, str], LowdimSpec] = {}
-        dropped_of: dict[str, dict] = {}
+        dropped_of: dict[str, Any] = {}
         eps_dir = self.root / EPISODES_DIR
         out: dict[int, EpisodeInfo] = {}
         for i in range(0, len(ids), 500):
@@ -675,9 +686,7 @@ class Store:
             for r in s.execute(select(*cols).where(e.c.id.in_(chunk))):
                 (eid, uuid, ds_id, task, fps, start, dur, nf, status, source, success, notes, dropped, ck,
                  segments, rig, before) = r
-                drop = dropped_of.get(dropped)
-                if drop is None:
-                    drop = dropped_of[dropped] = json.loads(dropped) if dropped else {}
+                drop = _json_once(dropped_of, dropped)
                 out[eid] = EpisodeInfo(
                     id=eid, uuid=uuid, dataset=names.get(ds_id, ""), task=task, fps=fps, start_time=start,
                     duration_s=dur, num_frames=nf, status=status, source=source, success=success,
@@ -700,7 +709,7 @@ class Store:
         no ORM objects, no stream rows; for listings of many episodes."""
         e = m.Episode
         cols = [e.id, e.uuid, e.dataset_id, e.task, e.start_time, e.duration_s, e.num_frames, e.status, e.source,
-                e.success, e.notes, e.dropped, e.checkpoint_id]
+                e.success, e.notes, sa.type_coerce(e.dropped, sa.Text), e.checkpoint_id]
         stmt = page_statement(query, cols, sort=sort, descending=descending, after=after, limit=limit)
         ids = page_statement(query, e.id, sort=sort, descending=descending, after=after, limit=limit)
         with self._read() as s:
@@ -713,10 +722,11 @@ class Store:
                 m.EpisodeTag.episode_id.in_(ids))
             for eid, tag in s.execute(tag_q):
                 tags.setdefault(eid, []).append(tag)
+        dropped: dict[str, Any] = {}  # JSON text -> its value, decoded once (most rows share a few)
         return [
             EpisodeRow(id=r[0], uuid=r[1], dataset=names.get(r[2], ""), task=r[3], start_time=r[4], duration_s=r[5],
                        num_frames=r[6], status=r[7], source=r[8], success=r[9], tags=tuple(sorted(tags.get(r[0], ()))),
-                       notes=r[10], dropped=dict(r[11] or {}), checkpoint_id=r[12])
+                       notes=r[10], dropped=dict(_json_once(dropped, r[11]) or {}), checkpoint_id=r[12])
             for r in rows
         ]
 
