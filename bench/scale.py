@@ -381,17 +381,26 @@ RATE_MODES = ("per episode", "bulk_import, RGB arrays", "bulk_import, yuv frames
 def build_rate(cache: Path, n: int, rounds: int = 2, modes=RATE_MODES) -> int:
     """ms per episode of the write paths, alternating (``rounds`` each) into fresh stores under ``cache``."""
     load = os.getloadavg()[0]
-    times: dict[str, list[float]] = {m: [] for m in modes}
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for r in range(rounds):
         for mode in times:
             root = cache / f"rate-{RATE_MODES.index(mode)}-{r}"
             shutil.rmtree(root, ignore_errors=True)
-            times[mode].append(build(root, n, None, per_episode=mode == "per episode", rgb="RGB" in mode) / n * 1000)
+            cpu0 = _cpu_s()
+            wall = build(root, n, None, per_episode=mode == "per episode", rgb="RGB" in mode)
+            times[mode].append((wall / n * 1000, (_cpu_s() - cpu0) / n * 1000))
             shutil.rmtree(root, ignore_errors=True)
     for mode, ms in times.items():
-        print(f"{mode:24} {n} episodes: " + ", ".join(f"{t:.1f}" for t in ms) + " ms/episode")
+        print(f"{mode:24} {n} episodes: wall " + ", ".join(f"{w:.1f}" for w, _ in ms) + " ms/episode; CPU "
+              + ", ".join(f"{c:.1f}" for _, c in ms) + " ms/episode")
     print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
     return 0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (all its threads: the encoders too)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _cell(r: dict, key: str = "s", fmt: str = "{:.2f}") -> str:

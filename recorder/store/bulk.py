@@ -47,7 +47,14 @@ from recorder.store.lowdim import FILENAME as LOWDIM_FILE
 from recorder.store.lowdim import LowdimWriter
 from recorder.store.types import CameraSpec, EpisodeInfo, LowdimSpec
 from recorder.store.video import VideoFile
-from recorder.store.writer import META_FILE, OPTIONAL_VALUE_PREFIXES, check_undeclared, release_lock, try_lock
+from recorder.store.writer import (
+    META_FILE,
+    OPTIONAL_VALUE_PREFIXES,
+    FinishOnExit,
+    check_undeclared,
+    release_lock,
+    try_lock,
+)
 
 if TYPE_CHECKING:
     from recorder.store.store import Store
@@ -96,7 +103,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- one episode
-class BulkEpisodeWriter:
+class BulkEpisodeWriter(FinishOnExit):
     """One episode of a :class:`BulkImport`: ``add_tick`` per tick (frames are encoded at once, in this thread;
     none is ever dropped), then ``finish``, which hands the episode to the batch (its index row is written
     when the batch commits). Same files and ``meta.json`` as :class:`~recorder.store.writer.EpisodeWriter`."""
@@ -209,17 +216,6 @@ class BulkEpisodeWriter:
     def _raise_disk_full(self, err: BaseException) -> None:
         if is_disk_full(err, self.path):
             raise disk_full_error(self._batch.store.root, then=self._batch.then) from None
-
-    def __enter__(self) -> BulkEpisodeWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.finish()
-        else:
-            self.discard()
 
 
 @dataclass

@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -81,7 +81,25 @@ def release_lock(fd: int | None) -> None:
             os.close(fd)
 
 
-class EpisodeWriter:
+class FinishOnExit:
+    """``with`` support of an episode writer: ``finish()`` on a clean exit, ``discard()`` on an exception
+    (nothing when it was finished or discarded inside the block)."""
+
+    _done: bool
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.finish()
+        else:
+            self.discard()
+
+
+class EpisodeWriter(FinishOnExit):
     """Writes one episode: a video per camera (encoder thread each) and the low-dim table.
 
     ``add_tick`` only queues frames (a full queue drops the frame, counts it and marks
@@ -333,17 +351,6 @@ class EpisodeWriter:
                 self._lock_fd = None
             shutil.rmtree(self.path, ignore_errors=True)
             self._index.discard(self.episode_id, note="discarded by the recorder")
-
-    def __enter__(self) -> EpisodeWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.finish()
-        else:
-            self.discard()
 
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
