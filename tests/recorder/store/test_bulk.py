@@ -160,3 +160,34 @@ def test_killed_bulk_import_keeps_committed_batches_and_checks_clean(home, tmp_p
     assert sorted(os.listdir(home / "episodes")) == sorted(e.uuid for e in eps)
     report = check_store(home, full=True)
     assert report.ok and not report.issues and report.episodes_checked == 8
+
+
+def test_a_full_disk_stops_the_import_in_one_line_and_keeps_committed_batches(small_disk):
+    from recorder.store.faults import DiskFullError
+    from tests.diskfull import fill
+
+    home = small_disk / "home"
+    rng = np.random.default_rng(0)
+    cams = {"front": CameraSpec(width=160, height=120)}
+    with Store.open(home) as store:
+        fill(small_disk, leave=6 << 20)  # room for one batch or two of these episodes
+        with pytest.raises(DiskFullError) as err:
+            with store.bulk_import(batch_size=4, then="'vla-studio datasets import SRC' again") as imp:
+                for _ in range(1000):  # noise frames encode large: the disk fills
+                    with imp.begin_episode(dataset="bulk", fps=30.0, cameras=cams, lowdim=LOWDIM) as w:
+                        for t in range(30):
+                            w.add_tick(frames={"front": rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)},
+                                       values={"observation.state": state(t), "action": action(t)})
+        msg = str(err.value)
+        assert msg.startswith(f"disk full at {home}") and "\n" not in msg and "Errno" not in msg
+        assert msg.endswith("free space and run 'vla-studio datasets import SRC' again (episodes of batches "
+                            "already committed are kept)")
+        eps = store.episodes(dataset="bulk")
+        assert eps and len(eps) % 4 == 0  # whole batches only
+        for info in eps:
+            with store.open_episode(info) as r:
+                assert r.frames("front", range(30)).shape == (30, 120, 160, 3)
+    assert not (home / IMPORTING_DIR).exists()
+    assert sorted(os.listdir(home / "episodes")) == sorted(e.uuid for e in eps)
+    report = check_store(home, full=True)
+    assert report.ok and not report.problems
