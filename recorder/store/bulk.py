@@ -440,9 +440,13 @@ def staged_imports(root: Path) -> list[InterruptedImport]:
     for folder in sorted(base.iterdir()):
         if not folder.is_dir():
             continue
-        fd = try_lock(folder)
+        try:
+            fd = try_lock(folder)
+        except OSError:  # a read-only store: no import can be writing into it
+            fd = -1
         live = fd is None
-        release_lock(fd)
+        if fd is not None and fd >= 0:
+            release_lock(fd)
         try:
             uuids = list(json.loads((folder / JOURNAL_FILE).read_text())["uuids"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -460,7 +464,11 @@ def roll_back_interrupted(store: Store) -> int:
     for imp in staged_imports(store.root):
         if imp.live:
             continue
-        fd = try_lock(imp.folder)
+        try:
+            fd = try_lock(imp.folder)
+        except OSError as err:  # a read-only store: leave it as it is (store check notes it)
+            log.warning("cannot remove what an interrupted import left in %s (%s)", imp.folder, err)
+            continue
         if fd is None:
             continue
         try:
