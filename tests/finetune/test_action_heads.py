@@ -65,7 +65,7 @@ def test_fast_tokenizer_refuses_too_few_chunks_with_one_line():
 
 
 def test_flow_head_trains_and_the_policy_reuses_one_prefix_for_ten_euler_steps(home, tmp_path, monkeypatch):
-    result, log = _run(home, _cfg(action_head="flow", use_state=True, steps=30, lr=1e-2, eval_every=5,
+    result, log = _run(home, _cfg(action_head="flow", use_state=True, steps=15, lr=1e-2, eval_every=5,
                                   val_fraction=0.25, eval_batches=2))
     assert result.status == "done"
     val = [e["val_loss"] for e in log.of("eval")]  # fixed noise and times: comparable across evaluations
