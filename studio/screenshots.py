@@ -56,18 +56,17 @@ def _grab(app, window, path: Path) -> Path:
     return path
 
 
-def _record_demos(home: Path, episodes: int, seconds: float = 6.0) -> None:
+def _record_demos(home: Path, episodes: int) -> None:
     import io
 
     from studio.commands.record import run_record
 
-    run_record(home, "sim", "pick-demos", None, episodes, fps=15.0, episode_time=seconds, reset_time=0.0,
+    run_record(home, "sim", "pick-demos", None, episodes, fps=15.0, episode_time=6.0, reset_time=0.0,
                scripted=True, size="160x120", out=io.StringIO())
 
 
-def take(out: Path, home: Path | None = None, steps: int = 24, demo_seconds: float = 6.0) -> list[Path]:
-    """Take every screenshot into ``out``; returns the PNG paths. ``demo_seconds``: the length of each of the two
-    scripted demonstrations (recorded in real time)."""
+def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
+    """Take every screenshot into ``out``; returns the PNG paths."""
     from PyQt6.QtWidgets import QApplication
 
     out = Path(out)
@@ -103,7 +102,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24, demo_seconds: flo
         _wait(app, lambda: record.phase == "disconnected" and not ctx.rigs.holder, 30, "the rig to disconnect")
 
         # 3. Datasets: scripted demonstrations, one selected
-        _record_demos(home, 2, demo_seconds)
+        _record_demos(home, 2)
         ctx.store_changed.emit()
         datasets = tabs["Datasets"]
         window.tabs.setCurrentWidget(datasets)
@@ -167,14 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/screenshots", help="folder for the PNGs (default docs/screenshots)")
     p.add_argument("--home", default=None, help="store to fill (default: a fresh temporary folder)")
     p.add_argument("--steps", type=int, default=24, help="steps of the tiny fine-tune (default 24)")
-    p.add_argument("--demo-seconds", type=float, default=6.0,
-                   help="length of each scripted demonstration, recorded in real time (default 6)")
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from PyQt6.QtWidgets import QApplication
 
-    for path in take(Path(args.out), Path(args.home) if args.home else None, steps=args.steps,
-                     demo_seconds=args.demo_seconds):
+    for path in take(Path(args.out), Path(args.home) if args.home else None, steps=args.steps):
         print(path, flush=True)
     print(f"platform {QApplication.instance().platformName()}; grabbed from: {', '.join(GRABBED)}", flush=True)
     return 0

@@ -36,8 +36,7 @@ def test_screenshot_script_takes_a_real_picture_of_each_tab(tmp_path, qapp):
     env.update(MUJOCO_GL=env.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     out = tmp_path / "shots"
     proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "studio.screenshots",
-                           "--out", str(out), "--home", str(tmp_path / "home"), "--steps", "6",
-                           "--demo-seconds", "2"],
+                           "--out", str(out), "--home", str(tmp_path / "home"), "--steps", "6"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "platform xcb; grabbed from: " + ", ".join(["screen"] * len(SHOTS)) in proc.stdout

@@ -48,19 +48,6 @@ def import_metaworld():
     return metaworld
 
 
-def first_mt1_task(mw, task: str):
-    """``metaworld.MT1(task, seed=MT1_SEED)`` holding only its first train task, the one LeRobot's protocol uses.
-
-    MT1 draws its 50 goals one env reset after another from the seed, so the first is the same whether 1 or 50
-    are drawn; drawing one skips 49 resets of 50 physics steps each (seconds per task on a laptop CPU)."""
-    n_goals = mw._N_GOALS
-    mw._N_GOALS = 1
-    try:
-        return mw.MT1(task, seed=MT1_SEED)
-    finally:
-        mw._N_GOALS = n_goals
-
-
 def flip_like_lerobot(image: np.ndarray, camera: str) -> np.ndarray:
     """LeRobot turns corner2 images by 180 degrees ("outputs images with both axes inverted")."""
     return np.ascontiguousarray(np.flip(image, (0, 1))) if camera == "corner2" else image
@@ -90,7 +77,7 @@ class MetaWorldSim:
         got = self._envs.get(task)
         if got is None:
             mw = self._mw
-            mt1 = first_mt1_task(mw, task)
+            mt1 = mw.MT1(task, seed=MT1_SEED)
             try:
                 env = mt1.train_classes[task]()
                 env.set_task(mt1.train_tasks[0])
