@@ -24,6 +24,7 @@ fast    pi0-FAST: DCT + BPE tokens on the vocabulary tail, cross-entropy, greedy
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,21 +50,24 @@ class HeadPrediction:
     valid: torch.Tensor | None = None  # (B,) bool: False where the output was not a valid chunk (FAST)
 
 
-class ActionHead:
+class ActionHead(abc.ABC):
     """Base class; see the module docstring."""
 
     name = ""
     modules: tuple[str, ...] = ()
     uses_state = False  # trained with proprio (--use-state) when the run asks for it
 
+    @abc.abstractmethod
     def prepare(self, vla, ids: list[int], out: dict, state) -> list[int]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def loss(self, vla, **batch):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def predict(self, vla, batch: dict, *, reference: bool = False) -> HeadPrediction:
-        raise NotImplementedError
+        ...
 
     def config(self) -> dict:
         return {}

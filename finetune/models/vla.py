@@ -27,6 +27,7 @@ right-padded, causal attention (no mask needed: pads only follow real tokens). T
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ def _layer_out(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-class VLA(nn.Module):
+class VLA(nn.Module, metaclass=abc.ABCMeta):
     """Base class; see the module docstring. Attributes set by subclasses before ``_init_heads``."""
 
     image_size: int
@@ -125,12 +126,13 @@ class VLA(nn.Module):
 
     # ------------------------------------------------------------------ to be provided by subclasses
     @property
+    @abc.abstractmethod
     def hidden_size(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """uint8 (B, n_images, 3, S, S) -> (B, n_images * P, hidden)."""
-        raise NotImplementedError
 
     @property
     def llm(self) -> nn.Module:  # the causal LM (has .model and .lm_head)
