@@ -76,7 +76,7 @@ class ActionHead(abc.ABC):
         """File name -> text, written into every checkpoint folder and merged export."""
         return {}
 
-    def load_files(self, folder) -> None:
+    def load_files(self, folder) -> None:  # noqa: B027 - optional hook, most heads have no files
         """Read what :meth:`files` wrote (a checkpoint folder or a merged export)."""
 
     @property
