@@ -50,7 +50,7 @@ def register(sub) -> None:
 
 def _calibrations(path: str | None) -> dict:
     """--calibration: the same parser as the Rollout tab's calibration field (JSON or TOML)."""
-    from studio.rollout_calibration import load_calibrations
+    from studio.rollout.calibration import load_calibrations
 
     return load_calibrations(path)
 
@@ -72,7 +72,7 @@ def _run(args) -> int:
     from recorder.errors import ConfigError
     from recorder.rollout import ChunkConfig, RolloutCallbacks, make_rollout_session
     from recorder.store import Store
-    from studio.rollout_policy import open_policy
+    from studio.rollout.policy import open_policy
 
     if args.episodes < 1:  # before the model is loaded (make_rollout_session says it again)
         raise ConfigError("rollout: --episodes must be at least 1")

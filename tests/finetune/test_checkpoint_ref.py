@@ -4,7 +4,7 @@ import pytest
 
 from finetune.checkpoint_ref import CheckpointRef, in_run, resolve
 from recorder.errors import ModelError
-from studio.rollout_policy import checkpoint_label, resolve_checkpoint_arg
+from studio.rollout.policy import checkpoint_label, resolve_checkpoint_arg
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def test_rollout_with_edited_tags_stays_under_its_checkpoint(home, qtbot):
     from recorder.devices.rig import load_rig, sim_rig_config
     from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
     from studio.context import AppContext
-    from studio.rollout_review import RolloutReviewWidget
+    from studio.rollout.review import RolloutReviewWidget
 
     ctx = AppContext(home=home)
     folder = home / "runs" / "run-x" / "checkpoints" / "0000020"
@@ -62,7 +62,7 @@ def _policy_episode(store, *, success, checkpoint_id=None, tags=()):
 
 
 def test_review_lists_a_page_of_rollouts_and_counts_all_of_them(home, qtbot, monkeypatch):
-    import studio.rollout_review as rr
+    import studio.rollout.review as rr
     from recorder.store import Store
     from studio.context import AppContext
 

@@ -37,13 +37,13 @@ def _taken_rollouts(home):
 
 @pytest.mark.gui
 def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, sessions, capsys):
-    import studio.rollout_policy
+    import studio.rollout.policy
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.rollout.tab import RolloutTab
 
     _taken_rollouts(home)
     policy = FixedChunkPolicy(chunk_size=4, step=0.0, camera_names=("front",), checkpoint_id="double/3")
-    monkeypatch.setattr(studio.rollout_policy, "open_policy", lambda *a, **k: policy)
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: policy)
     rc = main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim:push", "--fps", "15",
                "--episodes", "2", "--max-seconds", "3", "--execute", "2"])
     out = capsys.readouterr().out
@@ -81,9 +81,9 @@ def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, s
 
 def test_a_calibration_of_a_camera_the_rig_lacks_is_refused_by_the_cli_too(home, tmp_path, monkeypatch, sessions,
                                                                            capsys):
-    import studio.rollout_policy
+    import studio.rollout.policy
 
-    monkeypatch.setattr(studio.rollout_policy, "open_policy", lambda *a, **k: FixedChunkPolicy())
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: FixedChunkPolicy())
     calib = tmp_path / "calib.json"
     calib.write_text(json.dumps({"top": {"intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
                                          "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}))

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.slow]
 @pytest.fixture
 def tab(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     t = RolloutTab(ctx)

@@ -40,10 +40,10 @@ from PyQt6.QtWidgets import (
 
 from recorder.errors import KnownError
 from studio.context import remember_splitter
-from studio.loop_thread import SessionThread
-from studio.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
+from studio.record.session_thread import SessionThread
+from studio.record.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
 from studio.rig_manager import default_rig_factory
-from studio.teleop_keys import forward_teleop_key
+from studio.qt.teleop_keys import forward_teleop_key
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
 from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter

@@ -30,7 +30,7 @@ from PyQt6.QtWidgets import (
 from recorder.errors import StoreError
 from recorder.store.query import EpisodeQuery
 from studio.context import remember_splitter
-from studio.rollout_overlay import StoredRollout
+from studio.rollout.overlay import StoredRollout
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
 from widgets.overlays import OVERLAY_TIPS, install_overlays

@@ -178,7 +178,7 @@ class DemoPipeline:
 
     def rollout(self, store, checkpoint: Path):
         from recorder.rollout import RolloutCallbacks, make_rollout_session
-        from studio.rollout_policy import load_local_policy
+        from studio.rollout.policy import load_local_policy
 
         cfg = self.cfg
         self.cb.on_stage("rollout", "loading the tuned policy")

@@ -94,7 +94,7 @@ class RolloutThread(QThread):
     def run(self) -> None:
         from recorder.devices.rig import load_rig
         from recorder.rollout import RolloutCallbacks, RolloutSession
-        from studio.rollout_policy import open_policy
+        from studio.rollout.policy import open_policy
 
         rig = None
         close_after = False
@@ -175,7 +175,7 @@ class EvaluationThread(QThread):
 
     def run(self) -> None:
         from recorder.evaluation import evaluate_open_loop
-        from studio.rollout_policy import open_policy
+        from studio.rollout.policy import open_policy
 
         try:
             if self.policy is None:

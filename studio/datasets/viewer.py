@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from studio.datasets_workers import FrameDecodeWorker, WorkerThread
+from studio.datasets.workers import FrameDecodeWorker, WorkerThread
 from widgets.episode_viewer import EpisodeViewerWidget
 
 

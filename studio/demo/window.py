@@ -23,8 +23,8 @@ from PyQt6.QtWidgets import (
 )
 
 from recorder.errors import KnownError
-from studio.rollout_demo import STAGES, DemoCallbacks, DemoPipeline
-from studio.rollout_overlay import control_rate_meter, overlay_from_live
+from studio.demo.pipeline import STAGES, DemoCallbacks, DemoPipeline
+from studio.rollout.overlay import control_rate_meter, overlay_from_live
 from widgets.camera_view import CameraView
 from widgets.overlays import install_overlays
 
