@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from studio.record.session_thread import CallThread
+from studio.qt.threads import CallThread
 
 
 def default_rig_factory(spec, home: Path | None):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal
 
-from recorder.errors import KnownError
+from recorder.errors import KnownError, error_text
+from studio.qt.threads import WorkerThread  # noqa: F401 - the viewer and the tab take it from here too
 from widgets.episode_viewer import EpisodeViewData
 from widgets.timeline import TimelineSegment
 
@@ -128,11 +128,8 @@ class FrameDecodeWorker(QObject):
                         self._reader = self._make_reader(info)
                         self._episode_id = info.id
                         self.episode_loaded.emit(info.id, view_data(info, self._reader.lowdim()))
-                    except KnownError as err:
-                        self.failed.emit(str(err))
-                    except Exception as err:  # noqa: BLE001 - shown to the user, logged with traceback
-                        log.error("opening episode %s failed:\n%s", info.id, traceback.format_exc())
-                        self.failed.emit(f"episode {info.id}: {err.__class__.__name__}: {err}")
+                    except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
+                        self.failed.emit(error_text(err, f"episode {info.id}"))
             if tick is None:
                 return
             if self._reader is None:
@@ -204,25 +201,6 @@ class ThumbnailWorker(QObject):
             self.thumbnail_ready.emit(info.id, np.ascontiguousarray(img[::step, ::step]))
 
 
-class WorkerThread:
-    """A QObject worker living in its own QThread, stopped cleanly by :meth:`stop`."""
-
-    def __init__(self, worker: QObject, name: str) -> None:
-        self.worker = worker
-        self.thread = QThread()
-        self.thread.setObjectName(name)
-        worker.moveToThread(self.thread)
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread.isRunning():
-            self.thread.quit()
-            self.thread.wait(5000)
-        shutdown = getattr(self.worker, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-
-
 class StoreJob(QThread):
     """Runs ``fn(store, progress) -> str`` with its own Store in a thread.
 
@@ -251,11 +229,7 @@ class StoreJob(QThread):
                 msg = self.fn(store, self.progressed.emit)
             finally:
                 store.close()
-        except KnownError as err:
-            self.failed.emit(str(err))
-            return
-        except Exception as err:  # noqa: BLE001
-            log.error("%s failed:\n%s", self.title, traceback.format_exc())
-            self.failed.emit(f"{self.title} failed: {err.__class__.__name__}: {err}")
+        except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
+            self.failed.emit(error_text(err, f"{self.title} failed"))
             return
         self.succeeded.emit(str(msg))

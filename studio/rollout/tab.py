@@ -39,11 +39,11 @@ from PyQt6.QtWidgets import (
 from recorder.errors import KnownError
 from recorder.safety import RULES as SAFETY_RULES
 from studio.context import remember_splitter
+from studio.qt.teleop_keys import forward_teleop_key
 from studio.rollout.calibration import load_calibrations
 from studio.rollout.overlay import control_rate_meter, overlay_from_live, path_start_projector
 from studio.rollout.review import JOINTS, RolloutReviewWidget
 from studio.rollout.threads import EvaluationThread, PolicySpec, RolloutThread
-from studio.qt.teleop_keys import forward_teleop_key
 from widgets.action_bars import ActionBarsWidget
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from recorder.errors import KnownError
+from recorder.errors import error_text
+from studio.qt.threads import ThrottledThread
 
 
 @dataclass
@@ -27,14 +28,7 @@ class PolicySpec:
         return self.url if self.url else str(self.checkpoint)
 
 
-def _error_text(err: BaseException) -> str:
-    if isinstance(err, KnownError):
-        return str(err)
-    traceback.print_exception(err)
-    return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
-class RolloutThread(QThread):
+class RolloutThread(ThrottledThread):
     """Loads a policy and a rig, runs a ``recorder.rollout.RolloutSession`` and turns its callbacks into signals.
 
     Control from the GUI thread through the events: ``estop`` (halts within one tick, ends the
@@ -73,23 +67,11 @@ class RolloutThread(QThread):
         self.stop_event = threading.Event()
         self.estop = threading.Event()
         self.takeover = threading.Event()
-        self._lock = threading.Lock()
-        self._pending = 0
-        self.skipped_ticks = 0
         self.result = None
         self.session = None  # the RolloutSession once the rig is connected
 
-    def tick_consumed(self) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - 1)
-
     def _on_tick(self, rt) -> None:
-        with self._lock:
-            if self._pending >= 2:
-                self.skipped_ticks += 1
-                return
-            self._pending += 1
-        self.ticked.emit(rt)
+        self.emit_tick(self.ticked, rt)
 
     def run(self) -> None:
         from recorder.devices.rig import load_rig
@@ -125,7 +107,7 @@ class RolloutThread(QThread):
             self.result = session.run()
             self.finished_batch.emit(self.result)
         except BaseException as err:  # noqa: BLE001 - never take the app down
-            self.failed.emit(_error_text(err))
+            self.failed.emit(error_text(err))
         finally:
             if self.rigs is not None:
                 if close_after:
@@ -187,4 +169,4 @@ class EvaluationThread(QThread):
                                      on_progress=self.progressed.emit)
             self.evaluated.emit(res)
         except BaseException as err:  # noqa: BLE001
-            self.failed.emit(_error_text(err))
+            self.failed.emit(error_text(err))
