@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal
+from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
 from recorder.errors import KnownError, error_text
 from studio.qt.threads import WorkerThread  # noqa: F401 - the viewer and the tab take it from here too
@@ -71,8 +71,12 @@ def view_data(info, lowdim: dict[str, np.ndarray]) -> EpisodeViewData:
 class FrameDecodeWorker(QObject):
     """Decodes frames of one episode in its own thread (move it to a QThread).
 
+    ``reader_factory(info)`` opens the episode (default: ``EpisodeReader``); ``describe(info, lowdim)`` makes
+    what ``episode_loaded`` carries (default: :func:`view_data`, the episode viewer's plain data; the rollout
+    review adds its overlays), both called in the worker thread.
+
     Signals:
-        episode_loaded(int, object): episode id, EpisodeViewData.
+        episode_loaded(int, object): episode id, ``describe``'s result (EpisodeViewData by default).
         frames_decoded(int, int, object): episode id, tick, {camera: HxWx3 uint8}.
         failed(str): a one-line error.
     """
@@ -82,8 +86,9 @@ class FrameDecodeWorker(QObject):
     failed = pyqtSignal(str)
     _wake = pyqtSignal()
 
-    def __init__(self, reader_factory: Callable | None = None) -> None:
+    def __init__(self, reader_factory: Callable | None = None, describe: Callable = view_data) -> None:
         super().__init__()
+        self._describe = describe
         self._lock = threading.Lock()
         self._pending_info = False  # False: no change; None: close; an EpisodeInfo: open it
         self._wanted: int | None = None
@@ -116,6 +121,7 @@ class FrameDecodeWorker(QObject):
 
         return EpisodeReader(info)
 
+    @pyqtSlot()  # a slot runs in the worker's thread; a plain method would run on the GUI thread
     def _process(self) -> None:
         while True:
             with self._lock:
@@ -127,7 +133,7 @@ class FrameDecodeWorker(QObject):
                     try:
                         self._reader = self._make_reader(info)
                         self._episode_id = info.id
-                        self.episode_loaded.emit(info.id, view_data(info, self._reader.lowdim()))
+                        self.episode_loaded.emit(info.id, self._describe(info, self._reader.lowdim()))
                     except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
                         self.failed.emit(error_text(err, f"episode {info.id}"))
             if tick is None:
@@ -179,6 +185,7 @@ class ThumbnailWorker(QObject):
             self._queue = list(infos)
         self._wake.emit()
 
+    @pyqtSlot()  # a slot runs in the worker's thread; a plain method would run on the GUI thread
     def _process(self) -> None:
         from recorder.store import EpisodeReader
 

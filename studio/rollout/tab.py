@@ -581,4 +581,4 @@ class RolloutTab(QWidget):
         if self.eval_thread is not None and self.eval_thread.isRunning():
             self.eval_thread.stop_event.set()
             self.eval_thread.wait(30000)
-        self.review.close_reader()
+        self.review.shutdown()
