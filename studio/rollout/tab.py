@@ -36,6 +36,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from finetune.checkpoint_ref import CheckpointRef, runs_root
 from recorder.errors import KnownError
 from recorder.safety import RULES as SAFETY_RULES
 from studio.context import remember_splitter
@@ -284,7 +285,7 @@ class RolloutTab(QWidget):
             items = []
             for run in store.runs():
                 for ck in store.checkpoints(run.run_id):
-                    items.append((f"{run.run_id} @ {ck.step}", str(ck.path)))
+                    items.append((CheckpointRef(Path(ck.path), run.run_id, int(ck.step)).display, str(ck.path)))
         except Exception as err:  # noqa: BLE001 - a broken store is reported, the tab stays usable
             self.ctx.status_posted.emit(f"rollout: cannot list checkpoints ({err})")
             return
@@ -300,9 +301,7 @@ class RolloutTab(QWidget):
     def select_checkpoint(self, path: str) -> None:
         i = self.checkpoint_combo.findData(str(path))
         if i < 0:
-            p = Path(path)
-            label = f"{p.parent.parent.name} @ {p.name}" if p.parent.name == "checkpoints" else p.name
-            self.checkpoint_combo.addItem(label, str(path))
+            self.checkpoint_combo.addItem(CheckpointRef.from_path(path).display, str(path))
             i = self.checkpoint_combo.count() - 1
         self.checkpoint_combo.setCurrentIndex(i)
         self.local_radio.setChecked(True)
@@ -312,7 +311,7 @@ class RolloutTab(QWidget):
         self.inner_tabs.setCurrentIndex(0)
 
     def _on_browse_clicked(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Checkpoint folder", str(self.ctx.home / "runs"))
+        path = QFileDialog.getExistingDirectory(self, "Checkpoint folder", str(runs_root(self.ctx.home)))
         if path:
             self.select_checkpoint(path)
 

@@ -91,3 +91,44 @@ def test_a_calibration_of_a_camera_the_rig_lacks_is_refused_by_the_cli_too(home,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "camera(s) top that the rig does not have (front, wrist)" in err[0]
     assert sessions == []  # nothing moved
+
+
+@pytest.mark.gui
+def test_the_cli_and_the_tab_roll_out_from_the_same_first_seed(qtbot, home, monkeypatch):
+    """The sim scene of a rollout is the one its reset seed lays out: the CLI and the tab start from the same."""
+    import studio.rollout.policy
+    from recorder.devices.sim.robot import SimRobot
+    from studio.context import AppContext
+    from studio.rollout.tab import RolloutTab
+
+    seeds = []
+    real_reset = SimRobot.reset
+
+    def reset(self, seed=None):
+        seeds.append(seed)
+        return real_reset(self, seed)
+
+    monkeypatch.setattr(SimRobot, "reset", reset)
+    policy = FixedChunkPolicy(chunk_size=2, step=0.0, camera_names=("front",))
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: policy)
+    assert main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim", "--fps", "15",
+                 "--episodes", "2", "--max-seconds", "0.2", "--sync"]) == 0
+    cli, seeds[:] = list(seeds), []
+
+    ctx = AppContext(home=home)
+    tab = RolloutTab(ctx)
+    qtbot.addWidget(tab)
+    try:
+        tab.policy_object = policy
+        tab.rig_spec = "sim"
+        tab.fps_spin.setValue(15)
+        tab.episodes_spin.setValue(2)
+        tab.max_s_spin.setValue(0.2)
+        tab.start_rollout()
+        qtbot.waitUntil(lambda: tab.thread is not None and tab.thread.isFinished(), timeout=30000)
+    finally:
+        tab.shutdown()
+        ctx.close()
+    gui = [s for s in seeds if s is not None]  # a reset without a seed is the rig's own (at connect)
+    assert [s for s in cli if s is not None] == gui and len(gui) == 2
+    assert gui[1] == gui[0] + 1
