@@ -27,6 +27,13 @@ class PolicySpec:
     def describe(self) -> str:
         return self.url if self.url else str(self.checkpoint)
 
+    def open(self, *, home: Path | None, store):
+        """The policy (blocks: loads a model or connects to a server; call it on a worker thread)."""
+        from studio.rollout.policy import open_policy
+
+        return open_policy(self.checkpoint, url=self.url, token=self.token, device=self.device, home=home,
+                           store=store)
+
 
 class RolloutThread(ThrottledThread):
     """Loads a policy and a rig, runs a ``recorder.rollout.RolloutSession`` and turns its callbacks into signals.
@@ -76,16 +83,13 @@ class RolloutThread(ThrottledThread):
     def run(self) -> None:
         from recorder.devices.rig import load_rig
         from recorder.rollout import RolloutCallbacks, RolloutSession
-        from studio.rollout.policy import open_policy
 
         rig = None
         close_after = False
         try:
             if self.policy is None:
                 self.status_posted.emit(f"loading policy {self.policy_spec.describe()} …")
-                self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
-                                          token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home, store=self.store)
+                self.policy = self.policy_spec.open(home=self.home, store=self.store)
             self.policy_loaded.emit(self.policy)
             if self.stop_event.is_set() or self.estop.is_set():
                 return
@@ -157,13 +161,10 @@ class EvaluationThread(QThread):
 
     def run(self) -> None:
         from recorder.evaluation import evaluate_open_loop
-        from studio.rollout.policy import open_policy
 
         try:
             if self.policy is None:
-                self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
-                                          token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home, store=self.store)
+                self.policy = self.policy_spec.open(home=self.home, store=self.store)
             res = evaluate_open_loop(self.policy, self.store, dataset=self.dataset, max_episodes=self.max_episodes,
                                      stride=self.stride, max_ticks=self.max_ticks, stop=self.stop_event,
                                      on_progress=self.progressed.emit)

@@ -35,11 +35,33 @@ def _taken_rollouts(home):
             load_rig(sim_rig_config(teleop="scripted", width=64, height=48, fps=15.0)), 15.0))
 
 
+def _roll_out_in_the_tab(qtbot, home, policy, rig, *, episodes, max_seconds, execute=0):
+    """One batch from the Rollout tab at 15 fps, the task left empty (the placeholder says: the sim task's)."""
+    from studio.context import AppContext
+    from studio.rollout.tab import RolloutTab
+
+    ctx = AppContext(home=home)
+    tab = RolloutTab(ctx)
+    qtbot.addWidget(tab)
+    try:
+        tab.policy_object = policy
+        tab.rig_spec = rig
+        tab.task_edit.setText("")
+        tab.fps_spin.setValue(15)
+        tab.episodes_spin.setValue(episodes)
+        tab.max_s_spin.setValue(max_seconds)
+        tab.execute_spin.setValue(execute)
+        tab.start_rollout()
+        qtbot.waitUntil(lambda: tab.thread is not None and tab.thread.isFinished(), timeout=30000)
+        qtbot.waitUntil(lambda: tab.start_button.isEnabled(), timeout=5000)
+    finally:
+        tab.shutdown()
+        ctx.close()
+
+
 @pytest.mark.gui
 def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, sessions, capsys):
     import studio.rollout.policy
-    from studio.context import AppContext
-    from studio.rollout.tab import RolloutTab
 
     _taken_rollouts(home)
     policy = FixedChunkPolicy(chunk_size=4, step=0.0, camera_names=("front",), checkpoint_id="double/3")
@@ -50,23 +72,7 @@ def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, s
     assert rc == 0, out
     assert "into dataset 'rollouts-320x240-15fps'" in out and repr(PUSH) in out
 
-    ctx = AppContext(home=home)
-    tab = RolloutTab(ctx)
-    qtbot.addWidget(tab)
-    try:
-        tab.policy_object = policy
-        tab.rig_spec = "sim:push"
-        tab.task_edit.setText("")  # the placeholder says: the sim task's
-        tab.fps_spin.setValue(15)
-        tab.episodes_spin.setValue(2)
-        tab.max_s_spin.setValue(3)
-        tab.execute_spin.setValue(2)
-        tab.start_rollout()
-        qtbot.waitUntil(lambda: tab.thread is not None and tab.thread.isFinished(), timeout=30000)
-        qtbot.waitUntil(lambda: tab.start_button.isEnabled(), timeout=5000)
-    finally:
-        tab.shutdown()
-        ctx.close()
+    _roll_out_in_the_tab(qtbot, home, policy, "sim:push", episodes=2, max_seconds=3, execute=2)
 
     cli, gui = sessions
     for s in (cli, gui):
@@ -98,8 +104,6 @@ def test_the_cli_and_the_tab_roll_out_from_the_same_first_seed(qtbot, home, monk
     """The sim scene of a rollout is the one its reset seed lays out: the CLI and the tab start from the same."""
     import studio.rollout.policy
     from recorder.devices.sim.robot import SimRobot
-    from studio.context import AppContext
-    from studio.rollout.tab import RolloutTab
 
     seeds = []
     real_reset = SimRobot.reset
@@ -115,20 +119,7 @@ def test_the_cli_and_the_tab_roll_out_from_the_same_first_seed(qtbot, home, monk
                  "--episodes", "2", "--max-seconds", "0.2", "--sync"]) == 0
     cli, seeds[:] = list(seeds), []
 
-    ctx = AppContext(home=home)
-    tab = RolloutTab(ctx)
-    qtbot.addWidget(tab)
-    try:
-        tab.policy_object = policy
-        tab.rig_spec = "sim"
-        tab.fps_spin.setValue(15)
-        tab.episodes_spin.setValue(2)
-        tab.max_s_spin.setValue(0.2)
-        tab.start_rollout()
-        qtbot.waitUntil(lambda: tab.thread is not None and tab.thread.isFinished(), timeout=30000)
-    finally:
-        tab.shutdown()
-        ctx.close()
+    _roll_out_in_the_tab(qtbot, home, policy, "sim", episodes=2, max_seconds=0.2)
     gui = [s for s in seeds if s is not None]  # a reset without a seed is the rig's own (at connect)
     assert [s for s in cli if s is not None] == gui and len(gui) == 2
     assert gui[1] == gui[0] + 1
