@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
+from recorder.devices.base import JOINT_NAMES
 from recorder.errors import KnownError, error_text
 from studio.qt.threads import WorkerThread  # noqa: F401 - the viewer and the tab take it from here too
 from widgets.episode_viewer import EpisodeViewData
@@ -23,7 +24,7 @@ from widgets.timeline import TimelineSegment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+DEFAULT_JOINTS = JOINT_NAMES  # the SO-101 names, when an episode names none
 
 
 def joint_names(info, dim: int) -> list[str] | None:
