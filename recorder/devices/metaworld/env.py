@@ -185,12 +185,23 @@ class SceneRenderer:
         self._pending = None
         self.shadows = bool(shadows)
 
-    def _context(self, model):
-        mj = self._mj
+    def _ensure_gl(self):
         if self._gl is None:
             from recorder.devices.sim.camera import _gl_context
 
             self._gl = _gl_context(max(self.width, 64), max(self.height, 64))
+        return self._gl
+
+    def gl_info(self):
+        """The GL implementation frames are drawn with (``recorder.devices.sim.camera.GLInfo``)."""
+        from recorder.devices.sim.camera import current_gl_info
+
+        self._ensure_gl().make_current()
+        return current_gl_info()
+
+    def _context(self, model):
+        mj = self._mj
+        self._ensure_gl()
         st = self._ctx.get(id(model))
         if st is None or st[0] is not model:
             g = model.vis.global_
