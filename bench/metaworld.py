@@ -393,11 +393,16 @@ def summarize(tasks: list[str], rows: list[dict]) -> dict:
             groups[g] = {who: float(np.mean([per_task[t][who] for t in mine if t in rated[who]]))
                          if any(t in rated[who] for t in mine) else None for who in whos}
             groups[g]["tasks"] = len(mine)
-    avg = {who: float(np.mean([v[who] for v in groups.values() if v[who] is not None]))
-           if any(v[who] is not None for v in groups.values()) else None for who in whos}
+            groups[g]["rated"] = {who: sum(t in rated[who] for t in mine) for who in whos}
+    # the average of groups only when every task has a rate: a partial one is kept apart, never shown as the average
+    complete = {who: all(v["rated"][who] == v["tasks"] for v in groups.values()) for who in whos}
+    partial = {who: float(np.mean([v[who] for v in groups.values() if v[who] is not None]))
+               if any(v[who] is not None for v in groups.values()) else None for who in whos}
+    avg = {who: partial[who] if complete[who] else None for who in whos}
     task_mean = {who: float(np.mean([per_task[t][who] for t in rated[who]])) if rated[who] else None for who in whos}
     missing = {who: [t for t in tasks if t not in rated[who]] for who in whos}
-    return {"per_task": per_task, "groups": groups, "average": avg, "task_mean": task_mean, "missing": missing}
+    return {"per_task": per_task, "groups": groups, "average": avg, "average_of_rated_groups": partial,
+            "task_mean": task_mean, "missing": missing}
 
 
 def _pct(v, digits: int = 1) -> str:
@@ -412,9 +417,11 @@ def table(summary: dict) -> str:
     lines = [head, "|---|" + "---|" * 6]
     for who, label in (("policy", "ours: small VLA, random init (this run)"),
                        ("expert", "Meta-World scripted expert (same seeds)")):
-        cells = [_pct(g[k][who]) if k in g else "-" for k in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_pct(summary['average'][who])} | "
-                     f"{_pct(summary['task_mean'][who])} |")
+        cells = [("-" if k not in g else _pct(g[k][who]) if g[k]["rated"][who] == g[k]["tasks"] else
+                  f"{_pct(g[k][who])} ({g[k]['rated'][who]} of {g[k]['tasks']} tasks)") for k in names]
+        average = (_pct(summary["average"][who]) if summary["average"][who] is not None else
+                   f"- (rated groups only: {_pct(summary['average_of_rated_groups'][who])})")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {average} | {_pct(summary['task_mean'][who])} |")
     for name, avg in PUBLISHED.items():
         lines.append(f"| {name} (published MT50, pretrained) | - | - | - | - | {avg:.1f} | - |")
     lines.append("")
