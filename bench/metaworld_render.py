@@ -50,10 +50,8 @@ def _worker(rank: int, args, barrier, results) -> None:
     renderers = {}
     for setting in args.settings:
         size = _shadow_size(setting)
-        r = SceneRenderer(args.size, args.size, shadows=size is not None)
-        sim.model.vis.quality.shadowsize = size or default  # read when the renderer's context is made
+        r = SceneRenderer(args.size, args.size, shadows=size is not None, shadow_size=size or 0)
         r.render(sim.model, sim.data, "corner2")
-        sim.model.vis.quality.shadowsize = default
         renderers[setting] = r
     info = next(iter(renderers.values())).gl_info()
     for setting in args.settings:
