@@ -6,6 +6,9 @@ step succeeds; objects re-randomised from each reset's seed. Demo seeds (DEMO_SE
 (EVAL_SEED0 + j) never meet.
 
     python3 bench/metaworld.py --tasks mt10 --demos 20 --trials 10 --workers 16 --train-s 200   # GPU machine
+    python3 bench/metaworld.py --tasks mt50 --demos 25 --trials 10 --workers 16 --loader-workers 12 \
+        --samples-per-s 1050 --shadow-size 1024 --deadline-s 540 --record-s 120 --eval-reserve-s 190 \
+        --require-hardware-gl --out $OUT          # MT50 in one 10-minute H200 call (docs/benchmarks.md; not yet run)
     .venv/bin/python bench/metaworld.py --tasks reach-v3,button-press-topdown-v3 --demos 2 --trials 1 \\
         --workers 2 --steps 4 --model-size tiny --image-size 56 --max-steps 60                     # CPU smoke test
 
@@ -15,7 +18,9 @@ renderer, frames rendered at the model's input size; only successful demos are k
 in memory for training, never encoded); (3) train: ``finetune.recipe.FinetuneRecipe`` on the bench's small
 OpenVLA-layout model (random init), chunk head with proprio, LoRA on every linear layer, the frames served from
 memory; (4) eval: ``--workers`` processes, each loading the checkpoint with ``finetune.runtime.load_policy``,
-run ``--trials`` episodes per task with the policy and the same seeds with the expert. Prints per-task success,
+run ``--trials`` episodes per task with the policy and the same seeds with the expert (one job per task; no episode
+starts after the deadline, and what finished is reported). The renderer is named first (``--require-hardware-gl``
+stops on a CPU rasteriser); progress.json / rows.json are written as the run goes. Prints per-task success,
 the difficulty-group means (easy / medium / hard / very hard, LeRobot's groups) and their average, next to the
 published MT50 rows, and writes ``results.json`` (and ``--out``).
 """
