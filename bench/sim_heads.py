@@ -63,7 +63,8 @@ def _log(event: str, **kw) -> None:
     print(json.dumps({"event": event, "t": round(time.time() - _T0, 1), **kw}, default=str), flush=True)
 
 
-_T0 = time.time()
+_T0 = float(os.environ.get("VLA_BENCH_SIM_HEADS_T0") or time.time())  # the parent's start: one clock in every process
+os.environ["VLA_BENCH_SIM_HEADS_T0"] = str(_T0)  # spawned children inherit it
 
 # ----------------------------------------------------------------------------- worker processes
 
