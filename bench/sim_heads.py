@@ -378,8 +378,9 @@ def evaluate(args, pool, heads: list[str], phase: str) -> list[dict]:
         plan = [(h, args.chosen[h]) for h in heads] + [("expert", None)]
     jobs = [(who, task, s, e, args.cameras, args.image_size, args.fps, args.max_ticks, args.hold)
             for who, e in plan for task in TASKS for s in seeds]
-    slow = {"tokens": 0, "fast": 1}  # the longest decodes first: the pool's tail stays short
-    jobs.sort(key=lambda j: slow.get(j[0], 2))
+    # seed by seed (a run cut short still has every controller on its first seeds), the longest decodes first
+    slow = {"tokens": 0, "fast": 1}
+    jobs.sort(key=lambda j: (j[2], slow.get(j[0], 2)))
     t0 = time.perf_counter()
     rows = []
     sink = [Path(args.work)] + ([Path(args.out)] if args.out else [])
