@@ -195,9 +195,11 @@ def _train_job(spec: dict) -> dict:
         wait_until = min(spec["train_end"] - spec["save_s"] - 30, time.time() + 90)
         while {p.stem for p in sync.glob("*.json")} < want and time.time() < wait_until:
             time.sleep(0.2)  # every head waits for every probe: the slowest one sizes the common budget
-        got = {p.stem: json.loads(p.read_text())["samples_per_s"] for p in sync.glob("*.json")}
+        files = list(sync.glob("*.json"))
+        got = {p.stem: json.loads(p.read_text())["samples_per_s"] for p in files}
         slowest = min(got.values())
-        left = spec["train_end"] - time.time() - spec["save_s"]
+        # from the last probe's time, not this process's clock: every head computes the same step count
+        left = spec["train_end"] - max(p.stat().st_mtime for p in files) - spec["save_s"]
         steps = max(spec["probe_steps"], int(0.92 * left * slowest / spec["batch"]))
         if spec["max_samples"]:
             steps = min(steps, spec["max_samples"] // spec["batch"])
@@ -470,6 +472,26 @@ def validation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def complete_seeds(rows: list[dict]) -> list[int]:
+    """The test seeds on which every controller finished both tasks (all of them when the run was not cut short)."""
+    have: dict = {}
+    for r in rows:
+        have.setdefault((r["who"], r["task"]), set()).add(r["seed"])
+    return sorted(set.intersection(*have.values())) if have else []
+
+
+def from_rows(folder: Path) -> dict:
+    """results.json + the streamed test rows of a run that was cut short: the summary on the seeds every
+    controller completed (a prefix of the test seeds, since the jobs ran seed by seed)."""
+    result = json.loads((folder / "results.json").read_text())
+    rows = [json.loads(line) for line in (folder / "rows_test.jsonl").read_text().splitlines() if line.strip()]
+    seeds = complete_seeds(rows)
+    result["summary"] = summarize([r for r in rows if r["seed"] in set(seeds)])
+    result["test_seeds_complete"] = [seeds[0], seeds[-1], len(seeds)] if seeds else []
+    result["test_rows_streamed"] = len(rows)
+    return result
+
+
 def render_doc(result: dict) -> str:
     """The tables of a results.json, as docs/benchmarks.md shows them (the prose is written by hand)."""
     return ("Validation (settings chosen here):\n\n" + validation_table(result) + "\n\nTest (once):\n\n"
@@ -516,7 +538,8 @@ def parse_args(argv=None):
     p.add_argument("--test-seeds", type=int, default=50, help="test seeds per task")
     p.add_argument("--eval-cpu", action="store_true")
     p.add_argument("--require-gpu-gl", action="store_true", help="fail unless MuJoCo renders on an NVIDIA GPU")
-    p.add_argument("--render-doc", default=None, help="only print the tables of this results.json")
+    p.add_argument("--render-doc", default=None,
+                   help="only print the tables of a run's output folder (results.json [+ rows_test.jsonl])")
     args = p.parse_args(argv)
     args.heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
@@ -540,7 +563,11 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if args.render_doc:
-        print(render_doc(json.loads(Path(args.render_doc).read_text())))
+        folder = Path(args.render_doc)
+        result = from_rows(folder) if (folder / "rows_test.jsonl").exists() else \
+            json.loads((folder / "results.json").read_text())
+        print(json.dumps({"test_seeds_complete": result.get("test_seeds_complete")}))
+        print(render_doc(result))
         return 0
     t_start = time.time()
     work = Path(args.work)
