@@ -237,6 +237,42 @@ def test_a_resumed_fast_run_keeps_the_tokenizer_it_started_with(tmp_path):
     assert (done.checkpoint / FAST_FILE).read_text() == saved  # encoded with one tokenizer from step 1 to the end
 
 
+# ------------------------------------------------------------------------------------------------ generic VLMs
+
+
+def test_flow_on_an_llm_it_cannot_read_is_one_line_before_any_run_folder(home, tmp_path, capsys):
+    from finetune.models import load_vla
+    from studio.cli import main
+    from tests.finetune.test_models import tiny_idefics3
+
+    vlm = tiny_idefics3(tmp_path / "qwen3-vlm", llm="qwen3")
+    capsys.readouterr()  # (transformers' save progress bars)
+    rc = main(["--home", str(home), "finetune", "--dataset", "many", "--model", str(vlm), "--preset", "cpu",
+               "--action-head", "flow", "--chunk", "4", "--steps", "2", "--run-id", "flow-qwen3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "flow needs a Llama, Mistral or Qwen2 LLM" in err[0] and "LLM is qwen3" in err[0] and str(vlm) in err[0]
+    assert not (home / "runs" / "flow-qwen3").exists()  # nothing half-written
+    with pytest.raises(ModelError, match="LLM is Qwen3Model: use --action-head chunk"):  # a caller loading it directly
+        load_vla(vlm, device="cpu", action_head="flow", chunk_size=4, action_dim=6)
+
+
+def test_fast_on_a_generic_vlm_exports_the_tokenizer_it_trained_with(home, tmp_path):
+    from tests.finetune.test_models import tiny_idefics3
+
+    vlm = tiny_idefics3(tmp_path / "llama-vlm")
+    result, _log = _run(home, _cfg(model=str(vlm), action_head="fast", steps=3))
+    assert result.status == "done"
+    merged = export_merged(home, str(result.checkpoint.parent.parent), tmp_path / "generic_fast_export")
+    assert (merged / FAST_FILE).is_file()
+    policy = load_policy(merged)
+    assert type(policy.vla).__name__ == "GenericVLA" and policy.action_head == "fast"
+    chunk = np.linspace(-0.5, 0.5, 24).reshape(4, 6)
+    assert policy.vla.head.tokenizer.encode(chunk) == FastTokenizer.load(result.checkpoint).encode(chunk)
+    out = policy.predict({"front": _obs()}, None, "pick up the red cube")
+    assert out.actions.shape == (4, 6) and np.isfinite(out.actions).all()
+
+
 # ------------------------------------------------------------------------------------------------ on a GPU
 
 
