@@ -158,26 +158,17 @@ def _eval_init(ckpt: str, device: str, threads: int) -> None:
 
 def _policy_episode(task: str, seed: int, image_size: int, max_steps: int, execute: int) -> dict:
     from recorder.devices.metaworld.tasks import instruction
-    from recorder.rollout import ChunkConfig, ChunkScheduler
+    from bench.sim_learning import chunk_policy_source
+    from recorder.rollout import ChunkConfig
 
     policy = _W["policy"]
-    text = instruction(task)
     cam = policy.camera_names[0]
     box: dict = {"lat": []}
+    source = chunk_policy_source(policy, instruction(task), ChunkConfig(execute=execute), box["lat"],
+                                 idle=np.zeros(4, np.float32))
 
     def act(frame, state, t):
-        sched = box.get("sched")
-        if sched is None or sched.needs_chunk(t):
-            out = policy.predict({cam: frame}, state, text)
-            box["lat"].append(out.latency_s)
-            if sched is None:
-                sched = box["sched"] = ChunkScheduler(ChunkConfig(execute=execute), len(out.actions))
-            sched.add(t, out.actions, now=t)
-        a, _row = sched.action(t)
-        if a is None:
-            a = box.get("last", np.zeros(4, np.float32))
-        box["last"] = a
-        return a
+        return source(t, state, lambda: {cam: frame})
 
     ep = _episode(task, seed, act, image_size=image_size, max_steps=max_steps, keep=False)
     return ep | {"who": "policy", "latency_ms": 1000 * float(np.median(box["lat"])) if box["lat"] else None}
@@ -275,38 +266,9 @@ def write_store(home: Path, demos: list[dict]) -> list[int]:
 
 def _install_memory_frames(frames_by_id: dict[int, np.ndarray], image_size: int, camera: str) -> None:
     """The recipe's datasets serve frames from memory (``finetune.data.build_datasets`` wrapped, no package edit)."""
-    import finetune.data as data_mod
-    from bench.sim_learning import _mem_raw_sample
-    from finetune.data import prepare_image
+    from bench.sim_learning import install_memory_frames
 
-    orig = data_mod.build_datasets
-
-    def build_mem(*a, **kw):
-        kw["cameras"] = []  # the store holds no video: pick cameras by hand below
-        td = _build_lowdim_only(orig, *a, **kw)
-        for ds in (td.train, td.val):
-            if ds is None:
-                continue
-            ds.cameras = [camera]
-            ds._mem = [{camera: np.stack([prepare_image(f, ds.image_size, None, False, False)
-                                          for f in frames_by_id[ep.episode_id]])} for ep in ds.episodes]
-            ds.__class__ = type("InMemory" + type(ds).__name__, (type(ds),), {"raw_sample": _mem_raw_sample})
-        td.cameras = [camera]
-        return td
-
-    data_mod.build_datasets = build_mem
-
-
-def _build_lowdim_only(orig, *a, **kw):
-    """``build_datasets`` on a store whose episodes have no camera: skip the camera check."""
-    import finetune.data as data_mod
-
-    saved = data_mod.choose_cameras
-    data_mod.choose_cameras = lambda store, infos, wanted, n_images: []
-    try:
-        return orig(*a, **kw)
-    finally:
-        data_mod.choose_cameras = saved
+    install_memory_frames(lambda episode_id: {camera: frames_by_id[episode_id]}, [camera])
 
 
 def train(args, home: Path, frames_by_id: dict) -> dict:

@@ -41,6 +41,15 @@ from recorder.errors import ModelError
 from ..tokenizer import ActionTokenizer
 from .heads import ChunkHead
 
+# the LLM decoders our own loops drive (prefix KV cache, flow expert, fused decode): config model_type -> class
+OWN_LOOP_DECODERS = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}
+
+
+def flow_llm_error(where: str, llm: str) -> ModelError:
+    """The one line for ``--action-head flow`` on an LLM the flow expert cannot read the KV cache of."""
+    return ModelError(f"{where}--action-head flow needs a Llama, Mistral or Qwen2 LLM (OpenVLA, tiny); this model's "
+                      f"LLM is {llm}: use --action-head chunk")
+
 __all__ = ["VLA", "VLAOutput", "PROMPT_TEMPLATE", "IGNORE_INDEX"]
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
@@ -111,8 +120,7 @@ class VLA(nn.Module, metaclass=abc.ABCMeta):
         from .flow import FlowExpert, default_layer_map
 
         if not self._own_loop():
-            raise ModelError(f"--action-head flow needs a Llama-family LLM (OpenVLA, tiny); this model's decoder is "
-                             f"{type(self.decoder).__name__}: use --action-head chunk")
+            raise flow_llm_error("", type(self.decoder).__name__)
         cfg = self.llm_config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -265,8 +273,8 @@ class VLA(nn.Module, metaclass=abc.ABCMeta):
 
     def _own_loop(self) -> bool:
         d = self.decoder
-        return all(hasattr(d, a) for a in ("layers", "norm", "rotary_emb")) and type(d).__name__ in (
-            "LlamaModel", "MistralModel", "Qwen2Model")
+        return all(hasattr(d, a) for a in ("layers", "norm", "rotary_emb")) and \
+            type(d).__name__ in OWN_LOOP_DECODERS.values()
 
     def _assemble(self, pixel_values, input_ids, query_pos=None, state_pos=None, state=None):
         """-> inputs_embeds (B, P+L, H) and the number of image positions P inserted after BOS.
