@@ -157,8 +157,8 @@ def _eval_init(ckpt: str, device: str, threads: int) -> None:
 
 
 def _policy_episode(task: str, seed: int, image_size: int, max_steps: int, execute: int) -> dict:
-    from recorder.devices.metaworld.tasks import instruction
     from bench.sim_learning import chunk_policy_source
+    from recorder.devices.metaworld.tasks import instruction
     from recorder.rollout import ChunkConfig
 
     policy = _W["policy"]
