@@ -22,7 +22,7 @@ def ctx(home, qtbot):
 
 
 def _tab(ctx, qtbot):
-    from studio.tabs.finetune_tab import FinetuneTab
+    from studio.finetune.tab import FinetuneTab
 
     tab = FinetuneTab(ctx)
     tab.child_env = dict(CHILD_ENV)
@@ -201,7 +201,7 @@ def test_cancel_leave_running_on_close_reattach_and_resume(ctx, qtbot, home):
     tab.ask_close = lambda: "leave"
     assert tab.confirm_close()
     tab.shutdown()
-    from studio.finetune_process import _alive
+    from studio.finetune.process import _alive
 
     assert _alive(pid)
     # the next studio session re-attaches to it and rebuilds the curves from metrics.jsonl
@@ -259,7 +259,7 @@ def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(
 
     from PyQt6.QtCore import Qt
 
-    import studio.tabs.finetune_tab as ft
+    import studio.finetune.tab as ft
     from finetune.models.tiny import openvla_7b_config
     from finetune.presets import GpuInfo
 
