@@ -211,7 +211,7 @@ def _gui(home: Path) -> dict:
     t_tab, pass_tab = phase(lambda: window.tabs.setCurrentWidget(tab))
     rows_before = tab.model.rowCount()
     # the Datasets tab alone, its modules already imported (what opening it costs the GUI thread)
-    from studio.tabs.datasets_tab import DatasetsTab
+    from studio.datasets.tab import DatasetsTab
 
     t_build, pass_build = phase(lambda: holder.setdefault("t", DatasetsTab(ctx)))
     holder["t"].shutdown()
