@@ -26,6 +26,13 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker per core, at most 4. Most tests pin torch to one thread and
+    many wait on child processes, so a second core halves the suite; past 4 the torchrun and fine-tune children
+    of parallel files only compete. `-n 0` runs in one process (e.g. under a debugger)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def pytest_collection_modifyitems(config, items):
     cuda = None
     for item in items:

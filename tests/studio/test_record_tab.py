@@ -238,7 +238,8 @@ def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(q
             pass
         assert not ctx.local_training and ft.load_label.isHidden()
         qtbot.waitUntil(lambda: not rec.session.yielding, timeout=5000)
-        assert fps() > 9
+        # back to full rate (the best of three windows: the first can still hold the switch back from 2 fps)
+        assert max(fps() for _ in range(3)) > 9
     finally:
         rec.shutdown()
         ft.shutdown(wait_s=10)
