@@ -8,6 +8,8 @@ from pathlib import Path
 from recorder.errors import DatasetError
 from recorder.interop.lerobot import DEFAULT_GOP, SIM_ROBOT_TYPE
 
+SHOW_LIMIT = 500  # `datasets show` prints this many rows unless told: a lab dataset has tens of thousands
+
 
 def register(sub) -> None:
     p = sub.add_parser("datasets", help="browse and curate datasets; LeRobot import/export")
@@ -21,6 +23,8 @@ def register(sub) -> None:
     q.add_argument("name")
     _filters(q)
     q.add_argument("--trashed", action="store_true", help="list the trashed episodes instead")
+    q.add_argument("--limit", type=int, default=SHOW_LIMIT, metavar="N",
+                   help=f"print the first N matching episodes (default {SHOW_LIMIT}; 0: all of them)")
     q.set_defaults(func=_show)
 
     q = dsub.add_parser(
@@ -155,17 +159,24 @@ def _list(args) -> int:
 def _show(args) -> int:
     from recorder.curation import visible_tags
 
+    if args.limit < 0:
+        raise DatasetError(f"--limit must be 0 (all) or a positive number of episodes, not {args.limit}")
     store = _open(args)
     try:
-        eps = store.episode_rows(_query(store, args.name, args.task, _success_arg(args.success), args.source,
-                                        args.tag, status=("trashed",) if args.trashed else None))
+        query = _query(store, args.name, args.task, _success_arg(args.success), args.source, args.tag,
+                       status=("trashed",) if args.trashed else None)
+        eps = store.episode_rows(query, limit=args.limit or None)
+        total = store.count_episodes(query) if args.limit and len(eps) == args.limit else len(eps)
         print(f"{'id':>5} {'start (UTC)':19} {'frames':>6} {'dur s':>6} {'source':8} {'ok':3} {'status':9} "
               f"{'tags':20} task")
         for e in eps:
             start = e.start_time.strftime("%Y-%m-%d %H:%M:%S") if e.start_time else "-"
             print(f"{e.id:>5} {start:19} {e.num_frames:>6} {e.duration_s:>6.1f} {e.source:8} "
                   f"{_fmt_success(e.success):3} {e.status:9} {','.join(visible_tags(e.tags))[:20]:20} {e.task}")
-        print(f"{len(eps)} episodes")
+        if total > len(eps):
+            print(f"{len(eps)} of {total} episodes shown (--limit 0 shows all, --limit N the first N)")
+        else:
+            print(f"{len(eps)} episodes")
     finally:
         store.close()
     return 0

@@ -97,3 +97,20 @@ def test_export_leaves_failed_episodes_out_unless_asked(home, tmp_path, capsys):
         run(home, "export", "--help")
     text = " ".join(capsys.readouterr().out.split())
     assert "so101_follower" in text and "--include-failed" in text and "--gop" in text
+
+
+def test_show_prints_the_first_rows_of_a_big_dataset_and_says_how_many_are_left(home, capsys):
+    with Store.open(home) as store:
+        ids = [make_episode(store, n=2, seed=i)[0].id for i in range(7)]
+    assert run(home, "show", "demo", "--limit", "3") == 0
+    out = capsys.readouterr().out
+    shown = [int(line.split()[0]) for line in out.splitlines()[1:-1]]
+    assert shown == ids[:3]
+    assert out.rstrip().endswith("3 of 7 episodes shown (--limit 0 shows all, --limit N the first N)")
+    assert run(home, "show", "demo", "--limit", "0") == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("\n7 episodes") and len(out.splitlines()) == 9
+    assert run(home, "show", "demo", "--limit", "7") == 0  # exactly the limit: nothing left to mention
+    assert capsys.readouterr().out.rstrip().endswith("\n7 episodes")
+    assert run(home, "show", "demo", "--limit", "-1") == 2
+    assert "--limit must be 0 (all)" in capsys.readouterr().err
