@@ -227,12 +227,13 @@ def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(q
             return (cam.read_latest().index - i0) / (time.monotonic() - t0)
 
         assert fps() > 9 and ft.load_label.isHidden()
-        ft.child_program = [sys.executable, "-c", "import time; time.sleep(4)"]  # a local child that just runs
+        ft.child_program = [sys.executable, "-c", "import time; time.sleep(6)"]  # a local child that just runs
         ft.dataset_combo.setCurrentText("toy")
         ft.start_button.click()
         assert ctx.local_training
         qtbot.waitUntil(lambda: rec.session.yielding, timeout=5000)
-        assert fps() <= IDLE_YIELD_CAMERA_FPS + 1.5
+        # the slowest of two windows: the first can still hold frames from before the switch to 2 fps
+        assert min(fps() for _ in range(2)) <= IDLE_YIELD_CAMERA_FPS + 1.5
         assert not ft.load_label.isHidden() and "idle cameras render at" in ft.load_label.text()
         with qtbot.waitSignal(ft.run_finished, timeout=30000):
             pass
