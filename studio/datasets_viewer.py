@@ -19,10 +19,12 @@ class EpisodeViewerController(QObject):
     frame_shown = pyqtSignal(int)
     failed = pyqtSignal(str)
 
-    def __init__(self, viewer: EpisodeViewerWidget, parent: QObject | None = None) -> None:
+    def __init__(self, viewer: EpisodeViewerWidget, parent: QObject | None = None, load=None) -> None:
+        """``load``: episode id -> its full record, called in the decode thread (then :meth:`show_episode`
+        takes a light row: the GUI thread does not read the record either)."""
         super().__init__(parent)
         self.viewer = viewer
-        self.worker = FrameDecodeWorker()
+        self.worker = FrameDecodeWorker(load=load)
         self._thread = WorkerThread(self.worker, "episode-decoder")
         self.episode_id: int | None = None
         self.worker.episode_loaded.connect(self._on_episode_loaded)
@@ -37,7 +39,7 @@ class EpisodeViewerController(QObject):
             self.viewer.set_episode(None)
             self.worker.close_episode()
             return
-        self.viewer.pause()
+        self.viewer.show_placeholder(f"Opening episode #{info.id}…")
         self.worker.open_episode(info)
 
     def _on_episode_loaded(self, episode_id: int, data) -> None:

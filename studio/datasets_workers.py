@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal
+from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
 from recorder.errors import KnownError
 from widgets.episode_viewer import EpisodeViewData
@@ -82,8 +82,9 @@ class FrameDecodeWorker(QObject):
     failed = pyqtSignal(str)
     _wake = pyqtSignal()
 
-    def __init__(self, reader_factory: Callable | None = None) -> None:
+    def __init__(self, reader_factory: Callable | None = None, load: Callable | None = None) -> None:
         super().__init__()
+        self.load = load  # episode id -> the full EpisodeInfo, called in this thread (open_episode may get a row)
         self._lock = threading.Lock()
         self._pending_info = False  # False: no change; None: close; an EpisodeInfo: open it
         self._wanted: int | None = None
@@ -116,6 +117,8 @@ class FrameDecodeWorker(QObject):
 
         return EpisodeReader(info)
 
+    @pyqtSlot()  # a real Qt slot: queued calls run in the thread the worker moved to (a plain method
+    # gets a PyQt proxy object that stays in the GUI thread, and the decoding ran there)
     def _process(self) -> None:
         while True:
             with self._lock:
@@ -125,6 +128,8 @@ class FrameDecodeWorker(QObject):
                 self._close_reader()
                 if info is not None:
                     try:
+                        if self.load is not None:
+                            info = self.load(info.id)
                         self._reader = self._make_reader(info)
                         self._episode_id = info.id
                         self.episode_loaded.emit(info.id, view_data(info, self._reader.lowdim()))
@@ -182,6 +187,8 @@ class ThumbnailWorker(QObject):
             self._queue = list(infos)
         self._wake.emit()
 
+    @pyqtSlot()  # a real Qt slot: queued calls run in the thread the worker moved to (a plain method
+    # gets a PyQt proxy object that stays in the GUI thread, and the decoding ran there)
     def _process(self) -> None:
         from recorder.store import EpisodeReader
 

@@ -75,7 +75,8 @@ class DatasetsTab(QWidget):
         self.table.verticalScrollBar().valueChanged.connect(self._thumb_timer.start)
         self.model.modelReset.connect(self._thumb_timer.start)
         self.model.rowsInserted.connect(self._thumb_timer.start)
-        self.viewer_ctl = EpisodeViewerController(self.viewer)
+        # the full record (streams, rig) is read in the decode thread; the GUI thread has the table's row
+        self.viewer_ctl = EpisodeViewerController(self.viewer, load=lambda eid: self.ctx.store.episode(eid))
         self.viewer_ctl.failed.connect(ctx.error_posted)
         ctx.store_changed.connect(self.refresh)
         self.refresh()
@@ -326,7 +327,8 @@ class DatasetsTab(QWidget):
         if len(ids) == 1:
             if ids[0] != self._current_id:
                 self._current_id = ids[0]
-                info = self._guard(self.ctx.store.episode, ids[0])  # the full record: streams for the viewer
+                row = self.model.row_of(ids[0])
+                info = self.model.episode(row) if row is not None else self._guard(self.ctx.store.episode, ids[0])
                 if info is FAILED:
                     return
                 self._load_edit_panel(info)
