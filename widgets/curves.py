@@ -48,10 +48,15 @@ class CurvesWidget(QWidget):
             self._build_step()
 
     def _build_step(self) -> None:
+        """One plot per pass, then each one's right-click menu (as dear to make as the plot) per pass."""
         if self.built:
+            plot = next((p for p in (self.loss_plot, self.metric_plot) if not p.getPlotItem().vb.menuEnabled()), None)
+            if plot is not None:
+                plot.getPlotItem().setMenuEnabled(True)
+                self._build_timer.start()
             return
         if self.loss_plot is None:
-            self.loss_plot = pg.PlotWidget(title="loss")
+            self.loss_plot = pg.PlotWidget(title="loss", enableMenu=False)
             self.loss_plot.addLegend(offset=(-10, 10))
             self.loss_plot.setLabel("bottom", "step")
             self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
@@ -61,7 +66,7 @@ class CurvesWidget(QWidget):
             self._layout.addWidget(self.loss_plot, 3)
             self._build_timer.start()  # the second plot in the next pass
             return
-        self.metric_plot = pg.PlotWidget(title="validation")
+        self.metric_plot = pg.PlotWidget(title="validation", enableMenu=False)
         self.metric_plot.addLegend(offset=(-10, 10))
         self.metric_plot.setLabel("bottom", "step")
         self.metric_plot.showGrid(x=True, y=True, alpha=0.3)
@@ -73,6 +78,7 @@ class CurvesWidget(QWidget):
         self._layout.addWidget(self.metric_plot, 2)
         self._draw_train()
         self._draw_eval()
+        self._build_timer.start()  # the menus
 
     def _draw_train(self) -> None:
         if self.built:

@@ -42,6 +42,11 @@ class JointPlotWidget(QWidget):
         self._build_timer.setSingleShot(True)
         self._build_timer.setInterval(0)
         self._build_timer.timeout.connect(self._build_step)
+        self._steps = None  # the drawing under way (see _draw)
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.setInterval(0)
+        self._draw_timer.timeout.connect(self._on_draw_timer)
 
     @property
     def built(self) -> bool:
@@ -53,13 +58,18 @@ class JointPlotWidget(QWidget):
             self._build_timer.start()
 
     def ensure_plots(self) -> None:
-        """Make the plots now (with the data given so far)."""
+        """Make the plots now (with the data given so far; their menus follow in later passes)."""
         while not self.built:
             self._build_step()
 
     def _build_step(self) -> None:
-        """Make the next plot (the layout first); the last one draws the data given so far."""
+        """Make the next plot (the layout first; the last one draws the data given so far), then give each
+        its right-click menu (pyqtgraph builds a menu as dear as the plot: a pass of its own)."""
         if self.built:
+            menu = next((p for p in self.plots.values() if not p.vb.menuEnabled()), None)
+            if menu is not None:
+                menu.setMenuEnabled(True)
+                self._build_timer.start()
             return
         if self.graphics is None:
             self.graphics = pg.GraphicsLayoutWidget()
@@ -67,7 +77,7 @@ class JointPlotWidget(QWidget):
             self._layout.addWidget(self.graphics)
         row = len(self.plots)
         key = self.KEYS[row]
-        plot = self.graphics.addPlot(row=row, col=0, title=key)
+        plot = self.graphics.addPlot(row=row, col=0, title=key, enableMenu=False)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.addLegend(offset=(5, 5), labelTextSize="7pt")
         cursor = pg.InfiniteLine(pos=self._tick, angle=90, movable=True, pen=pg.mkPen((0, 0, 0), width=1.5))
@@ -80,8 +90,7 @@ class JointPlotWidget(QWidget):
         if self.built:
             self.plots["action"].setXLink(self.plots["observation.state"])
             self._draw()
-        else:
-            self._build_timer.start()  # the next plot in the next pass
+        self._build_timer.start()  # the next step in the next pass
 
     def set_data(self, series: dict[str, np.ndarray], names: list[str] | None = None) -> None:
         """``series`` maps "observation.state"/"action" to (N, D) arrays; missing keys leave a plot empty."""
@@ -92,7 +101,23 @@ class JointPlotWidget(QWidget):
             self._draw()
 
     def _draw(self) -> None:
-        self._n = 0
+        """Draw the data given last, a few curves per event-loop pass (a new curve with its legend entry is
+        ~5-10 ms of pyqtgraph: twelve at once were one long pass); curves are reused when the joints match."""
+        self._steps = self._draw_steps()
+        self._draw_timer.start()
+
+    def _on_draw_timer(self) -> None:
+        if self._steps is None:
+            return
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+            return
+        self._draw_timer.start()
+
+    def _draw_steps(self):
+        n = 0
         for key, plot in self.plots.items():
             arr = self._series.get(key)
             arr = None if arr is None else np.asarray(arr, dtype=np.float64).reshape(len(arr), -1)
@@ -105,19 +130,24 @@ class JointPlotWidget(QWidget):
                 legend = plot.legend
                 if legend is not None:
                     legend.clear()
-                self.curves[key] = [plot.plot([], [], pen=pg.mkPen(_PALETTE[d % len(_PALETTE)], width=1.2),
-                                              name=label) for d, label in enumerate(labels)]
+                self.curves[key] = []
+                for d, label in enumerate(labels):
+                    if d % 2 == 0:
+                        yield  # two curves per pass
+                    pen = pg.mkPen(_PALETTE[d % len(_PALETTE)], width=1.2)
+                    self.curves[key].append(plot.plot([], [], pen=pen, name=label))
                 self._labels[key] = labels
             if arr is None:
                 continue
-            self._n = max(self._n, arr.shape[0])
+            n = max(n, arr.shape[0])
             x = np.arange(arr.shape[0])
             for d, curve in enumerate(self.curves[key]):
                 curve.setData(x, arr[:, d])
+        self._n = n
         for plot in self.plots.values():
             plot.enableAutoRange()
-            if self._n > 1:
-                plot.setXRange(0, self._n - 1, padding=0.02)
+            if n > 1:
+                plot.setXRange(0, n - 1, padding=0.02)
         self.set_cursor(self._tick)
 
     def set_cursor(self, tick: int) -> None:

@@ -79,7 +79,13 @@ class DatasetsTab(QWidget):
         self.viewer_ctl = EpisodeViewerController(self.viewer, load=lambda eid: self.ctx.store.episode(eid))
         self.viewer_ctl.failed.connect(ctx.error_posted)
         ctx.store_changed.connect(self.refresh)
-        self.refresh()
+        # the first rows in the next event-loop pass: building the widgets and the first queries are two
+        # short passes, not one long one (the main window builds its tabs one per pass as well)
+        self._first_refresh = QTimer(self)
+        self._first_refresh.setSingleShot(True)
+        self._first_refresh.setInterval(0)
+        self._first_refresh.timeout.connect(self.refresh)
+        self._first_refresh.start()
 
     # ------------------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -215,6 +221,7 @@ class DatasetsTab(QWidget):
     # ------------------------------------------------------------------------------ data
     def refresh(self) -> None:
         """Reload datasets and the loaded episode rows from the index, keeping the selection."""
+        self._first_refresh.stop()
         try:
             datasets = self.ctx.store.datasets()
         except KnownError as err:
