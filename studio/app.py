@@ -7,11 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QSignalBlocker, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
 from PyQt6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from studio.context import AppContext, TabSpec
 from studio.welcome import Progress, WelcomeWidget
+from widgets.later import Later
 
 TABS = [
     TabSpec("Record", "studio.tabs.record_tab", "RecordTab"),
@@ -61,10 +62,7 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_current_tab_changed)
         self._pending: list[str] = []  # titles still to build, once the store is open
         self._closed = False
-        self._build_timer = QTimer(self)
-        self._build_timer.setSingleShot(True)
-        self._build_timer.setInterval(0)
-        self._build_timer.timeout.connect(self._build_next_tab)
+        self._build_timer = Later(self, self._build_next_tab)  # one tab per pass (widgets.later)
         ctx.status_posted.connect(self._on_status_posted)
         ctx.error_posted.connect(self._on_error_posted)
         ctx.checkpoint_opened.connect(self._on_checkpoint_opened)
@@ -202,7 +200,7 @@ class MainWindow(QMainWindow):
                 shutdown()
         self._closed = True
         self._pending = []
-        self._build_timer.stop()
+        self._build_timer.cancel()
         self.ctx.close()
         super().closeEvent(event)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
-from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
+
+from widgets.later import Later
 
 
 class CurvesWidget(QWidget):
@@ -28,10 +29,7 @@ class CurvesWidget(QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self.loss_plot = self.metric_plot = None
         self._train = self._val = self._acc = self._l1 = None
-        self._build_timer = QTimer(self)
-        self._build_timer.setSingleShot(True)
-        self._build_timer.setInterval(0)
-        self._build_timer.timeout.connect(self._build_step)
+        self._build_timer = Later(self, self._build_step)  # one piece per event-loop pass (widgets.later)
         self.clear()
 
     @property

@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import (
 )
 
 from widgets.joint_plot import JointPlotWidget
+from widgets.later import Later
 from widgets.timeline import TimelineSegment, TimelineWidget
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -122,10 +123,7 @@ class EpisodeViewerWidget(QWidget):
         self._timer.setInterval(15)
         self._timer.timeout.connect(self._on_timer)
         # the joint plots take the episode's series one event-loop pass after the frames and the timeline
-        self._plot_timer = QTimer(self)
-        self._plot_timer.setSingleShot(True)
-        self._plot_timer.setInterval(0)
-        self._plot_timer.timeout.connect(self._on_plot_timer)
+        self._plot_timer = Later(self, self._on_plot_timer)  # widgets.later: a pass of its own
 
         self.camera_area = QWidget()
         self.camera_grid = QGridLayout(self.camera_area)

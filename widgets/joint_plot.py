@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QTimer, pyqtSignal
+from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
+
+from widgets.later import Later
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -38,15 +40,9 @@ class JointPlotWidget(QWidget):
         self._series: dict[str, np.ndarray] = {}
         self._names: list[str] | None = None
         self._tick = 0
-        self._build_timer = QTimer(self)
-        self._build_timer.setSingleShot(True)
-        self._build_timer.setInterval(0)
-        self._build_timer.timeout.connect(self._build_step)
+        self._build_timer = Later(self, self._build_step)  # one piece per event-loop pass (widgets.later)
         self._steps = None  # the drawing under way (see _draw)
-        self._draw_timer = QTimer(self)
-        self._draw_timer.setSingleShot(True)
-        self._draw_timer.setInterval(0)
-        self._draw_timer.timeout.connect(self._on_draw_timer)
+        self._draw_timer = Later(self, self._on_draw_timer)  # one piece per event-loop pass (widgets.later)
 
     @property
     def built(self) -> bool:

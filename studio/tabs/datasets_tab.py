@@ -44,6 +44,7 @@ from studio.datasets_viewer import EpisodeViewerController
 from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
 from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
+from widgets.later import Later
 
 ALL = "All datasets"
 FAILED = object()
@@ -81,10 +82,7 @@ class DatasetsTab(QWidget):
         ctx.store_changed.connect(self.refresh)
         # the first rows in the next event-loop pass: building the widgets and the first queries are two
         # short passes, not one long one (the main window builds its tabs one per pass as well)
-        self._first_refresh = QTimer(self)
-        self._first_refresh.setSingleShot(True)
-        self._first_refresh.setInterval(0)
-        self._first_refresh.timeout.connect(self.refresh)
+        self._first_refresh = Later(self, self.refresh)
         self._first_refresh.start()
 
     # ------------------------------------------------------------------------------ layout
@@ -221,7 +219,7 @@ class DatasetsTab(QWidget):
     # ------------------------------------------------------------------------------ data
     def refresh(self) -> None:
         """Reload datasets and the loaded episode rows from the index, keeping the selection."""
-        self._first_refresh.stop()
+        self._first_refresh.cancel()
         try:
             datasets = self.ctx.store.datasets()
         except KnownError as err:
@@ -250,6 +248,11 @@ class DatasetsTab(QWidget):
         if self._current_id is not None and self.model.row_of(self._current_id) is not None:
             self._load_edit_panel(self.model.episode(self.model.row_of(self._current_id)))
         self._update_buttons()
+
+    @property
+    def loaded(self) -> bool:
+        """The first rows are in (they come in the event-loop pass after the tab is built)."""
+        return not self._first_refresh.pending
 
     def _select_more(self, eid: int) -> None:
         from PyQt6.QtCore import QItemSelectionModel

@@ -29,6 +29,7 @@ def tab(qtbot, home):
     t.resize(1400, 800)
     t.show()  # thumbnails are decoded for the rows on screen
     qtbot.waitExposed(t)
+    qtbot.waitUntil(lambda: t.loaded, timeout=10000)  # the rows come a pass after the widgets
     t.ids = ids
     yield t
     t.shutdown()
@@ -175,6 +176,7 @@ def big_tab(qtbot, home, monkeypatch, big_store):
     t.resize(1400, 500)  # a few rows on screen, fewer than a page
     t.show()
     qtbot.waitExposed(t)
+    qtbot.waitUntil(lambda: t.loaded, timeout=10000)
     t.truth = {e.id: e for e in eps if e.status != "trashed"}
     t.trashed = eps[3].id
     yield t

@@ -68,6 +68,7 @@ def test_window_shows_before_a_slow_store_is_open_then_the_tabs_fill_in(qtbot, h
         slow_store.set()
     datasets = window.tab_widgets["Datasets"]
     assert window.tabs.widget(1) is datasets and window.tabs.currentIndex() == 0  # the person stays put
+    qtbot.waitUntil(lambda: datasets.loaded, timeout=10000)  # its rows: the pass after its widgets
     assert datasets.count_label.text() == "2 of 2 episodes"
     assert "2 recorded so far" in window.welcome.step_texts()[1]
     window.close()

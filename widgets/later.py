@@ -1,0 +1,83 @@
+"""Deferred GUI work, one piece per event-loop pass.
+
+A window that builds a tab, its plots and its first rows in one go freezes for all of it at once; split
+into pieces handed to :func:`run_later`, each piece runs in its own pass and the event loop handles input
+and paints in between. One queue for the whole application: two widgets' pieces never share a pass (two
+0 ms QTimers started together fire in the same pass).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from PyQt6 import sip
+from PyQt6.QtCore import QObject, QTimer
+
+
+class _Queue(QObject):
+    def __init__(self) -> None:
+        super().__init__()
+        self._jobs: deque[tuple[QObject, Callable[[], None]]] = deque()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._run_one)
+
+    def post(self, owner: QObject, fn: Callable[[], None]) -> None:
+        self._jobs.append((owner, fn))
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _run_one(self) -> None:
+        while self._jobs:
+            owner, fn = self._jobs.popleft()
+            if sip.isdeleted(owner):  # its widget went away meanwhile
+                continue
+            try:
+                fn()
+            finally:
+                if self._jobs:
+                    self._timer.start()
+            return
+
+
+_queue: _Queue | None = None
+
+
+def run_later(owner: QObject, fn: Callable[[], None]) -> None:
+    """Call ``fn()`` in a later event-loop pass, after the pieces posted before it, one piece per pass;
+    dropped if ``owner`` (the widget it works on) is deleted first. GUI thread only."""
+    global _queue
+    if _queue is None or sip.isdeleted(_queue):
+        _queue = _Queue()
+    _queue.post(owner, fn)
+
+
+class Later:
+    """One piece of a widget's deferred work, posted at most once until it runs (:func:`run_later`).
+
+    ``Later(owner, fn).start()`` posts ``fn``; starting it again before it ran does nothing;
+    ``cancel()`` makes the posted piece do nothing (it was done some other way)."""
+
+    def __init__(self, owner: QObject, fn: Callable[[], None]) -> None:
+        self._owner = owner
+        self._fn = fn
+        self._posted = False
+
+    @property
+    def pending(self) -> bool:
+        return self._posted
+
+    def start(self) -> None:
+        if not self._posted:
+            self._posted = True
+            run_later(self._owner, self._run)
+
+    def cancel(self) -> None:
+        self._posted = False
+
+    def _run(self) -> None:
+        if self._posted:
+            self._posted = False
+            self._fn()
