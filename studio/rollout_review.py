@@ -207,6 +207,23 @@ class RolloutReviewWidget(QWidget):
         row.addStretch(1)
         el.addLayout(row)
         body = QHBoxLayout()
+        # the plot (~40 ms of pyqtgraph) is made when this section is first shown or plotted, not with the tab
+        self.plot = self.curve_recorded = self.curve_predicted = None
+        self._plot_box = QWidget()
+        self._plot_box_layout = QVBoxLayout(self._plot_box)
+        self._plot_box_layout.setContentsMargins(0, 0, 0, 0)
+        self.mae_table = QTableWidget(0, len(JOINTS) + 2)
+        self.mae_table.setHorizontalHeaderLabels(["checkpoint", *JOINTS, "mean"])
+        body.addWidget(self._plot_box, 3)
+        body.addWidget(self.mae_table, 2)
+        el.addLayout(body)
+        self.sections.addTab(eval_box, "Open-loop evaluation")
+        self.sections.currentChanged.connect(
+            lambda i: self._ensure_plot() if self.sections.widget(i) is eval_box else None)
+
+    def _ensure_plot(self) -> None:
+        if self.plot is not None:
+            return
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
         self.plot.addLegend()
@@ -214,12 +231,7 @@ class RolloutReviewWidget(QWidget):
         self.plot.setLabel("left", "action")
         self.curve_recorded = self.plot.plot([], [], pen=pg.mkPen((40, 40, 40), width=2), name="recorded")
         self.curve_predicted = self.plot.plot([], [], pen=pg.mkPen((30, 120, 255), width=2), name="predicted")
-        self.mae_table = QTableWidget(0, len(JOINTS) + 2)
-        self.mae_table.setHorizontalHeaderLabels(["checkpoint", *JOINTS, "mean"])
-        body.addWidget(self.plot, 3)
-        body.addWidget(self.mae_table, 2)
-        el.addLayout(body)
-        self.sections.addTab(eval_box, "Open-loop evaluation")
+        self._plot_box_layout.addWidget(self.plot)
 
     # ------------------------------------------------------------------ lists
     def refresh(self) -> None:
@@ -367,6 +379,7 @@ class RolloutReviewWidget(QWidget):
             return
         ep = res.episodes[i]
         j = self.joint_combo.currentIndex()
+        self._ensure_plot()
         self.curve_recorded.setData(ep.indices.astype(float), ep.recorded[:, j].astype(float))
         self.curve_predicted.setData(ep.indices.astype(float), np.nan_to_num(ep.predicted[:, j]).astype(float))
         self.plot.setTitle(f"{res.checkpoint_id}: {JOINTS[j]}  MAE {ep.mae[j]:.2f}")
