@@ -10,10 +10,10 @@ import math
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
-from widgets.later import Later
+from widgets.later import BuiltWhenShown
 
 
-class CurvesWidget(QWidget):
+class CurvesWidget(BuiltWhenShown, QWidget):
     """Two stacked plots sharing the step axis: losses (train, val) and val action accuracy / L1.
 
     The pyqtgraph plots (~35 ms each to make and first paint) are made one per event-loop pass once the
@@ -29,21 +29,12 @@ class CurvesWidget(QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self.loss_plot = self.metric_plot = None
         self._train = self._val = self._acc = self._l1 = None
-        self._build_timer = Later(self, self._build_step)  # one piece per event-loop pass (widgets.later)
+        self._init_built_when_shown()
         self.clear()
 
     @property
     def built(self) -> bool:
         return self._l1 is not None
-
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        super().showEvent(event)
-        if not self.built:
-            self._build_timer.start()
-
-    def ensure_plots(self) -> None:
-        while not self.built:
-            self._build_step()
 
     def _build_step(self) -> None:
         """One plot per pass, then each one's right-click menu (as dear to make as the plot) per pass."""

@@ -7,13 +7,13 @@ import pyqtgraph as pg
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
-from widgets.later import Later
+from widgets.later import BuiltWhenShown, Later
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
-class JointPlotWidget(QWidget):
+class JointPlotWidget(BuiltWhenShown, QWidget):
     """Two stacked plots (state, action); one curve per joint; x is the tick index.
 
     The pyqtgraph plots (~20 ms each to make, as much again to paint first) are made one per event-loop
@@ -40,23 +40,13 @@ class JointPlotWidget(QWidget):
         self._series: dict[str, np.ndarray] = {}
         self._names: list[str] | None = None
         self._tick = 0
-        self._build_timer = Later(self, self._build_step)  # one piece per event-loop pass (widgets.later)
+        self._init_built_when_shown()
         self._steps = None  # the drawing under way (see _draw)
         self._draw_timer = Later(self, self._on_draw_timer)  # one piece per event-loop pass (widgets.later)
 
     @property
     def built(self) -> bool:
         return len(self.plots) == len(self.KEYS)
-
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        super().showEvent(event)
-        if not self.built:
-            self._build_timer.start()
-
-    def ensure_plots(self) -> None:
-        """Make the plots now (with the data given so far; their menus follow in later passes)."""
-        while not self.built:
-            self._build_step()
 
     def _build_step(self) -> None:
         """Make the next plot (the layout first; the last one draws the data given so far), then give each

@@ -3,7 +3,8 @@
 A window that builds a tab, its plots and its first rows in one go freezes for all of it at once; split
 into pieces handed to :func:`run_later`, each piece runs in its own pass and the event loop handles input
 and paints in between. One queue for the whole application: two widgets' pieces never share a pass (two
-0 ms QTimers started together fire in the same pass).
+0 ms QTimers started together fire in the same pass). After each piece one pass is left to the event
+loop: the repaint a piece causes comes in the next pass, and would share it with the next piece.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class _Queue(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self._run_one)
+        self._rest = False  # the pass after a piece is left to the event loop (its repaint)
 
     def post(self, owner: QObject, fn: Callable[[], None]) -> None:
         self._jobs.append((owner, fn))
@@ -30,6 +32,11 @@ class _Queue(QObject):
             self._timer.start()
 
     def _run_one(self) -> None:
+        if self._rest:
+            self._rest = False
+            if self._jobs:
+                self._timer.start()
+            return
         while self._jobs:
             owner, fn = self._jobs.popleft()
             if sip.isdeleted(owner):  # its widget went away meanwhile
@@ -37,6 +44,7 @@ class _Queue(QObject):
             try:
                 fn()
             finally:
+                self._rest = True
                 if self._jobs:
                     self._timer.start()
             return
@@ -81,3 +89,28 @@ class Later:
         if self._posted:
             self._posted = False
             self._fn()
+
+
+class BuiltWhenShown:
+    """Mixin for a QWidget whose costly parts (pyqtgraph plots) are made by ``_build_step()``, one call per
+    event-loop pass from the widget's first show until ``built`` is true; :meth:`ensure_plots` makes them
+    at once. Call ``_init_built_when_shown()`` in ``__init__``; ``_build_step`` may post itself again
+    (``self._build_timer.start()``) for work left after ``built`` (menus)."""
+
+    built: bool
+
+    def _init_built_when_shown(self) -> None:
+        self._build_timer = Later(self, self._build_step)
+
+    def _build_step(self) -> None:
+        raise NotImplementedError
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().showEvent(event)
+        if not self.built:
+            self._build_timer.start()
+
+    def ensure_plots(self) -> None:
+        """Make the plots now (with the data given so far)."""
+        while not self.built:
+            self._build_step()

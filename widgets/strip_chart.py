@@ -6,13 +6,13 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
-from widgets.later import Later
+from widgets.later import BuiltWhenShown
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (120, 60, 200)]
 
 
-class StripChartWidget(QWidget):
+class StripChartWidget(BuiltWhenShown, QWidget):
     """Appends one vector per call to ``append``; redraws at most every ``redraw_every`` samples.
 
     The pyqtgraph plot (~40 ms to make and first paint) is made in the event-loop pass after the widget is
@@ -28,7 +28,7 @@ class StripChartWidget(QWidget):
         self._plot: pg.PlotWidget | None = None
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
-        self._build_timer = Later(self, self._build)  # one piece per event-loop pass (widgets.later)
+        self._init_built_when_shown()
         self._names: list[str] = []
         self._buf = np.zeros((0, 0), np.float32)
         self._n = 0
@@ -36,15 +36,14 @@ class StripChartWidget(QWidget):
 
     @property
     def plot(self) -> pg.PlotWidget:
-        self._build()
+        self.ensure_plots()
         return self._plot
 
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        super().showEvent(event)
-        if self._plot is None:
-            self._build_timer.start()
+    @property
+    def built(self) -> bool:
+        return self._plot is not None
 
-    def _build(self) -> None:
+    def _build_step(self) -> None:
         if self._plot is not None:
             return
         plot = pg.PlotWidget(title=self._title)
