@@ -10,7 +10,9 @@ store starts as a copy of the next smaller one and only the missing episodes are
 Each measurement runs in a fresh Python process (so its peak memory, ``ru_maxrss``, is its own):
 ``datasets list``, ``datasets show`` (one dataset: a fifth of the store), a filtered query (task +
 success + date), ``store check`` (and the incremental one, if there), the main window with the
-Datasets tab (longest GUI event-loop pass, from a 1 ms QTimer in the GUI thread), scrolling the
+Datasets tab (longest GUI event-loop pass, from a 1 ms QTimer in the GUI thread, and that pass's
+GUI-thread CPU time, ``time.thread_time``, which a machine shared by other jobs inflates far less;
+"open" lasts until every tab is built, for a window that builds them after it shows), scrolling the
 episode table to its end, one episode into the viewer, and the fine-tune data set-up
 (``finetune.data.build_datasets``) over the largest dataset. Same-run baselines: a process that only
 imports (memory floor) and ``Store.episodes`` of every usable episode at once (what the Datasets tab did
