@@ -7,6 +7,7 @@ Every change emits ``ctx.store_changed`` and the tab refreshes on it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +66,9 @@ class DatasetsTab(QWidget):
         self.jobs: list[StoreJob] = []
         self._current_id: int | None = None
         self._build()
+        # scrolling: the next page of rows is read in this thread while the person looks at the last one
+        self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-rows")
+        self._prefetch_closed = False
         self.thumbs = ThumbnailWorker(load=lambda eid: self.ctx.store.episode(eid))  # full record, in its thread
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
         self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
@@ -287,9 +291,28 @@ class DatasetsTab(QWidget):
         query = self.current_query()
         store = self.ctx.store
 
-        def fetch(key, descending, last, limit):
+        def page(key, descending, last, limit):
             after = None if last is None else (sort_value(last, key), last.id)
             return store.episode_rows(query, sort=key, descending=descending, after=after, limit=limit)
+
+        ahead: dict = {}  # the page after the last one served, read in a thread meanwhile
+
+        def fetch(key, descending, last, limit):
+            want = (key, descending, None if last is None else last.id, limit)
+            got = ahead.pop("next", None)
+            rows = None
+            if got is not None and got[0] == want:
+                try:
+                    rows = got[1].result()  # read while the person looked at the rows before
+                except Exception:  # noqa: BLE001 - read it again here, where a KnownError is reported
+                    rows = None
+            if rows is None:
+                rows = page(key, descending, last, limit)
+            step = self.model.page_size
+            if len(rows) >= limit and rows and not self._prefetch_closed:
+                ahead["next"] = ((key, descending, rows[-1].id, step),
+                                 self._prefetch.submit(page, key, descending, rows[-1], step))
+            return rows
 
         try:
             shown = store.count_episodes(query)
@@ -600,3 +623,5 @@ class DatasetsTab(QWidget):
             job.wait(30000)
         self.viewer_ctl.shutdown()
         self._thumb_thread.stop()
+        self._prefetch_closed = True
+        self._prefetch.shutdown(wait=True, cancel_futures=True)
