@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
             return widget
         spec = self._specs[title]
         if not self.ctx.store_is_open:  # asked for before the opener thread is done: wait for it here
+            self.ctx.wait_for_opener()  # its imports too: never two threads importing at once
             try:
                 self.ctx.store  # noqa: B018
             except Exception:  # noqa: BLE001 - the tab reports a broken store itself

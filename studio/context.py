@@ -123,12 +123,20 @@ class AppContext(QObject):
     def store(self):
         """The episode store, opened on first use (recovering episodes a crash left behind)."""
         if self._store is None:
+            self.wait_for_opener()
             with self._store_lock:
                 if self._store is None:
                     from recorder.store import Store
 
                     self._store = Store.open(self.home)
         return self._store
+
+    def wait_for_opener(self) -> None:
+        """Block until :meth:`open_store_in_background`'s thread is done, imports included: a second thread
+        importing the same modules meanwhile can fail (``KeyError: 'recorder.store'`` was seen)."""
+        opener = self._opener
+        if opener is not None and opener is not threading.current_thread():
+            opener.join()
 
     @property
     def store_is_open(self) -> bool:

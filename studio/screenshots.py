@@ -84,6 +84,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
     window.resize(*WINDOW_SIZE)
     window.show()
     _wait(app, window.isVisible, 10, "the window")
+    _wait(app, lambda: window.all_tabs_built, 120, "the tabs")  # built once the store is open
     try:
         tabs = window.tab_widgets
         # 1. a fresh store: what the studio says first

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pyqtgraph as pg
+from PyQt6.QtCore import QSize
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
 from widgets.later import BuiltWhenShown
@@ -22,6 +23,9 @@ class CurvesWidget(BuiltWhenShown, QWidget):
 
     Signals: none (a view).
     """
+
+    HINT = QSize(600, 966)  # two stacked plots
+    MIN_HINT = QSize(68, 142)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

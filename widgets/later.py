@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 
 from PyQt6 import sip
-from PyQt6.QtCore import QObject, QTimer
+from PyQt6.QtCore import QObject, QSize, QTimer
 
 
 class _Queue(QObject):
@@ -98,6 +98,16 @@ class BuiltWhenShown:
     (``self._build_timer.start()``) for work left after ``built`` (menus)."""
 
     built: bool
+    #: the size hints the plots will have (pyqtgraph's): the layout around the widget is the same before and
+    #: after they appear (an empty widget first got a sliver of its splitter and kept it)
+    HINT = QSize(600, 480)
+    MIN_HINT = QSize(68, 68)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return super().sizeHint() if self.built else self.HINT
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return super().minimumSizeHint() if self.built else self.MIN_HINT
 
     def _init_built_when_shown(self) -> None:
         self._build_timer = Later(self, self._build_step)
