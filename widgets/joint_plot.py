@@ -78,6 +78,11 @@ class JointPlotWidget(BuiltWhenShown, QWidget):
             self._draw()
         self._build_timer.start()  # the next step in the next pass
 
+    @property
+    def drawn(self) -> bool:
+        """The plots exist and show the data given last."""
+        return self.built and self._steps is None and not self._draw_timer.pending
+
     def set_data(self, series: dict[str, np.ndarray], names: list[str] | None = None) -> None:
         """``series`` maps "observation.state"/"action" to (N, D) arrays; missing keys leave a plot empty."""
         self._series, self._names = dict(series), names
