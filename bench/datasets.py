@@ -111,7 +111,7 @@ def bench_seek_qt(info, ticks: list[int]) -> list[float]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PyQt6.QtCore import QCoreApplication
 
-    from studio.datasets_workers import FrameDecodeWorker, WorkerThread
+    from studio.datasets.workers import FrameDecodeWorker, WorkerThread
 
     app = QCoreApplication.instance() or QCoreApplication([])
     worker = FrameDecodeWorker()

@@ -181,7 +181,7 @@ def _gui(home: Path) -> dict:
     cpu_tab = cpu_max()
     rows_before = tab.model.rowCount()
     # the Datasets tab alone, its modules already imported (what opening it costs the GUI thread)
-    from studio.tabs.datasets_tab import DatasetsTab
+    from studio.datasets.tab import DatasetsTab
 
     t_build, pass_build = phase(lambda: holder.setdefault("t", DatasetsTab(ctx)))
     cpu_build = cpu_max()

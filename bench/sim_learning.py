@@ -141,6 +141,52 @@ def run_episode(sim: SimEpisodes, seed: int, source, *, max_ticks: int, hold: in
     return {"seed": seed, "success": held >= hold, "ticks": ticks, "first_success_tick": first}
 
 
+def dart_perturb(seed: int, deg: float, hold: int):
+    """DART-style noise for recording (None when ``deg`` is 0): a random joint offset (arm joints 0-3; wrist roll
+    and gripper untouched), redrawn every ``hold`` ticks from a generator seeded by the episode seed, is added to
+    what is executed; the expert's own command is what gets recorded, so the demos show the way back from
+    off-nominal states."""
+    if deg <= 0:
+        return None
+    rng = np.random.default_rng([seed, 7])
+    box = {"off": np.zeros(6, np.float32)}
+
+    def perturb(t, action):
+        if t % hold == 0:
+            box["off"] = np.zeros(6, np.float32)
+            box["off"][:4] = rng.normal(0.0, deg, 4)
+        return np.asarray(action, np.float32) + box["off"]
+
+    return perturb
+
+
+def chunk_policy_source(policy, instruction: str, chunk_cfg, latencies: list | None = None, idle=None):
+    """A ``run_episode`` source that drives the sim with ``policy``: each predicted chunk is executed by the
+    rollout tab's own scheduler (recorder/rollout.py: execute n of K, or ACT temporal ensembling). One source per
+    episode (it keeps the episode's scheduler). ``idle``: the action before any chunk (default: the state, i.e.
+    hold still for joint-position control)."""
+    from recorder.rollout import ChunkScheduler
+
+    box: dict = {}
+
+    def source(t, state, render):
+        sched = box.get("sched")
+        if sched is None or sched.needs_chunk(t):
+            out = policy.predict(render(), state, instruction)
+            if latencies is not None:
+                latencies.append(out.latency_s)
+            if sched is None:
+                sched = box["sched"] = ChunkScheduler(chunk_cfg, len(out.actions))
+            sched.add(t, out.actions, now=t)
+        a, _row = sched.action(t)
+        if a is None:  # nothing to execute (cannot happen without latency): hold the last action
+            a = box.get("last", state if idle is None else idle)
+        box["last"] = a
+        return a
+
+    return source
+
+
 # ----------------------------------------------------------------------------- record
 
 
@@ -174,20 +220,7 @@ def stage_record(args) -> dict:
                 w.add_tick(t=t / args.fps, frames=frames, timestamps={c: t / args.fps for c in frames},
                            values={"observation.state": state, "action": action})
 
-            perturb = None
-            if args.dart_deg > 0:
-                # DART-style noise: a random joint offset (arm joints 0-3; wrist roll and gripper untouched),
-                # redrawn every --dart-hold ticks, is added to what is executed; the expert's own command is what
-                # gets recorded, so the demos show the way back from off-nominal states
-                rng = np.random.default_rng([seed, 7])
-                box = {"off": np.zeros(6, np.float32)}
-
-                def perturb(t, action, _rng=rng, _box=box):
-                    if t % args.dart_hold == 0:
-                        _box["off"] = np.zeros(6, np.float32)
-                        _box["off"][:4] = _rng.normal(0.0, args.dart_deg, 4)
-                    return np.asarray(action, np.float32) + _box["off"]
-
+            perturb = dart_perturb(seed, args.dart_deg, args.dart_hold)
             res = run_episode(sim, seed, expert, max_ticks=args.max_ticks, hold=args.hold, on_tick=write,
                               perturb=perturb)
             seed += 1
@@ -268,6 +301,50 @@ def _mem_raw_sample(self, index: int, position: int | None = None) -> dict:
     state = None if self._state[e] is None else self._state[e][t]
     return {"images": images, "instruction": ep.instruction, "actions": self._actions[e][idx], "state": state,
             "episode_id": ep.episode_id, "tick": t}
+
+
+def build_lowdim_only(orig, *a, **kw):
+    """``build_datasets`` on a store whose episodes hold no video (the frames live in memory): skip the camera
+    check."""
+    import finetune.data as data_mod
+
+    saved = data_mod.choose_cameras
+    data_mod.choose_cameras = lambda store, infos, wanted, n_images: []
+    try:
+        return orig(*a, **kw)
+    finally:
+        data_mod.choose_cameras = saved
+
+
+def install_memory_frames(frames_of, cameras: list[str]) -> None:
+    """Make the recipe's ``finetune.data.build_datasets`` serve frames from memory for a store whose episodes hold
+    only low-dim streams (no package code edited). ``frames_of(episode_id) -> {camera: (T, H, W, 3) uint8}``: any
+    array (a memory map too); frames already at the model's size are used as they are (``prepare_image`` with
+    augment and crop off is the identity there), others are prepared once."""
+    import finetune.data as data_mod
+    from finetune.data import prepare_image
+
+    orig = data_mod.build_datasets
+
+    def prepared(frames, size):
+        if frames.ndim == 4 and frames.shape[1:3] == (size, size):
+            return frames
+        return np.stack([prepare_image(f, size, None, False, False) for f in frames])
+
+    def build_mem(*a, **kw):
+        kw["cameras"] = []  # the store holds no video: the cameras are set by hand below
+        td = build_lowdim_only(orig, *a, **kw)
+        for ds in (td.train, td.val):
+            if ds is None:
+                continue
+            ds.cameras = list(cameras)
+            ds._mem = [{c: prepared(f[c], ds.image_size) for c in cameras}
+                       for f in (frames_of(ep.episode_id) for ep in ds.episodes)]
+            ds.__class__ = type("InMemory" + type(ds).__name__, (type(ds),), {"raw_sample": _mem_raw_sample})
+        td.cameras = list(cameras)
+        return td
+
+    data_mod.build_datasets = build_mem
 
 
 def _install_in_memory_data(log: dict) -> None:
@@ -458,29 +535,14 @@ def stage_eval(args) -> dict:
         # 1) the tuned policy, closed loop: execute `--execute` actions of each predicted chunk, then re-plan
         # chunks are executed by the rollout tab's own scheduler (recorder/rollout.py): execute n of K, or ACT
         # temporal ensembling (a chunk every tick, overlapping predictions averaged)
-        from recorder.rollout import ChunkConfig, ChunkScheduler
+        from recorder.rollout import ChunkConfig
 
         chunk_cfg = ChunkConfig(execute=None if args.ensemble else args.execute, ensemble=args.ensemble,
                                 ensemble_decay=args.ensemble_decay)
         rows = []
         for s in seeds:
-            box: dict = {}
-
-            def policy_source(t, state, render, _box=box):
-                sched = _box.get("sched")
-                if sched is None or sched.needs_chunk(t):
-                    out = policy.predict(render(), state, sim.instruction)
-                    latencies.append(out.latency_s)
-                    if sched is None:
-                        sched = _box["sched"] = ChunkScheduler(chunk_cfg, len(out.actions))
-                    sched.add(t, out.actions, now=t)
-                a, _row = sched.action(t)
-                if a is None:  # nothing to execute (cannot happen without latency): hold the last action
-                    a = _box.get("last", state)
-                _box["last"] = a
-                return a
-
-            rows.append(run_episode(sim, s, policy_source, max_ticks=args.max_ticks, hold=args.hold))
+            source = chunk_policy_source(policy, sim.instruction, chunk_cfg, latencies)
+            rows.append(run_episode(sim, s, source, max_ticks=args.max_ticks, hold=args.hold))
         results["tuned policy"] = rows
         t_policy = time.perf_counter() - t0
         # 2) the scripted expert on the same seeds

@@ -125,6 +125,15 @@ class CheckpointRef:
         return self.folder.parent.parent if self.is_run_checkpoint else None
 
     @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> CheckpointRef:
+        """A folder's ref by its place in the layout alone (``<run>/checkpoints/<step>``), reading nothing: how
+        a folder the person picked is named before it is loaded."""
+        path = Path(path)
+        if path.parent.name == CHECKPOINTS_DIR and path.name.isdigit():
+            return cls(path, path.parent.parent.name, int(path.name))
+        return cls(path)
+
+    @classmethod
     def from_folder(cls, path: str | os.PathLike[str]) -> CheckpointRef:
         """An existing folder -> its ref: a run's step folder (a run / ``checkpoints`` folder: its last step)
         or, when it holds no run checkpoint but a ``config.json``, a merged export loaded as it is."""
@@ -137,9 +146,7 @@ class CheckpointRef:
             if path.is_dir() and (path / CONFIG_FILE).is_file():
                 return cls(path)
             raise
-        if folder.parent.name == CHECKPOINTS_DIR and folder.name.isdigit():
-            return cls(folder, folder.parent.parent.name, int(folder.name))
-        return cls(folder)
+        return cls.from_path(folder)
 
 
 def _split(spec: str) -> tuple[str, str | None]:

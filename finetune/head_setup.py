@@ -1,8 +1,9 @@
 """What a fine-tune run does for its action head before training (Qt-free; used by the recipe).
 
 - :func:`preflight`: bad input found before anything is written (no run folder, no training step): a head
-  that differs from the run being resumed, a FAST head on too few chunks, an action size that differs from
-  the one a model folder's saved head predicts.
+  that differs from the run being resumed, a FAST head on too few chunks, a flow head on an LLM the flow
+  expert cannot read (a model folder whose config names another LLM), an action size that differs from the
+  one a model folder's saved head predicts.
 - :func:`prepare_head`: the FAST tokenizer fitted on the training chunks (a new run) or read back from the
   checkpoint (a resumed run), so a run encodes with one tokenizer from its first step to its export.
 """
@@ -40,6 +41,16 @@ def preflight(cfg, home: Path, run_path: Path, resume: bool) -> None:
                           f"tokenizer needs at least {MIN_FAST_CHUNKS} to fit its BPE vocabulary; record more "
                           "episodes or use --action-head tokens")
     folder = Path(cfg.model).expanduser()
+    if cfg.action_head == "flow" and (folder / "config.json").is_file():
+        from finetune.models.vla import OWN_LOOP_DECODERS, flow_llm_error
+
+        try:
+            text = json.loads((folder / "config.json").read_text()).get("text_config")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            text = None
+        llm = text.get("model_type") if isinstance(text, dict) else None
+        if llm and llm not in OWN_LOOP_DECODERS:  # (a config that does not say is checked when the model loads)
+            raise flow_llm_error(f"{folder}: ", llm)
     if "action" in low and (folder / "config.json").is_file():
         import numpy as np
 

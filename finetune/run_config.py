@@ -16,7 +16,6 @@ Run folder (``<store root>/runs/<run-id>/``)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from finetune.checkpoint_ref import (  # noqa: F401 - the run's file names, owne
     runs_root,
 )
 from recorder.errors import ConfigError
+from recorder.fsutil import JsonObjectError, load_json_object
 
 # The action heads a run can train (finetune/models/action_heads.py), with the one line the Fine-tune tab shows.
 ACTION_HEADS = {
@@ -182,22 +182,10 @@ def make_run_id(cfg: FinetuneConfig, now: float | None = None) -> str:
 def read_json_object(path: Path, *, fix: str, error: type[Exception] = ConfigError) -> dict:
     """A JSON file that must hold an object -> the dict; anything else (missing, unreadable, not UTF-8, not
     JSON, not an object) -> one ``error`` line naming the file, what is wrong with it and ``fix``."""
-    path = Path(path)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise error(f"{path}: missing; {fix}") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read ({err.strerror or err}); {fix}") from None
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: not a text (UTF-8) file (byte {err.start}); the file is damaged; {fix}") from None
-    except json.JSONDecodeError as err:
-        raise error(f"{path}: not valid JSON ({err.msg}, line {err.lineno}); {fix}") from None
-    except RecursionError:
-        raise error(f"{path}: JSON nested too deeply; {fix}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path}: expected a JSON object, found a {type(data).__name__}; {fix}")
-    return data
+        return load_json_object(path)
+    except JsonObjectError as err:
+        raise error(f"{err.path}: {err.reason}; {fix}") from None
 
 
 def read_config(path: Path) -> FinetuneConfig:

@@ -55,7 +55,7 @@ class Policy:
         if len(self.camera_names) != n:
             raise ModelError(f"{source}: the model takes {n} cameras but the checkpoint names {self.camera_names}")
         self.checkpoint_id = checkpoint_id
-        # run/step and the folder, set by whoever knows them (studio.rollout_policy.load_local_policy)
+        # run/step and the folder, set by whoever knows them (studio.rollout.policy.load_local_policy)
         self.checkpoint_label: str | None = None
         self.checkpoint_dir: Path | None = None
         self.center_crop = bool(center_crop)

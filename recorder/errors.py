@@ -58,3 +58,18 @@ def one_line(text: object, limit: int = 300) -> str:
     """``text`` (often a library's multi-line exception message) as one line of at most ``limit`` characters."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def error_text(err: BaseException, context: str | None = None) -> str:
+    """The one line a person is shown for ``err``, in every tab, worker and thread.
+
+    A :class:`KnownError` is its own message (it already names the file or device and the fix). Anything
+    else is a bug of ours or a library's: ``Type: message`` on one line, after ``context`` (what was being
+    done, e.g. ``"episode 3"``) when given, and its traceback goes to the log for the bug report."""
+    if isinstance(err, KnownError):
+        return one_line(err)
+    import logging
+
+    logging.getLogger("vla_studio").error("%s", context or "unexpected error", exc_info=err)
+    text = f"{type(err).__name__}: {one_line(err)}" if str(err) else type(err).__name__
+    return f"{context}: {text}" if context else text

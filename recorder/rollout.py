@@ -500,6 +500,11 @@ def projectors_for(robot, cameras, calibrations: dict[str, PinholeCalibration] |
 
 
 # ------------------------------------------------------------------------------------------- episodes
+#: the sim's reset seed of a batch's first rollout (episode i: ROLLOUT_SEED + i), for the CLI, the Rollout tab
+#: and the demo alike: recording starts at seed 0, so rollouts meet layouts the demonstrations did not show
+ROLLOUT_SEED = 1000
+
+
 @dataclass(kw_only=True)
 class RolloutConfig:
     """One batch of rollout episodes."""
@@ -511,7 +516,7 @@ class RolloutConfig:
     #: store dataset the episodes go into; None: "rollouts", or "rollouts-<size>" when "rollouts" holds
     #: episodes of another shape (see rollout_dataset). A named dataset that does not fit is refused.
     dataset: str | None = None
-    seed: int | None = 0  # sim: episode i is reset with seed + i (None: random)
+    seed: int | None = ROLLOUT_SEED  # sim: episode i is reset with seed + i (None: random)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     stop_on_success_ticks: int = 10  # end an episode once the task detector says success this many ticks running
     calibrations: dict = field(default_factory=dict)  # camera -> PinholeCalibration for path overlays on real cameras
@@ -781,7 +786,7 @@ class RolloutSession:
 
 def make_rollout_session(store, rig, policy: Policy, *, instruction: str | None = None, episodes: int = 1,
                          fps: float | None = None, max_seconds: float = 20.0, dataset: str | None = None,
-                         seed: int | None = 1000, calibrations: dict | None = None, chunk: ChunkConfig | None = None,
+                         seed: int | None = ROLLOUT_SEED, calibrations: dict | None = None, chunk: ChunkConfig | None = None,
                          max_delta: float = 10.0, callbacks: RolloutCallbacks | None = None,
                          safety=None, stop: threading.Event | None = None, estop: threading.Event | None = None,
                          takeover: threading.Event | None = None) -> RolloutSession:

@@ -15,10 +15,10 @@ from studio.welcome import Progress, WelcomeWidget
 from widgets.later import Later
 
 TABS = [
-    TabSpec("Record", "studio.tabs.record_tab", "RecordTab"),
-    TabSpec("Datasets", "studio.tabs.datasets_tab", "DatasetsTab"),
-    TabSpec("Fine-tune", "studio.tabs.finetune_tab", "FinetuneTab"),
-    TabSpec("Rollout", "studio.tabs.rollout_tab", "RolloutTab"),
+    TabSpec("Record", "studio.record.tab", "RecordTab"),
+    TabSpec("Datasets", "studio.datasets.tab", "DatasetsTab"),
+    TabSpec("Fine-tune", "studio.finetune.tab", "FinetuneTab"),
+    TabSpec("Rollout", "studio.rollout.tab", "RolloutTab"),
 ]
 
 DEFAULT_KEY_HINT = "Space starts and stops an episode"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from studio.loop_thread import CallThread
+from studio.qt.threads import CallThread
 
 
 def default_rig_factory(spec, home: Path | None):

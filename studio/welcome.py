@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
-DONE, TODO = "\u2714", "\u25cb"  # heavy check mark, white circle
+DONE, PENDING = "\u2714", "\u25cb"  # heavy check mark, white circle
 
 
 @dataclass
@@ -86,7 +86,7 @@ class WelcomeWidget(QFrame):
              "the policy drives the arm with its predicted path drawn on the cameras."),
         ]
         for lab, (done, line) in zip(self.steps, rows, strict=True):
-            lab.setText(f"{DONE if done else TODO}  {line}")
+            lab.setText(f"{DONE if done else PENDING}  {line}")
             lab.setStyleSheet("color: #2a7a2a" if done else "")
         self.connect_button.setEnabled(not p.connected)
         self.connect_button.setText("Sim rig connected" if p.connected else "Connect the sim rig")

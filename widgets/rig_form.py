@@ -4,7 +4,7 @@
 ``data()`` returns the dict the form describes. Options the form does not show (e.g. ``max_relative_target``,
 a keyboard's speeds) are kept from the dict last set, as long as the device type is unchanged.
 ``set_detected(found)`` offers detected serial ports, OpenCV sources and RealSense serials in the
-editable drop-downs. Nothing here opens a device or a file: the controller (studio/rig_editor.py) does.
+editable drop-downs. Nothing here opens a device or a file: the controller (studio/record/rig_editor.py) does.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ fast    pi0-FAST: DCT + BPE tokens on the vocabulary tail, cross-entropy, greedy
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,21 +50,24 @@ class HeadPrediction:
     valid: torch.Tensor | None = None  # (B,) bool: False where the output was not a valid chunk (FAST)
 
 
-class ActionHead:
+class ActionHead(abc.ABC):
     """Base class; see the module docstring."""
 
     name = ""
     modules: tuple[str, ...] = ()
     uses_state = False  # trained with proprio (--use-state) when the run asks for it
 
+    @abc.abstractmethod
     def prepare(self, vla, ids: list[int], out: dict, state) -> list[int]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def loss(self, vla, **batch):
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def predict(self, vla, batch: dict, *, reference: bool = False) -> HeadPrediction:
-        raise NotImplementedError
+        ...
 
     def config(self) -> dict:
         return {}
@@ -72,7 +76,7 @@ class ActionHead:
         """File name -> text, written into every checkpoint folder and merged export."""
         return {}
 
-    def load_files(self, folder) -> None:
+    def load_files(self, folder) -> None:  # noqa: B027 - optional hook, most heads have no files
         """Read what :meth:`files` wrote (a checkpoint folder or a merged export)."""
 
     @property

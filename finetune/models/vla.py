@@ -27,6 +27,7 @@ right-padded, causal attention (no mask needed: pads only follow real tokens). T
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,15 @@ from recorder.errors import ModelError
 
 from ..tokenizer import ActionTokenizer
 from .heads import ChunkHead
+
+# the LLM decoders our own loops drive (prefix KV cache, flow expert, fused decode): config model_type -> class
+OWN_LOOP_DECODERS = {"llama": "LlamaModel", "mistral": "MistralModel", "qwen2": "Qwen2Model"}
+
+
+def flow_llm_error(where: str, llm: str) -> ModelError:
+    """The one line for ``--action-head flow`` on an LLM the flow expert cannot read the KV cache of."""
+    return ModelError(f"{where}--action-head flow needs a Llama, Mistral or Qwen2 LLM (OpenVLA, tiny); this model's "
+                      f"LLM is {llm}: use --action-head chunk")
 
 __all__ = ["VLA", "VLAOutput", "PROMPT_TEMPLATE", "IGNORE_INDEX"]
 
@@ -59,7 +69,7 @@ def _layer_out(out):
     return out[0] if isinstance(out, tuple) else out
 
 
-class VLA(nn.Module):
+class VLA(nn.Module, metaclass=abc.ABCMeta):
     """Base class; see the module docstring. Attributes set by subclasses before ``_init_heads``."""
 
     image_size: int
@@ -110,8 +120,7 @@ class VLA(nn.Module):
         from .flow import FlowExpert, default_layer_map
 
         if not self._own_loop():
-            raise ModelError(f"--action-head flow needs a Llama-family LLM (OpenVLA, tiny); this model's decoder is "
-                             f"{type(self.decoder).__name__}: use --action-head chunk")
+            raise flow_llm_error("", type(self.decoder).__name__)
         cfg = self.llm_config
         n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -125,12 +134,13 @@ class VLA(nn.Module):
 
     # ------------------------------------------------------------------ to be provided by subclasses
     @property
+    @abc.abstractmethod
     def hidden_size(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """uint8 (B, n_images, 3, S, S) -> (B, n_images * P, hidden)."""
-        raise NotImplementedError
 
     @property
     def llm(self) -> nn.Module:  # the causal LM (has .model and .lm_head)
@@ -263,8 +273,8 @@ class VLA(nn.Module):
 
     def _own_loop(self) -> bool:
         d = self.decoder
-        return all(hasattr(d, a) for a in ("layers", "norm", "rotary_emb")) and type(d).__name__ in (
-            "LlamaModel", "MistralModel", "Qwen2Model")
+        return all(hasattr(d, a) for a in ("layers", "norm", "rotary_emb")) and \
+            type(d).__name__ in OWN_LOOP_DECODERS.values()
 
     def _assemble(self, pixel_values, input_ids, query_pos=None, state_pos=None, state=None):
         """-> inputs_embeds (B, P+L, H) and the number of image positions P inserted after BOS.

@@ -157,6 +157,14 @@ class MetaWorldCameraConfig(CameraConfig):
     height: int = 224
     fps: float = 80.0  # Meta-World's control rate
     shadows: bool = True  # as LeRobot renders; False renders ~4x faster on a CPU but the images differ
+    # shadow map size in px (0: the scene's own 4096, as LeRobot). 1024 draws nearly LeRobot's images (0.1 grey
+    # level off on average at 112 px) at ~4.6x the frame rate of 16 renderers sharing an H200 (docs/benchmarks.md)
+    shadow_size: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shadow_size != 0 and not 64 <= self.shadow_size <= 16384:
+            raise ValueError(f"shadow_size must be 0 (the scene's own) or 64..16384 px (got {self.shadow_size})")
 
 
 # ---------------------------------------------------------------- robots

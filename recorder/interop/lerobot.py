@@ -172,7 +172,7 @@ class LowdimSpec:
 
 
 class _VideoShards:
-    """Writes one camera's frames into videos/<key>/chunk-XXX/file-XXX.mp4, episodes back to back."""
+    """Writes one camera's frames into videos/<key>/chunk-NNN/file-NNN.mp4, episodes back to back."""
 
     def __init__(self, root: Path, key: str, fps: int, width: int, height: int, codec: str, gop: int,
                  max_mb: float, chunks_size: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import select
 
 from recorder.errors import StoreError
-from recorder.fsutil import write_json_atomic
+from recorder.fsutil import JsonObjectError, load_json_object, write_json_atomic
 from recorder.paths import resolve_home
 from recorder.store import models as m
 from recorder.store.backups import Backup, list_backups
@@ -523,16 +523,16 @@ def read_meta(folder: Path) -> tuple[dict, dict[str, CameraSpec], dict[str, Lowd
     """meta.json of an episode folder with what a rebuild needs from it; StoreError saying what is wrong."""
     path = folder / META_FILE
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"{path} is missing") from None
-    except OSError as err:
-        raise StoreError(f"{path} cannot be read ({err.strerror or err})") from None
-    except (UnicodeDecodeError, ValueError) as err:
-        raise StoreError(f"{path} is not valid JSON ({str(err).splitlines()[0][:80]})") from None
+        meta = load_json_object(path)
+    except JsonObjectError as err:
+        if err.problem == "missing":
+            raise StoreError(f"{path} is missing") from None
+        if err.problem == "unreadable":
+            raise StoreError(f"{path} cannot be read ({err.cause.strerror or err.cause})") from None
+        if err.problem == "not-object":
+            raise StoreError(f"{path} is not an episode's meta.json (a {err.found}, not an object)") from None
+        raise StoreError(f"{path} is not valid JSON ({str(err.cause or err).splitlines()[0][:80]})") from None
     try:
-        if not isinstance(meta, dict):
-            raise TypeError(f"a {type(meta).__name__}, not an object")
         cams = {str(c): CameraSpec.from_dict(d) for c, d in meta["cameras"].items()}
         low = {str(k): LowdimSpec.coerce(v) for k, v in meta["lowdim"].items()}
         fps = float(meta["fps"])

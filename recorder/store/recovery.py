@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 
 from recorder.errors import StoreError
+from recorder.store.avlib import av
 from recorder.store.backups import Backup
 from recorder.store.faults import DiskReadError, disk_full_error, is_disk_full
 from recorder.store.lowdim import FILENAME as LOWDIM_FILE

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from recorder.errors import StoreError
+from recorder.store.avlib import av
 from recorder.store.faults import is_disk_full, read_fault
 from recorder.store.types import CameraSpec
 
@@ -288,7 +287,7 @@ class VideoDecoder:
         self._ctx = self._new_context()
         # one colour converter for every frame: a frame's own to_ndarray(format=...) builds a fresh swscale
         # context each time (same result, ~2-10x the cost of the conversion itself)
-        self._rgb = VideoReformatter()
+        self._rgb = av.video.reformatter.VideoReformatter()
         self._next_packet = None  # index of the next packet the decoder expects (None: needs a keyframe)
         self._last: tuple[int, np.ndarray] | None = None  # (packet index, rgb)
 

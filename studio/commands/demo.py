@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def _config(args):
     from recorder.errors import ConfigError
-    from studio.rollout_demo import DemoConfig
+    from studio.demo.pipeline import DemoConfig
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
@@ -48,7 +48,7 @@ def _run(args) -> int:
         return _run_headless(cfg)
     from PyQt6.QtWidgets import QApplication
 
-    from studio.rollout_demo_window import DemoWindow
+    from studio.demo.window import DemoWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     win = DemoWindow(cfg)
@@ -59,7 +59,7 @@ def _run(args) -> int:
 
 
 def _run_headless(cfg) -> int:
-    from studio.rollout_demo import DemoCallbacks, DemoPipeline
+    from studio.demo.pipeline import DemoCallbacks, DemoPipeline
 
     last = {"stage": None}
 

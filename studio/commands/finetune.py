@@ -204,7 +204,7 @@ def _run_train(args) -> int:
         run_id = args.run_id or make_run_id(cfg)
 
     if args.remote:
-        from studio.remote import RemoteHost, run_remote_finetune
+        from studio.finetune.remote import RemoteHost, run_remote_finetune
 
         host = RemoteHost.parse(args.remote, args.remote_home, key=args.ssh_key, remote_cmd=args.remote_cmd,
                                 ssh_options=list(args.ssh_option))
@@ -325,7 +325,7 @@ def _run_list(args) -> int:
 
 
 def _run_import_index(args) -> int:
-    from studio.remote import import_index
+    from studio.finetune.remote import import_index
 
     result = import_index(args.home, args.export)
     print(json.dumps({"event": "imported", **result}))

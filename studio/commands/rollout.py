@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None,
                    help="store dataset for the episodes (default: rollouts, or rollouts-<WxH>-<fps>fps when "
                         "'rollouts' holds episodes of another rig shape)")
-    p.add_argument("--seed", type=int, default=1000, help="sim: first reset seed (episode i uses seed+i)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="sim: first reset seed (episode i uses seed+i; default: the Rollout tab's first seed)")
     p.add_argument("--device", default=None, help="torch device for a local model")
     p.add_argument("--quantize", choices=("none", "4bit", "8bit"), default=None,
                    help="LLM weights in 4 or 8 bits for small GPUs (CUDA + bitsandbytes); default: as the run was trained (a --4bit run on its 4-bit base)")
@@ -50,7 +51,7 @@ def register(sub) -> None:
 
 def _calibrations(path: str | None) -> dict:
     """--calibration: the same parser as the Rollout tab's calibration field (JSON or TOML)."""
-    from studio.rollout_calibration import load_calibrations
+    from studio.rollout.calibration import load_calibrations
 
     return load_calibrations(path)
 
@@ -70,9 +71,9 @@ def _open_loop(policy, store, args) -> int:
 def _run(args) -> int:
     from recorder.devices.rig import load_rig
     from recorder.errors import ConfigError
-    from recorder.rollout import ChunkConfig, RolloutCallbacks, make_rollout_session
+    from recorder.rollout import ROLLOUT_SEED, ChunkConfig, RolloutCallbacks, make_rollout_session
     from recorder.store import Store
-    from studio.rollout_policy import open_policy
+    from studio.rollout.policy import open_policy
 
     if args.episodes < 1:  # before the model is loaded (make_rollout_session says it again)
         raise ConfigError("rollout: --episodes must be at least 1")
@@ -119,7 +120,7 @@ def _run(args) -> int:
         # a named dataset that does not fit, a calibration of a camera the rig lacks: refused now
         session = make_rollout_session(
             store, rig, policy, instruction=args.task, episodes=args.episodes, fps=args.fps,
-            max_seconds=args.max_seconds, dataset=args.dataset, seed=args.seed,
+            max_seconds=args.max_seconds, dataset=args.dataset, seed=ROLLOUT_SEED if args.seed is None else args.seed,
             calibrations=_calibrations(args.calibration), max_delta=args.max_delta,
             chunk=ChunkConfig(execute=args.execute, ensemble=args.ensemble, asynchronous=not args.sync),
             callbacks=RolloutCallbacks(on_episode=on_episode))

@@ -66,7 +66,7 @@ def _run(args) -> int:
     tls = server_tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     for line in security_notes(args.host, token, tls is not None):
         _warn(line)
-    from studio.rollout_policy import load_local_policy
+    from studio.rollout.policy import load_local_policy
 
     policy = load_local_policy(args.checkpoint, device=args.device, home=args.home, quantize=args.quantize,
                                unnorm_key=args.unnorm_key)

@@ -65,7 +65,7 @@ def test_fast_tokenizer_refuses_too_few_chunks_with_one_line():
 
 
 def test_flow_head_trains_and_the_policy_reuses_one_prefix_for_ten_euler_steps(home, tmp_path, monkeypatch):
-    result, log = _run(home, _cfg(action_head="flow", use_state=True, steps=30, lr=1e-2, eval_every=5,
+    result, log = _run(home, _cfg(action_head="flow", use_state=True, steps=15, lr=1e-2, eval_every=5,
                                   val_fraction=0.25, eval_batches=2))
     assert result.status == "done"
     val = [e["val_loss"] for e in log.of("eval")]  # fixed noise and times: comparable across evaluations
@@ -235,3 +235,71 @@ def test_a_resumed_fast_run_keeps_the_tokenizer_it_started_with(tmp_path):
     done, _ = _run(home, _cfg(dataset="grow", action_head="fast", steps=6), run_id=first.run_id, resume=True)
     assert done.status == "done" and done.step == 6
     assert (done.checkpoint / FAST_FILE).read_text() == saved  # encoded with one tokenizer from step 1 to the end
+
+
+# ------------------------------------------------------------------------------------------------ generic VLMs
+
+
+def test_flow_on_an_llm_it_cannot_read_is_one_line_before_any_run_folder(home, tmp_path, capsys):
+    from finetune.models import load_vla
+    from studio.cli import main
+    from tests.finetune.test_models import tiny_idefics3
+
+    vlm = tiny_idefics3(tmp_path / "qwen3-vlm", llm="qwen3")
+    capsys.readouterr()  # (transformers' save progress bars)
+    rc = main(["--home", str(home), "finetune", "--dataset", "many", "--model", str(vlm), "--preset", "cpu",
+               "--action-head", "flow", "--chunk", "4", "--steps", "2", "--run-id", "flow-qwen3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "flow needs a Llama, Mistral or Qwen2 LLM" in err[0] and "LLM is qwen3" in err[0] and str(vlm) in err[0]
+    assert not (home / "runs" / "flow-qwen3").exists()  # nothing half-written
+    with pytest.raises(ModelError, match="LLM is Qwen3Model: use --action-head chunk"):  # a caller loading it directly
+        load_vla(vlm, device="cpu", action_head="flow", chunk_size=4, action_dim=6)
+
+
+def test_fast_on_a_generic_vlm_exports_the_tokenizer_it_trained_with(home, tmp_path):
+    from tests.finetune.test_models import tiny_idefics3
+
+    vlm = tiny_idefics3(tmp_path / "llama-vlm")
+    result, _log = _run(home, _cfg(model=str(vlm), action_head="fast", steps=3))
+    assert result.status == "done"
+    merged = export_merged(home, str(result.checkpoint.parent.parent), tmp_path / "generic_fast_export")
+    assert (merged / FAST_FILE).is_file()
+    policy = load_policy(merged)
+    assert type(policy.vla).__name__ == "GenericVLA" and policy.action_head == "fast"
+    chunk = np.linspace(-0.5, 0.5, 24).reshape(4, 6)
+    assert policy.vla.head.tokenizer.encode(chunk) == FastTokenizer.load(result.checkpoint).encode(chunk)
+    out = policy.predict({"front": _obs()}, None, "pick up the red cube")
+    assert out.actions.shape == (4, 6) and np.isfinite(out.actions).all()
+
+
+# ------------------------------------------------------------------------------------------------ on a GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head", ["flow", "fast"])
+def test_flow_and_fast_train_on_cuda_and_the_gpu_policy_predicts_the_cpu_chunk_through_cuda_graphs(home, head,
+                                                                                                  monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 on both devices: comparable chunks
+    result, log = _run(home, _cfg(action_head=head, use_state=True, steps=8, lr=1e-2, device="cuda", dtype="fp32"))
+    assert result.status == "done" and len(log.of("train")) == 8
+    assert all(np.isfinite(e["loss"]) for e in log.of("train"))
+    assert log.of("train")[-1]["gpu_mem_gb"] > 0  # the steps ran on the GPU
+
+    cpu = load_policy(result.checkpoint, device="cpu")
+    # the GPU path as a rollout gets it (fused weights, each chunk one CUDA graph); no torch.compile here, so the
+    # test does not spend a minute autotuning
+    gpu = load_policy(result.checkpoint, device="cuda", dtype=torch.float32, compile_decode=False)
+    assert gpu.vla.use_cuda_graphs and gpu.action_head == head
+    state = np.array([10, -20, 30, 0, 5, 50], np.float32)
+    outs = []
+    for policy in (cpu, gpu, gpu):  # CPU reference, then the GPU's capture and its replay
+        torch.manual_seed(11)  # the flow head draws its noise from the CPU generator: the same draws on both
+        outs.append(policy.predict({"front": _obs(2)}, state, "pick up the red cube"))
+    want, first, again = outs
+    for out in (first, again):
+        assert out.actions.shape == (4, 6) and out.actions.dtype == np.float32 and np.isfinite(out.actions).all()
+        assert out.confidence.shape == (4,)
+        assert np.allclose(out.normalized, want.normalized, atol=2e-3), (out.normalized, want.normalized)
+        assert out.held == want.held  # FAST: the same tokens decode (or hold still) on both devices
+    assert again.latency_s < first.latency_s  # the second call replays the captured graph

@@ -4,7 +4,7 @@ import pytest
 
 from finetune.checkpoint_ref import CheckpointRef, in_run, resolve
 from recorder.errors import ModelError
-from studio.rollout_policy import checkpoint_label, resolve_checkpoint_arg
+from studio.rollout.policy import checkpoint_label, resolve_checkpoint_arg
 
 
 @pytest.fixture
@@ -54,3 +54,12 @@ def test_unknown_spellings_name_what_was_asked(run):
     (home / "runs" / "empty").mkdir()
     with pytest.raises(ModelError, match="holds no checkpoint"):
         resolve("empty", home)
+
+
+def test_a_picked_folder_is_named_by_its_place_in_the_layout_before_it_is_read(tmp_path, run):
+    # the Rollout tab names a folder the Fine-tune tab opens (maybe still being written) without loading it
+    assert CheckpointRef.from_path(tmp_path / "runs" / "r1" / "checkpoints" / "20").display == "r1 @ 20"
+    assert CheckpointRef.from_path(tmp_path / "exports" / "merged").display == "merged"
+    # and a real step folder gets the same name both ways
+    step = run / "checkpoints" / "0000005"
+    assert CheckpointRef.from_path(step) == CheckpointRef.from_folder(step) == CheckpointRef(step, "pick-run", 5)

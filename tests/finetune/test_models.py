@@ -150,21 +150,30 @@ def test_openvla_7b_architecture_matches_the_published_parameter_count(tiny):
     assert m.action_tokenizer.vocab_size == 32000
 
 
-def test_generic_image_text_to_text_vlm_with_both_heads(tmp_path):
-    """A tiny random Idefics3 (the SmolVLM family) through AutoModelForImageTextToText + our action heads."""
+def tiny_idefics3(folder, llm: str = "llama"):
+    """A tiny random Idefics3 (the SmolVLM family) whose LLM is ``llm`` (a transformers model_type), saved with
+    our tiny tokenizer into ``folder``."""
     from transformers import AutoModelForImageTextToText, Idefics3Config
 
     from finetune.models.tiny import build_tiny_tokenizer
 
+    text = dict(model_type=llm, vocab_size=704, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=4, pad_token_id=640, tie_word_embeddings=False)
+    if llm != "llama":
+        text["head_dim"] = 16
     cfg = Idefics3Config(
         vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                            image_size=56, patch_size=14),
-        text_config=dict(model_type="llama", vocab_size=704, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, pad_token_id=640, tie_word_embeddings=False),
-        scale_factor=2, image_token_id=600)
+        text_config=text, scale_factor=2, image_token_id=600)
     torch.manual_seed(0)
-    AutoModelForImageTextToText.from_config(cfg).save_pretrained(tmp_path / "vlm")
-    build_tiny_tokenizer(tmp_path / "vlm")
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(folder)
+    build_tiny_tokenizer(folder)
+    return folder
+
+
+def test_generic_image_text_to_text_vlm_with_both_heads(tmp_path):
+    """A tiny random Idefics3 (the SmolVLM family) through AutoModelForImageTextToText + our action heads."""
+    tiny_idefics3(tmp_path / "vlm")
     black = np.zeros((240, 320, 3), np.uint8)  # an all-black frame is a real frame, not padding
     tok = load_vla(tmp_path / "vlm", device="cpu", action_dim=6)
     assert type(tok).__name__ == "GenericVLA" and tok.image_size == 56

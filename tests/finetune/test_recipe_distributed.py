@@ -73,41 +73,53 @@ def test_two_gloo_ranks_match_a_single_process_with_the_same_global_batch(home, 
     _assert_same_adapter(_adapter(home, "single", 3), _adapter(home, "ddp", 3))
 
 
-def _resume_across_n(home, capfd, first: list[str], then: list[str]):
-    """Train 2 of 4 steps with ``first``, resume with ``then`` (no --batch: the CLI keeps the global batch);
-    compare with one uninterrupted single-process run of the same global batch."""
+@pytest.mark.slow
+def test_a_run_resumes_across_changes_of_n_and_sharding_with_the_same_global_batch(home, capfd):
+    """One run of 6 steps, global batch 4, whose process layout changes at every resume (no --batch: the CLI keeps
+    the global batch): FSDP2 (decoder layers sharded) on 2 gloo ranks (steps 1-2) -> one plain process from the
+    gathered checkpoint (3) -> 2 DDP ranks (4) -> one process (5) -> FSDP on 2 ranks again from the plain
+    checkpoint (6). The losses and the final adapter are those of one uninterrupted single process: AdamW's
+    moments, the schedule and the data stream go on across every change. (One chain of 3 launches instead of
+    a test per change: each torchrun launch costs several seconds of CPU here.)"""
     write_dataset(home, "toy", episodes=2, frames=6)
-    common = _common(home, steps=4)
+    common = _common(home, steps=6)
     assert main([*common, "--batch", "4", "--run-id", "ref"]) == 0
-    assert main([*common, *first, "--run-id", "split", "--stop-at-step", "2"]) == 0
-    assert main(["--home", str(home), "finetune", "--resume", "split", *then]) == 0
-    capfd.readouterr()
+    assert main([*common, "--batch", "2", "--gpus", "2", "--sharding", "fsdp", "--run-id", "split",
+                 "--stop-at-step", "2"]) == 0
+    from finetune.checkpoint import load_training_state
+
+    # the FSDP ranks wrote the usual checkpoint: a plain optimizer state (parameter indices), whole tensors
+    state = load_training_state(home / "runs" / "split" / "checkpoints" / "0000002")
+    assert sorted(state["optimizer"]["state"]) == list(range(len(state["optimizer"]["state"])))  # plain form
+    assert all(s["exp_avg"].abs().sum() > 0 for s in state["optimizer"]["state"].values())
+    shapes_2 = {k: v.shape for k, v in _adapter(home, "split", 2).items()}
+    resume = ["--home", str(home), "finetune", "--resume", "split"]
+    assert main([*resume, "--gpus", "1", "--stop-at-step", "3"]) == 0  # the gathered checkpoint on one process
+    assert main([*resume, "--gpus", "2", "--sharding", "ddp", "--stop-at-step", "4"]) == 0  # one process -> 2 ranks
+    assert main([*resume, "--gpus", "1", "--stop-at-step", "5"]) == 0  # 2 DDP ranks -> one process
+    assert main([*resume, "--gpus", "2", "--sharding", "fsdp"]) == 0  # a plain checkpoint into FSDP
+    out = capfd.readouterr().out
     ref, _ = _train_losses(home / "runs" / "ref")
     split, events = _train_losses(home / "runs" / "split")
     starts = [e for e in events if e["event"] == "start"]
-    assert len(starts) == 2 and starts[1]["resumed_from"].endswith("0000002")
-    assert starts[1]["global_batch"] == starts[0]["global_batch"] == 4
+    assert [(e["world"], e["sharding"], e["resumed_world"]) for e in starts] == [
+        (2, "fsdp", None), (1, None, 2), (2, "ddp", 1), (1, None, 2), (2, "fsdp", 1)]
+    assert [e["resumed_from"] for e in starts[1:]] == [
+        str(home / "runs" / "split" / "checkpoints" / f"{step:07d}") for step in (2, 3, 4, 5)]
+    assert {e["global_batch"] for e in starts} == {4}
+    assert starts[0]["fsdp_units"] == starts[4]["fsdp_units"] == 2  # one unit per decoder layer of the tiny model
     assert not [e for e in events if e["event"] == "config_drift"]  # the split changed, the global batch did not
-    # the step count continues (1, 2 | 3, 4), the loss sequence is the uninterrupted run's and keeps falling
-    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4]
+    assert [e["max_param_diff"] for e in events if e["event"] == "ranks_in_sync"] == [0.0, 0.0, 0.0]
+    # the step count continues (1, 2 | 3 | 4 | 5 | 6), the loss sequence is the uninterrupted run's and keeps falling
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert split == pytest.approx(ref, rel=1e-4, abs=1e-5)
     assert max(split[2:]) < min(split[:2])
-    # the same adapter after resume + 2 steps: AdamW's moments and the schedule were restored (a fresh optimizer
-    # would take a different step 3 with lr 0.03) and the data stream went on at sample 4
-    _assert_same_adapter(_adapter(home, "ref", 4), _adapter(home, "split", 4))
-    return starts
-
-
-@pytest.mark.slow
-def test_a_two_rank_run_resumes_on_one_process_with_the_same_global_batch(home, capfd):
-    starts = _resume_across_n(home, capfd, ["--batch", "2", "--gpus", "2"], ["--gpus", "1"])
-    assert (starts[0]["world"], starts[1]["world"], starts[1]["resumed_world"]) == (2, 1, 2)
-
-
-@pytest.mark.slow
-def test_a_single_process_run_resumes_on_two_ranks_with_the_same_global_batch(home, capfd):
-    starts = _resume_across_n(home, capfd, ["--batch", "4"], ["--gpus", "2"])
-    assert (starts[0]["world"], starts[1]["world"], starts[1]["resumed_world"]) == (1, 2, 1)
+    # the same adapter at the end: every resume restored the optimizer (a fresh AdamW would take a different
+    # step with lr 0.03) and the data stream went on where it stopped
+    final = _adapter(home, "split", 6)
+    assert {k: v.shape for k, v in final.items()} == shapes_2  # whole tensors, not rank 0's shard
+    _assert_same_adapter(_adapter(home, "ref", 6), final)
+    assert sum(1 for ln in out.splitlines() if '"event":"done"' in ln.replace(" ", "") and '/split/' in ln) == 1
 
 
 def test_a_change_of_n_that_cannot_keep_the_global_batch_is_reported_as_drift():
@@ -125,40 +137,6 @@ def test_a_change_of_n_that_cannot_keep_the_global_batch_is_reported_as_drift():
     assert keep_global_batch(odd, {**saved, "batch_size": 4, "grad_accum": 3})  # 12 = 3 ranks x 4, accumulation 1
     assert (odd.batch_size, odd.grad_accum) == (4, 1)
     assert "gpus" not in config_drift(saved, cfg.to_dict())  # N alone is neutral; the recipe adds global_batch
-
-
-@pytest.mark.slow
-def test_fsdp_on_two_gloo_ranks_matches_one_process_and_writes_the_usual_checkpoint(home, capfd):
-    """FSDP2 (decoder layers sharded) on 2 gloo ranks: steps 1-2 sharded, step 3 on one plain process from the
-    gathered checkpoint, step 4 sharded again from the plain one; the losses and the final adapter are those of
-    one uninterrupted process with the same global batch."""
-    write_dataset(home, "toy", episodes=2, frames=6)
-    common = _common(home, steps=4)
-    assert main([*common, "--batch", "4", "--run-id", "ref"]) == 0
-    assert main([*common, "--batch", "2", "--gpus", "2", "--sharding", "fsdp", "--run-id", "fsdp",
-                 "--stop-at-step", "2"]) == 0
-    from finetune.checkpoint import load_training_state
-
-    state = load_training_state(home / "runs" / "fsdp" / "checkpoints" / "0000002")
-    assert sorted(state["optimizer"]["state"]) == list(range(len(state["optimizer"]["state"])))  # plain form
-    assert all(s["exp_avg"].abs().sum() > 0 for s in state["optimizer"]["state"].values())
-    shapes_2 = {k: v.shape for k, v in _adapter(home, "fsdp", 2).items()}
-    resume = ["--home", str(home), "finetune", "--resume", "fsdp"]
-    assert main([*resume, "--gpus", "1", "--stop-at-step", "3"]) == 0  # the gathered checkpoint on one process
-    assert main([*resume, "--gpus", "2", "--sharding", "fsdp"]) == 0  # a plain checkpoint into FSDP
-    out = capfd.readouterr().out
-    ref, _ = _train_losses(home / "runs" / "ref")
-    got, events = _train_losses(home / "runs" / "fsdp")
-    starts = [e for e in events if e["event"] == "start"]
-    assert [(e["world"], e["sharding"]) for e in starts] == [(2, "fsdp"), (1, None), (2, "fsdp")]
-    assert starts[0]["fsdp_units"] == starts[2]["fsdp_units"] > 0  # one unit per decoder layer
-    assert [e["max_param_diff"] for e in events if e["event"] == "ranks_in_sync"] == [0.0, 0.0]
-    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3, 4]
-    assert got == pytest.approx(ref, rel=1e-4, abs=1e-5)
-    final = _adapter(home, "fsdp", 4)
-    assert {k: v.shape for k, v in final.items()} == shapes_2  # whole tensors, not rank 0's shard
-    _assert_same_adapter(_adapter(home, "ref", 4), final)
-    assert sum(1 for ln in out.splitlines() if '"event":"done"' in ln.replace(" ", "") and '/fsdp/' in ln) == 1
 
 
 @pytest.mark.slow

@@ -369,7 +369,7 @@ def test_serve_cli_with_a_token_file_and_tls_serves_wss_with_its_limits(self_sig
     import threading
 
     import finetune.server as server_mod
-    import studio.rollout_policy
+    import studio.rollout.policy
     from studio.cli import main
 
     key, cert = self_signed
@@ -379,7 +379,7 @@ def test_serve_cli_with_a_token_file_and_tls_serves_wss_with_its_limits(self_sig
     monkeypatch.delenv("VLA_STUDIO_TOKEN", raising=False)
     policy = FixedChunkPolicy(chunk_size=3)
     policy.checkpoint_label = "run/0000003"  # what load_local_policy sets on a real checkpoint
-    monkeypatch.setattr(studio.rollout_policy, "load_local_policy", lambda *a, **k: policy)
+    monkeypatch.setattr(studio.rollout.policy, "load_local_policy", lambda *a, **k: policy)
     started = []
     real_start = server_mod.PolicyServer.start
     monkeypatch.setattr(server_mod.PolicyServer, "start", lambda self, *a: started.append(real_start(self, *a)) or self)

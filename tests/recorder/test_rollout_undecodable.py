@@ -32,7 +32,7 @@ class SometimesUndecodable(FixedChunkPolicy):
 
 
 def test_undecodable_chunks_are_counted_stored_in_the_notes_and_shown_on_the_overlay(home, qapp):
-    from studio.rollout_overlay import overlay_from_live
+    from studio.rollout.overlay import overlay_from_live
     from widgets.overlays import OverlayData
 
     rig = load_rig(sim_rig_config(teleop="scripted", width=160, height=120))

@@ -8,7 +8,7 @@ import pytest
 
 from recorder.errors import ConfigError
 from studio.commands.rollout import _calibrations
-from studio.rollout_calibration import load_calibrations
+from studio.rollout.calibration import load_calibrations
 
 K = [[100.0, 0.0, 80.0], [0.0, 100.0, 60.0], [0.0, 0.0, 1.0]]
 W2C = [[1.0, 0.0, 0.0, -0.2], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1.0], [0.0, 0.0, 0.0, 1.0]]

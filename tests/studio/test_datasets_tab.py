@@ -8,7 +8,7 @@ import pytest
 
 from recorder.store import Store
 from studio.context import AppContext
-from studio.tabs.datasets_tab import DatasetsTab
+from studio.datasets.tab import DatasetsTab
 from tests.recorder.test_lerobot import make_episode
 
 pytestmark = pytest.mark.gui

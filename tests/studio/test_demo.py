@@ -69,7 +69,7 @@ def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
 
     from finetune.server import RemotePolicy
     from recorder.errors import ModelError
-    from studio.rollout_policy import load_local_policy
+    from studio.rollout.policy import load_local_policy
 
     home, rc, _ = demo_home
     assert rc == 0
@@ -118,8 +118,8 @@ def test_demo_window_shows_each_stage(qtbot, home, demo_home, monkeypatch):
     import json
 
     from studio.commands.demo import _config
-    from studio.rollout_demo import DemoPipeline
-    from studio.rollout_demo_window import DemoWindow
+    from studio.demo.pipeline import DemoPipeline
+    from studio.demo.window import DemoWindow
 
     run = next((demo_home[0] / "runs").iterdir())
 

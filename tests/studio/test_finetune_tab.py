@@ -22,7 +22,7 @@ def ctx(home, qtbot):
 
 
 def _tab(ctx, qtbot):
-    from studio.tabs.finetune_tab import FinetuneTab
+    from studio.finetune.tab import FinetuneTab
 
     tab = FinetuneTab(ctx)
     tab.child_env = dict(CHILD_ENV)
@@ -44,19 +44,27 @@ def _small_run(tab, steps, eval_every=2):
 
 
 @pytest.mark.slow
-def test_a_whole_tiny_finetune_from_the_tab(ctx, qtbot, home):
+def test_a_whole_tiny_finetune_from_the_tab_and_a_run_that_does_not_learn_is_flagged(ctx, qtbot, home):
+    """One child run to the end serves both: the tab follows it live and lists it, and a run that cannot
+    learn (the smallest learning rate the tab allows: the predicted actions cannot move in 6 steps) is flagged."""
     tab = _tab(ctx, qtbot)
     assert tab.dataset_combo.currentText() == "toy"
-    _small_run(tab, steps=4)
+    _small_run(tab, steps=6, eval_every=2)
+    tab.lr_spin.setValue(1e-6)
+    assert tab.learning_label.isHidden()
     with qtbot.waitSignal(tab.run_finished, timeout=180_000) as finished:
         qtbot.mouseClick(tab.start_button, __import__("PyQt6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton)
         assert not tab.start_button.isEnabled() and tab.cancel_button.isEnabled()
     run_id, status = finished.args
     assert status == "done", tab.log_view.toPlainText()
-    assert tab.curves.train_steps == [1, 2, 3, 4] and len(tab.curves.train_loss) == 4
-    assert tab.curves.val_steps == [2, 4]
-    assert tab.progress.value() == tab.progress.maximum() == 4
+    assert tab.curves.train_steps == [1, 2, 3, 4, 5, 6] and len(tab.curves.train_loss) == 6
+    assert tab.curves.val_steps == [2, 4, 6]
+    assert tab.progress.value() == tab.progress.maximum() == 6
     assert "samples/s" in tab.stats_label.text() and "ETA" in tab.stats_label.text()
+    assert not tab.learning_label.isHidden()
+    text = tab.learning_label.text()
+    assert "not learning" in text and "validation L1 stayed at" in text and "likely causes" in text
+    assert "learning rate" in tab.learning_label.toolTip()
     rows = tab.history_rows()
     assert rows[0][0] == run_id and rows[0][1] == "done" and rows[0][2] == "toy" and rows[0][6] == "1"
     assert rows[0][5] != "-"  # best val loss
@@ -64,7 +72,7 @@ def test_a_whole_tiny_finetune_from_the_tab(ctx, qtbot, home):
     assert tab.open_button.isEnabled()
     with qtbot.waitSignal(ctx.checkpoint_opened, timeout=2000) as opened:
         tab.open_button.click()
-    assert opened.args[0].endswith(f"{run_id}/checkpoints/0000004")
+    assert opened.args[0].endswith(f"{run_id}/checkpoints/0000006")
     # delete the run: gone from the index and the disk
     tab._confirm = lambda _text: True
     tab.delete_button.click()
@@ -193,7 +201,7 @@ def test_cancel_leave_running_on_close_reattach_and_resume(ctx, qtbot, home):
     tab.ask_close = lambda: "leave"
     assert tab.confirm_close()
     tab.shutdown()
-    from studio.finetune_process import _alive
+    from studio.finetune.process import _alive
 
     assert _alive(pid)
     # the next studio session re-attaches to it and rebuilds the curves from metrics.jsonl
@@ -244,20 +252,6 @@ def test_memory_estimate_follows_the_options_and_multi_gpu_choices_reach_the_com
     assert "--lora-include-vision" in args
 
 
-def test_a_run_that_does_not_learn_is_flagged_in_the_tab(ctx, qtbot):
-    tab = _tab(ctx, qtbot)
-    _small_run(tab, steps=6, eval_every=2)
-    tab.lr_spin.setValue(1e-6)  # the smallest the tab allows: the predicted actions cannot move in 6 steps
-    assert tab.learning_label.isHidden()
-    with qtbot.waitSignal(tab.run_finished, timeout=180_000) as finished:
-        tab.start_button.click()
-    assert finished.args[1] == "done", tab.log_view.toPlainText()
-    assert not tab.learning_label.isHidden()
-    text = tab.learning_label.text()
-    assert "not learning" in text and "validation L1 stayed at" in text and "likely causes" in text
-    assert "learning rate" in tab.learning_label.toolTip()
-
-
 def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(ctx, qtbot, tmp_path, monkeypatch):
     """An RTX 4060 (8 GB): auto picks the measured 4-bit preset and says so; batch 64 of a local 7B-shaped folder
     would need more than the card has, so Start refuses with the number instead of launching a child."""
@@ -265,7 +259,7 @@ def test_detected_8gb_card_picks_qlora_says_why_and_an_oversized_run_is_refused(
 
     from PyQt6.QtCore import Qt
 
-    import studio.tabs.finetune_tab as ft
+    import studio.finetune.tab as ft
     from finetune.models.tiny import openvla_7b_config
     from finetune.presets import GpuInfo
 

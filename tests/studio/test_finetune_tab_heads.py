@@ -15,7 +15,7 @@ def test_each_action_head_shows_its_description_and_estimate_and_reaches_the_com
     from finetune.models.tiny import openvla_7b_config
     from finetune.run_config import ACTION_HEADS
     from studio.context import AppContext
-    from studio.tabs.finetune_tab import FinetuneTab
+    from studio.finetune.tab import FinetuneTab
 
     write_dataset(home, "toy", episodes=1, frames=3)
     model = tmp_path / "openvla-7b-shape"

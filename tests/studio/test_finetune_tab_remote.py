@@ -64,7 +64,7 @@ def sshd(tmp_path_factory):
 @pytest.mark.slow
 def test_the_tab_runs_on_a_remote_host_and_streams_its_curves(sshd, tmp_path, qtbot, monkeypatch):
     from studio.context import AppContext
-    from studio.tabs.finetune_tab import FinetuneTab
+    from studio.finetune.tab import FinetuneTab
 
     local, remote = tmp_path / "laptop", tmp_path / "workstation"
     monkeypatch.setenv("VLA_STUDIO_HOME", str(local))

@@ -20,10 +20,10 @@ SIZE = dict(width=96, height=72, fps=15.0)
 
 def test_record_curate_finetune_rollout_review_in_the_tabs(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.datasets_tab import DatasetsTab
-    from studio.tabs.finetune_tab import FinetuneTab
-    from studio.tabs.record_tab import RecordTab
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.datasets.tab import DatasetsTab
+    from studio.finetune.tab import FinetuneTab
+    from studio.record.tab import RecordTab
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     rec = RecordTab(ctx)

@@ -131,7 +131,7 @@ def test_settings_of_a_newer_studio_are_left_untouched(qtbot, open_window, home)
 
 def test_record_previews_fill_their_space_and_clear_after_disconnect(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.record_tab import RecordTab
+    from studio.record.tab import RecordTab
 
     ctx = AppContext(home=home)
     tab = RecordTab(ctx)
@@ -171,7 +171,7 @@ def test_record_previews_fill_their_space_and_clear_after_disconnect(qtbot, home
 
 def test_every_counter_has_a_plain_words_tooltip(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.rollout.tab import RolloutTab
     from widgets.status_widgets import CameraStatsWidget
 
     stats = CameraStatsWidget()

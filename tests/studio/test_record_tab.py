@@ -15,7 +15,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def make_tab(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.record_tab import RecordTab
+    from studio.record.tab import RecordTab
 
     made = []
 
@@ -172,7 +172,7 @@ def test_keys_reach_a_keyboard_teleop_and_session_hotkeys_move_to_ctrl(qtbot, ma
 
 def test_rig_editor_writes_a_rig_file_that_loads(qtbot, tmp_path):
     from recorder.devices.rig import read_rig_config
-    from studio.tabs.record_tab import RigEditorDialog
+    from studio.record.tab import RigEditorDialog
 
     path = tmp_path / "rig.toml"
     dlg = RigEditorDialog(RigEditorDialog.text_for("sim"), path)
@@ -189,7 +189,7 @@ def test_rig_editor_writes_a_rig_file_that_loads(qtbot, tmp_path):
 
 
 def test_rig_editor_detects_devices_off_the_gui_thread(qtbot):
-    from studio.tabs.record_tab import RigEditorDialog
+    from studio.record.tab import RigEditorDialog
 
     dlg = RigEditorDialog(RigEditorDialog.text_for("sim"), None)
     qtbot.addWidget(dlg)
@@ -205,8 +205,8 @@ def test_a_local_finetune_slows_the_idle_sim_rig_and_the_finetune_tab_says_why(q
     from recorder.devices.rig import load_rig, sim_rig_config
     from recorder.session import IDLE_YIELD_CAMERA_FPS
     from studio.context import AppContext
-    from studio.tabs.finetune_tab import FinetuneTab
-    from studio.tabs.record_tab import RecordTab
+    from studio.finetune.tab import FinetuneTab
+    from studio.record.tab import RecordTab
     from tests.finetune.synth_store import write_dataset
 
     write_dataset(home, "toy", episodes=1, frames=4)

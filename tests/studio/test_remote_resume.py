@@ -11,7 +11,7 @@ import os
 
 from finetune.metrics import encode_event, read_events
 from finetune.run_config import FinetuneConfig
-from studio.remote import RemoteHost, run_remote_finetune
+from studio.finetune.remote import RemoteHost, run_remote_finetune
 
 
 def test_a_resumed_remote_run_leaves_one_line_per_step_in_the_local_metrics(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ def test_review_tables_name_the_head_of_each_checkpoint(home, qtbot):
     from recorder.evaluation import evaluate_open_loop
     from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
     from studio.context import AppContext
-    from studio.rollout_review import RolloutReviewWidget
+    from studio.rollout.review import RolloutReviewWidget
 
     write_dataset(home, "demos", episodes=1, frames=4)
     ctx = AppContext(home=home)

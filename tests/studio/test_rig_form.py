@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture
 def dialog(qtbot, tmp_path):
-    from studio.rig_editor import RigEditorDialog
+    from studio.record.rig_editor import RigEditorDialog
 
     def make(spec="sim", path=None):
         dlg = RigEditorDialog(RigEditorDialog.text_for(spec), path or tmp_path / "rig.toml")
@@ -62,7 +62,7 @@ def test_form_round_trip_for_a_real_arm_with_cameras(qtbot, dialog, tmp_path):
     assert isinstance(pattern, C.TestPatternCameraConfig) and pattern.fps == 15
 
     # reload into a new dialog: the form shows the same rig, and saving it again changes nothing
-    from studio.rig_editor import RigEditorDialog
+    from studio.record.rig_editor import RigEditorDialog
 
     again = RigEditorDialog(RigEditorDialog.text_for(str(tmp_path / "rig.toml")), tmp_path / "rig2.toml")
     qtbot.addWidget(again)

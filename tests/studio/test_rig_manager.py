@@ -14,8 +14,8 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def tabs(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.record_tab import RecordTab
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.record.tab import RecordTab
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     record = RecordTab(ctx)

@@ -22,7 +22,7 @@ def _calib(cx):
 @pytest.fixture
 def tab(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     t = RolloutTab(ctx)

@@ -21,7 +21,7 @@ def test_rollout_with_edited_tags_stays_under_its_checkpoint(home, qtbot):
     from recorder.devices.rig import load_rig, sim_rig_config
     from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
     from studio.context import AppContext
-    from studio.rollout_review import RolloutReviewWidget
+    from studio.rollout.review import RolloutReviewWidget
 
     ctx = AppContext(home=home)
     folder = home / "runs" / "run-x" / "checkpoints" / "0000020"
@@ -62,7 +62,7 @@ def _policy_episode(store, *, success, checkpoint_id=None, tags=()):
 
 
 def test_review_lists_a_page_of_rollouts_and_counts_all_of_them(home, qtbot, monkeypatch):
-    import studio.rollout_review as rr
+    import studio.rollout.review as rr
     from recorder.store import Store
     from studio.context import AppContext
 
@@ -94,4 +94,52 @@ def test_review_lists_a_page_of_rollouts_and_counts_all_of_them(home, qtbot, mon
         assert review.tick_label.text() == "tick 1/2"
         review.close_reader()
     finally:
+        ctx.close()
+
+
+def test_review_plays_a_rollouts_frames_decoded_off_the_gui_thread(home, qtbot, monkeypatch):
+    import threading
+
+    from recorder.devices.rig import load_rig, sim_rig_config
+    from recorder.rollout import ChunkConfig, RolloutConfig, run_rollouts
+    from recorder.store import EpisodeReader
+    from studio.context import AppContext
+    from studio.rollout.review import RolloutReviewWidget
+
+    ctx = AppContext(home=home)
+    rig = load_rig(sim_rig_config(teleop="scripted", width=160, height=120))
+    rig.connect()
+    try:
+        cfg = RolloutConfig(instruction="pick up the red cube", episodes=1, fps=15.0, max_seconds=0.5, seed=3,
+                            chunk=ChunkConfig(execute=2, asynchronous=False))
+        info = run_rollouts(rig, FixedChunkPolicy(chunk_size=4, step=0.5, camera_names=("front",)), ctx.store,
+                            cfg).episodes[0]
+    finally:
+        rig.disconnect()
+    with EpisodeReader(info) as r:
+        expected = {cam: r.frame(cam, 3) for cam in r.cameras}
+    decoded_on = []
+    real_frame = EpisodeReader.frame
+
+    def frame(self, camera, i):
+        decoded_on.append(threading.current_thread() is threading.main_thread())
+        return real_frame(self, camera, i)
+
+    monkeypatch.setattr(EpisodeReader, "frame", frame)
+    review = RolloutReviewWidget(ctx)
+    qtbot.addWidget(review)
+    try:
+        review.refresh()
+        review.table.selectRow(0)
+        assert set(review.views) == {"front", "wrist"}  # the cameras are laid out at once
+        with qtbot.waitSignal(review.player.frame_shown, timeout=10000, check_params_cb=lambda t: t == 3):
+            review.slider.setValue(3)
+        assert review.tick_label.text() == f"tick 4/{info.num_frames}"
+        for cam, view in review.views.items():
+            assert view.image_size() == (160, 120)
+            np.testing.assert_array_equal(view._array, expected[cam])  # the stored picture of that tick
+        assert review._overlay_data["front"].mode == "playback"  # with the overlays it had live
+        assert decoded_on and not any(decoded_on)  # every frame was decoded off the GUI thread
+    finally:
+        review.shutdown()
         ctx.close()

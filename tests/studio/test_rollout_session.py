@@ -35,38 +35,44 @@ def _taken_rollouts(home):
             load_rig(sim_rig_config(teleop="scripted", width=64, height=48, fps=15.0)), 15.0))
 
 
-@pytest.mark.gui
-def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, sessions, capsys):
-    import studio.rollout_policy
+def _roll_out_in_the_tab(qtbot, home, policy, rig, *, episodes, max_seconds, execute=0):
+    """One batch from the Rollout tab at 15 fps, the task left empty (the placeholder says: the sim task's)."""
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
-
-    _taken_rollouts(home)
-    policy = FixedChunkPolicy(chunk_size=4, step=0.0, camera_names=("front",), checkpoint_id="double/3")
-    monkeypatch.setattr(studio.rollout_policy, "open_policy", lambda *a, **k: policy)
-    rc = main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim:push", "--fps", "15",
-               "--episodes", "2", "--max-seconds", "3", "--execute", "2"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    assert "into dataset 'rollouts-320x240-15fps'" in out and repr(PUSH) in out
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     tab = RolloutTab(ctx)
     qtbot.addWidget(tab)
     try:
         tab.policy_object = policy
-        tab.rig_spec = "sim:push"
-        tab.task_edit.setText("")  # the placeholder says: the sim task's
+        tab.rig_spec = rig
+        tab.task_edit.setText("")
         tab.fps_spin.setValue(15)
-        tab.episodes_spin.setValue(2)
-        tab.max_s_spin.setValue(3)
-        tab.execute_spin.setValue(2)
+        tab.episodes_spin.setValue(episodes)
+        tab.max_s_spin.setValue(max_seconds)
+        tab.execute_spin.setValue(execute)
         tab.start_rollout()
         qtbot.waitUntil(lambda: tab.thread is not None and tab.thread.isFinished(), timeout=30000)
         qtbot.waitUntil(lambda: tab.start_button.isEnabled(), timeout=5000)
     finally:
         tab.shutdown()
         ctx.close()
+
+
+@pytest.mark.gui
+def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, sessions, capsys):
+    import studio.rollout.policy
+
+    _taken_rollouts(home)
+    policy = FixedChunkPolicy(chunk_size=4, step=0.0, camera_names=("front",), checkpoint_id="double/3")
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: policy)
+    rc = main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim:push", "--fps", "15",
+               "--episodes", "2", "--max-seconds", "3", "--execute", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "into dataset 'rollouts-320x240-15fps'" in out and repr(PUSH) in out
+
+    _roll_out_in_the_tab(qtbot, home, policy, "sim:push", episodes=2, max_seconds=3, execute=2)
 
     cli, gui = sessions
     for s in (cli, gui):
@@ -81,9 +87,9 @@ def test_the_cli_and_the_tab_set_up_the_same_rollout(qtbot, home, monkeypatch, s
 
 def test_a_calibration_of_a_camera_the_rig_lacks_is_refused_by_the_cli_too(home, tmp_path, monkeypatch, sessions,
                                                                            capsys):
-    import studio.rollout_policy
+    import studio.rollout.policy
 
-    monkeypatch.setattr(studio.rollout_policy, "open_policy", lambda *a, **k: FixedChunkPolicy())
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: FixedChunkPolicy())
     calib = tmp_path / "calib.json"
     calib.write_text(json.dumps({"top": {"intrinsics": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
                                          "world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}))
@@ -91,3 +97,29 @@ def test_a_calibration_of_a_camera_the_rig_lacks_is_refused_by_the_cli_too(home,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "camera(s) top that the rig does not have (front, wrist)" in err[0]
     assert sessions == []  # nothing moved
+
+
+@pytest.mark.gui
+def test_the_cli_and_the_tab_roll_out_from_the_same_first_seed(qtbot, home, monkeypatch):
+    """The sim scene of a rollout is the one its reset seed lays out: the CLI and the tab start from the same."""
+    import studio.rollout.policy
+    from recorder.devices.sim.robot import SimRobot
+
+    seeds = []
+    real_reset = SimRobot.reset
+
+    def reset(self, seed=None):
+        seeds.append(seed)
+        return real_reset(self, seed)
+
+    monkeypatch.setattr(SimRobot, "reset", reset)
+    policy = FixedChunkPolicy(chunk_size=2, step=0.0, camera_names=("front",))
+    monkeypatch.setattr(studio.rollout.policy, "open_policy", lambda *a, **k: policy)
+    assert main(["--home", str(home), "rollout", "--checkpoint", "double", "--rig", "sim", "--fps", "15",
+                 "--episodes", "2", "--max-seconds", "0.2", "--sync"]) == 0
+    cli, seeds[:] = list(seeds), []
+
+    _roll_out_in_the_tab(qtbot, home, policy, "sim", episodes=2, max_seconds=0.2)
+    gui = [s for s in seeds if s is not None]  # a reset without a seed is the rig's own (at connect)
+    assert [s for s in cli if s is not None] == gui and len(gui) == 2
+    assert gui[1] == gui[0] + 1

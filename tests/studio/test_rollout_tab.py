@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.slow]
 @pytest.fixture
 def tab(qtbot, home):
     from studio.context import AppContext
-    from studio.tabs.rollout_tab import RolloutTab
+    from studio.rollout.tab import RolloutTab
 
     ctx = AppContext(home=home)
     t = RolloutTab(ctx)
@@ -71,7 +71,8 @@ def test_sim_rollout_runs_with_overlays_drawn(qtbot, tab):
     assert review.rates.item(0, 0).text() == "double/1" and review.rates.item(0, 1).text() == "0/1"
     review.table.selectRow(0)
     assert set(review.views) == {"front", "wrist"}
-    review.slider.setValue(5)
+    with qtbot.waitSignal(review.player.frame_shown, timeout=10000, check_params_cb=lambda t: t == 5):
+        review.slider.setValue(5)  # the frames are decoded off the GUI thread: they come a moment later
     assert review.tick_label.text().startswith("tick 6/")
     pb = review._overlay_data["front"]
     assert pb.path_px is not None and np.isfinite(pb.path_px).all() and pb.mode == "playback"

@@ -8,7 +8,7 @@ from PyQt6.QtCore import QPoint, Qt
 
 from recorder.store import Store
 from recorder.store.query import EpisodeQuery
-from studio.datasets_viewer import EpisodeViewerController
+from studio.datasets.viewer import EpisodeViewerController
 from tests.recorder.test_lerobot import CAM_OFFSETS, color, make_episode
 from widgets.episode_viewer import EpisodeViewData, EpisodeViewerWidget
 from widgets.timeline import TimelineSegment, TimelineWidget

@@ -203,7 +203,8 @@ class MetaWorldCamera(Camera):
         r = self.robot
         renderer = None
         try:
-            renderer = SceneRenderer(self.width, self.height, shadows=self.cfg.shadows)
+            renderer = SceneRenderer(self.width, self.height, shadows=self.cfg.shadows,
+                                     shadow_size=self.cfg.shadow_size)
             while not self._stop.is_set():
                 with r.changed:
                     while r.version == self._latest_version and not self._stop.is_set():

@@ -173,7 +173,7 @@ class SceneRenderer:
     """Offscreen renderer for Meta-World scenes on the calling thread: one GL context, one MuJoCo render context
     per scene model (each task has its own). Images come out as LeRobot's env gives them."""
 
-    def __init__(self, width: int, height: int, shadows: bool = True) -> None:
+    def __init__(self, width: int, height: int, shadows: bool = True, shadow_size: int = 0) -> None:
         import mujoco
 
         self._mj = mujoco
@@ -184,13 +184,25 @@ class SceneRenderer:
         self._viewport = mujoco.MjrRect(0, 0, self.width, self.height)
         self._pending = None
         self.shadows = bool(shadows)
+        self.shadow_size = int(shadow_size)  # shadow map px; 0: the scene's own (4096 in Meta-World, as LeRobot)
 
-    def _context(self, model):
-        mj = self._mj
+    def _ensure_gl(self):
         if self._gl is None:
             from recorder.devices.sim.camera import _gl_context
 
             self._gl = _gl_context(max(self.width, 64), max(self.height, 64))
+        return self._gl
+
+    def gl_info(self):
+        """The GL implementation frames are drawn with (``recorder.devices.sim.camera.GLInfo``)."""
+        from recorder.devices.sim.camera import current_gl_info
+
+        self._ensure_gl().make_current()
+        return current_gl_info()
+
+    def _context(self, model):
+        mj = self._mj
+        self._ensure_gl()
         st = self._ctx.get(id(model))
         if st is None or st[0] is not model:
             g = model.vis.global_
@@ -198,7 +210,13 @@ class SceneRenderer:
             scene = mj.MjvScene(model, maxgeom=10000)
             if not self.shadows:
                 scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
-            con = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
+            own = model.vis.quality.shadowsize
+            if self.shadow_size:  # the context allocates its shadow maps from the model's setting: set it for it
+                model.vis.quality.shadowsize = self.shadow_size
+            try:
+                con = mj.MjrContext(model, mj.mjtFontScale.mjFONTSCALE_150)
+            finally:
+                model.vis.quality.shadowsize = own
             cam = mj.MjvCamera()
             cam.type = mj.mjtCamera.mjCAMERA_FIXED
             st = self._ctx[id(model)] = (model, scene, con, mj.MjvOption(), mj.MjvPerturb(), cam)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,6 +79,47 @@ def _make_context(backend: str, width: int, height: int):
     ctx = GLContext(width, height)
     ctx.make_current()
     return ctx
+
+
+# renderer strings of GL implementations that rasterise on the CPU (Mesa's llvmpipe/softpipe/swrast, OSMesa,
+# SwiftShader): a render there costs 10-100x a GPU's, which a benchmark must not take for a GPU figure
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software rasterizer", "osmesa", "swiftshader")
+
+
+def is_software_renderer(renderer: str) -> bool:
+    """True if a GL_RENDERER string names a CPU rasteriser."""
+    r = renderer.lower()
+    return any(s in r for s in SOFTWARE_GL)
+
+
+@dataclass(frozen=True)
+class GLInfo:
+    """Who renders: the GL backend and the context's vendor / renderer / version strings."""
+
+    backend: str
+    vendor: str
+    renderer: str
+    version: str
+
+    @property
+    def software(self) -> bool:
+        return is_software_renderer(self.renderer) or self.backend == "osmesa"
+
+    def describe(self) -> str:
+        kind = "software (CPU)" if self.software else "hardware"
+        return f"{self.backend}: {self.renderer} ({self.vendor}, OpenGL {self.version}), {kind} rendering"
+
+
+def current_gl_info() -> GLInfo:
+    """The GL strings of the context current on this thread (call after a renderer made one)."""
+    from OpenGL import GL
+
+    def text(name) -> str:
+        v = GL.glGetString(name)
+        return v.decode(errors="replace") if isinstance(v, bytes) else str(v or "")
+
+    return GLInfo(backend=os.environ.get("MUJOCO_GL", "") or (_BACKEND or ""), vendor=text(GL.GL_VENDOR),
+                  renderer=text(GL.GL_RENDERER), version=text(GL.GL_VERSION))
 
 
 def _switch_to_osmesa() -> None:
@@ -152,6 +194,11 @@ class OffscreenRenderer:
         self._mj.mjr_render(self.viewport, self.scene, self.con)
         self._mj.mjr_readPixels(self._buf, None, self.viewport, self.con)
         return np.ascontiguousarray(self._buf[::-1])
+
+    def gl_info(self) -> GLInfo:
+        """The GL implementation this renderer draws with (its context made current on this thread)."""
+        self._gl.make_current()
+        return current_gl_info()
 
     def close(self) -> None:
         try:

@@ -7,6 +7,7 @@ and look like a person's demonstration. ``get_action`` is called once per contro
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -92,8 +93,9 @@ class _ExpertBase(SimpleTeleoperator):
         self._plan()
         return self._joints()
 
-    def _plan(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _plan(self) -> None:
+        """Advance the expert's state machine (each task's expert defines it)."""
 
 
 class PickExpert(_ExpertBase):

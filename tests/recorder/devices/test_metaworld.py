@@ -129,3 +129,39 @@ def test_bad_rig_files_name_the_problem(tmp_path, capsys):
     assert main(["record", "--rig", str(rig), "--dataset", "x", "--episodes", "1", "--task", "t"]) == 2
     err = capsys.readouterr().err
     assert "type 'metaworld' needs the Meta-World robot" in err and "Traceback" not in err
+
+
+def test_smaller_shadow_maps_draw_nearly_lerobots_frames(tmp_path, capsys):
+    """shadow_size = 1024 (4.6x the frame rate of 16 renderers on an H200): the frame stays within a fraction of a
+    grey level of the default 4096 px shadows, unlike no shadows; the scene's own setting is left alone."""
+    from recorder.devices.metaworld.env import SceneRenderer
+
+    rig_file = tmp_path / "mw.toml"
+    rig_file.write_text('teleop = "none"\n[robot]\ntype = "metaworld"\ntasks = "push-v3"\nseed = 5\n'
+                        '[cameras.corner2]\ntype = "metaworld"\nwidth = 112\nheight = 112\nshadow_size = 1024\n')
+    rig = load_rig(read_rig_config(rig_file))
+    rig.connect()
+    renderers = {}
+    try:
+        rig.robot.reset(5)
+        sim = rig.robot.sim
+        frame = rig.cameras["corner2"].read_latest(timeout=30).image.astype(int)
+        renderers = {"4096": SceneRenderer(112, 112), "1024": SceneRenderer(112, 112, shadow_size=1024),
+                     "none": SceneRenderer(112, 112, shadows=False)}
+        with rig.robot._lock:
+            drawn = {k: r.render(sim.model, sim.data, "corner2").astype(int) for k, r in renderers.items()}
+        own = int(sim.model.vis.quality.shadowsize)
+    finally:
+        for r in renderers.values():
+            r.close()
+        rig.disconnect()
+    np.testing.assert_array_equal(frame, drawn["1024"])  # the rig's camera draws with the file's shadow maps
+    assert not np.array_equal(drawn["1024"], drawn["4096"])  # ... which are not the default ones
+    assert np.abs(drawn["1024"] - drawn["4096"]).mean() < 0.5  # yet nearly LeRobot's frame
+    assert np.abs(drawn["none"] - drawn["4096"]).mean() > 2.0  # no shadows is far off
+    assert own == 4096
+
+    rig_file.write_text(rig_file.read_text().replace("shadow_size = 1024", "shadow_size = 20"))
+    assert main(["record", "--rig", str(rig_file), "--dataset", "x", "--episodes", "1", "--task", "t"]) == 2
+    err = capsys.readouterr().err
+    assert "shadow_size must be 0 (the scene's own) or 64..16384 px (got 20)" in err and "Traceback" not in err

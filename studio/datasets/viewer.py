@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from studio.datasets_workers import FrameDecodeWorker, WorkerThread
+from studio.datasets.workers import FrameDecodeWorker, WorkerThread
 from widgets.episode_viewer import EpisodeViewerWidget
 
 
@@ -19,12 +19,13 @@ class EpisodeViewerController(QObject):
     frame_shown = pyqtSignal(int)
     failed = pyqtSignal(str)
 
-    def __init__(self, viewer: EpisodeViewerWidget, parent: QObject | None = None, load=None) -> None:
+    def __init__(self, viewer: EpisodeViewerWidget, parent: QObject | None = None,
+                 worker: FrameDecodeWorker | None = None, load=None) -> None:
         """``load``: episode id -> its full record, called in the decode thread (then :meth:`show_episode`
         takes a light row: the GUI thread does not read the record either)."""
         super().__init__(parent)
-        self.viewer = viewer
-        self.worker = FrameDecodeWorker(load=load)
+        self.viewer = viewer  # an EpisodeViewerWidget, or a view with its protocol (the rollout review)
+        self.worker = worker if worker is not None else FrameDecodeWorker(load=load)
         self._thread = WorkerThread(self.worker, "episode-decoder")
         self.episode_id: int | None = None
         self.worker.episode_loaded.connect(self._on_episode_loaded)

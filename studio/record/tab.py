@@ -38,12 +38,12 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from recorder.errors import KnownError
+from recorder.errors import KnownError, error_text
 from studio.context import remember_splitter
-from studio.loop_thread import SessionThread
-from studio.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
+from studio.qt.teleop_keys import forward_teleop_key
+from studio.record.rig_editor import RigEditorDialog, detect_devices  # noqa: F401 - detect_devices re-exported
+from studio.record.session_thread import SessionThread
 from studio.rig_manager import default_rig_factory
-from studio.teleop_keys import forward_teleop_key
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
 from widgets.status_widgets import CameraStatsWidget, DiskWidget, RateMeter
@@ -399,7 +399,7 @@ class RecordTab(QWidget):
             try:
                 rigs.close_rig()
             except Exception as err:  # noqa: BLE001 - shutting down: report, go on
-                self.ctx.error_posted.emit(f"{type(err).__name__}: {err}")
+                self.ctx.error_posted.emit(error_text(err))
             self._on_disconnected(None)
             return
         self.connect_btn.setEnabled(False)

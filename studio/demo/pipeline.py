@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.checkpoint_ref import run_dir
 from recorder.errors import KnownError, ModelError
 
 STAGES = ("record", "finetune", "rollout")
@@ -171,14 +172,14 @@ class DemoPipeline:
         if rc != 0:
             tail = (last_error or "".join(err_lines[-3:]).strip() or f"exit status {rc}").splitlines()[-1]
             raise ModelError(f"demo: the fine-tune child process failed: {tail}")
-        ckpt = Path(cfg.home) / "runs" / run_id
+        ckpt = run_dir(cfg.home, run_id)
         self.result.checkpoint = ckpt
         self.cb.on_stage("finetune", f"fine-tuned run {run_id} (final loss {self.result.final_loss})")
         return ckpt
 
     def rollout(self, store, checkpoint: Path):
-        from recorder.rollout import RolloutCallbacks, make_rollout_session
-        from studio.rollout_policy import load_local_policy
+        from recorder.rollout import ROLLOUT_SEED, RolloutCallbacks, make_rollout_session
+        from studio.rollout.policy import load_local_policy
 
         cfg = self.cfg
         self.cb.on_stage("rollout", "loading the tuned policy")
@@ -194,7 +195,7 @@ class DemoPipeline:
 
             session = make_rollout_session(
                 store, rig, policy, episodes=cfg.rollouts, fps=cfg.fps, max_seconds=cfg.rollout_time,
-                seed=cfg.seed + 1000, stop=self.stop, estop=self.estop,
+                seed=cfg.seed + ROLLOUT_SEED, stop=self.stop, estop=self.estop,
                 callbacks=RolloutCallbacks(on_tick=self.cb.on_rollout_tick, on_episode=on_episode))
             self.cb.on_stage("rollout", f"rolling out {session.checkpoint} in the sim")
             res = session.run()

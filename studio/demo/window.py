@@ -4,12 +4,9 @@ scripted expert records, the loss curve while the tiny model fine-tunes, the rol
 
 from __future__ import annotations
 
-import threading
-import traceback
-
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt, QThread, pyqtSignal
+from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QFont, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (
     QHBoxLayout,
@@ -22,9 +19,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from recorder.errors import KnownError
-from studio.rollout_demo import STAGES, DemoCallbacks, DemoPipeline
-from studio.rollout_overlay import control_rate_meter, overlay_from_live
+from recorder.errors import error_text
+from studio.demo.pipeline import STAGES, DemoCallbacks, DemoPipeline
+from studio.qt.threads import ThrottledThread
+from studio.rollout.overlay import control_rate_meter, overlay_from_live
 from widgets.camera_view import CameraView
 from widgets.overlays import install_overlays
 
@@ -32,7 +30,7 @@ STAGE_TITLES = {"record": "1. Record scripted demonstrations", "finetune": "2. F
                 "rollout": "3. Roll the tuned policy out"}
 
 
-class DemoThread(QThread):
+class DemoThread(ThrottledThread):
     """Runs the DemoPipeline; callbacks become signals (ticks throttled to two in flight).
 
     Signals:
@@ -53,31 +51,15 @@ class DemoThread(QThread):
 
     def __init__(self, cfg, parent=None) -> None:
         super().__init__(parent)
-        self._lock = threading.Lock()
-        self._pending = 0
         self.pipeline = DemoPipeline(cfg, DemoCallbacks(
-            on_stage=self.stage_changed.emit, on_record_tick=lambda i: self._tick(self.record_ticked, i),
-            on_train_event=self.train_logged.emit, on_rollout_tick=lambda rt: self._tick(self.rollout_ticked, rt)))
-
-    def _tick(self, signal, obj) -> None:
-        with self._lock:
-            if self._pending >= 2:
-                return
-            self._pending += 1
-        signal.emit(obj)
-
-    def tick_consumed(self) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - 1)
+            on_stage=self.stage_changed.emit, on_record_tick=lambda i: self.emit_tick(self.record_ticked, i),
+            on_train_event=self.train_logged.emit, on_rollout_tick=lambda rt: self.emit_tick(self.rollout_ticked, rt)))
 
     def run(self) -> None:
         try:
             self.completed.emit(self.pipeline.run())
-        except KnownError as err:
-            self.failed.emit(str(err))
-        except BaseException as err:  # noqa: BLE001
-            traceback.print_exc()
-            self.failed.emit(f"{type(err).__name__}: {err}")
+        except BaseException as err:  # noqa: BLE001 - never take the app down
+            self.failed.emit(error_text(err))
 
 
 class DemoWindow(QMainWindow):

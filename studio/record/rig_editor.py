@@ -26,7 +26,7 @@ from PyQt6.QtWidgets import (
 )
 
 from recorder.errors import ConfigError, KnownError
-from studio.loop_thread import CallThread
+from studio.qt.threads import CallThread
 from widgets.rig_form import RigFormWidget
 
 WHERE = "rig form"

@@ -52,7 +52,7 @@ from finetune.run_config import (
 )
 from recorder.errors import KnownError
 from studio.context import remember_splitter
-from studio.finetune_process import FinetuneProcess
+from studio.finetune.process import FinetuneProcess
 from widgets.curves import CurvesWidget
 
 HISTORY_COLUMNS = ["run", "status", "dataset", "model", "duration", "best val", "checkpoints"]

@@ -41,8 +41,8 @@ from recorder import curation
 from recorder.errors import KnownError
 from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
 from studio.context import remember_splitter
-from studio.datasets_viewer import EpisodeViewerController
-from studio.datasets_workers import StoreJob, ThumbnailWorker, WorkerThread
+from studio.datasets.viewer import EpisodeViewerController
+from studio.datasets.workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
 from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
 from widgets.later import Later

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from recorder.errors import KnownError
+from recorder.errors import error_text
+from studio.qt.threads import ThrottledThread
 
 
 @dataclass
@@ -26,15 +27,15 @@ class PolicySpec:
     def describe(self) -> str:
         return self.url if self.url else str(self.checkpoint)
 
+    def open(self, *, home: Path | None, store):
+        """The policy (blocks: loads a model or connects to a server; call it on a worker thread)."""
+        from studio.rollout.policy import open_policy
 
-def _error_text(err: BaseException) -> str:
-    if isinstance(err, KnownError):
-        return str(err)
-    traceback.print_exception(err)
-    return f"{type(err).__name__}: {err}".splitlines()[0]
+        return open_policy(self.checkpoint, url=self.url, token=self.token, device=self.device, home=home,
+                           store=store)
 
 
-class RolloutThread(QThread):
+class RolloutThread(ThrottledThread):
     """Loads a policy and a rig, runs a ``recorder.rollout.RolloutSession`` and turns its callbacks into signals.
 
     Control from the GUI thread through the events: ``estop`` (halts within one tick, ends the
@@ -73,37 +74,22 @@ class RolloutThread(QThread):
         self.stop_event = threading.Event()
         self.estop = threading.Event()
         self.takeover = threading.Event()
-        self._lock = threading.Lock()
-        self._pending = 0
-        self.skipped_ticks = 0
         self.result = None
         self.session = None  # the RolloutSession once the rig is connected
 
-    def tick_consumed(self) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - 1)
-
     def _on_tick(self, rt) -> None:
-        with self._lock:
-            if self._pending >= 2:
-                self.skipped_ticks += 1
-                return
-            self._pending += 1
-        self.ticked.emit(rt)
+        self.emit_tick(self.ticked, rt)
 
     def run(self) -> None:
         from recorder.devices.rig import load_rig
         from recorder.rollout import RolloutCallbacks, RolloutSession
-        from studio.rollout_policy import open_policy
 
         rig = None
         close_after = False
         try:
             if self.policy is None:
                 self.status_posted.emit(f"loading policy {self.policy_spec.describe()} …")
-                self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
-                                          token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home, store=self.store)
+                self.policy = self.policy_spec.open(home=self.home, store=self.store)
             self.policy_loaded.emit(self.policy)
             if self.stop_event.is_set() or self.estop.is_set():
                 return
@@ -125,7 +111,7 @@ class RolloutThread(QThread):
             self.result = session.run()
             self.finished_batch.emit(self.result)
         except BaseException as err:  # noqa: BLE001 - never take the app down
-            self.failed.emit(_error_text(err))
+            self.failed.emit(error_text(err))
         finally:
             if self.rigs is not None:
                 if close_after:
@@ -175,16 +161,13 @@ class EvaluationThread(QThread):
 
     def run(self) -> None:
         from recorder.evaluation import evaluate_open_loop
-        from studio.rollout_policy import open_policy
 
         try:
             if self.policy is None:
-                self.policy = open_policy(self.policy_spec.checkpoint, url=self.policy_spec.url,
-                                          token=self.policy_spec.token, device=self.policy_spec.device,
-                                          home=self.home, store=self.store)
+                self.policy = self.policy_spec.open(home=self.home, store=self.store)
             res = evaluate_open_loop(self.policy, self.store, dataset=self.dataset, max_episodes=self.max_episodes,
                                      stride=self.stride, max_ticks=self.max_ticks, stop=self.stop_event,
                                      on_progress=self.progressed.emit)
             self.evaluated.emit(res)
         except BaseException as err:  # noqa: BLE001
-            self.failed.emit(_error_text(err))
+            self.failed.emit(error_text(err))

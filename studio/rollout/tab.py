@@ -36,14 +36,15 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from finetune.checkpoint_ref import CheckpointRef, runs_root
 from recorder.errors import KnownError
 from recorder.safety import RULES as SAFETY_RULES
 from studio.context import remember_splitter
-from studio.rollout_calibration import load_calibrations
-from studio.rollout_overlay import control_rate_meter, overlay_from_live, path_start_projector
-from studio.rollout_review import JOINTS, RolloutReviewWidget
-from studio.rollout_worker import EvaluationThread, PolicySpec, RolloutThread
-from studio.teleop_keys import forward_teleop_key
+from studio.qt.teleop_keys import forward_teleop_key
+from studio.rollout.calibration import load_calibrations
+from studio.rollout.overlay import control_rate_meter, overlay_from_live, path_start_projector
+from studio.rollout.review import JOINTS, RolloutReviewWidget
+from studio.rollout.threads import EvaluationThread, PolicySpec, RolloutThread
 from widgets.action_bars import ActionBarsWidget
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
@@ -284,7 +285,7 @@ class RolloutTab(QWidget):
             items = []
             for run in store.runs():
                 for ck in store.checkpoints(run.run_id):
-                    items.append((f"{run.run_id} @ {ck.step}", str(ck.path)))
+                    items.append((CheckpointRef(Path(ck.path), run.run_id, int(ck.step)).display, str(ck.path)))
         except Exception as err:  # noqa: BLE001 - a broken store is reported, the tab stays usable
             self.ctx.status_posted.emit(f"rollout: cannot list checkpoints ({err})")
             return
@@ -300,9 +301,7 @@ class RolloutTab(QWidget):
     def select_checkpoint(self, path: str) -> None:
         i = self.checkpoint_combo.findData(str(path))
         if i < 0:
-            p = Path(path)
-            label = f"{p.parent.parent.name} @ {p.name}" if p.parent.name == "checkpoints" else p.name
-            self.checkpoint_combo.addItem(label, str(path))
+            self.checkpoint_combo.addItem(CheckpointRef.from_path(path).display, str(path))
             i = self.checkpoint_combo.count() - 1
         self.checkpoint_combo.setCurrentIndex(i)
         self.local_radio.setChecked(True)
@@ -312,7 +311,7 @@ class RolloutTab(QWidget):
         self.inner_tabs.setCurrentIndex(0)
 
     def _on_browse_clicked(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Checkpoint folder", str(self.ctx.home / "runs"))
+        path = QFileDialog.getExistingDirectory(self, "Checkpoint folder", str(runs_root(self.ctx.home)))
         if path:
             self.select_checkpoint(path)
 
@@ -581,4 +580,4 @@ class RolloutTab(QWidget):
         if self.eval_thread is not None and self.eval_thread.isRunning():
             self.eval_thread.stop_event.set()
             self.eval_thread.wait(30000)
-        self.review.close_reader()
+        self.review.shutdown()

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
-from recorder.errors import KnownError
+from recorder.devices.base import JOINT_NAMES
+from recorder.errors import KnownError, error_text
+from studio.qt.threads import WorkerThread  # noqa: F401 - the viewer and the tab take it from here too
 from widgets.episode_viewer import EpisodeViewData
 from widgets.timeline import TimelineSegment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+DEFAULT_JOINTS = JOINT_NAMES  # the SO-101 names, when an episode names none
 
 
 def joint_names(info, dim: int) -> list[str] | None:
@@ -71,8 +72,12 @@ def view_data(info, lowdim: dict[str, np.ndarray]) -> EpisodeViewData:
 class FrameDecodeWorker(QObject):
     """Decodes frames of one episode in its own thread (move it to a QThread).
 
+    ``reader_factory(info)`` opens the episode (default: ``EpisodeReader``); ``describe(info, lowdim)`` makes
+    what ``episode_loaded`` carries (default: :func:`view_data`, the episode viewer's plain data; the rollout
+    review adds its overlays), both called in the worker thread.
+
     Signals:
-        episode_loaded(int, object): episode id, EpisodeViewData.
+        episode_loaded(int, object): episode id, ``describe``'s result (EpisodeViewData by default).
         frames_decoded(int, int, object): episode id, tick, {camera: HxWx3 uint8}.
         failed(str): a one-line error.
     """
@@ -82,8 +87,10 @@ class FrameDecodeWorker(QObject):
     failed = pyqtSignal(str)
     _wake = pyqtSignal()
 
-    def __init__(self, reader_factory: Callable | None = None, load: Callable | None = None) -> None:
+    def __init__(self, reader_factory: Callable | None = None, describe: Callable = view_data,
+                 load: Callable | None = None) -> None:
         super().__init__()
+        self._describe = describe
         self.load = load  # episode id -> the full EpisodeInfo, called in this thread (open_episode may get a row)
         self._lock = threading.Lock()
         self._pending_info = False  # False: no change; None: close; an EpisodeInfo: open it
@@ -117,8 +124,7 @@ class FrameDecodeWorker(QObject):
 
         return EpisodeReader(info)
 
-    @pyqtSlot()  # a real Qt slot: queued calls run in the thread the worker moved to (a plain method
-    # gets a PyQt proxy object that stays in the GUI thread, and the decoding ran there)
+    @pyqtSlot()  # a slot runs in the worker's thread; a plain method would run on the GUI thread
     def _process(self) -> None:
         while True:
             with self._lock:
@@ -132,12 +138,9 @@ class FrameDecodeWorker(QObject):
                             info = self.load(info.id)
                         self._reader = self._make_reader(info)
                         self._episode_id = info.id
-                        self.episode_loaded.emit(info.id, view_data(info, self._reader.lowdim()))
-                    except KnownError as err:
-                        self.failed.emit(str(err))
-                    except Exception as err:  # noqa: BLE001 - shown to the user, logged with traceback
-                        log.error("opening episode %s failed:\n%s", info.id, traceback.format_exc())
-                        self.failed.emit(f"episode {info.id}: {err.__class__.__name__}: {err}")
+                        self.episode_loaded.emit(info.id, self._describe(info, self._reader.lowdim()))
+                    except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
+                        self.failed.emit(error_text(err, f"episode {info.id}"))
             if tick is None:
                 return
             if self._reader is None:
@@ -187,8 +190,7 @@ class ThumbnailWorker(QObject):
             self._queue = list(infos)
         self._wake.emit()
 
-    @pyqtSlot()  # a real Qt slot: queued calls run in the thread the worker moved to (a plain method
-    # gets a PyQt proxy object that stays in the GUI thread, and the decoding ran there)
+    @pyqtSlot()  # a slot runs in the worker's thread; a plain method would run on the GUI thread
     def _process(self) -> None:
         from recorder.store import EpisodeReader
 
@@ -209,25 +211,6 @@ class ThumbnailWorker(QObject):
                 continue
             step = max(1, img.shape[1] // self.width)
             self.thumbnail_ready.emit(info.id, np.ascontiguousarray(img[::step, ::step]))
-
-
-class WorkerThread:
-    """A QObject worker living in its own QThread, stopped cleanly by :meth:`stop`."""
-
-    def __init__(self, worker: QObject, name: str) -> None:
-        self.worker = worker
-        self.thread = QThread()
-        self.thread.setObjectName(name)
-        worker.moveToThread(self.thread)
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread.isRunning():
-            self.thread.quit()
-            self.thread.wait(5000)
-        shutdown = getattr(self.worker, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
 
 
 class StoreJob(QThread):
@@ -258,11 +241,7 @@ class StoreJob(QThread):
                 msg = self.fn(store, self.progressed.emit)
             finally:
                 store.close()
-        except KnownError as err:
-            self.failed.emit(str(err))
-            return
-        except Exception as err:  # noqa: BLE001
-            log.error("%s failed:\n%s", self.title, traceback.format_exc())
-            self.failed.emit(f"{self.title} failed: {err.__class__.__name__}: {err}")
+        except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
+            self.failed.emit(error_text(err, f"{self.title} failed"))
             return
         self.succeeded.emit(str(msg))

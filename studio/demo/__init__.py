@@ -1,0 +1,1 @@
+"""The demo feature (``vla-studio demo``): the scripted pipeline and its window."""

@@ -1,0 +1,1 @@
+"""The Record feature: its tab, the record-session thread and the rig editor dialog."""
