@@ -40,7 +40,11 @@ class EpisodeViewerController(QObject):
             self.viewer.set_episode(None)
             self.worker.close_episode()
             return
-        self.viewer.show_placeholder(f"Opening episode #{info.id}…")
+        placeholder = getattr(self.viewer, "show_placeholder", None)  # the review's view has none
+        if placeholder is not None:
+            placeholder(f"Opening episode #{info.id}…")
+        else:
+            self.viewer.pause()
         self.worker.open_episode(info)
 
     def _on_episode_loaded(self, episode_id: int, data) -> None:
