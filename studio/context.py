@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
 from studio.settings import SETTINGS_FILE, StudioSettings
+
+log = logging.getLogger(__name__)
 
 
 class SettingsModel(QObject):
@@ -82,6 +86,8 @@ class AppContext(QObject):
         checkpoint_opened(str): a checkpoint path to open in the Rollout tab.
         local_training_changed(bool): a fine-tune started (True) or ended (False) on this machine's CPU/GPU;
             the Record tab slows an idle rig down meanwhile (``local_training`` holds the current value).
+        store_opened(str): :meth:`open_store_in_background` is done: "" when the store is open, else the
+            one-line error (the tabs report it again when they use the store).
 
     ``rigs`` is the one :class:`studio.rig_manager.RigManager` of the window: the Record and Rollout tabs
     connect the rig through it and take its lease before driving the arm. ``settings`` is the window's
@@ -93,12 +99,15 @@ class AppContext(QObject):
     store_changed = pyqtSignal()
     checkpoint_opened = pyqtSignal(str)
     local_training_changed = pyqtSignal(bool)
+    store_opened = pyqtSignal(str)
 
     def __init__(self, home: Path, rig: str = "sim", parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.home = Path(home)
         self.rig = rig
         self._store = None
+        self._store_lock = threading.Lock()  # the opener thread and the GUI thread open it once between them
+        self._opener: threading.Thread | None = None
         from studio.rig_manager import RigManager
 
         self.rigs = RigManager(self.home, parent=self)
@@ -114,17 +123,82 @@ class AppContext(QObject):
     def store(self):
         """The episode store, opened on first use (recovering episodes a crash left behind)."""
         if self._store is None:
-            from recorder.store import Store
+            self.wait_for_opener()
+            with self._store_lock:
+                if self._store is None:
+                    from recorder.store import Store
 
-            self._store = Store.open(self.home)
+                    self._store = Store.open(self.home)
         return self._store
+
+    def wait_for_opener(self) -> None:
+        """Block until :meth:`open_store_in_background`'s thread is done, imports included: a second thread
+        importing the same modules meanwhile can fail (``KeyError: 'recorder.store'`` was seen)."""
+        opener = self._opener
+        if opener is not None and opener is not threading.current_thread():
+            opener.join()
+
+    @property
+    def store_is_open(self) -> bool:
+        return self._store is not None
+
+    def open_store_in_background(self, preload: tuple[str, ...] = ()) -> None:
+        """Import ``preload`` modules and open the store in a thread (importing SQLAlchemy and opening a
+        big index take seconds: the window shows meanwhile); ``store_opened`` is emitted when done.
+
+        The thread also runs the tabs' first queries once (:func:`warm_queries`): SQLAlchemy compiles a
+        statement the first time it runs (and SQLite reads the index pages), which made the first refresh
+        of the Datasets tab several times longer than the next ones, on the GUI thread."""
+        if self._opener is not None:
+            return
+
+        def run() -> None:
+            import importlib
+
+            from recorder.errors import KnownError
+
+            error = ""
+            try:
+                for name in preload:
+                    importlib.import_module(name)
+                warm_queries(self.store)
+            except KnownError as err:
+                error = str(err)
+            except Exception as err:  # noqa: BLE001 - shown to the person, logged with its traceback
+                log.exception("opening the store %s failed", self.home)
+                error = f"{self.home}: the store could not be opened ({err.__class__.__name__}: {err})"
+            try:
+                self.store_opened.emit(error)
+            except RuntimeError:  # the window (and this context) went away meanwhile
+                pass
+
+        self._opener = threading.Thread(target=run, name="store-opener", daemon=True)
+        self._opener.start()
 
     def close(self) -> None:
         self.settings.save()
         self.rigs.shutdown()
+        if self._opener is not None:
+            self._opener.join(60)
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def warm_queries(store) -> None:
+    """Run, once, the kinds of query the tabs run first (counts, a page of rows, datasets, runs), so their
+    SQL is compiled and their index pages read before the GUI thread asks."""
+    from recorder.store.query import EpisodeQuery
+
+    query = EpisodeQuery()
+    store.datasets()
+    store.count_episodes(query)
+    store.count_episodes(EpisodeQuery(status=("complete",), source="policy"))
+    store.episode_rows(query, sort="id", descending=True, limit=1)
+    store.episode_rows(EpisodeQuery(source=("policy",)), descending=True, limit=1)
+    for run in store.runs()[:1]:
+        store.checkpoints(run.run_id)
+    store.checkpoints()
 
 
 def remember_splitter(ctx, splitter, key: str) -> None:

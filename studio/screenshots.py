@@ -84,6 +84,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
     window.resize(*WINDOW_SIZE)
     window.show()
     _wait(app, window.isVisible, 10, "the window")
+    _wait(app, lambda: window.all_tabs_built, 120, "the tabs")  # built once the store is open
     try:
         tabs = window.tab_widgets
         # 1. a fresh store: what the studio says first
@@ -110,6 +111,8 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
         ids = datasets.visible_ids()
         if ids:
             datasets.select_episode(ids[0])
+            _wait(app, lambda: datasets.viewer.shown_tick >= 0 and datasets.viewer.plots.drawn, 30,
+                  "the episode's frame and joint curves")
         _settle(app, 1.0)
         paths.append(_grab(app, window, out / "datasets.png"))
 

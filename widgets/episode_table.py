@@ -229,6 +229,12 @@ class EpisodeTableView(QTableView):
 
     def select_id(self, episode_id: int) -> bool:
         model = self.model()
+        row_of = getattr(model, "row_of", None)
+        if row_of is not None:  # EpisodeTableModel: a dict, not a walk over every loaded row
+            row = row_of(episode_id)
+            if row is not None:
+                self.selectRow(row)
+            return row is not None
         for r in range(model.rowCount()):
             if model.index(r, 0).data(ID_ROLE) == episode_id:
                 self.selectRow(r)

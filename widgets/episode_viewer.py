@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import (
 )
 
 from widgets.joint_plot import JointPlotWidget
+from widgets.later import Later
 from widgets.timeline import TimelineSegment, TimelineWidget
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -67,6 +68,11 @@ class FrameView(QWidget):
     def set_frame(self, img: np.ndarray, tick: int) -> None:
         self._image = to_qimage(img)
         self.tick = tick
+        self.update()
+
+    def clear(self) -> None:
+        self._image = None
+        self.tick = None
         self.update()
 
     def image(self) -> QImage | None:
@@ -116,6 +122,8 @@ class EpisodeViewerWidget(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(15)
         self._timer.timeout.connect(self._on_timer)
+        # the joint plots take the episode's series one event-loop pass after the frames and the timeline
+        self._plot_timer = Later(self, self._on_plot_timer)  # widgets.later: a pass of its own
 
         self.camera_area = QWidget()
         self.camera_grid = QGridLayout(self.camera_area)
@@ -164,6 +172,14 @@ class EpisodeViewerWidget(QWidget):
         self._set_enabled(False)
 
     # -- data in
+    def show_placeholder(self, text: str) -> None:
+        """Say what is on its way (an episode opening in the controller's thread) until :meth:`set_episode`."""
+        self.pause()
+        self.title.setText(text)
+        self._set_enabled(False)
+        for view in self.views.values():
+            view.clear()
+
     def set_episode(self, data: EpisodeViewData | None) -> None:
         self.pause()
         for view in self.views.values():
@@ -176,7 +192,7 @@ class EpisodeViewerWidget(QWidget):
             self.title.setText("No episode selected")
             self.timeline.set_length(0)
             self.timeline.set_markers()
-            self.plots.set_data({})
+            self._plot_timer.start()
             self._set_enabled(False)
             self._update_label()
             return
@@ -189,11 +205,18 @@ class EpisodeViewerWidget(QWidget):
         self.timeline.set_length(data.num_frames)
         self.timeline.set_markers(data.drops, data.segments)
         self.timeline.set_value(0)
-        self.plots.set_data(data.series, data.names)
+        self._plot_timer.start()
         self._set_enabled(data.num_frames > 0)
         self._update_label()
         if data.num_frames:
             self.seek(0)
+
+    def _on_plot_timer(self) -> None:
+        if self.data is None:
+            self.plots.set_data({})
+        else:
+            self.plots.set_data(self.data.series, self.data.names)
+        self.plots.set_cursor(self._pos)
 
     def show_frames(self, tick: int, frames: dict[str, np.ndarray]) -> None:
         """Show decoded frames of ``tick`` (stale answers for other ticks are still shown: newest wins)."""

@@ -6,12 +6,17 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QVBoxLayout, QWidget
 
+from widgets.later import BuiltWhenShown
+
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
             (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (120, 60, 200)]
 
 
-class StripChartWidget(QWidget):
+class StripChartWidget(BuiltWhenShown, QWidget):
     """Appends one vector per call to ``append``; redraws at most every ``redraw_every`` samples.
+
+    The pyqtgraph plot (~40 ms to make and first paint) is made in the event-loop pass after the widget is
+    first shown, or when first used (``plot``), so the tab holding it paints at once.
 
     Signals: none.
     """
@@ -19,18 +24,35 @@ class StripChartWidget(QWidget):
     def __init__(self, history: int = 300, title: str = "joint state", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.history = history
-        self.plot = pg.PlotWidget(title=title)
-        self.plot.setBackground("w")
-        self.plot.showGrid(x=True, y=True, alpha=0.3)
-        self.plot.addLegend(offset=(5, 5))
-        self.plot.setMouseEnabled(x=False, y=False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        self._title = title
+        self._plot: pg.PlotWidget | None = None
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._init_built_when_shown()
         self._names: list[str] = []
         self._buf = np.zeros((0, 0), np.float32)
         self._n = 0
         self._curves: list[pg.PlotDataItem] = []
+
+    @property
+    def plot(self) -> pg.PlotWidget:
+        self.ensure_plots()
+        return self._plot
+
+    @property
+    def built(self) -> bool:
+        return self._plot is not None
+
+    def _build_step(self) -> None:
+        if self._plot is not None:
+            return
+        plot = pg.PlotWidget(title=self._title)
+        plot.setBackground("w")
+        plot.showGrid(x=True, y=True, alpha=0.3)
+        plot.addLegend(offset=(5, 5))
+        plot.setMouseEnabled(x=False, y=False)
+        self._layout.addWidget(plot)
+        self._plot = plot
 
     def set_names(self, names: list[str]) -> None:
         self.plot.clear()

@@ -7,6 +7,7 @@ Every change emits ``ctx.store_changed`` and the tab refreshes on it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from studio.datasets.viewer import EpisodeViewerController
 from studio.datasets.workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
 from widgets.episode_viewer import EpisodeViewerWidget, to_qimage
+from widgets.later import Later
 
 ALL = "All datasets"
 FAILED = object()
@@ -64,6 +66,9 @@ class DatasetsTab(QWidget):
         self.jobs: list[StoreJob] = []
         self._current_id: int | None = None
         self._build()
+        # scrolling: the next page of rows is read in this thread while the person looks at the last one
+        self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-rows")
+        self._prefetch_closed = False
         self.thumbs = ThumbnailWorker(load=lambda eid: self.ctx.store.episode(eid))  # full record, in its thread
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
         self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
@@ -75,10 +80,14 @@ class DatasetsTab(QWidget):
         self.table.verticalScrollBar().valueChanged.connect(self._thumb_timer.start)
         self.model.modelReset.connect(self._thumb_timer.start)
         self.model.rowsInserted.connect(self._thumb_timer.start)
-        self.viewer_ctl = EpisodeViewerController(self.viewer)
+        # the full record (streams, rig) is read in the decode thread; the GUI thread has the table's row
+        self.viewer_ctl = EpisodeViewerController(self.viewer, load=lambda eid: self.ctx.store.episode(eid))
         self.viewer_ctl.failed.connect(ctx.error_posted)
         ctx.store_changed.connect(self.refresh)
-        self.refresh()
+        # the first rows in the next event-loop pass: building the widgets and the first queries are two
+        # short passes, not one long one (the main window builds its tabs one per pass as well)
+        self._first_refresh = Later(self, self.refresh)
+        self._first_refresh.start()
 
     # ------------------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -214,6 +223,7 @@ class DatasetsTab(QWidget):
     # ------------------------------------------------------------------------------ data
     def refresh(self) -> None:
         """Reload datasets and the loaded episode rows from the index, keeping the selection."""
+        self._first_refresh.cancel()
         try:
             datasets = self.ctx.store.datasets()
         except KnownError as err:
@@ -242,6 +252,11 @@ class DatasetsTab(QWidget):
         if self._current_id is not None and self.model.row_of(self._current_id) is not None:
             self._load_edit_panel(self.model.episode(self.model.row_of(self._current_id)))
         self._update_buttons()
+
+    @property
+    def loaded(self) -> bool:
+        """The first rows are in (they come in the event-loop pass after the tab is built)."""
+        return not self._first_refresh.pending
 
     def _select_more(self, eid: int) -> None:
         from PyQt6.QtCore import QItemSelectionModel
@@ -276,9 +291,28 @@ class DatasetsTab(QWidget):
         query = self.current_query()
         store = self.ctx.store
 
-        def fetch(key, descending, last, limit):
+        def page(key, descending, last, limit):
             after = None if last is None else (sort_value(last, key), last.id)
             return store.episode_rows(query, sort=key, descending=descending, after=after, limit=limit)
+
+        ahead: dict = {}  # the page after the last one served, read in a thread meanwhile
+
+        def fetch(key, descending, last, limit):
+            want = (key, descending, None if last is None else last.id, limit)
+            got = ahead.pop("next", None)
+            rows = None
+            if got is not None and got[0] == want:
+                try:
+                    rows = got[1].result()  # read while the person looked at the rows before
+                except Exception:  # noqa: BLE001 - read it again here, where a KnownError is reported
+                    rows = None
+            if rows is None:
+                rows = page(key, descending, last, limit)
+            step = self.model.page_size
+            if len(rows) >= limit and rows and not self._prefetch_closed:
+                ahead["next"] = ((key, descending, rows[-1].id, step),
+                                 self._prefetch.submit(page, key, descending, rows[-1], step))
+            return rows
 
         try:
             shown = store.count_episodes(query)
@@ -326,7 +360,8 @@ class DatasetsTab(QWidget):
         if len(ids) == 1:
             if ids[0] != self._current_id:
                 self._current_id = ids[0]
-                info = self._guard(self.ctx.store.episode, ids[0])  # the full record: streams for the viewer
+                row = self.model.row_of(ids[0])
+                info = self.model.episode(row) if row is not None else self._guard(self.ctx.store.episode, ids[0])
                 if info is FAILED:
                     return
                 self._load_edit_panel(info)
@@ -588,3 +623,5 @@ class DatasetsTab(QWidget):
             job.wait(30000)
         self.viewer_ctl.shutdown()
         self._thumb_thread.stop()
+        self._prefetch_closed = True
+        self._prefetch.shutdown(wait=True, cancel_futures=True)

@@ -20,10 +20,12 @@ class EpisodeViewerController(QObject):
     failed = pyqtSignal(str)
 
     def __init__(self, viewer: EpisodeViewerWidget, parent: QObject | None = None,
-                 worker: FrameDecodeWorker | None = None) -> None:
+                 worker: FrameDecodeWorker | None = None, load=None) -> None:
+        """``load``: episode id -> its full record, called in the decode thread (then :meth:`show_episode`
+        takes a light row: the GUI thread does not read the record either)."""
         super().__init__(parent)
         self.viewer = viewer  # an EpisodeViewerWidget, or a view with its protocol (the rollout review)
-        self.worker = worker if worker is not None else FrameDecodeWorker()
+        self.worker = worker if worker is not None else FrameDecodeWorker(load=load)
         self._thread = WorkerThread(self.worker, "episode-decoder")
         self.episode_id: int | None = None
         self.worker.episode_loaded.connect(self._on_episode_loaded)
@@ -38,7 +40,11 @@ class EpisodeViewerController(QObject):
             self.viewer.set_episode(None)
             self.worker.close_episode()
             return
-        self.viewer.pause()
+        placeholder = getattr(self.viewer, "show_placeholder", None)  # the review's view has none
+        if placeholder is not None:
+            placeholder(f"Opening episode #{info.id}…")
+        else:
+            self.viewer.pause()
         self.worker.open_episode(info)
 
     def _on_episode_loaded(self, episode_id: int, data) -> None:

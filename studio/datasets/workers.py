@@ -87,9 +87,11 @@ class FrameDecodeWorker(QObject):
     failed = pyqtSignal(str)
     _wake = pyqtSignal()
 
-    def __init__(self, reader_factory: Callable | None = None, describe: Callable = view_data) -> None:
+    def __init__(self, reader_factory: Callable | None = None, describe: Callable = view_data,
+                 load: Callable | None = None) -> None:
         super().__init__()
         self._describe = describe
+        self.load = load  # episode id -> the full EpisodeInfo, called in this thread (open_episode may get a row)
         self._lock = threading.Lock()
         self._pending_info = False  # False: no change; None: close; an EpisodeInfo: open it
         self._wanted: int | None = None
@@ -132,6 +134,8 @@ class FrameDecodeWorker(QObject):
                 self._close_reader()
                 if info is not None:
                     try:
+                        if self.load is not None:
+                            info = self.load(info.id)
                         self._reader = self._make_reader(info)
                         self._episode_id = info.id
                         self.episode_loaded.emit(info.id, self._describe(info, self._reader.lowdim()))

@@ -29,6 +29,7 @@ def tab(qtbot, home):
     t.resize(1400, 800)
     t.show()  # thumbnails are decoded for the rows on screen
     qtbot.waitExposed(t)
+    qtbot.waitUntil(lambda: t.loaded, timeout=10000)  # the rows come a pass after the widgets
     t.ids = ids
     yield t
     t.shutdown()
@@ -175,6 +176,7 @@ def big_tab(qtbot, home, monkeypatch, big_store):
     t.resize(1400, 500)  # a few rows on screen, fewer than a page
     t.show()
     qtbot.waitExposed(t)
+    qtbot.waitUntil(lambda: t.loaded, timeout=10000)
     t.truth = {e.id: e for e in eps if e.status != "trashed"}
     t.trashed = eps[3].id
     yield t
@@ -301,3 +303,24 @@ def test_every_query_the_tab_and_the_cli_run_uses_an_index(qtbot, big_tab, capsy
     capsys.readouterr()
     assert len(log.touching("episodes.success IS", "LIMIT")) >= 1  # the filters did reach SQL
     assert full_scans(home / "index.sqlite", log.selects) == []
+
+
+def test_scrolling_reads_the_next_page_in_a_thread_same_rows(qtbot, big_tab, monkeypatch):
+    """While a person looks at one page, the next is read off the GUI thread; the rows are the same, in order."""
+    import threading
+
+    tab = big_tab
+    store = tab.ctx.store
+    on_gui_thread = []
+    real = store.episode_rows
+
+    def spy(*args, **kwargs):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "episode_rows", spy)
+    tab.refresh()  # the first page: on the GUI thread
+    _scroll_to_end(qtbot, tab)
+    assert tab.visible_ids() == _newest_first(tab.truth.values())
+    pages = -(-(N_BIG - 1) // PAGE)
+    assert on_gui_thread.count(True) == 1 and on_gui_thread.count(False) == pages - 1

@@ -7,6 +7,7 @@ import pytest
 from PyQt6.QtCore import QPoint, Qt
 
 from recorder.store import Store
+from recorder.store.query import EpisodeQuery
 from studio.datasets.viewer import EpisodeViewerController
 from tests.recorder.test_lerobot import CAM_OFFSETS, color, make_episode
 from widgets.episode_viewer import EpisodeViewData, EpisodeViewerWidget
@@ -126,5 +127,48 @@ def test_dropped_frames_are_marked_and_hold_the_last_frame(qtbot, home):
         assert close_to(center_pixel(viewer.views["front"]), color(3, CAM_OFFSETS["front"]))  # held frame
         assert close_to(center_pixel(viewer.views["wrist"]), color(4, CAM_OFFSETS["wrist"]))
     finally:
+        ctl.shutdown()
+        store.close()
+
+
+def test_viewer_says_the_episode_is_opening_then_shows_frame_and_curves(qtbot, home, monkeypatch):
+    """Opening an episode (a slow disk) happens in the decode thread: the viewer says so meanwhile and
+    the window stays responsive; then the first frame, and the joint curves of the episode."""
+    import threading
+
+    import recorder.store as store_pkg
+
+    store = Store.open(home)
+    info, state, _ = make_episode(store, n=10)
+    release, opened_in = threading.Event(), []
+    real_reader = store_pkg.EpisodeReader
+
+    def slow_reader(i):
+        opened_in.append(threading.current_thread())
+        release.wait(10)
+        return real_reader(i)
+
+    monkeypatch.setattr(store_pkg, "EpisodeReader", slow_reader)
+    viewer = EpisodeViewerWidget()
+    qtbot.addWidget(viewer)
+    viewer.resize(800, 600)
+    viewer.show()
+    ctl = EpisodeViewerController(viewer, load=store.episode)
+    try:
+        ctl.show_episode(store.episode_rows(EpisodeQuery())[0])  # a table row: the record is read in the thread
+        qtbot.waitUntil(lambda: bool(opened_in), timeout=5000)
+        assert opened_in[0] is not threading.main_thread()
+        assert viewer.title.text() == f"Opening episode #{info.id}…"
+        assert not viewer.play_button.isEnabled()
+        with qtbot.waitSignal(ctl.frame_shown, timeout=10000, check_params_cb=lambda t: t == 0):
+            release.set()
+        assert viewer.title.text().startswith(f"#{info.id}") and viewer.play_button.isEnabled()
+        assert close_to(center_pixel(viewer.views["front"]), color(0, CAM_OFFSETS["front"]))
+        qtbot.waitUntil(lambda: viewer.plots.built and len(viewer.plots.curves["action"]) == state.shape[1],
+                        timeout=5000)
+        y = viewer.plots.curves["observation.state"][2].getData()[1]
+        np.testing.assert_allclose(y, state[:, 2], rtol=1e-5)
+    finally:
+        release.set()
         ctl.shutdown()
         store.close()
