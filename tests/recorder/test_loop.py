@@ -54,7 +54,9 @@ def test_loop_three_seconds_every_tick_written_and_stale_counted():
     assert len(ticks) == 90
     t = np.array([x["t"] for x in writer.ticks])
     assert np.all(np.diff(t) > 0)
-    assert t[-1] - t[0] == pytest.approx(89 / 30, abs=0.3)
+    # 90 ticks at 30 Hz span ~2.97 s; a loop at 15 or 60 Hz would span 5.9 or 1.5 s. The margin allows a
+    # loaded CI core (tests run in parallel workers) to make a few ticks late without hiding a wrong rate.
+    assert t[-1] - t[0] == pytest.approx(89 / 30, abs=0.6)
     for cam in ("front", "wrist"):
         ts = np.array([x["timestamps"][cam] for x in writer.ticks])
         assert np.all(np.diff(ts) >= 0)  # capture times never go back
