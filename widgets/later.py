@@ -112,9 +112,6 @@ class BuiltWhenShown:
     def _init_built_when_shown(self) -> None:
         self._build_timer = Later(self, self._build_step)
 
-    def _build_step(self) -> None:
-        raise NotImplementedError
-
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
         if not self.built:
