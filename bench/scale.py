@@ -239,11 +239,13 @@ def _gui(home: Path) -> dict:
     # the Datasets tab alone, its modules already imported (what opening it costs the GUI thread)
     from studio.datasets.tab import DatasetsTab
 
-    t_build, pass_build = phase(lambda: holder.setdefault("t", DatasetsTab(ctx)))
+    # (until its rows are in: a tab that reads them in a thread has `loaded` false until then)
+    t_build, pass_build = phase(lambda: holder.setdefault("t", DatasetsTab(ctx)),
+                                lambda: "t" in holder and getattr(holder["t"], "loaded", True))
     cpu_build = cpu_max()
     holder["t"].shutdown()
     holder["t"].deleteLater()
-    _, pass_refresh = phase(tab.refresh)  # what every store change (an edit, a new episode) costs
+    _, pass_refresh = phase(tab.refresh, lambda: getattr(tab, "loaded", True))  # what every store change costs
     cpu_refresh = cpu_max()
 
     # scroll to the end: each step is one event-loop pass, as a person dragging the bar to the bottom

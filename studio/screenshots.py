@@ -108,6 +108,7 @@ def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
         datasets = tabs["Datasets"]
         window.tabs.setCurrentWidget(datasets)
         datasets.refresh()
+        _wait(app, lambda: datasets.loaded, 30, "the Datasets tab's rows")  # read in a thread
         ids = datasets.visible_ids()
         if ids:
             datasets.select_episode(ids[0])

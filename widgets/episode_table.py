@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt
-from PyQt6.QtGui import QColor, QImage
+from PyQt6.QtGui import QColor, QImage, QPainter, QPalette
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -71,15 +71,18 @@ class EpisodeTableModel(QAbstractTableModel):
         self._sort = ("id", True)
 
     # -- data in
-    def set_source(self, fetch: Fetch | None, keep_rows: int = 0) -> None:
-        """Show the records ``fetch`` gives, first page now (at least ``keep_rows`` rows, to keep a scroll)."""
+    def set_source(self, fetch: Fetch | None, keep_rows: int = 0, rows: list | None = None) -> None:
+        """Show the records ``fetch`` gives, first page now (at least ``keep_rows`` rows, to keep a scroll).
+
+        ``rows``: that first page, already read (in a thread) with ``limit=max(page_size, keep_rows)`` in the
+        current sort order; ``fetch`` then gives only the pages after it."""
         self._fetch = fetch
         self.beginResetModel()
         self._rows, self._row_of = [], {}
         self._more = fetch is not None
         if fetch is not None:
             want = max(self.page_size, int(keep_rows))
-            self._append(fetch(self._sort[0], self._sort[1], None, want), want)
+            self._append(fetch(self._sort[0], self._sort[1], None, want) if rows is None else rows, want)
         self.endResetModel()
 
     def set_episodes(self, episodes: list) -> None:
@@ -210,6 +213,25 @@ class EpisodeTableView(QTableView):
         self.horizontalHeader().setStretchLastSection(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._placeholder = ""
+
+    def set_placeholder(self, text: str) -> None:
+        """A line drawn in the middle of the table while it has no rows ("Loading…"); "" for none."""
+        if text != self._placeholder:
+            self._placeholder = text
+            self.viewport().update()
+
+    def placeholder(self) -> str:
+        return self._placeholder
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().paintEvent(event)
+        model = self.model()
+        if self._placeholder and (model is None or model.rowCount() == 0):
+            painter = QPainter(self.viewport())
+            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, self._placeholder)
+            painter.end()
 
     def selected_ids(self) -> list[int]:
         rows = {i.row() for i in self.selectionModel().selectedRows()} if self.selectionModel() else set()

@@ -36,22 +36,28 @@ def tab(qtbot, home):
     ctx.close()
 
 
+def rows_of(qtbot, tab) -> list[int]:
+    """The table's rows, once the tab has read those of the filters now set (the reads run in a thread)."""
+    qtbot.waitUntil(lambda: tab.loaded, timeout=10000)
+    return tab.visible_ids()
+
+
 def test_table_lists_filters_and_sorts_episodes(qtbot, tab):
-    assert sorted(tab.visible_ids()) == sorted(tab.ids)
+    assert sorted(rows_of(qtbot, tab)) == sorted(tab.ids)
     tab.success_filter.setCurrentIndex(1)  # success only
-    assert tab.visible_ids() == [tab.ids[0]]
+    assert rows_of(qtbot, tab) == [tab.ids[0]]
     tab.success_filter.setCurrentIndex(0)
     tab.source_filter.setCurrentIndex(tab.source_filter.findText("scripted"))
-    assert tab.visible_ids() == [tab.ids[1]]
+    assert rows_of(qtbot, tab) == [tab.ids[1]]
     tab.source_filter.setCurrentIndex(0)
     tab.dataset_list.setCurrentRow(2)  # "push"
-    assert tab.visible_ids() == [tab.ids[2]]
+    assert rows_of(qtbot, tab) == [tab.ids[2]]
     tab.dataset_list.setCurrentRow(0)
     tab.task_filter.setText("red")
-    assert sorted(tab.visible_ids()) == tab.ids[:2]
+    assert sorted(rows_of(qtbot, tab)) == tab.ids[:2]
     tab.task_filter.setText("")
     tab.table.sortByColumn(1, tab.table.horizontalHeader().sortIndicatorOrder().AscendingOrder)
-    assert tab.visible_ids() == sorted(tab.ids)
+    assert rows_of(qtbot, tab) == sorted(tab.ids)
     qtbot.waitUntil(lambda: all(tab.model.has_thumbnail(i) for i in tab.ids), timeout=10000)
 
 
@@ -65,6 +71,8 @@ def test_select_view_edit_persists_and_trash(qtbot, tab, home):
     tab.tags_edit.setText("good, day2")
     tab.notes_edit.setPlainText("smooth")
     tab.save_button.click()
+    assert tab.count_label.text() == "Loading…"  # the store_changed refresh reads in a thread
+    qtbot.waitUntil(lambda: tab.loaded, timeout=10000)
     tab.ctx.close()
     with Store.open(home) as store:
         e = store.episode(eid)
@@ -74,15 +82,15 @@ def test_select_view_edit_persists_and_trash(qtbot, tab, home):
     row = tab.model.row_of(eid)
     assert tab.model.episode(row).task == "push the cube onto the green square"
 
-    tab.select_episode(tab.ids[0])
+    assert tab.select_episode(tab.ids[0])
     tab.trash_selected()
-    assert tab.ids[0] not in tab.visible_ids()
+    assert tab.ids[0] not in rows_of(qtbot, tab)
     tab.show_trash.setChecked(True)
-    assert tab.visible_ids() == [tab.ids[0]]
-    tab.select_episode(tab.ids[0])
+    assert rows_of(qtbot, tab) == [tab.ids[0]]
+    assert tab.select_episode(tab.ids[0])
     tab.restore_selected()
     tab.show_trash.setChecked(False)
-    assert tab.ids[0] in tab.visible_ids()
+    assert tab.ids[0] in rows_of(qtbot, tab)
 
 
 def test_export_selected_runs_in_a_thread_and_refreshes(qtbot, tab, tmp_path):
@@ -103,7 +111,7 @@ def test_split_and_stats_from_the_tab(qtbot, tab):
     parts = tab.split_dataset("pick", 0.5, seed=3)
     assert len(parts["val"]) == 1
     tab.tag_filter.setText("split:val")
-    assert tab.visible_ids() == parts["val"]
+    assert rows_of(qtbot, tab) == parts["val"]
     rows = tab.stats_rows("pick")
     assert {r[0] for r in rows} == {"observation.state", "action"}
     errors = []
@@ -185,6 +193,7 @@ def big_tab(qtbot, home, monkeypatch, big_store):
 
 
 def _scroll_to_end(qtbot, tab) -> None:
+    qtbot.waitUntil(lambda: tab.loaded, timeout=10000)
     bar = tab.table.verticalScrollBar()
     for _ in range(N_BIG // PAGE + 3):
         bar.setValue(bar.maximum())
@@ -198,17 +207,17 @@ def _newest_first(eps) -> list[int]:
 def test_table_loads_one_page_then_more_as_you_scroll(qtbot, big_tab):
     tab = big_tab
     qtbot.wait(100)  # let the view settle: it must not pull the whole store in
+    assert rows_of(qtbot, tab) == _newest_first(tab.truth.values())[:PAGE]
     assert tab.model.rowCount() == PAGE
     assert tab.count_label.text() == f"{N_BIG - 1} of {N_BIG - 1} episodes"
-    assert tab.visible_ids() == _newest_first(tab.truth.values())[:PAGE]
     _scroll_to_end(qtbot, tab)
-    assert tab.visible_ids() == _newest_first(tab.truth.values())  # every row once, in order
+    assert rows_of(qtbot, tab) == _newest_first(tab.truth.values())  # every row once, in order
     assert not tab.model.canFetchMore()
 
 
 def test_thumbnails_decode_only_for_rows_on_screen(qtbot, big_tab):
     tab = big_tab
-    first = tab.visible_ids()[0]
+    first = rows_of(qtbot, tab)[0]
     qtbot.waitUntil(lambda: tab.model.has_thumbnail(first), timeout=10000)
     qtbot.wait(300)
     on_screen = set(tab.table.visible_rows())
@@ -226,7 +235,7 @@ def test_filters_give_the_right_rows_and_counts(qtbot, big_tab):
 
     def check(expected, label_total=N_BIG - 1):
         _scroll_to_end(qtbot, tab)
-        assert tab.visible_ids() == _newest_first(expected)
+        assert rows_of(qtbot, tab) == _newest_first(expected)
         assert tab.count_label.text() == f"{len(expected)} of {label_total} episodes"
         assert sorted(tab.matching_ids()) == sorted(e.id for e in expected)
 
@@ -253,7 +262,7 @@ def test_filters_give_the_right_rows_and_counts(qtbot, big_tab):
     check([])
     tab.since_filter.setDate(tab.since_filter.minimumDate())
     tab.show_trash.setChecked(True)
-    assert tab.visible_ids() == [tab.trashed] and tab.count_label.text() == "1 of 1 episodes"
+    assert rows_of(qtbot, tab) == [tab.trashed] and tab.count_label.text() == "1 of 1 episodes"
 
 
 def test_sorting_a_column_pages_in_that_order(qtbot, big_tab):
@@ -266,12 +275,12 @@ def test_sorting_a_column_pages_in_that_order(qtbot, big_tab):
     assert tab.model.rowCount() == PAGE
     _scroll_to_end(qtbot, tab)
     want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (e.task, e.id))]
-    assert tab.visible_ids() == want
+    assert rows_of(qtbot, tab) == want
     tab.table.sortByColumn(COL["success"], Qt.SortOrder.DescendingOrder)
     _scroll_to_end(qtbot, tab)
     rank = {True: 2, None: 1, False: 0}
     want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (rank[e.success], e.id), reverse=True)]
-    assert tab.visible_ids() == want
+    assert rows_of(qtbot, tab) == want
 
 
 def test_every_query_the_tab_and_the_cli_run_uses_an_index(qtbot, big_tab, capsys):
@@ -305,22 +314,109 @@ def test_every_query_the_tab_and_the_cli_run_uses_an_index(qtbot, big_tab, capsy
     assert full_scans(home / "index.sqlite", log.selects) == []
 
 
-def test_scrolling_reads_the_next_page_in_a_thread_same_rows(qtbot, big_tab, monkeypatch):
-    """While a person looks at one page, the next is read off the GUI thread; the rows are the same, in order."""
+def test_refresh_and_scrolling_read_every_page_and_count_in_a_thread_same_rows(qtbot, big_tab, monkeypatch):
+    """A refresh (dataset counts, the two counts, the first page) and every later page are read off the GUI
+    thread; the rows are the same, in order."""
     import threading
 
     tab = big_tab
     store = tab.ctx.store
-    on_gui_thread = []
-    real = store.episode_rows
+    calls = []
 
-    def spy(*args, **kwargs):
-        on_gui_thread.append(threading.current_thread() is threading.main_thread())
-        return real(*args, **kwargs)
+    def spy(name):
+        real = getattr(store, name)
 
-    monkeypatch.setattr(store, "episode_rows", spy)
-    tab.refresh()  # the first page: on the GUI thread
+        def call(*args, **kwargs):
+            calls.append((name, threading.current_thread() is threading.main_thread()))
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("episode_rows", "count_episodes", "datasets"):
+        monkeypatch.setattr(store, name, spy(name))
+    tab.refresh()
     _scroll_to_end(qtbot, tab)
-    assert tab.visible_ids() == _newest_first(tab.truth.values())
+    assert rows_of(qtbot, tab) == _newest_first(tab.truth.values())
     pages = -(-(N_BIG - 1) // PAGE)
-    assert on_gui_thread.count(True) == 1 and on_gui_thread.count(False) == pages - 1
+    assert [n for n, _ in calls].count("episode_rows") == pages
+    assert {n for n, _ in calls} == {"episode_rows", "count_episodes", "datasets"}
+    assert not [n for n, on_gui in calls if on_gui]  # none on the GUI thread
+
+
+class _Gate:
+    """Makes ``store.episode_rows`` wait (as on a slow disk) until ``open()``; records which filters it read."""
+
+    def __init__(self, store, monkeypatch) -> None:
+        import threading
+
+        self._event = threading.Event()
+        self._event.set()
+        self.reads: list[str] = []
+        real = store.episode_rows
+
+        def slow(query, *args, **kwargs):
+            self.reads.append(query.task_contains)
+            assert self._event.wait(5), "the gate was never opened"
+            return real(query, *args, **kwargs)
+
+        monkeypatch.setattr(store, "episode_rows", slow)
+
+    def close(self) -> None:
+        self._event.clear()
+
+    def open(self) -> None:
+        self._event.set()
+
+
+def test_a_slow_query_leaves_the_tab_usable_and_says_loading(qtbot, big_tab, monkeypatch):
+    from PyQt6.QtCore import Qt
+
+    tab = big_tab
+    gate = _Gate(tab.ctx.store, monkeypatch)
+    gate.close()
+    qtbot.keyClicks(tab.task_filter, "blue")  # each key a new read; the store answers none of them yet
+    assert tab.task_filter.text() == "blue"  # typed while the first read waits: the GUI thread is free
+    assert tab.count_label.text() == "Loading…" and tab.table.placeholder() == "Loading…"
+    assert tab.model.rowCount() == 0  # the old filter's rows are not shown as if they matched
+    qtbot.mouseClick(tab.show_trash, Qt.MouseButton.LeftButton)  # a click is handled meanwhile, too
+    qtbot.mouseClick(tab.show_trash, Qt.MouseButton.LeftButton)
+    assert not tab.show_trash.isChecked() and not tab.loaded
+    gate.open()
+    want = _newest_first(e for e in tab.truth.values() if "blue" in e.task)
+    assert rows_of(qtbot, tab) == want[:PAGE]
+    assert tab.count_label.text() == f"{len(want)} of {N_BIG - 1} episodes"
+    assert tab.table.placeholder() == ""
+    # of the reads for "b", "bl", "blu": at most the one under way when the next key came ran; the others
+    # were overtaken before they started, and skipped
+    assert len([r for r in gate.reads if r != "blue"]) <= 1
+
+
+def test_a_stale_read_never_overwrites_a_newer_one(qtbot, big_tab, monkeypatch):
+    tab = big_tab
+    gate = _Gate(tab.ctx.store, monkeypatch)
+    shown: list[list[int]] = []  # the rows after every reset of the table
+    tab.model.modelReset.connect(lambda: shown.append(tab.visible_ids()))
+    gate.close()
+    tab.task_filter.setText("red")  # its read starts and waits in the store
+    qtbot.waitUntil(lambda: gate.reads == ["red"], timeout=5000)
+    tab.task_filter.setText("drawer")  # a newer filter while that read is under way
+    gate.open()
+    drawer = _newest_first(e for e in tab.truth.values() if "drawer" in e.task)
+    assert rows_of(qtbot, tab) == drawer[:PAGE]
+    qtbot.wait(100)
+    red = set(e.id for e in tab.truth.values() if "red" in e.task)
+    assert not any(red & set(rows) for rows in shown)  # the "red" rows came back late and were dropped
+    assert rows_of(qtbot, tab) == drawer[:PAGE] and tab.task_filter.text() == "drawer"
+    assert tab.count_label.text() == f"{len(drawer)} of {N_BIG - 1} episodes"
+    # a refresh after a store change reads the dataset counts too; a filter change meanwhile keeps that due
+    gate.close()
+    with Store.open(tab.ctx.home) as other:  # another process records an episode into "side"
+        _tiny_episode(other, 5)
+    tab.ctx.store_changed.emit()
+    tab.task_filter.setText("")
+    gate.open()
+    qtbot.waitUntil(lambda: tab.loaded, timeout=10000)
+    side = [tab.dataset_list.item(i).text() for i in range(tab.dataset_list.count())
+            if tab.dataset_list.item(i).text().startswith("side")]
+    n_side = sum(1 for e in tab.truth.values() if e.dataset == "side") + 1
+    assert side == [f"side  ({n_side})"]
+    assert tab.count_label.text() == f"{N_BIG} of {N_BIG} episodes"

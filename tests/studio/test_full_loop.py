@@ -67,6 +67,7 @@ def test_record_curate_finetune_rollout_review_in_the_tabs(qtbot, home):
 
         # ---- curate: label the first episode a success in the Datasets tab, split train/val
         ctx.store_changed.emit()
+        qtbot.waitUntil(lambda: data.loaded, timeout=10000)  # the tab reads its rows in a thread
         assert sorted(data.visible_ids()) == sorted(e.id for e in eps)
         data.select_episode(eps[0].id)
         data.success_edit.setCurrentIndex(data.success_edit.findData(True))
