@@ -117,6 +117,12 @@ class BuiltWhenShown:
         if not self.built:
             self._build_timer.start()
 
+    def build_soon(self) -> None:
+        """Make the plots in the next event-loop passes (one piece each) without waiting for the first show:
+        for a widget on a page the person has not opened yet, so that opening it only paints."""
+        if not self.built:
+            self._build_timer.start()
+
     def ensure_plots(self) -> None:
         """Make the plots now (with the data given so far)."""
         while not self.built:

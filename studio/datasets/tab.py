@@ -79,6 +79,11 @@ class DatasetsTab(QWidget):
     PAGE_SIZE = 100
     #: a refresh (after any store change) reloads the rows already loaded, up to this many (~25 ms of SQL)
     KEEP_ROWS = 2000
+    #: the thumbnail thread rests this long after each thumbnail (the GUI thread gets the GIL meanwhile)
+    THUMB_PAUSE_S = 0.004
+    #: thumbnails are asked for this long after scrolling stops, and after the tab is shown
+    THUMBS_AFTER_SCROLL_MS = 60
+    THUMBS_AFTER_SHOW_MS = 250
 
     def __init__(self, ctx, parent=None) -> None:
         super().__init__(parent)
@@ -93,13 +98,14 @@ class DatasetsTab(QWidget):
         self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-rows")
         self._prefetch_closed = False
         self._rows_read.connect(self._on_rows_read)
-        self.thumbs = ThumbnailWorker(load=lambda eid: self.ctx.store.episode(eid))  # full record, in its thread
+        # full records, a screenful in one read, in its thread
+        self.thumbs = ThumbnailWorker(load_many=lambda ids: self.ctx.store.episodes_by_id(ids), pause_s=self.THUMB_PAUSE_S)
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
         self.thumbs.thumbnail_ready.connect(self._on_thumbnail_ready)
         # thumbnails only for the rows on screen, asked for once scrolling pauses
         self._thumb_timer = QTimer(self)
         self._thumb_timer.setSingleShot(True)
-        self._thumb_timer.setInterval(60)
+        self._thumb_timer.setInterval(self.THUMBS_AFTER_SCROLL_MS)
         self._thumb_timer.timeout.connect(self._request_visible_thumbnails)
         self.table.verticalScrollBar().valueChanged.connect(self._thumb_timer.start)
         self.model.modelReset.connect(self._thumb_timer.start)
@@ -112,6 +118,9 @@ class DatasetsTab(QWidget):
         # short passes, not one long one (the main window builds its tabs one per pass as well)
         self._first_refresh = Later(self, self.refresh)
         self._first_refresh.start()
+        # the viewer's joint plots are made in the passes after that, while the tab may still be hidden:
+        # made on its first show, they were two passes of 60-100 ms (build + the plots' first paint) then
+        self.viewer.plots.build_soon()
 
     # ------------------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -193,6 +202,9 @@ class DatasetsTab(QWidget):
         self.export_button = QPushButton("Export selected…")
         self.export_button.clicked.connect(self._on_export_selected_clicked)
         self.count_label = QLabel("")
+        # wraps rather than widening the tab: "100000 of 100000 episodes" on one line made the tab wider than
+        # the window, which then grew (a relayout and two whole-window repaints when the tab was first shown)
+        self.count_label.setWordWrap(True)
         actions = QHBoxLayout()
         for b in (self.success_button, self.failure_button, self.tag_button, self.trash_button,
                   self.restore_button, self.purge_button, self.export_button):
@@ -421,9 +433,12 @@ class DatasetsTab(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
-        self._thumb_timer.start()  # thumbnails of the rows now on screen
+        # thumbnails of the rows now on screen, once the tab's first paint is done: decoded meanwhile, their
+        # Python work held the GIL the paint needed (a 0.1 s paint took 0.2-0.3 s)
+        self._thumb_timer.start(self.THUMBS_AFTER_SHOW_MS)
 
     def _request_visible_thumbnails(self) -> None:
+        self._thumb_timer.setInterval(self.THUMBS_AFTER_SCROLL_MS)
         if not self.table.isVisible():
             return  # asked again when the tab is shown
         rows = self.table.visible_rows()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,10 +177,17 @@ class ThumbnailWorker(QObject):
     thumbnail_ready = pyqtSignal(int, object)
     _wake = pyqtSignal()
 
-    def __init__(self, width: int = 96, load=None) -> None:
+    #: episodes taken from the queue at a time (their full records read in one go with ``load_many``)
+    BATCH = 8
+
+    def __init__(self, width: int = 96, load=None, load_many=None, pause_s: float = 0.0) -> None:
         super().__init__()
         self.width = width
         self.load = load  # episode id -> EpisodeInfo, called in this thread for requests that are plain rows
+        self.load_many = load_many  # [episode id] -> {id: EpisodeInfo}: the same, for a batch (preferred)
+        # after each thumbnail this thread sleeps this long: a point where the GUI thread gets the GIL at
+        # once instead of waiting up to the interpreter's switch interval (5 ms) each time it needs it
+        self.pause_s = pause_s
         self._lock = threading.Lock()
         self._queue: list = []
         self._wake.connect(self._process, Qt.ConnectionType.QueuedConnection)
@@ -195,22 +203,35 @@ class ThumbnailWorker(QObject):
         from recorder.store import EpisodeReader
 
         while True:
-            with self._lock:
-                if not self._queue:
-                    return
-                info = self._queue.pop(0)
-            try:
-                if self.load is not None:
-                    info = self.load(info.id)
-                if not info.cameras or not info.num_frames:
+            with self._lock:  # a few at a time; a newer request replaces what is left of the queue
+                batch, self._queue = self._queue[: self.BATCH], self._queue[self.BATCH :]
+            if not batch:
+                return
+            full: dict = {}
+            if self.load_many is not None:
+                try:
+                    full = self.load_many([i.id for i in batch])
+                except Exception as err:  # noqa: BLE001 - a thumbnail is optional
+                    log.warning("no thumbnails for episodes %s: %s", [i.id for i in batch], err)
                     continue
-                with EpisodeReader(info) as r:
-                    img = r.frame(next(iter(info.cameras)), info.num_frames // 2)
-            except Exception as err:  # noqa: BLE001 - a thumbnail is optional
-                log.warning("no thumbnail for episode %s: %s", info.id, err)
-                continue
-            step = max(1, img.shape[1] // self.width)
-            self.thumbnail_ready.emit(info.id, np.ascontiguousarray(img[::step, ::step]))
+            for info in batch:
+                self._one(full.get(info.id, info) if self.load_many is not None else info, EpisodeReader)
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+
+    def _one(self, info, reader) -> None:
+        try:
+            if self.load is not None and self.load_many is None:
+                info = self.load(info.id)
+            if not info.cameras or not info.num_frames:
+                return
+            with reader(info) as r:
+                img = r.frame(next(iter(info.cameras)), info.num_frames // 2)
+        except Exception as err:  # noqa: BLE001 - a thumbnail is optional
+            log.warning("no thumbnail for episode %s: %s", info.id, err)
+            return
+        step = max(1, img.shape[1] // self.width)
+        self.thumbnail_ready.emit(info.id, np.ascontiguousarray(img[::step, ::step]))
 
 
 class StoreJob(QThread):

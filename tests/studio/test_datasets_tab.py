@@ -420,3 +420,27 @@ def test_a_stale_read_never_overwrites_a_newer_one(qtbot, big_tab, monkeypatch):
     n_side = sum(1 for e in tab.truth.values() if e.dataset == "side") + 1
     assert side == [f"side  ({n_side})"]
     assert tab.count_label.text() == f"{N_BIG} of {N_BIG} episodes"
+
+
+def test_the_count_never_widens_the_tab_and_the_plots_are_ready_before_it_is_opened(qtbot, home):
+    """A lab's count ("100000 of 100000 episodes") wraps instead of making the tab wider than the 1400-px
+    window (the window grew when the tab was first shown); the viewer's joint plots are made while the tab
+    is still hidden, so opening it only paints."""
+    from studio.app import MainWindow
+
+    window = MainWindow(AppContext(home))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.all_tabs_built, timeout=20000)
+    tab = window.tab_widgets["Datasets"]
+    assert not tab.isVisible()
+    qtbot.waitUntil(lambda: tab.loaded and tab.viewer.plots.built, timeout=10000)  # never shown yet
+    tab.count_label.setText("2 of 2 episodes")
+    narrow = tab.minimumSizeHint().width()
+    tab.count_label.setText("100000 of 100000 episodes")
+    assert tab.minimumSizeHint().width() == narrow
+    width = window.width()
+    window.tabs.setCurrentWidget(tab)
+    qtbot.wait(100)
+    assert window.width() == width
+    window.close()

@@ -32,6 +32,9 @@ def test_listing_gives_the_same_infos_as_one_episode_lookups(home):
         for info in listed:
             assert info == store.episode(info.id)  # the single lookup builds it from the ORM row
         by_id = {e.id: e for e in listed}
+        # a batch by id (the Datasets tab's thumbnails: a screenful of records in one read) gives the same
+        assert store.episodes_by_id([d.id, a.id, c.id, 10_000]) == {i: by_id[i] for i in (a.id, c.id, d.id)}
+        assert store.episodes_by_id([]) == {}
         assert by_id[c.id].segments == ({"kind": "takeover", "start_tick": 2, "end_tick": 4, "by": "operator"},)
         assert by_id[a.id].rig == {"robot": "sim", "arm": {"dof": 6}} and by_id[a.id].tags == ("good", "red")
         assert by_id[b.id].status_before_trash == "complete" and by_id[b.id].status == "trashed"
