@@ -49,8 +49,9 @@ def _success_text(v) -> str:
 SORT_KEY = {"thumb": "id", "id": "id", "dataset": "dataset", "task": "task", "success": "success",
             "source": "source", "start": "start", "duration": "duration", "frames": "frames", "status": "status"}
 
-#: fetch(sort_key, descending, last_record_or_None, limit) -> the next records in that order
-Fetch = Callable[[str, bool, object, int], list]
+#: fetch(sort_key, descending, last_record_or_None, limit) -> the next records in that order, or None while
+#: they are being read elsewhere (a thread): the source then calls ``fetchMore()`` again once they are in
+Fetch = Callable[[str, bool, object, int], list | None]
 
 
 class EpisodeTableModel(QAbstractTableModel):
@@ -69,6 +70,9 @@ class EpisodeTableModel(QAbstractTableModel):
         self._fetch: Fetch | None = None
         self._more = False
         self._sort = ("id", True)
+        #: called instead of re-reading the rows on the GUI thread when a column is sorted (the source then
+        #: reads the first page in the new order and calls ``set_source``)
+        self.on_sort: Callable[[], None] | None = None
 
     # -- data in
     def set_source(self, fetch: Fetch | None, keep_rows: int = 0, rows: list | None = None) -> None:
@@ -133,6 +137,8 @@ class EpisodeTableModel(QAbstractTableModel):
             return
         last = self._rows[-1] if self._rows else None
         page = self._fetch(self._sort[0], self._sort[1], last, self.page_size)
+        if page is None:
+            return  # being read; the source calls fetchMore again when it is in
         if page:
             self.beginInsertRows(QModelIndex(), len(self._rows), len(self._rows) + len(page) - 1)
             self._append(page, self.page_size)
@@ -143,7 +149,9 @@ class EpisodeTableModel(QAbstractTableModel):
     def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
         key = SORT_KEY.get(COLUMNS[column].key, "id")
         self._sort = (key, order == Qt.SortOrder.DescendingOrder)
-        if self._fetch is not None:
+        if self.on_sort is not None:
+            self.on_sort()
+        elif self._fetch is not None:
             self.reload()
 
     # -- Qt model API

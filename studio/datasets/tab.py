@@ -71,9 +71,11 @@ class DatasetsTab(QWidget):
 
     Signals:
         _rows_read(int, object): (thread -> GUI) the number of a read and its ``_Read``, or an error line.
+        _page_ready(int): (thread -> GUI) a page the table may ask for is read (the number of its pager).
     """
 
     _rows_read = pyqtSignal(int, object)
+    _page_ready = pyqtSignal(int)
 
     #: episode rows fetched per page (one more page each time the table is scrolled to its end)
     PAGE_SIZE = 100
@@ -91,6 +93,8 @@ class DatasetsTab(QWidget):
         self.jobs: list[StoreJob] = []
         self._current_id: int | None = None
         self._read_seq = self._applied_seq = 0  # the newest read of the table's rows asked for, and shown
+        self._pager_seq = 0  # the table's current page source (a page read for an older one is dropped)
+        self._fetch_wanted = 0  # the pager whose next page the table asked for before it was read
         self._want_datasets = True  # the dataset list is read again with the next rows (a refresh asked)
         self._prefetch_closed = True  # until the thread is made
         self._build()
@@ -98,6 +102,8 @@ class DatasetsTab(QWidget):
         self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-rows")
         self._prefetch_closed = False
         self._rows_read.connect(self._on_rows_read)
+        self._page_ready.connect(self._on_page_ready)
+        self.model.on_sort = lambda: self._start_read(keep_rows=False)  # the new order's first page: a thread
         # full records, a screenful in one read, in its thread
         self.thumbs = ThumbnailWorker(load_many=lambda ids: self.ctx.store.episodes_by_id(ids), pause_s=self.THUMB_PAUSE_S)
         self._thumb_thread = WorkerThread(self.thumbs, "thumbnails")
@@ -393,35 +399,61 @@ class DatasetsTab(QWidget):
     def _pager(self, query: EpisodeQuery):
         """The table's ``fetch`` for ``query`` (keyset pages) and ``prefetch(rows, key, descending, limit)``,
         which reads the page after ``rows`` (the last page served, ``limit`` rows asked) in the page-reading
-        thread while the person looks at the rows before; ``fetch`` takes it from there."""
+        thread while the person looks at the rows before. ``fetch`` never reads on the GUI thread: a page
+        not read yet is asked for, ``fetch`` answers None, and the table's ``fetchMore`` is called again
+        when the page is in (``_page_ready``)."""
         store = self.ctx.store
         ahead: dict = {}
+        self._pager_seq += 1
+        pager = self._pager_seq
 
         def page(key, descending, last, limit):
             after = None if last is None else (sort_value(last, key), last.id)
             return store.episode_rows(query, sort=key, descending=descending, after=after, limit=limit)
 
+        def ready(_future) -> None:  # in the page-reading thread
+            try:
+                self._page_ready.emit(pager)
+            except RuntimeError:  # the tab is gone
+                pass
+
         def prefetch(rows, key, descending, limit):
             step = self.model.page_size
             if len(rows) >= limit and rows and not self._prefetch_closed:
-                ahead["next"] = ((key, descending, rows[-1].id, step),
-                                 self._prefetch.submit(page, key, descending, rows[-1], step))
+                future = self._prefetch.submit(page, key, descending, rows[-1], step)
+                ahead["next"] = ((key, descending, rows[-1].id, step), future)
+                future.add_done_callback(ready)
 
         def fetch(key, descending, last, limit):
             want = (key, descending, None if last is None else last.id, limit)
-            got = ahead.pop("next", None)
-            rows = None
-            if got is not None and got[0] == want:
-                try:
-                    rows = got[1].result()  # read while the person looked at the rows before
-                except Exception:  # noqa: BLE001 - read it again here, where a KnownError is reported
-                    rows = None
-            if rows is None:
-                rows = page(key, descending, last, limit)
+            got = ahead.get("next")
+            if got is None or got[0] != want:  # not asked for (another order or size): ask now
+                if self._prefetch_closed or last is None:
+                    return []
+                future = self._prefetch.submit(page, key, descending, last, limit)
+                ahead["next"] = got = (want, future)
+                future.add_done_callback(ready)
+            if not got[1].done():
+                self._fetch_wanted = pager  # the table asked: it gets the page when it is in
+                return None
+            del ahead["next"]
+            try:
+                rows = got[1].result()
+            except KnownError as err:
+                self.ctx.error_posted.emit(str(err))
+                return []
+            except Exception as err:  # noqa: BLE001 - shown to the user, a bug logged with traceback
+                self.ctx.error_posted.emit(error_text(err, "reading the next episodes"))
+                return []
             prefetch(rows, key, descending, limit)
             return rows
 
         return fetch, prefetch
+
+    def _on_page_ready(self, pager: int) -> None:
+        if pager == self._pager_seq and self._fetch_wanted == pager:
+            self._fetch_wanted = 0
+            self.model.fetchMore()  # the page the table asked for while it was being read
 
     def matching_ids(self) -> list[int]:
         """Every episode id the filters select (all of them, not only the rows loaded so far)."""

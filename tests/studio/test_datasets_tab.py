@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -193,11 +194,15 @@ def big_tab(qtbot, home, monkeypatch, big_store):
 
 
 def _scroll_to_end(qtbot, tab) -> None:
+    """Drag the scroll bar to the bottom until every row is in (each next page is read in a thread)."""
     qtbot.waitUntil(lambda: tab.loaded, timeout=10000)
     bar = tab.table.verticalScrollBar()
-    for _ in range(N_BIG // PAGE + 3):
+
+    def at_the_end() -> bool:
         bar.setValue(bar.maximum())
-        qtbot.wait(5)
+        return not tab.model.canFetchMore()
+
+    qtbot.waitUntil(at_the_end, timeout=10000)
 
 
 def _newest_first(eps) -> list[int]:
@@ -224,9 +229,9 @@ def test_thumbnails_decode_only_for_rows_on_screen(qtbot, big_tab):
     assert PAGE - 1 not in on_screen
     assert not tab.model.has_thumbnail(tab.model.episode(PAGE - 1).id)  # loaded, not shown: not decoded
     _scroll_to_end(qtbot, tab)
-    rows = tab.table.visible_rows()
-    assert rows.stop > PAGE  # rows of a later page are on screen now
-    qtbot.waitUntil(lambda: all(tab.model.has_thumbnail(tab.model.episode(r).id) for r in rows), timeout=10000)
+    assert tab.table.visible_rows().stop > PAGE  # rows of a later page are on screen now
+    qtbot.waitUntil(lambda: all(tab.model.has_thumbnail(tab.model.episode(r).id)  # those on screen once it settles
+                                for r in tab.table.visible_rows()), timeout=10000)
 
 
 def test_filters_give_the_right_rows_and_counts(qtbot, big_tab):
@@ -272,7 +277,8 @@ def test_sorting_a_column_pages_in_that_order(qtbot, big_tab):
 
     tab = big_tab
     tab.table.sortByColumn(COL["task"], Qt.SortOrder.AscendingOrder)
-    assert tab.model.rowCount() == PAGE
+    assert tab.count_label.text() == "Loading…"  # the first page in that order is read in a thread
+    assert len(rows_of(qtbot, tab)) == PAGE
     _scroll_to_end(qtbot, tab)
     want = [e.id for e in sorted(tab.truth.values(), key=lambda e: (e.task, e.id))]
     assert rows_of(qtbot, tab) == want
@@ -346,16 +352,19 @@ class _Gate:
     """Makes ``store.episode_rows`` wait (as on a slow disk) until ``open()``; records which filters it read."""
 
     def __init__(self, store, monkeypatch) -> None:
-        import threading
-
         self._event = threading.Event()
         self._event.set()
         self.reads: list[str] = []
+        self.on_gui_thread = 0  # reads that ran on the GUI thread (and would have frozen it)
+        self.timed_out = False
         real = store.episode_rows
 
         def slow(query, *args, **kwargs):
             self.reads.append(query.task_contains)
-            assert self._event.wait(5), "the gate was never opened"
+            self.on_gui_thread += threading.current_thread() is threading.main_thread()
+            if not self._event.wait(5):  # the test could not open it: its GUI thread was blocked meanwhile
+                self.timed_out = True
+                raise AssertionError("the gate was never opened")
             return real(query, *args, **kwargs)
 
         monkeypatch.setattr(store, "episode_rows", slow)
@@ -444,3 +453,31 @@ def test_the_count_never_widens_the_tab_and_the_plots_are_ready_before_it_is_ope
     qtbot.wait(100)
     assert window.width() == width
     window.close()
+
+
+def test_scrolling_past_a_slow_page_read_leaves_the_table_usable(qtbot, big_tab, monkeypatch):
+    """Scrolled to the end while the next page is still being read (slowly, in the page-reading thread):
+    the table keeps its rows and takes clicks; the page is appended when it is in, never read again on the
+    GUI thread."""
+    from PyQt6.QtCore import Qt
+
+    tab = big_tab
+    rows_of(qtbot, tab)
+    qtbot.wait(200)  # the second page is read ahead meanwhile
+    gate = _Gate(tab.ctx.store, monkeypatch)
+    gate.close()
+    bar = tab.table.verticalScrollBar()
+    bar.setValue(bar.maximum())  # the second page (read ahead) comes in; the third is asked for and waits
+    qtbot.waitUntil(lambda: tab.model.rowCount() == 2 * PAGE, timeout=5000)
+    bar.setValue(bar.maximum())
+    qtbot.wait(50)
+    assert tab.model.rowCount() == 2 * PAGE and tab.model.canFetchMore()
+    row = 2 * PAGE - 1
+    rect = tab.table.visualRect(tab.model.index(row, 3))
+    qtbot.mouseClick(tab.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert tab.table.selected_ids() == [tab.model.episode(row).id]  # handled while the read waits
+    assert tab.task_edit.text() == tab.model.episode(row).task
+    gate.open()
+    qtbot.waitUntil(lambda: tab.model.rowCount() == 3 * PAGE, timeout=5000)
+    assert tab.visible_ids() == _newest_first(tab.truth.values())[: 3 * PAGE]
+    assert gate.on_gui_thread == 0 and not gate.timed_out
