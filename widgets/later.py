@@ -102,6 +102,9 @@ class BuiltWhenShown:
     #: after they appear (an empty widget first got a sliver of its splitter and kept it)
     HINT = QSize(600, 480)
     MIN_HINT = QSize(68, 68)
+    #: plots made while hidden paint this long after the page around them is first shown (that page's own
+    #: first paint, ~40 ms, comes first; both in one pass were 60-80 ms)
+    FIRST_PAINT_AFTER_MS = 150
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
         return super().sizeHint() if self.built else self.HINT
@@ -111,17 +114,28 @@ class BuiltWhenShown:
 
     def _init_built_when_shown(self) -> None:
         self._build_timer = Later(self, self._build_step)
+        self._shown_once = False
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
         super().showEvent(event)
         if not self.built:
             self._build_timer.start()
+        elif not self._shown_once:
+            # made while hidden (build_soon): their first paint (~30 ms for two plots) comes a piece after the
+            # page around them painted, not in the same pass
+            self.setUpdatesEnabled(False)
+            QTimer.singleShot(self.FIRST_PAINT_AFTER_MS, self._paint_at_last)
+        self._shown_once = True
 
     def build_soon(self) -> None:
         """Make the plots in the next event-loop passes (one piece each) without waiting for the first show:
         for a widget on a page the person has not opened yet, so that opening it only paints."""
         if not self.built:
             self._build_timer.start()
+
+    def _paint_at_last(self) -> None:
+        if not sip.isdeleted(self):
+            self.setUpdatesEnabled(True)
 
     def ensure_plots(self) -> None:
         """Make the plots now (with the data given so far)."""

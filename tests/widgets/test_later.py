@@ -50,3 +50,30 @@ def test_a_piece_of_a_deleted_widget_is_dropped_and_later_runs_once(qtbot):
     piece.cancel()  # done another way: the posted piece does nothing
     qtbot.wait(50)
     assert ran == ["kept"]
+
+
+def test_plots_made_while_hidden_are_ready_and_paint_after_the_page_around_them(qtbot):
+    """build_soon: a page's plots are made before the person opens it (its first show only paints); that
+    first paint of the plots waits until the page around them has painted, then they are drawn."""
+    from PyQt6.QtWidgets import QTabWidget
+
+    from widgets.joint_plot import JointPlotWidget
+
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    tabs.addTab(QWidget(), "first")
+    plots = JointPlotWidget()
+    tabs.addTab(plots, "plots")
+    tabs.resize(500, 400)
+    tabs.show()
+    qtbot.waitExposed(tabs)
+    plots.build_soon()
+    qtbot.waitUntil(lambda: plots.built, timeout=5000)  # made while the page is hidden
+    assert not plots.isVisible()
+    tabs.setCurrentWidget(plots)
+    assert plots.isVisible() and not plots.updatesEnabled()  # the page paints first, without them
+    qtbot.waitUntil(plots.updatesEnabled, timeout=2000)
+    img = plots.grab().toImage()
+    white = sum(img.pixelColor(x, y).lightness() >= 250 for x in range(0, img.width(), 7)
+                for y in range(0, img.height(), 7))
+    assert white > 0.3 * (img.width() // 7) * (img.height() // 7)  # their white plot areas are drawn
