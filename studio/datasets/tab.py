@@ -126,9 +126,6 @@ class DatasetsTab(QWidget):
         # short passes, not one long one (the main window builds its tabs one per pass as well)
         self._first_refresh = Later(self, self.refresh)
         self._first_refresh.start()
-        # the viewer's joint plots are made in the passes after that, while the tab may still be hidden:
-        # made on its first show, they were two passes of 60-100 ms (build + the plots' first paint) then
-        self.viewer.plots.build_soon()
 
     # ------------------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -329,6 +326,10 @@ class DatasetsTab(QWidget):
             self._start_read(keep_rows=False)
             return
         self._applied_seq = seq
+        # the viewer's joint plots are made in the passes after the first rows, while the tab may still be
+        # hidden (made on its first show, they were two passes of 60-100 ms: build + the plots' first
+        # paint; made while the rows were read, the read's Python work and theirs waited for each other)
+        self.viewer.plots.build_soon()
         if got.datasets is not None:
             self._want_datasets = False
             self._fill_dataset_list(got.datasets, got.query.dataset)
