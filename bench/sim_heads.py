@@ -56,6 +56,7 @@ from bench.sim_learning import (  # noqa: E402
 DATASET = "sim-pick-push"
 TASKS = ("pick", "push")
 HEADS = ("tokens", "chunk", "flow", "fast")
+PART_BYTES = 15 << 20
 SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software", "osmesa")
 
 
@@ -587,9 +588,15 @@ def bundle(args, work: Path, result: dict) -> None:
         if not r.get("checkpoint"):
             continue
         run = Path(r["checkpoint"]).parent.parent
-        with tarfile.open(out / f"ckpt_{head}.tgz", "w:gz") as tar:
+        tgz = out / f"ckpt_{head}.tgz"
+        with tarfile.open(tgz, "w:gz") as tar:
             tar.add(run, arcname=str(run.relative_to(work)),
                     filter=lambda ti: None if ti.name.endswith("training_state.safetensors") else ti)
+        if tgz.stat().st_size > PART_BYTES:  # the device returns files of at most 16 MiB (flow's was 20 MB)
+            data = tgz.read_bytes()
+            tgz.unlink()
+            for i in range(0, len(data), PART_BYTES):
+                (out / f"ckpt_{head}.tgz.part{i // PART_BYTES}").write_bytes(data[i:i + PART_BYTES])
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     _log("bundled", folder=str(out), files=sorted(p.name for p in out.iterdir()))
 
@@ -612,6 +619,10 @@ def unbundle(args, work: Path) -> dict:
         if r.get("checkpoint"):
             r["checkpoint"] = str(work / Path(r["checkpoint"]).relative_to(old_work))
         tgz = src / f"ckpt_{head}.tgz"
+        parts = sorted(src.glob(f"ckpt_{head}.tgz.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+        if parts and not tgz.exists():
+            tgz = work / tgz.name
+            tgz.write_bytes(b"".join(p.read_bytes() for p in parts))
         if tgz.exists():
             with tarfile.open(tgz) as tar:
                 tar.extractall(work, filter="data")
