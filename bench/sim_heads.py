@@ -56,6 +56,7 @@ from bench.sim_learning import (  # noqa: E402
 DATASET = "sim-pick-push"
 TASKS = ("pick", "push")
 HEADS = ("tokens", "chunk", "flow", "fast")
+PART_BYTES = 15 << 20
 SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software", "osmesa")
 
 
@@ -203,7 +204,7 @@ def _train_job(spec: dict) -> dict:
         slowest = min(got.values())
         # from the last probe's time, not this process's clock: every head computes the same step count
         left = spec["train_end"] - max(p.stat().st_mtime for p in files) - spec["save_s"]
-        steps = max(spec["probe_steps"], int(0.92 * left * slowest / spec["batch"]))
+        steps = max(spec["probe_steps"], int(spec["probe_margin"] * left * slowest / spec["batch"]))
         if spec["max_samples"]:
             steps = min(steps, spec["max_samples"] // spec["batch"])
         probe = {"samples_per_s": sps, "all": got, "steps_chosen": steps, "seconds": time.time() - t0}
@@ -217,7 +218,13 @@ def _train_job(spec: dict) -> dict:
     finally:
         guard.cancel()
     r = rates(recipe)
-    return {"head": head, "chunk_size": int(recipe.model_info()["chunk_size"]), "status": result.status, "steps": result.step, "samples": result.step * spec["batch"],
+    ev = [json.loads(line) for line in (recipe.path / "metrics.jsonl").read_text().splitlines()]
+    at = {e["event"]: e["time"] for e in reversed(ev)}  # each event's first time
+    trains = [e["time"] for e in ev if e["event"] == "train"]
+    phases = {"setup_s": at.get("start", t1) - t1,  # model, data, LoRA, loaders: before the first step
+              "steps_s": (trains[-1] - at["start"]) if trains and "start" in at else None,
+              "after_s": time.time() - trains[-1] if trains else None}  # validation + save
+    return {"head": head, "phases": phases, "chunk_size": int(recipe.model_info()["chunk_size"]), "status": result.status, "steps": result.step, "samples": result.step * spec["batch"],
             "checkpoint": str(result.checkpoint), "seconds": time.time() - t1,
             "samples_per_s_median": float(np.median(r[1:] or r)) if r else None, "probe": probe,
             "trainable_params": int(recipe.n_trainable), "val": getattr(recipe, "last_eval", None),
@@ -350,7 +357,7 @@ def train_all(args, work: Path, home: Path, frames: dict, offsets: dict, train_e
                       "lr": args.lr, "dtype": args.dtype, "val_fraction": args.val_fraction,
                       "loader_workers": args.loader_workers, "eval_batches": args.eval_batches, "threads": args.train_threads,
                       "probe_steps": args.probe_steps, "steps": args.steps, "max_samples": args.max_samples,
-                      "train_end": train_end, "save_s": args.save_s, "all_heads": list(args.heads)})
+                      "train_end": train_end, "save_s": args.save_s, "probe_margin": args.probe_margin, "all_heads": list(args.heads)})
     t0 = time.perf_counter()
     # plain processes, not a Pool: a Pool's daemonic workers may not start the DataLoader's worker processes
     ctx = mp.get_context("spawn")
@@ -389,6 +396,8 @@ def evaluate(args, pool, heads: list[str], phase: str) -> list[dict]:
     t0 = time.perf_counter()
     rows = []
     sink = [Path(args.work)] + ([Path(args.out)] if args.out else [])
+    for f in sink:
+        f.mkdir(parents=True, exist_ok=True)
     files = [open(f / f"rows_{phase}.jsonl", "w") for f in sink]  # kept even if the call is cut short
     try:
         for r in pool.imap_unordered(_eval_job, jobs, chunksize=1):
@@ -532,6 +541,9 @@ def parse_args(argv=None):
                    help="held-out batches of the end-of-run validation (FAST decodes each row: ~65 s for 4 x 128)")
     p.add_argument("--train-threads", type=int, default=2, help="torch threads per training process")
     p.add_argument("--probe-steps", type=int, default=60, help="0: no probe, train --steps")
+    p.add_argument("--probe-margin", type=float, default=0.7,
+                   help="share of the probes' samples/s the common step count assumes (2026-12-01: the runs went "
+                        "at 73-74%% of their probes' rates, and 0.92 let the time guard stop every head early)")
     p.add_argument("--steps", type=int, default=2000, help="without a probe: the steps of every head")
     p.add_argument("--max-samples", type=int, default=0, help="cap on the samples per head (0: the time decides)")
     p.add_argument("--train-s", type=float, default=0, help="training wall-clock budget (default: from --deadline-s)")
@@ -543,6 +555,10 @@ def parse_args(argv=None):
     p.add_argument("--test-seeds", type=int, default=50, help="test seeds per task")
     p.add_argument("--eval-cpu", action="store_true")
     p.add_argument("--require-gpu-gl", action="store_true", help="fail unless MuJoCo renders on an NVIDIA GPU")
+    p.add_argument("--stop-after", default=None, choices=["train"], help="end after training (with --bundle: "
+                   "the checkpoints for a second call's --eval-from)")
+    p.add_argument("--bundle", default=None, help="with --stop-after train: write ckpt_<head>.tgz + results.json here")
+    p.add_argument("--eval-from", default=None, help="a --bundle folder: evaluate its checkpoints (same --work)")
     p.add_argument("--render-doc", default=None,
                    help="only print the tables of a run's output folder (results.json [+ rows_test.jsonl])")
     args = p.parse_args(argv)
@@ -561,10 +577,87 @@ def _save(args, work: Path, result: dict) -> None:
         (folder / "results.json").write_text(json.dumps(result, indent=1, default=str))
 
 
-def main(argv=None) -> int:
+def bundle(args, work: Path, result: dict) -> None:
+    """Each head's trained run as one ``ckpt_<head>.tgz`` under ``--bundle`` (paths relative to ``--work``; the
+    optimizer state left out): what a second call's ``--eval-from`` evaluates."""
+    import tarfile
+
+    out = Path(args.bundle)
+    out.mkdir(parents=True, exist_ok=True)
+    for head, r in result["train"]["heads"].items():
+        if not r.get("checkpoint"):
+            continue
+        run = Path(r["checkpoint"]).parent.parent
+        tgz = out / f"ckpt_{head}.tgz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            tar.add(run, arcname=str(run.relative_to(work)),
+                    filter=lambda ti: None if ti.name.endswith("training_state.safetensors") else ti)
+        if tgz.stat().st_size > PART_BYTES:  # the device returns files of at most 16 MiB (flow's was 20 MB)
+            data = tgz.read_bytes()
+            tgz.unlink()
+            for i in range(0, len(data), PART_BYTES):
+                (out / f"ckpt_{head}.tgz.part{i // PART_BYTES}").write_bytes(data[i:i + PART_BYTES])
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    _log("bundled", folder=str(out), files=sorted(p.name for p in out.iterdir()))
+
+
+def unbundle(args, work: Path) -> dict:
+    """``--eval-from``: the first call's results.json and checkpoints back under the same ``--work`` (the base model
+    rebuilt there: the same deterministic random init as bench/sim_learning_model.py writes)."""
+    import tarfile
+
+    from bench.sim_learning_model import prepare_small_model
+
+    src = Path(args.eval_from)
+    result = json.loads((src / "results.json").read_text())
+    a = result["args"]
+    for k in ("cameras", "image_size", "fps", "model_size", "chunk"):  # what the checkpoints were trained on
+        setattr(args, k, a[k])
+    result["eval_args"] = vars(args)
+    old_work = Path(a["work"])
+    for head, r in result["train"]["heads"].items():
+        if r.get("checkpoint"):
+            r["checkpoint"] = str(work / Path(r["checkpoint"]).relative_to(old_work))
+        tgz = src / f"ckpt_{head}.tgz"
+        parts = sorted(src.glob(f"ckpt_{head}.tgz.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+        if parts and not tgz.exists():
+            tgz = work / tgz.name
+            tgz.write_bytes(b"".join(p.read_bytes() for p in parts))
+        if tgz.exists():
+            with tarfile.open(tgz) as tar:
+                tar.extractall(work, filter="data")
+        prepare_small_model(work, a["model_size"], action_head=head, chunk=a["chunk"], action_dim=6,
+                            n_images=len(a["cameras"]), state_dim=6)
+    result["eval_from"] = str(src)
+    return result
+
+
+def evaluate_all(args, work: Path, result: dict) -> None:
     import multiprocessing as mp
 
     import torch
+
+    ckpts = {h: r["checkpoint"] for h, r in result["train"]["heads"].items()
+             if r.get("checkpoint") and Path(r["checkpoint"]).exists()}
+    heads = [h for h in args.heads if h in ckpts]
+    args.chunk_sizes = {h: result["train"]["heads"][h]["chunk_size"] for h in heads}
+    device = "cuda" if torch.cuda.is_available() and not args.eval_cpu else "cpu"
+    t0 = time.time()
+    with mp.get_context("spawn").Pool(args.workers, initializer=_eval_init, initargs=(ckpts, device, 1)) as pool:
+        val = evaluate(args, pool, heads, "val")
+        result["validation"] = choose(args, val, heads)
+        args.chosen = result["validation"]["chosen"]
+        _log("chosen", **args.chosen)
+        _save(args, work, result)
+        test = evaluate(args, pool, heads, "test")
+    result["eval_seconds"] = time.time() - t0
+    result["eval_device"] = device
+    result["summary"] = summarize(test)
+    result["rows"] = val + test
+
+
+def main(argv=None) -> int:
+    import multiprocessing as mp
 
     args = parse_args(argv)
     if args.render_doc:
@@ -579,6 +672,13 @@ def main(argv=None) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    if args.eval_from:
+        result = unbundle(args, work)
+        result["eval_command"] = "bench/sim_heads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        result["gl"] = check_gl(args)
+        evaluate_all(args, work, result)
+        result["total_s"] = time.time() - t_start
+        return _finish(args, work, result)
     home = work / "home"
     result: dict = {"command": "bench/sim_heads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "args": vars(args)}
@@ -601,23 +701,16 @@ def main(argv=None) -> int:
         train_end = time.time() + 3600
     result["train"] = train_all(args, work, home, frames, offsets, train_end)
     _save(args, work, result)
-    ckpts = {h: r["checkpoint"] for h, r in result["train"]["heads"].items() if r.get("checkpoint")}
-    heads = [h for h in args.heads if h in ckpts]
-    args.chunk_sizes = {h: result["train"]["heads"][h]["chunk_size"] for h in heads}
-    device = "cuda" if torch.cuda.is_available() and not args.eval_cpu else "cpu"
-    t0 = time.time()
-    with ctx.Pool(args.workers, initializer=_eval_init, initargs=(ckpts, device, 1)) as pool:
-        val = evaluate(args, pool, heads, "val")
-        result["validation"] = choose(args, val, heads)
-        args.chosen = result["validation"]["chosen"]
-        _log("chosen", **args.chosen)
-        _save(args, work, result)
-        test = evaluate(args, pool, heads, "test")
-    result["eval_seconds"] = time.time() - t0
-    result["eval_device"] = device
-    result["summary"] = summarize(test)
-    result["rows"] = val + test
+    if args.stop_after == "train":
+        if args.bundle:
+            bundle(args, work, result)
+        return 0
+    evaluate_all(args, work, result)
     result["total_s"] = time.time() - t_start
+    return _finish(args, work, result)
+
+
+def _finish(args, work: Path, result: dict) -> int:
     text = render_doc(result)
     _save(args, work, result)
     for folder in [work] + ([Path(args.out)] if args.out else []):

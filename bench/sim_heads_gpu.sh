@@ -5,6 +5,9 @@
 #         /work/wt/x15/ /work/main/.devcarry/x15/     # + whl/ (mujoco 3.3.0, pyopengl, glfw, sqlalchemy, alembic,
 #                                                     #   mako, av: cp312 wheels) and gl/ (libglvnd/libegl1 debs)
 #   run: cd .devcarry/x15 && bash bench/sim_heads_gpu.sh --demos 300 ...      (carry .devcarry/x15)
+# Two calls (what docs/benchmarks.md's second run did; the device returns at most 8 files of <= 16 MiB):
+#   1. NO_GPU_TESTS=1 bash bench/sim_heads_gpu.sh --work /tmp/sh --bundle $OUT/b --stop-after train --demos 500 ...
+#   2. carry call 1's $OUT/b, then: NO_GPU_TESTS=1 bash bench/sim_heads_gpu.sh --work /tmp/sh2 --eval-from <it> ...
 # Locally (CPU smoke test, no set-up): PY=.venv/bin/python OUT=/tmp/o bash bench/sim_heads_gpu.sh --demos 2 ...
 set -u
 cd "$(dirname "$0")/.."
@@ -24,13 +27,14 @@ else
 fi
 export MUJOCO_GL=egl PYOPENGL_PLATFORM=egl PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 echo "cores: $(nproc)"
+if [ -z "${NO_GPU_TESTS:-}" ]; then
 ("$PY" -m pytest -q -p no:cacheprovider -m gpu tests/finetune/test_action_heads.py >"$OUT/gpu_tests.log" 2>&1
  echo "rc=$?" >>"$OUT/gpu_tests.log") &
+fi
 set -o pipefail
 "$PY" bench/sim_heads.py --out "$OUT" "$@" 2>&1 | tee "$OUT/run.log" |
     grep -v --line-buffered -e '^{"event":"\(train\|start\|eval\|checkpoint\|done\)"' -e 'UserWarning' -e 'from_numpy'
 rc=$?
 wait
-echo "--- gpu tests"
-tail -4 "$OUT/gpu_tests.log"
+[ -f "$OUT/gpu_tests.log" ] && { echo "--- gpu tests"; tail -4 "$OUT/gpu_tests.log"; }
 exit $rc

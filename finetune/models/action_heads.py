@@ -107,30 +107,43 @@ def last_logits(vla, pixel_values, input_ids):
 
 
 def greedy_decode(vla, batch: dict, n_new: int, reference: bool):
-    """Per row: the static-cache greedy decode of ``n_new`` tokens (tokens, max-probabilities), each (1, n_new)."""
+    """Per row, in row order: the greedy decode of ``n_new`` tokens (tokens, max-probabilities), each (1, n_new).
+    Rows whose prompts have the same length decode together in one batched pass (a validation batch holds a few
+    instructions, so a few passes instead of one per row); a lone row takes the static-cache CUDA-graph path."""
     pv = batch["pixel_values"]
     plen = batch.get("prompt_len")
+    groups: dict[int, list[int]] = {}
     for i in range(pv.shape[0]):
         L = int(plen[i]) if plen is not None else int(batch["attention_mask"][i].sum())
-        ids = batch["input_ids"][i : i + 1, :L]
-        p = pv[i : i + 1]
-        if reference:
-            yield vla._decode_reference(p, ids, n_new)
-            continue
-        try:
-            yield vla._fast_decode(p, ids, n_new, L)
-        except Exception as exc:  # a torch.compile failure: fall back to the uncompiled step
-            if not vla.compile_decode or not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                raise
-            import warnings
+        groups.setdefault(L, []).append(i)
+    out: list = [None] * pv.shape[0]
+    for L, rows in groups.items():
+        sel = torch.tensor(rows, device=pv.device)
+        ids = batch["input_ids"].index_select(0, sel.to(batch["input_ids"].device))[:, :L]
+        toks, probs = _decode_rows(vla, pv.index_select(0, sel), ids, n_new, L, reference)
+        for j, i in enumerate(rows):
+            out[i] = (toks[j : j + 1], probs[j : j + 1])
+    yield from out
 
-            from recorder.errors import StudioWarning
 
-            warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager",
-                          StudioWarning, stacklevel=2)
-            vla.compile_decode = False
-            vla._graphs.clear()
-            yield vla._fast_decode(p, ids, n_new, L)
+def _decode_rows(vla, p, ids, n_new: int, L: int, reference: bool):
+    if reference:
+        return vla._decode_reference(p, ids, n_new)
+    one = p.shape[0] == 1  # one row: the CUDA graph keyed by its shape; several: eager (no graph per group size)
+    try:
+        return vla._fast_decode(p, ids, n_new, L) if one else vla._decode_fn(p, ids, n_new)
+    except Exception as exc:  # a torch.compile failure: fall back to the uncompiled step
+        if not vla.compile_decode or not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        import warnings
+
+        from recorder.errors import StudioWarning
+
+        warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}); using eager",
+                      StudioWarning, stacklevel=2)
+        vla.compile_decode = False
+        vla._graphs.clear()
+        return vla._fast_decode(p, ids, n_new, L) if one else vla._decode_fn(p, ids, n_new)
 
 
 class TokenHead(ActionHead):

@@ -74,6 +74,22 @@ def test_token_head_predicts_and_fast_decode_equals_transformers(tiny):
     assert acts.abs().max() <= 1
 
 
+def test_a_batch_decodes_per_prompt_length_and_equals_each_row_alone(tiny, monkeypatch):
+    # a validation batch (many rows, two instructions): one decode pass per prompt length, not one per row, and
+    # each row's actions and confidence as if it were decoded alone (row order kept)
+    vla = load_vla(tiny, device="cpu")
+    texts = ["pick up the red cube", "push the red cube onto the green square"]
+    samples = [vla.prepare([_img(i)], texts[i % 2], None) for i in range(5)]
+    alone = [vla.predict(vla.collate([s])) for s in samples]
+    calls = []
+    decode = vla._decode_fn
+    monkeypatch.setattr(vla, "_decode_fn", lambda p, ids, n: calls.append(p.shape[0]) or decode(p, ids, n))
+    acts, conf = vla.predict(vla.collate(samples))
+    assert sorted(calls) == [2, 3]
+    assert torch.equal(acts, torch.cat([a for a, _ in alone]))
+    assert torch.allclose(conf, torch.cat([c for _, c in alone]), atol=1e-5)
+
+
 def test_training_forward_metrics_and_loss_falls_with_lora(tiny):
     from peft import LoraConfig, get_peft_model
 
