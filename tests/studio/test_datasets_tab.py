@@ -265,6 +265,7 @@ def test_filters_give_the_right_rows_and_counts(qtbot, big_tab):
 
     tab.since_filter.setDate(QDate.currentDate().addDays(2))
     check([])
+    assert tab.table.placeholder() == "No episodes match the filters"  # drawn in the empty table
     tab.since_filter.setDate(tab.since_filter.minimumDate())
     tab.show_trash.setChecked(True)
     assert rows_of(qtbot, tab) == [tab.trashed] and tab.count_label.text() == "1 of 1 episodes"
