@@ -10,7 +10,7 @@ from pathlib import Path
 from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
 from PyQt6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
-from studio.context import AppContext, TabSpec
+from studio.context import AppContext, TabSpec, freeze_startup_heap  # noqa: F401 (run_gui; bench/scale.py)
 from studio.welcome import Progress, WelcomeWidget
 from widgets.later import Later
 
@@ -234,17 +234,3 @@ def run_gui(home: Path, rig: str = "sim") -> int:
     window.show()
     window.tabs_ready.connect(freeze_startup_heap)  # the tabs' modules and widgets are the start-up heap
     return app.exec()
-
-
-def freeze_startup_heap(generation: int = 2) -> None:
-    """Move everything alive after start-up (modules, widgets) out of the garbage collector's view.
-
-    A full (generation 2) collection walks every tracked object: with the studio's imports that was a
-    74 ms GUI freeze in the middle of scrolling a 10k-episode table (bench/scale.py); after the freeze a
-    collection walks only what was made since. ``generation`` < 2: collect only the young generations
-    first (a millisecond), for data that is long-lived and holds no cycles (the Datasets tab's rows:
-    reference counting frees them when the table drops them, frozen or not)."""
-    import gc
-
-    gc.collect(generation)
-    gc.freeze()

@@ -41,7 +41,7 @@ from PyQt6.QtWidgets import (
 from recorder import curation
 from recorder.errors import KnownError, error_text
 from recorder.store.query import ANY, USABLE, EpisodeQuery, sort_value
-from studio.context import remember_splitter
+from studio.context import freeze_startup_heap, remember_splitter
 from studio.datasets.viewer import EpisodeViewerController
 from studio.datasets.workers import StoreJob, ThumbnailWorker, WorkerThread
 from widgets.episode_table import EpisodeTableModel, EpisodeTableView
@@ -452,8 +452,6 @@ class DatasetsTab(QWidget):
             if rows and self.model.rowCount() >= self.FREEZE_ROWS:
                 # the rows scrolled in stay while the table shows them: out of the collector's view, or its
                 # full collections walk every one (a 52 ms collection, GIL held, at 70k rows)
-                from studio.app import freeze_startup_heap
-
                 freeze_startup_heap(generation=1)
             return rows
 
