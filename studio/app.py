@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self._pending: list[str] = []  # titles still to build, once the store is open
         self._closed = False
         self._build_timer = Later(self, self._build_next_tab)  # one tab per pass (widgets.later)
+        self._welcome_timer = Later(self, self.refresh_welcome)  # the guide's SQL counts: not in a tab's pass
         ctx.status_posted.connect(self._on_status_posted)
         ctx.error_posted.connect(self._on_error_posted)
         ctx.checkpoint_opened.connect(self._on_checkpoint_opened)
@@ -131,7 +132,7 @@ class MainWindow(QMainWindow):
         if title == "Record":
             if hasattr(widget, "rig_combo"):
                 widget.rig_combo.currentTextChanged.connect(self.refresh_welcome)  # its keys follow the rig
-            self.refresh_welcome()
+            self._welcome_timer.start()  # the guide's keys follow the Record tab's rig, a pass later
         if self.all_tabs_built:
             self.tabs_ready.emit()
         return widget

@@ -35,6 +35,7 @@ from PyQt6.QtWidgets import (
 
 from widgets.camera_grid import CameraGridWidget
 from widgets.camera_view import CameraView
+from widgets.later import BuiltWhenShown
 from widgets.overlays import OVERLAY_TIPS, OverlayData, install_overlays
 
 PLACEHOLDER = "Select a rollout above to play it back with its overlays."
@@ -56,6 +57,37 @@ def _item(text) -> QTableWidgetItem:
     it = QTableWidgetItem(str(text))
     it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
     return it
+
+
+class EvalPlotWidget(BuiltWhenShown, QWidget):
+    """The open-loop evaluation's plot (one joint, recorded vs predicted): the pyqtgraph plot (~20 ms to make)
+    is made when the widget is first shown (:meth:`ensure_plots`: at once), so building the Rollout tab never
+    pays for a section the person may not open."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self.plot: pg.PlotWidget | None = None
+        self.curve_recorded = self.curve_predicted = None
+        self._init_built_when_shown()
+
+    @property
+    def built(self) -> bool:
+        return self.plot is not None
+
+    def _build_step(self) -> None:
+        if self.built:
+            return
+        plot = pg.PlotWidget()
+        plot.setBackground("w")
+        plot.addLegend()
+        plot.setLabel("bottom", "tick")
+        plot.setLabel("left", "action")
+        self.curve_recorded = plot.plot([], [], pen=pg.mkPen((40, 40, 40), width=2), name="recorded")
+        self.curve_predicted = plot.plot([], [], pen=pg.mkPen((30, 120, 255), width=2), name="predicted")
+        self._layout.addWidget(plot)
+        self.plot = plot
 
 
 class RolloutReviewView(QWidget):
@@ -166,19 +198,29 @@ class RolloutReviewView(QWidget):
         row.addStretch(1)
         el.addLayout(row)
         body = QHBoxLayout()
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
-        self.plot.addLegend()
-        self.plot.setLabel("bottom", "tick")
-        self.plot.setLabel("left", "action")
-        self.curve_recorded = self.plot.plot([], [], pen=pg.mkPen((40, 40, 40), width=2), name="recorded")
-        self.curve_predicted = self.plot.plot([], [], pen=pg.mkPen((30, 120, 255), width=2), name="predicted")
+        self.eval_plot = EvalPlotWidget()  # its pyqtgraph plot is made when the section is first opened
         self.mae_table = QTableWidget(0, len(self.joint_names) + 2)
         self.mae_table.setHorizontalHeaderLabels(["checkpoint", *self.joint_names, "mean"])
-        body.addWidget(self.plot, 3)
+        body.addWidget(self.eval_plot, 3)
         body.addWidget(self.mae_table, 2)
         el.addLayout(body)
         self.sections.addTab(eval_box, "Open-loop evaluation")
+
+    @property
+    def plot(self) -> pg.PlotWidget:
+        """The open-loop plot (made now if its section was never opened)."""
+        self.eval_plot.ensure_plots()
+        return self.eval_plot.plot
+
+    @property
+    def curve_recorded(self) -> pg.PlotDataItem:
+        self.eval_plot.ensure_plots()
+        return self.eval_plot.curve_recorded
+
+    @property
+    def curve_predicted(self) -> pg.PlotDataItem:
+        self.eval_plot.ensure_plots()
+        return self.eval_plot.curve_predicted
 
     # ------------------------------------------------------------------ lists
     def set_rollouts(self, rows: list[tuple[int, str, str, bool | None, int, str]], total: int) -> None:

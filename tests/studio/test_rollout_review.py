@@ -143,3 +143,25 @@ def test_review_plays_a_rollouts_frames_decoded_off_the_gui_thread(home, qtbot, 
     finally:
         review.shutdown()
         ctx.close()
+
+
+def test_the_evaluation_plot_is_made_when_its_section_is_opened_not_with_the_tab(home, qtbot):
+    # building the Rollout tab does not pay for the open-loop plot (a pyqtgraph plot, ~20 ms of one GUI pass):
+    # it appears when the person opens "Open-loop evaluation"
+    from studio.context import AppContext
+    from studio.rollout.review import RolloutReviewWidget
+
+    ctx = AppContext(home=home)
+    try:
+        review = RolloutReviewWidget(ctx)
+        qtbot.addWidget(review)
+        review.show()
+        qtbot.waitExposed(review)
+        qtbot.wait(50)
+        assert review.eval_plot.plot is None  # the Rollouts section is on screen, the evaluation's is not
+        titles = [review.sections.tabText(i) for i in range(review.sections.count())]
+        review.sections.setCurrentIndex(titles.index("Open-loop evaluation"))
+        qtbot.waitUntil(lambda: review.eval_plot.plot is not None and review.eval_plot.plot.isVisible())
+        assert review.curve_predicted.getData()[0] is None or len(review.curve_predicted.getData()[0]) == 0
+    finally:
+        ctx.close()
