@@ -113,6 +113,18 @@ class AppContext(QObject):
         self.rigs = RigManager(self.home, parent=self)
         self.settings = SettingsModel(StudioSettings.load(self.home / SETTINGS_FILE), parent=self)
         self.local_training = False
+        self._changes = 0  # store_changed signals so far: what the opener's dataset list was read before
+        self._opened_datasets: tuple[int, list] | None = None
+        self.store_changed.connect(self._count_change)
+
+    def _count_change(self) -> None:
+        self._changes += 1
+
+    def opened_datasets(self) -> list | None:
+        """The dataset list the opener thread read (per-dataset counts: 40-60 ms of SQL at 100k episodes), if
+        nothing in this window changed the store since; else None (read it again)."""
+        got = self._opened_datasets
+        return got[1] if got is not None and got[0] == self._changes else None
 
     def set_local_training(self, on: bool) -> None:
         if bool(on) != self.local_training:
@@ -161,7 +173,8 @@ class AppContext(QObject):
             try:
                 for name in preload:
                     importlib.import_module(name)
-                warm_queries(self.store)
+                changes = self._changes
+                self._opened_datasets = (changes, warm_queries(self.store))
             except KnownError as err:
                 error = str(err)
             except Exception as err:  # noqa: BLE001 - shown to the person, logged with its traceback
@@ -185,13 +198,13 @@ class AppContext(QObject):
             self._store = None
 
 
-def warm_queries(store) -> None:
+def warm_queries(store) -> list:
     """Run, once, the kinds of query the tabs run first (counts, a page of rows, datasets, runs), so their
-    SQL is compiled and their index pages read before the GUI thread asks."""
+    SQL is compiled and their index pages read before the GUI thread asks. Returns the dataset list."""
     from recorder.store.query import EpisodeQuery
 
     query = EpisodeQuery()
-    store.datasets()
+    datasets = store.datasets()
     store.count_episodes(query)
     store.count_episodes(EpisodeQuery(status=("complete",), source="policy"))
     store.episode_rows(query, sort="id", descending=True, limit=1)
@@ -199,6 +212,7 @@ def warm_queries(store) -> None:
     for run in store.runs()[:1]:
         store.checkpoints(run.run_id)
     store.checkpoints()
+    return datasets
 
 
 def remember_splitter(ctx, splitter, key: str) -> None:

@@ -91,7 +91,7 @@ class FinetuneTab(QWidget):
         self._close_choice = "stop"
         self._gpu = detect_gpu()
         self._build_ui()
-        self.refresh_datasets()
+        self.refresh_datasets(ctx.opened_datasets())  # the opener thread's list: no SQL in this pass
         self.refresh_history()
         ctx.store_changed.connect(self._on_store_changed)
         ctx.rigs.rig_connected.connect(self._update_load_note)
@@ -377,12 +377,14 @@ class FinetuneTab(QWidget):
             return False
         return True
 
-    def refresh_datasets(self) -> None:
+    def refresh_datasets(self, datasets: list | None = None) -> None:
         """List every dataset (empty ones too, marked). The choice never moves on its own: a chosen dataset
-        that emptied or vanished stays chosen and says so; the first non-empty one is chosen only when none was."""
+        that emptied or vanished stays chosen and says so; the first non-empty one is chosen only when none was.
+        ``datasets``: a list read already (the store's ``datasets()``), else it is read now."""
         current = self.dataset_combo.currentText()
         try:
-            self._dataset_sizes = {d.name: int(d.num_episodes) for d in self.ctx.store.datasets()}
+            infos = datasets if datasets is not None else self.ctx.store.datasets()
+            self._dataset_sizes = {d.name: int(d.num_episodes) for d in infos}
         except Exception as err:  # noqa: BLE001 - a broken store is shown, not raised into Qt
             self.ctx.error_posted.emit(str(err))
             self._dataset_sizes = {}
