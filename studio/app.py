@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QSignalBlocker, Qt, pyqtSignal
+from PyQt6.QtCore import QSignalBlocker, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from studio.context import AppContext, TabSpec, freeze_startup_heap  # noqa: F401 (run_gui; bench/scale.py)
@@ -76,7 +76,21 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"store: {ctx.home}   rig: {ctx.rig}")
         if ctx.settings.data.load_warning:
             self.statusBar().showMessage(ctx.settings.data.load_warning, 20000)
-        ctx.open_store_in_background(preload=tuple(spec.module for spec in TABS))
+        # the opener thread's imports hold the GIL for long stretches: started after the window's first paint
+        # (which waited for them: 60-100 ms wall for ~20 ms of its own CPU), or after 100 ms if never painted
+        self._opening = False
+        QTimer.singleShot(100, self._open_store)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        super().paintEvent(event)
+        if not self._opening:
+            QTimer.singleShot(0, self._open_store)
+
+    def _open_store(self) -> None:
+        if self._opening or self._closed:
+            return
+        self._opening = True
+        self.ctx.open_store_in_background(preload=tuple(spec.module for spec in TABS))
 
     # ------------------------------------------------------------------ tabs, built once the store is open
     @property

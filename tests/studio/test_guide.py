@@ -96,6 +96,7 @@ def _drag_splitter(qtbot, splitter, dy):
 
 def test_splitter_sizes_come_back_next_launch(qtbot, open_window):
     window = open_window()
+    qtbot.waitUntil(lambda: window.all_tabs_built, timeout=20000)  # the window's layout settled (guide filled)
     ft = window.tab_widgets["Fine-tune"]
     window.tabs.setCurrentWidget(ft)
     qtbot.wait(50)
@@ -106,6 +107,7 @@ def test_splitter_sizes_come_back_next_launch(qtbot, open_window):
     window.close()
 
     again = open_window()
+    qtbot.waitUntil(lambda: again.all_tabs_built, timeout=20000)
     ft2 = again.tab_widgets["Fine-tune"]
     again.tabs.setCurrentWidget(ft2)
     qtbot.wait(50)
