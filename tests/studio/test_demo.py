@@ -108,7 +108,9 @@ def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
             assert local.checkpoint_dir is not None and remote.checkpoint_dir is None
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        # Ctrl-C stops it cleanly; the bound only catches a hang (1.8 s on a quiet machine, over 20 s once on a
+        # fresh CI clone with four test workers on two cores: the interpreter's teardown of torch, CPU-starved)
+        assert proc.wait(90) == 0
 
 
 @pytest.mark.gui
