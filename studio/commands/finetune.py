@@ -273,7 +273,12 @@ def _launch_torchrun(args, cfg, run_id: str) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rc = proc.wait()
+        while True:  # timed waits, so a signal that lands on another thread still runs `forward` promptly
+            try:
+                rc = proc.wait(0.5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

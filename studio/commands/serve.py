@@ -88,7 +88,8 @@ def _run(args) -> int:
     print(f"serving {policy.checkpoint_label} on {server.url} ({what}; "
           f"{'token required' if token else 'no token'}); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
-        server._thread.join()
+        while server._thread.is_alive():  # timed waits: Ctrl-C is seen even when the kernel hands the signal to
+            server._thread.join(0.5)      # another thread (a bare join() then never woke: a hang seen in CI)
     except KeyboardInterrupt:
         pass
     finally:
