@@ -91,7 +91,8 @@ def _run(args) -> int:
         while server._thread.is_alive():  # timed waits: Ctrl-C is seen even when the kernel hands the signal to
             server._thread.join(0.5)      # another thread (a bare join() then never woke: a hang seen in CI)
     except KeyboardInterrupt:
-        pass
+        print("stopping…", file=sys.stderr, flush=True)
     finally:
         server.stop()
+    print("stopped", file=sys.stderr, flush=True)
     return 0

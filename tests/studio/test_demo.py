@@ -79,7 +79,7 @@ def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root))
-    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "--home", str(home), "serve", "--checkpoint",
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "studio.cli", "--home", str(home), "serve", "--checkpoint",
                              str(run), "--port", str(port), "--token", "tk", "--device", "cpu"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -113,8 +113,12 @@ def test_serve_cli_serves_the_tuned_checkpoint(demo_home, tmp_path):
         try:
             rc = proc.wait(90)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"`vla-studio serve` did not stop on Ctrl-C: {proc.stderr.read()[-2000:]}")
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack, to see where it hangs
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            pytest.fail(f"`vla-studio serve` did not stop on Ctrl-C: {proc.stderr.read()[-8000:]}")
         assert rc == 0
 
 
