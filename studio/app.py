@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from pathlib import Path
 
 from PyQt6.QtCore import QSignalBlocker, Qt, QTimer, pyqtSignal
-from PyQt6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from studio.context import AppContext, TabSpec, freeze_startup_heap  # noqa: F401 (run_gui; bench/scale.py)
 from studio.welcome import Progress, WelcomeWidget
+from widgets.gui_gc import gui_app
 from widgets.later import Later
 
 TABS = [
@@ -242,8 +242,7 @@ def placeholder(text: str) -> QLabel:
 
 
 def run_gui(home: Path, rig: str = "sim") -> int:
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("vla-studio")
+    app = gui_app()  # cyclic garbage (closed widgets, old plots) is collected in this thread only
     ctx = AppContext(home=home, rig=rig)
     window = MainWindow(ctx)
     window.show()

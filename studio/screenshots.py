@@ -67,13 +67,12 @@ def _record_demos(home: Path, episodes: int) -> None:
 
 def take(out: Path, home: Path | None = None, steps: int = 24) -> list[Path]:
     """Take every screenshot into ``out``; returns the PNG paths."""
-    from PyQt6.QtWidgets import QApplication
+    from widgets.gui_gc import gui_app
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     home = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="vla-shots-"))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("vla-studio")
+    app = gui_app()
     from studio.app import MainWindow
     from studio.context import AppContext
 

@@ -59,3 +59,17 @@ def small_disk(tmp_path):
     from tests.diskfull import mount_small_disk
 
     yield from mount_small_disk(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _gui_thread_gc(request):
+    """GUI tests run as the studio does (widgets.gui_gc): cyclic garbage, Qt objects in it included, is
+    collected in the GUI thread only, and all of it at the end of the test, here, before the next one."""
+    if "qtbot" not in request.fixturenames and "qapp" not in request.fixturenames:
+        yield
+        return
+    from widgets import gui_gc
+
+    gui_gc.install(request.getfixturevalue("qapp"))
+    yield
+    gui_gc.uninstall()

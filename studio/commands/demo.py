@@ -7,8 +7,6 @@ window; ``--headless`` does the same and prints each step.
 
 from __future__ import annotations
 
-import sys
-
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="record sim demos, fine-tune the tiny model on the CPU, roll it out",
@@ -46,11 +44,10 @@ def _run(args) -> int:
     cfg = _config(args)
     if args.headless:
         return _run_headless(cfg)
-    from PyQt6.QtWidgets import QApplication
-
     from studio.demo.window import DemoWindow
+    from widgets.gui_gc import gui_app
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = gui_app()
     win = DemoWindow(cfg)
     win.show()
     win.start()
