@@ -86,3 +86,22 @@ class WorkerThread:
         shutdown = getattr(self.worker, "shutdown", None)
         if shutdown is not None:
             shutdown()
+
+    def __del__(self) -> None:
+        # Dropped without stop() (its widget was garbage-collected unclosed): a QThread destroyed while it
+        # runs aborts the whole process ("QThread: Destroyed while thread is still running"). Its event
+        # loop ends in a moment; one still busy after that is kept until it finishes, never destroyed running.
+        try:
+            thread = self.thread
+            if not thread.isRunning():
+                return
+            thread.quit()
+            if not thread.wait(2000):
+                _outliving.add(thread)
+                thread.finished.connect(lambda: _outliving.discard(thread))
+        except RuntimeError:  # its C++ object is already gone: nothing runs
+            pass
+
+
+#: QThreads whose owner went away while they still ran: kept alive until they finish
+_outliving: set[QThread] = set()

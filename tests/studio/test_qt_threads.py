@@ -2,7 +2,7 @@
 failure as one line (a KnownError's own message; a bug as its type and message, with what was being done)."""
 
 import pytest
-from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtCore import Qt, pyqtSignal
 
 from recorder.errors import DeviceError, error_text
 from studio.qt.threads import MAX_PENDING_TICKS, CallThread, ThrottledThread
@@ -50,3 +50,29 @@ def test_call_thread_reports_a_bug_as_one_line(qtbot):
         thread.start()
     thread.wait()
     assert blocker.args == ["OSError: [Errno 5] Input/output error"]
+
+
+def test_a_worker_thread_dropped_while_running_is_stopped_not_destroyed_running(qtbot):
+    """A widget owning a decode thread, garbage-collected without being closed (its controller in a cycle):
+    the thread stops first. Destroyed while running it aborted the whole process (a crashed test worker)."""
+    import gc
+    import threading
+
+    from PyQt6.QtCore import QObject
+
+    from studio.qt.threads import WorkerThread
+
+    class Owner:
+        def __init__(self):
+            self.worker = QObject()
+            self.threads = WorkerThread(self.worker, "dropped-decoder")
+            self.me = self  # only a cycle holds it, as a widget's connected slots do
+
+    owner = Owner()
+    thread = owner.threads.thread
+    assert thread.isRunning()
+    finished = threading.Event()
+    thread.finished.connect(finished.set, type=Qt.ConnectionType.DirectConnection)
+    del owner, thread
+    gc.collect()  # would abort here: "QThread: Destroyed while thread is still running"
+    assert finished.is_set()
