@@ -165,9 +165,10 @@ def _gui(home: Path) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("MUJOCO_GL", "egl")
     from PyQt6.QtCore import QEventLoop, QTimer
-    from PyQt6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication([])
+    from widgets.gui_gc import gui_app
+
+    app = gui_app()  # as run_gui: cyclic garbage collected on the GUI thread's timer
     gaps: list[float] = []  # wall seconds between two beats: one event-loop pass (and the wait for the CPU)
     cpu_gaps: list[float] = []  # the GUI thread's own CPU seconds in that pass (what a busy machine cannot inflate)
     last = [time.perf_counter(), time.thread_time()]
